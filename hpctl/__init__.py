@@ -1,0 +1,2 @@
+"""hpctl: plan, apply and follow LLM training jobs on local, Slurm and Kubernetes clusters."""
+__version__ = "0.1.0"

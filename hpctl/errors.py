@@ -1,0 +1,89 @@
+"""The one error type hpctl raises for bad input.
+
+Every user-facing failure carries where it happened (file, line, column, key path), what was
+expected, what was found and a hint, so the CLI can print one clear message and exit 1 without a
+traceback.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value came from: a file position, a command-line override, or a built-in default."""
+
+    file: str | None = None
+    line: int | None = None  # 1-based
+    col: int | None = None  # 1-based
+    override: int | None = None  # 1-based index of the command-line override
+    text: str | None = None  # the override as typed, for messages
+
+    def __str__(self) -> str:
+        if self.override is not None:
+            return f"override {self.override} ({self.text})" if self.text else f"override {self.override}"
+        if self.file is None:
+            return "default"
+        if self.line is None:
+            return self.file
+        return f"{self.file}:{self.line}:{self.col or 1}"
+
+    def to_json(self) -> dict:
+        if self.override is not None:
+            return {"kind": "override", "index": self.override, "text": self.text}
+        if self.file is None:
+            return {"kind": "default"}
+        return {"kind": "file", "file": self.file, "line": self.line, "col": self.col}
+
+
+DEFAULT = Origin()
+
+
+@dataclass
+class Problem:
+    """One located complaint about the input."""
+
+    message: str
+    origin: Origin | None = None
+    key: str | None = None
+    expected: str | None = None
+    found: str | None = None
+    hint: str | None = None
+
+    def render(self) -> str:
+        where = f"{self.origin}: " if self.origin and str(self.origin) != "default" else ""
+        key = f"{self.key}: " if self.key else ""
+        parts = [f"{where}{key}{self.message}"]
+        if self.expected is not None:
+            parts.append(f"  expected: {self.expected}")
+        if self.found is not None:
+            parts.append(f"  found:    {self.found}")
+        if self.hint:
+            parts.append(f"  hint:     {self.hint}")
+        return "\n".join(parts)
+
+    def to_json(self) -> dict:
+        return {
+            "message": self.message,
+            "origin": self.origin.to_json() if self.origin else None,
+            "key": self.key,
+            "expected": self.expected,
+            "found": self.found,
+            "hint": self.hint,
+        }
+
+
+class HpctlError(Exception):
+    """Bad input or a failed operation, with one or more located problems."""
+
+    def __init__(self, message: str | Problem | list[Problem], **kw: object) -> None:
+        if isinstance(message, list):
+            self.problems = message
+        elif isinstance(message, Problem):
+            self.problems = [message]
+        else:
+            self.problems = [Problem(message, **kw)]  # type: ignore[arg-type]
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(p.render() for p in self.problems)
