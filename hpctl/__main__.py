@@ -1,0 +1,3 @@
+from hpctl.cli import main
+
+main()

@@ -1,0 +1,167 @@
+"""The local backend: torchrun on this machine, detached, for CPU (gloo) or local GPUs.
+
+apply writes the spec and a launch script into the results dir and starts the script in its own
+session, logging to `<results>/logs/stdout.log`. The job id is the script's pid; the script
+records torchrun's exit code in `<results>/hpctl/exit.<pid>`, and cancel leaves
+`cancelled.<pid>` beside it, so status is known after the process is gone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
+                                 JobRecord, JobStatus)
+from hpctl.errors import HpctlError
+from hpctl.spec import Spec, secrets_of
+from hpctl.templating import render
+
+GRACE_SECONDS = 30.0
+
+
+def secret_env_name(path: str) -> str:
+    return "HPCTL_SECRET_" + "".join(c if c.isalnum() else "_" for c in path.upper())
+
+
+def last_metrics(results_dir: str) -> dict | None:
+    """The trainer's latest metrics line, or None before the first log step."""
+    path = Path(results_dir) / "metrics.jsonl"
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 8192))
+            lines = [ln for ln in f.read().splitlines() if ln.strip()]
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+
+
+def follow_file(path: Path, follow: bool, done: "callable[[], bool]", prefix: str | None = None) -> Iterator[str]:
+    """Yield a file's lines; with follow, keep reading until `done()` and the file is drained."""
+    while follow and not path.exists():
+        if done():
+            return
+        time.sleep(0.2)
+    if not path.exists():
+        raise HpctlError(f"no log yet at {path}")
+    with open(path, errors="replace") as f:
+        buf = ""
+        while True:
+            chunk = f.readline()
+            if chunk:
+                buf += chunk
+                if buf.endswith("\n"):
+                    line, buf = buf.rstrip("\n"), ""
+                    if prefix is None:
+                        yield line
+                    elif line.startswith(prefix):
+                        yield line[len(prefix):]
+                continue
+            if not follow or done():
+                rest = f.read()
+                if rest or buf:
+                    for line in (buf + rest).splitlines():
+                        if prefix is None or line.startswith(prefix):
+                            yield line if prefix is None else line[len(prefix):]
+                return
+            time.sleep(0.2)
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def render(self, spec: Spec) -> Artifact:
+        results = spec.get("recipes.run.results_dir")
+        nproc = spec.get("cluster.nproc_per_node") or spec.get("recipes.trainer.devices") or 1
+        python = spec.get("cluster.python") or sys.executable
+        spec_path = f"{results}/job_spec.json"
+        argv = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                "--tee=3", "-m", "adapter.train", "--config", spec_path]
+        env = {**(spec.get("env_vars") or {}), **(spec.get("cluster.env") or {})}
+        secrets = {secret_env_name(p): p for p in sorted(secrets_of(spec.data))}
+        text = render("local.sh.j2", job=spec.job_name, recipe=spec.recipe_name, spec_path=spec_path,
+                      env=sorted((k, "" if v is None else str(v)) for k, v in env.items()),
+                      command=shlex.join(argv), exit_dir=f"{results}/hpctl")
+        return Artifact(
+            kind="command", text=text, language="bash",
+            files={spec_path: json.dumps(spec.public_data(), indent=2, sort_keys=True) + "\n",
+                   f"{results}/hpctl/launch.sh": text},
+            env=secrets, logs={"stdout": f"{results}/logs/stdout.log"}, results_dir=results)
+
+    def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
+        for path, content in artifact.files.items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(content)
+        log = Path(artifact.logs["stdout"])
+        log.parent.mkdir(parents=True, exist_ok=True)
+        script = f"{artifact.results_dir}/hpctl/launch.sh"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(["bash", script], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd=artifact.results_dir,
+                                    env={**os.environ, **secrets})
+        return str(proc.pid)
+
+    def _markers(self, record: JobRecord) -> tuple[Path, Path]:
+        d = Path(record.results_dir) / "hpctl"
+        return d / f"exit.{record.job_id}", d / f"cancelled.{record.job_id}"
+
+    def describe(self, record: JobRecord) -> JobStatus:
+        exit_file, cancelled = self._markers(record)
+        metrics = last_metrics(record.results_dir)
+        if cancelled.exists():
+            return JobStatus(CANCELLED, backend_state="cancelled", metrics=metrics)
+        if exit_file.exists():
+            try:
+                code = int(exit_file.read_text().strip())
+            except ValueError:
+                return JobStatus(UNKNOWN, detail=f"unreadable exit marker {exit_file}", metrics=metrics)
+            return JobStatus(SUCCEEDED if code == 0 else FAILED, exit_code=code, backend_state="exited",
+                             metrics=metrics)
+        if _running(int(record.job_id)):
+            return JobStatus(RUNNING, backend_state="running", metrics=metrics)
+        return JobStatus(FAILED, backend_state="vanished", detail="the process ended without an exit code",
+                         metrics=metrics)
+
+    def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
+        prefix = None if rank is None else f"[default{rank}]:"
+        done = lambda: self.describe(record).state in TERMINAL  # noqa: E731
+        return follow_file(Path(record.logs["stdout"]), follow, done, prefix)
+
+    def cancel(self, record: JobRecord, grace: float = GRACE_SECONDS) -> None:
+        pid = int(record.job_id)
+        if not _running(pid):
+            return
+        _, cancelled = self._markers(record)
+        cancelled.parent.mkdir(parents=True, exist_ok=True)
+        cancelled.write_text("cancelled\n")
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _running(pid):
+            time.sleep(0.2)
+        if _running(pid):
+            _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie's exit was not yet reaped by its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+BACKEND = LocalBackend()

@@ -1,0 +1,538 @@
+"""The `hpctl` command line: thin wiring from arguments to the pipeline and the backends.
+
+Every command takes --workspace, --no-color and --debug; those that print data take --json.
+Errors print as one located message and exit 1; only --debug shows a traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hpctl.errors import HpctlError, Origin
+from hpctl.workspace import Workspace
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Env:
+    workspace: Workspace
+    out: Console
+    err: Console
+    state_path: Path
+    lock_timeout: float
+
+    def state(self):
+        from hpctl.state import State
+        return State.load(self.state_path)
+
+    def locked(self):
+        from hpctl.state import locked
+        return locked(self.state_path, self.lock_timeout)
+
+
+def _console(no_color: bool, stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty()
+    return Console(file=stream, no_color=no_color or not tty, highlight=False, soft_wrap=not tty,
+                   width=None if tty else 100, color_system="auto" if (tty and not no_color) else None)
+
+
+def common(fn: Callable) -> Callable:
+    """--workspace, --state, --lock-timeout, --no-color and --debug on every command."""
+    @click.option("--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=None,
+                  help="Workspace directory (default: the current directory).")
+    @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="State file (default: WORKSPACE/.hpctl/state.json).")
+    @click.option("--lock-timeout", type=float, default=10.0, show_default=True,
+                  help="Seconds to wait for the state lock.")
+    @click.option("--no-color", is_flag=True, help="Plain output.")
+    @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+    @wraps(fn)
+    def wrapper(workspace, state_path, lock_timeout, no_color, debug, **kw):
+        ws = Workspace(workspace)
+        env = Env(ws, _console(no_color), _console(no_color, stderr=True),
+                  state_path or ws.state_dir / "state.json", lock_timeout)
+        return fn(env, **kw)
+    return wrapper
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps({"format_version": FORMAT_VERSION, **doc}, indent=2, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hpctl")
+def cli() -> None:
+    """Plan, apply and follow LLM training jobs on local, Slurm and Kubernetes clusters."""
+
+
+recipe_args = click.argument("args", nargs=-1)
+cluster_opt = click.option("--cluster", "-c", default=None, help="Cluster config name (clusters/NAME.yaml).")
+
+
+def _compose(env: Env, args: tuple[str, ...], cluster: str | None):
+    from hpctl.compose import compose
+    return compose(list(args), cluster, env.workspace)
+
+
+@cli.command()
+@recipe_args
+@cluster_opt
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@common
+def validate(env: Env, args, cluster, as_json) -> int:
+    """Schema and pre-flight checks of RECIPE [key=value ...]; exit 0 when valid."""
+    from hpctl.checks import run_checks
+    from hpctl.memory import estimate
+    from hpctl.plan import _check_problems
+    from hpctl.validate import validate as schema_validate
+    from dataclasses import asdict
+    spec = _compose(env, args, cluster)
+    schema_validate(spec)
+    results = run_checks(spec)
+    problems = _check_problems(spec, results)
+    if problems:
+        raise HpctlError(problems)
+    mem = spec.get("cluster.device_memory_gb")
+    est = estimate(spec.data, mem if isinstance(mem, (int, float)) else None)
+    if as_json:
+        _print_json({"valid": True, "job": spec.job_name, "recipe": spec.recipe_name,
+                     "checks": [asdict(c) for c in results], "memory": asdict(est),
+                     "spec": spec.public_data(), "provenance": spec.provenance_json()})
+        return 0
+    for c in results:
+        color = {"warning": "yellow", "info": "dim"}.get(c.severity, "red")
+        env.out.print(f"[{color}]{c.severity}[/{color}] [{c.id}] {c.message}")
+    env.out.print(f"[green]valid[/green]: {spec.recipe_name} on {spec.cluster_name} "
+                  f"(memory estimate {est.total_gb:.2f} GB per device)")
+    return 0
+
+
+@cli.command()
+@click.argument("args", nargs=-1, required=True)
+@cluster_opt
+@click.option("--json", "as_json", is_flag=True)
+@common
+def explain(env: Env, args, cluster, as_json) -> int:
+    """Print the final value of KEY.PATH and where it came from: RECIPE [key=value ...] KEY.PATH"""
+    from hpctl.compose import split_args
+    from hpctl.spec import REDACTED, get_path, is_sensitive
+    from hpctl.suggest import did_you_mean
+    *rest, key = args
+    spec = _compose(env, tuple(rest), cluster)
+    _, _, _, hyperpod = split_args(rest)
+    candidates = [key] if hyperpod or key.split(".")[0] in spec.data else [key, "recipes." + key]
+    path = next((p for p in candidates if get_path(spec.data, p, KeyError) is not KeyError), None)
+    if path is None:
+        parent = candidates[-1].rpartition(".")[0]
+        here = get_path(spec.data, parent, {}) if parent else spec.data
+        raise HpctlError(f"key '{key}' is not in the spec", key=key,
+                         hint=did_you_mean(key.rpartition(".")[2], here if isinstance(here, dict) else []))
+    value = get_path(spec.data, path)
+    shown = REDACTED if is_sensitive(path) and value not in (None, "") else value
+    chain = spec.provenance.get(path) or ([spec.origin(path)] if spec.origin(path) else [])
+    if as_json:
+        _print_json({"key": path, "value": shown, "origins": [o.to_json() for o in chain]})
+        return 0
+    env.out.print(f"{path} = {json.dumps(shown, default=str)}", markup=False)
+    for i, o in enumerate(chain):
+        env.out.print(("  set at " if i == 0 else "  from   ") + str(o), markup=False)
+    return 0
+
+
+def _make_plan(env: Env, args, cluster, destroy: bool = False):
+    from hpctl.plan import build
+    spec = _compose(env, args, cluster)
+    return build(spec, env.state(), destroy=destroy, args=list(args), workspace=str(env.workspace.root)), spec
+
+
+def _emit_plan(env: Env, plan, fmt: str) -> None:
+    from hpctl.present import plan_markdown, print_plan
+    if fmt == "json":
+        click.echo(json.dumps(plan.to_json(), indent=2, sort_keys=True))
+    elif fmt == "markdown":
+        click.echo(plan_markdown(plan), nl=False)
+    else:
+        print_plan(plan, env.out)
+
+
+@cli.command()
+@recipe_args
+@cluster_opt
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan to FILE for apply.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 no changes, 1 error, 2 changes.")
+@click.option("--destroy", is_flag=True, help="Plan cancelling and forgetting the job.")
+@click.option("--write-artifacts", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the rendered artifacts into DIR (for review in version control).")
+@click.option("--check", is_flag=True, help="Ask the scheduler to test the submission (Slurm: sbatch --test-only).")
+@common
+def plan(env: Env, args, cluster, as_json, fmt, out, detailed_exitcode, destroy, write_artifacts, check) -> int:
+    """Show what apply would do for RECIPE [key=value ...]. Writes nothing unless asked."""
+    p, _ = _make_plan(env, args, cluster, destroy)
+    _emit_plan(env, p, "json" if as_json else fmt)
+    if check:
+        from hpctl.backends import get_backend
+        backend = get_backend(p.spec.get("cluster_type", ""))
+        if not hasattr(backend, "test_only"):
+            raise HpctlError(f"the {backend.name} backend has no submission test")
+        env.err.print(f"scheduler check: {backend.test_only(p.artifact)}", markup=False)
+    if out:
+        p.save(out)
+        env.err.print(f"Saved the plan to {out}. Apply it with: hpctl apply {out}", markup=False)
+    if write_artifacts:
+        _write_artifacts(p, write_artifacts)
+    return 2 if detailed_exitcode and p.has_changes else 0
+
+
+def _write_artifacts(p, directory: Path) -> None:
+    ext = {"sbatch": "sbatch", "manifest": "yaml", "command": "sh"}.get(p.artifact.kind, "txt")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{p.job}.{ext}").write_text(p.artifact.text)
+
+
+@cli.command()
+@click.argument("planfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
+@common
+def show(env: Env, planfile, fmt) -> int:
+    """Print a saved plan."""
+    from hpctl.plan import Plan
+    _emit_plan(env, Plan.load(planfile), fmt)
+    return 0
+
+
+def _secrets_for(env: Env, p, spec) -> dict[str, str]:
+    """Values for the artifact's secret env vars, from the freshly composed spec."""
+    from hpctl.spec import REDACTED, get_path
+    out = {}
+    for var, path in p.artifact.env.items():
+        value = get_path(spec.data, path) if spec is not None else None
+        if value in (None, "", REDACTED):
+            raise HpctlError(f"the secret '{path}' has no value at apply time", key=path,
+                             hint="give secrets through the environment, e.g. ${oc.env:HF_TOKEN}, not on the command line")
+        out[var] = str(value)
+    return out
+
+
+def _execute(env: Env, p, spec) -> None:
+    """Carry out a plan under the state lock: the only place that changes jobs and state."""
+    from hpctl.backends import get_backend
+    from hpctl.backends.base import TERMINAL, JobRecord
+    from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE
+    from hpctl.spec import digest
+    with env.locked() as state:
+        if (state.serial, state.lineage) != (p.state_serial, p.state_lineage):
+            raise HpctlError("the plan is stale: state changed since it was made "
+                             f"(serial {p.state_serial} -> {state.serial})", origin=Origin(str(env.state_path)),
+                             hint="run hpctl plan again")
+        action = p.change.action
+        record = state.jobs.get(p.job)
+        if action == NOOP:
+            env.out.print("No changes. The job matches the configuration.")
+            return
+        if action in (DESTROY, REPLACE) and record is not None:
+            get_backend(record.spec.get("cluster_type", record.backend)).cancel(record)
+            env.out.print(f"cancelled {record.job_id}" if record.status not in TERMINAL else
+                          f"job {p.job} was already {record.status}", markup=False)
+        if action == DESTROY:
+            del state.jobs[p.job]
+            state.save()
+            env.out.print(f"Destroy complete: {p.job} forgotten; results kept in {record.results_dir}", markup=False)
+            return
+        backend = get_backend(p.spec.get("cluster_type", p.backend))
+        if action == UPDATE and record is not None:
+            live = backend.describe(record)
+            if live.state not in TERMINAL:
+                raise HpctlError(f"job {p.job} is {live.state} now; the plan expected it finished",
+                                 hint="run hpctl plan again")
+        job_id = backend.submit(p.artifact, _secrets_for(env, p, spec))
+        state.jobs[p.job] = JobRecord(
+            name=p.job, cluster=p.cluster, backend=backend.name, job_id=job_id, spec_digest=digest(p.spec),
+            spec=p.spec, artifact=p.artifact.to_json(), results_dir=p.artifact.results_dir, logs=p.artifact.logs,
+            applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status="PENDING")
+        state.save()
+    verb = {CREATE: "created", UPDATE: "resubmitted", REPLACE: "replaced"}[action]
+    env.out.print(f"Apply complete: job {p.job} {verb} as {backend.name} job {job_id}", markup=False)
+    env.out.print(f"Logs: {', '.join(p.artifact.logs.values())}  (hpctl logs {p.job} -f)", markup=False)
+
+
+@cli.command()
+@recipe_args
+@cluster_opt
+@click.option("--auto-approve", is_flag=True, help="Skip the confirmation.")
+@common
+def apply(env: Env, args, cluster, auto_approve) -> int:
+    """Submit RECIPE [key=value ...] after showing its plan, or a saved PLANFILE as it is."""
+    from hpctl.plan import Plan
+    from hpctl.present import print_plan
+    if len(args) == 1 and Path(args[0]).is_file() and not args[0].endswith((".yaml", ".yml")):
+        p = Plan.load(Path(args[0]))
+        spec = None
+        if p.artifact.env:  # re-read the inputs for the secrets' values; they must not have changed
+            from hpctl.compose import compose
+            spec = compose(p.args, p.cluster, Workspace(Path(p.workspace)))
+        if spec is not None and spec.inputs != p.inputs:
+            raise HpctlError("the plan is stale: its input files changed since it was made", hint="run hpctl plan again")
+        _execute(env, p, spec)
+        return 0
+    p, spec = _make_plan(env, args, cluster)
+    print_plan(p, env.out)
+    if not p.has_changes:
+        return 0
+    if not auto_approve:
+        env.out.print("\nDo you want to apply? Only 'yes' will be accepted.")
+        answer = click.prompt("  Enter a value", default="", show_default=False, err=False)
+        if answer.strip() != "yes":
+            raise HpctlError("Apply cancelled.")
+    _execute(env, p, spec)
+    return 0
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--auto-approve", is_flag=True)
+@common
+def destroy(env: Env, job, auto_approve) -> int:
+    """Cancel JOB if it runs and forget it in state. Results, checkpoints and logs are kept."""
+    from hpctl.diff import diff
+    from hpctl.plan import Plan
+    from hpctl.backends.base import Artifact
+    from hpctl.present import print_plan
+    state = env.state()
+    record = state.job(job)
+    p = Plan(job, record.cluster, record.backend, "", record.spec, {}, Artifact.from_json(record.artifact),
+             diff(job, record.spec, "", record, destroy=True), {}, [], state.serial, state.lineage, {})
+    from hpctl.present import change_lines, footer
+    for line in change_lines(p.change):
+        env.out.print(line, style="red", markup=False)
+    env.out.print(footer(p))
+    if not auto_approve:
+        answer = click.prompt("Do you want to destroy? Only 'yes' will be accepted", default="", show_default=False)
+        if answer.strip() != "yes":
+            raise HpctlError("Destroy cancelled.")
+    _execute(env, p, None)
+    return 0
+
+
+def _refresh(env: Env, names: list[str]) -> list[tuple[Any, Any]]:
+    """Ask each job's backend for its status; keep the newest in state (a write only on change)."""
+    from hpctl.backends import get_backend
+    rows = []
+    with env.locked() as state:
+        changed = False
+        for name in names or sorted(state.jobs):
+            record = state.job(name)
+            status = get_backend(record.spec.get("cluster_type", record.backend)).describe(record)
+            if status.state != record.status:
+                record.status, changed = status.state, True
+            rows.append((record, status))
+        if changed:
+            state.save()
+    return rows
+
+
+def _status_table(rows) -> Table:
+    table = Table("job", "cluster", "id", "state", "step", "loss", "tokens/s", "ETA")
+    for record, st in rows:
+        m = st.metrics or {}
+        state = st.state + (f" ({st.backend_state})" if st.backend_state and st.backend_state.upper() != st.state else "")
+        if st.exit_code not in (None, 0):
+            state += f" exit {st.exit_code}"
+        step, max_steps = m.get("step"), m.get("max_steps") or record.spec.get("recipes", {}).get("trainer", {}).get("max_steps")
+        eta = "-"
+        if step is not None and max_steps and m.get("step_time_s") and st.state == "RUNNING":
+            eta = f"{int((max_steps - step) * m['step_time_s'])}s"
+        table.add_row(record.name, record.cluster, record.job_id, state,
+                      f"{step}/{max_steps}" if step is not None else "-",
+                      f"{m['loss']:.4f}" if isinstance(m.get("loss"), (int, float)) else "-",
+                      f"{m['tokens_per_s']:.0f}" if isinstance(m.get("tokens_per_s"), (int, float)) else "-", eta)
+    return table
+
+
+@cli.command()
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--watch", is_flag=True, help="Refresh every 2 seconds until every job has ended.")
+@common
+def status(env: Env, job, as_json, watch) -> int:
+    """Status of JOB (or every job in state): scheduler state, step, loss, tokens/s, ETA."""
+    from hpctl.backends.base import TERMINAL
+    names = [job] if job else []
+    if watch and not as_json:
+        from rich.live import Live
+        with Live(console=env.out, auto_refresh=False) as live:
+            while True:
+                rows = _refresh(env, names)
+                live.update(_status_table(rows), refresh=True)
+                if all(st.state in TERMINAL for _, st in rows):
+                    return 0
+                time.sleep(2)
+    rows = _refresh(env, names)
+    if as_json:
+        _print_json({"jobs": [{"name": r.name, "cluster": r.cluster, "backend": r.backend, "job_id": r.job_id,
+                               "results_dir": r.results_dir, **st.to_json()} for r, st in rows]})
+    else:
+        env.out.print(_status_table(rows))
+    return 0
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--rank", type=int, default=None, help="One rank's output.")
+@common
+def logs(env: Env, job, follow, rank) -> int:
+    """Print JOB's log."""
+    from hpctl.backends import get_backend
+    record = env.state().job(job)
+    for line in get_backend(record.spec.get("cluster_type", record.backend)).logs(record, follow, rank):
+        click.echo(line)
+    return 0
+
+
+@cli.command()
+@click.argument("job")
+@common
+def cancel(env: Env, job) -> int:
+    """Stop JOB (SIGTERM, then SIGKILL after a grace period). Results are kept."""
+    from hpctl.backends import get_backend
+    with env.locked() as state:
+        record = state.job(job)
+        get_backend(record.spec.get("cluster_type", record.backend)).cancel(record)
+        record.status = "CANCELLED"
+        state.save()
+    env.out.print(f"cancelled {job} ({record.backend} job {record.job_id})", markup=False)
+    return 0
+
+
+@cli.group("state")
+def state_group() -> None:
+    """Inspect and edit the recorded jobs."""
+
+
+@state_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@common
+def state_list(env: Env, as_json) -> int:
+    st = env.state()
+    if as_json:
+        _print_json({"serial": st.serial, "lineage": st.lineage, "jobs": sorted(st.jobs)})
+        return 0
+    table = Table("job", "cluster", "backend", "id", "last status", "applied")
+    for name, r in sorted(st.jobs.items()):
+        table.add_row(name, r.cluster, r.backend, r.job_id, r.status, r.applied_at)
+    env.out.print(table)
+    return 0
+
+
+@state_group.command("show")
+@click.argument("job")
+@common
+def state_show(env: Env, job) -> int:
+    click.echo(json.dumps(env.state().job(job).to_json(), indent=2, sort_keys=True))
+    return 0
+
+
+@state_group.command("rm")
+@click.argument("job")
+@common
+def state_rm(env: Env, job) -> int:
+    """Forget JOB without touching the running job or its results."""
+    with env.locked() as state:
+        state.job(job)
+        del state.jobs[job]
+        state.save()
+    env.out.print(f"removed {job} from state", markup=False)
+    return 0
+
+
+@cli.group()
+def recipes() -> None:
+    """The recipes in the workspace and the built-in catalog."""
+
+
+@recipes.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@common
+def recipes_list(env: Env, as_json) -> int:
+    from hpctl.catalog import describe_all
+    rows = describe_all(env.workspace)
+    if as_json:
+        _print_json({"recipes": rows})
+        return 0
+    table = Table("name", "family", "params", "type", "nodes x devices", "seq")
+    for r in rows:
+        table.add_row(r["name"], str(r["family"]), r["params_h"], r["type"], r["layout"], str(r["seq"]))
+    env.out.print(table)
+    return 0
+
+
+@recipes.command("show")
+@click.argument("name")
+@common
+def recipes_show(env: Env, name) -> int:
+    found = env.workspace.recipe(name)
+    env.out.print(f"# {found.display}", markup=False)
+    click.echo(found.path.read_text(), nl=False)
+    return 0
+
+
+@cli.command()
+@cluster_opt
+@click.option("--json", "as_json", is_flag=True)
+@common
+def doctor(env: Env, cluster, as_json) -> int:
+    """Check that this machine can submit to the chosen cluster; prints a fix for each failure."""
+    from dataclasses import asdict
+    from hpctl.doctor import run_checks
+    from hpctl.loader import load_file
+    found = env.workspace.cluster(cluster or "local")
+    data = load_file(found.path, found.display).data
+    ctype = data.get("type") or found.name
+    results = run_checks(ctype, data)
+    if as_json:
+        _print_json({"cluster": found.name, "checks": [asdict(c) for c in results]})
+    else:
+        table = Table("check", "", "detail", "fix")
+        for c in results:
+            table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAIL[/red]", c.detail, "" if c.ok else c.fix)
+        env.out.print(table)
+    return 0 if all(c.ok for c in results) else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        rc = cli.main(args=argv, prog_name="hpctl", standalone_mode=False)
+    except HpctlError as e:
+        _console("--no-color" in argv, stderr=True).print(f"[red]Error:[/red] {e.render()}", highlight=False) \
+            if sys.stderr.isatty() else print(f"Error: {e.render()}", file=sys.stderr)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
+        if debug:
+            raise
+        print(f"Error: internal error: {type(e).__name__}: {e}\n  hint:     rerun with --debug for a traceback",
+              file=sys.stderr)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,122 @@
+"""load -> merge -> override -> resolve: the three layers and the command line become one Spec.
+
+Two command-line forms are accepted:
+- hpctl's: `RECIPE [key.path=value ...]` with `--cluster NAME`. A key path is relative to the
+  recipe (`trainer.max_steps=5`) unless it starts with `recipes.`, `cluster.` or a key of the
+  general config (`base_results_dir=/r`, `env_vars.X=1`).
+- HyperPod's `main.py` arguments unchanged: `recipes=PATH cluster=NAME cluster_type=slurm
+  base_results_dir=/r recipes.run.name=x +cluster.container_mounts.0=/fsx:/fsx`; key paths are
+  relative to the merged root.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hpctl import interpolate, overrides
+from hpctl.errors import HpctlError, Origin
+from hpctl.loader import Layer, load_file
+from hpctl.merge import merge
+from hpctl.spec import Spec, get_path
+from hpctl.workspace import Workspace
+
+CLUSTER_TYPES = ("local", "slurm", "k8s")
+HYDRA_ONLY = ("defaults", "hydra")  # Hydra's own bookkeeping: read, never part of the spec
+DEFAULT_CLUSTER = "local"
+
+
+def split_args(args: Sequence[str]) -> tuple[str | None, str | None, list[str], bool]:
+    """(recipe, cluster, overrides, hyperpod_form) from the positional arguments."""
+    if args and "=" not in args[0] and not args[0].startswith(("~", "+")):
+        return args[0], None, list(args[1:]), False
+    recipe = cluster = None
+    rest = []
+    for a in args:
+        if a.startswith("recipes="):
+            recipe = a.partition("=")[2]
+        elif a.startswith("cluster="):
+            cluster = a.partition("=")[2]
+        else:
+            rest.append(a)
+    return recipe, cluster, rest, True
+
+
+def _digest(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspace | None = None,
+            env: Mapping[str, str] | None = None) -> Spec:
+    """Build the resolved, not yet validated, spec for a command line."""
+    ws = workspace or Workspace()
+    recipe_name, cluster_arg, override_args, hyperpod = split_args(args)
+    if recipe_name is None:
+        raise HpctlError("no recipe given", expected="hpctl plan RECIPE --cluster NAME, or recipes=PATH",
+                         hint="run `hpctl recipes list` to see the recipes")
+    general_file = ws.general_config()
+    general = load_file(general_file.path, general_file.display)
+    cluster_name = cluster or cluster_arg or _default_cluster(general)
+    cluster_file = ws.cluster(cluster_name)
+    recipe_file = ws.recipe(recipe_name)
+    cluster_layer = load_file(cluster_file.path, cluster_file.display)
+    recipe_layer = load_file(recipe_file.path, recipe_file.display)
+
+    data, origins = merge([("", general), ("cluster", cluster_layer), ("recipes", recipe_layer)])
+    for key in HYDRA_ONLY:
+        data.pop(key, None)
+        origins = {p: o for p, o in origins.items() if p != key and not p.startswith(key + ".")}
+    _set_cluster_type(data, origins, cluster_file.name, cluster_layer)
+
+    parsed = [overrides.parse(text, i) for i, text in enumerate(override_args, start=1)]
+    root_keys = set(general.data) | {"recipes", "cluster", "cluster_type"}
+    for ov in parsed:
+        if not hyperpod and ov.path.split(".")[0] not in root_keys:
+            ov = ov.with_path("recipes." + ov.path)
+        overrides.apply(data, ov, origins)
+
+    _apply_defaults(data, origins, ws.root)
+    choices = {"recipes": recipe_file.name, "cluster": cluster_file.name}
+    resolved, chains = interpolate.resolve(data, origins, choices, env)
+    _absolutize_results(resolved, ws.root)
+    inputs = {f.display: _digest(f.path) for f in (general_file, cluster_file, recipe_file)}
+    return Spec(resolved, chains, recipe_file.name, cluster_file.name, inputs)
+
+
+def _default_cluster(general: Layer) -> str:
+    """HyperPod's config.yaml names its cluster in the defaults list (`- cluster: slurm`)."""
+    for item in general.data.get("defaults") or []:
+        if isinstance(item, dict) and isinstance(item.get("cluster"), str):
+            return item["cluster"]
+    return DEFAULT_CLUSTER
+
+
+def _set_cluster_type(data: dict, origins: dict[str, Origin], name: str, layer: Layer) -> None:
+    """The cluster's own `type`, else its name when it is a type; overrides come after this."""
+    if isinstance(layer.data.get("type"), str):
+        data["cluster_type"] = layer.data["type"]
+        origins["cluster_type"] = layer.origins.get("type", Origin())
+    elif name in CLUSTER_TYPES:
+        data["cluster_type"] = name
+        origins["cluster_type"] = Origin()
+
+
+def _apply_defaults(data: dict, origins: dict[str, Origin], root: Path) -> None:
+    """Values HyperPod's launcher fills in: a results base and the experiment dir."""
+    if data.get("base_results_dir") in (None, ""):
+        data["base_results_dir"] = "results"
+        origins["base_results_dir"] = Origin()
+    if isinstance(data["base_results_dir"], str) and "${" not in data["base_results_dir"]:
+        data["base_results_dir"] = str((root / data["base_results_dir"]).resolve()) \
+            if not os.path.isabs(data["base_results_dir"]) else data["base_results_dir"]
+    exp = get_path(data, "recipes.exp_manager")
+    if isinstance(exp, dict) and exp.get("exp_dir") in (None, ""):
+        exp["exp_dir"] = "${recipes.run.results_dir}"
+        origins["recipes.exp_manager.exp_dir"] = Origin()
+
+
+def _absolutize_results(data: dict, root: Path) -> None:
+    run = get_path(data, "recipes.run")
+    if isinstance(run, dict) and isinstance(run.get("results_dir"), str) and not os.path.isabs(run["results_dir"]):
+        run["results_dir"] = str((root / run["results_dir"]).resolve())

@@ -1,0 +1,144 @@
+"""Load YAML files into plain data, remembering where every value was written.
+
+ruamel.yaml's round-trip loader keeps each key's and item's line and column; we turn its nodes
+into plain dicts, lists and scalars and keep a flat map `path -> Origin` beside them, so every
+later stage can point a user at file:line.
+"""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scalarbool import ScalarBoolean
+
+from hpctl.errors import HpctlError, Origin
+from hpctl.spec import join
+
+MAX_BYTES = 5 * 1024 * 1024  # a config is kilobytes; anything past this is a mistake
+
+
+@dataclass
+class Layer:
+    """One input's data plus the origin of each of its paths (relative to the layer's root)."""
+
+    data: dict[str, Any]
+    origins: dict[str, Origin] = field(default_factory=dict)
+    source: str = ""  # the file's display path, or "overrides"
+
+
+def load_text(text: str, source: str) -> Layer:
+    """Parse YAML text whose top level must be a mapping."""
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        doc = yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        origin = Origin(source, mark.line + 1, mark.column + 1) if mark else Origin(source)
+        what = " ".join(str(x) for x in (e.context, e.problem) if x)
+        raise HpctlError(f"YAML syntax error: {what}", origin=origin,
+                         hint="check indentation, quoting and the ':' after each key") from None
+    except YAMLError as e:
+        raise HpctlError(f"YAML error: {e}", origin=Origin(source)) from None
+    if doc is None:
+        raise HpctlError("the file is empty", origin=Origin(source), expected="a YAML mapping")
+    if not isinstance(doc, CommentedMap):
+        raise HpctlError("the top level is not a mapping", origin=Origin(source, 1, 1),
+                         expected="a YAML mapping (key: value lines)", found=type(_plain(doc)).__name__)
+    origins: dict[str, Origin] = {}
+    return Layer(_convert(doc, "", source, origins), origins, source)
+
+
+def load_file(path: Path, source: str | None = None) -> Layer:
+    """Read and parse one YAML file, with clear errors for unreadable, huge or binary files.
+
+    `source` is the name shown in messages and provenance (the workspace chooses a name that does
+    not depend on the current directory, so plans stay byte-identical wherever they are made).
+    """
+    source = source or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise HpctlError(f"the file is {size / 1e6:.1f} MB, too large for a config",
+                             origin=Origin(source), expected=f"at most {MAX_BYTES // (1024 * 1024)} MiB")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise HpctlError(f"cannot read the file: {e.strerror}", origin=Origin(source)) from None
+    if b"\x00" in raw:
+        raise HpctlError("the file is binary, not YAML text", origin=Origin(source))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise HpctlError("the file is not UTF-8 text", origin=Origin(source, line)) from None
+    return load_text(text, source)
+
+
+def parse_scalar(text: str) -> Any:
+    """A command-line value typed as YAML would type it (`5` int, `1e-5` float, `[a, b]` list)."""
+    if text == "":
+        return ""
+    yaml = YAML(typ="rt")
+    try:
+        value = yaml.load(text)
+    except YAMLError:
+        return text  # not YAML: keep the text as typed
+    return _plain(value)
+
+
+def _position(node: Any, key: Any) -> tuple[int, int] | None:
+    try:
+        if isinstance(node, CommentedMap):
+            line, col = node.lc.value(key)
+        else:
+            line, col = node.lc.item(key)
+        return line + 1, col + 1
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _convert(node: Any, path: str, source: str, origins: dict[str, Origin]) -> Any:
+    if isinstance(node, CommentedMap):
+        out = {}
+        for k, v in node.items():
+            key = str(k)
+            sub = join(path, key)
+            pos = _position(node, k)
+            origins[sub] = Origin(source, *pos) if pos else Origin(source)
+            out[key] = _convert(v, sub, source, origins)
+        return out
+    if isinstance(node, CommentedSeq):
+        out_list = []
+        for i, v in enumerate(node):
+            sub = join(path, i)
+            pos = _position(node, i)
+            origins[sub] = Origin(source, *pos) if pos else Origin(source)
+            out_list.append(_convert(v, sub, source, origins))
+        return out_list
+    return _plain(node)
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's scalar subclasses to plain Python values (ScalarBoolean is an int subclass)."""
+    if value is None:
+        return None
+    if isinstance(value, ScalarBoolean) or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)

@@ -1,0 +1,154 @@
+"""A Plan is data: the validated spec, its checks, the rendered artifact and the change to state.
+
+It can be printed (text via rich, or markdown for a pull request), dumped as JSON, saved to a
+file and applied. Same inputs give byte-identical output: no clocks, no random ids, sorted keys.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpctl import checks as preflight
+from hpctl import memory
+from hpctl.backends import get_backend
+from hpctl.backends.base import Artifact
+from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, SYMBOL, UPDATE, Change, diff
+from hpctl.errors import HpctlError, Origin, Problem
+from hpctl.modelsize import param_count
+from hpctl.spec import REDACTED, Spec, canonical_json, digest, is_sensitive
+from hpctl.state import State
+from hpctl.validate import validate
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Plan:
+    job: str
+    cluster: str
+    backend: str
+    recipe: str
+    spec: dict[str, Any]  # redacted
+    provenance: dict[str, list[dict]]
+    artifact: Artifact
+    change: Change
+    summary: dict[str, Any]
+    checks: list[dict[str, Any]]
+    state_serial: int
+    state_lineage: str
+    inputs: dict[str, str]
+    args: list[str] = field(default_factory=list)
+    workspace: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "job": self.job, "cluster": self.cluster, "backend": self.backend, "recipe": self.recipe,
+            "summary": self.summary, "checks": self.checks,
+            "changes": [self.change.to_json()],
+            "counts": self.counts(),
+            "spec": self.spec, "provenance": self.provenance,
+            "artifact": self.artifact.to_json(),
+            "state": {"serial": self.state_serial, "lineage": self.state_lineage},
+            "inputs": self.inputs, "args": self.args, "workspace": self.workspace,
+            "spec_digest": digest(self.spec),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Plan":
+        ch = d["changes"][0]
+        from hpctl.diff import KeyChange
+        change = Change(ch["action"], ch["job"], ch["reason"], [KeyChange(**k) for k in ch["keys"]],
+                        ch["artifact_changed"])
+        return cls(d["job"], d["cluster"], d["backend"], d["recipe"], d["spec"], d["provenance"],
+                   Artifact.from_json(d["artifact"]), change, d["summary"], d["checks"],
+                   d["state"]["serial"], d["state"]["lineage"], d["inputs"], d.get("args", []),
+                   d.get("workspace", ""))
+
+    def counts(self) -> dict[str, int]:
+        a = self.change.action
+        return {"add": int(a in (CREATE, REPLACE)), "change": int(a == UPDATE), "destroy": int(a in (DESTROY, REPLACE))}
+
+    @property
+    def has_changes(self) -> bool:
+        return self.change.action != NOOP
+
+    def save(self, path: Path) -> None:
+        path.write_text(canonical_json(self.to_json()) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Plan":
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"format_version {doc.get('format_version')}")
+            return cls.from_json(doc)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise HpctlError(f"not a saved hpctl plan: {e}", origin=Origin(str(path)),
+                             hint="make one with `hpctl plan ... --out FILE`") from None
+
+
+def summarize(spec: Spec, estimate: memory.MemoryEstimate | None) -> dict[str, Any]:
+    r = spec.recipe
+    trainer, model = r.get("trainer", {}), r.get("model", {})
+    params = param_count(model) if model.get("hidden_size") else None
+    return {
+        "model": model.get("model_type"),
+        "parameters": params,
+        "nodes": trainer.get("num_nodes"), "devices_per_node": trainer.get("devices"),
+        "accelerator": trainer.get("accelerator"),
+        "tensor_parallel": model.get("tensor_model_parallel_degree", 1),
+        "expert_parallel": model.get("expert_model_parallel_degree", 1),
+        "context_parallel": model.get("context_parallel_degree", 1),
+        "sharding": model.get("sharding_strategy"), "shard_degree": model.get("shard_degree"),
+        "precision": trainer.get("precision"),
+        "sequence_length": model.get("max_context_width"),
+        "max_steps": trainer.get("max_steps"),
+        "peft": (model.get("peft") or {}).get("peft_type"),
+        "results_dir": r.get("run", {}).get("results_dir"),
+        "memory_gb_per_device": round(estimate.total_gb, 2) if estimate else None,
+        "memory_fraction": round(estimate.fraction, 3) if estimate and estimate.fraction is not None else None,
+    }
+
+
+def _check_problems(spec: Spec, results: list[preflight.Check]) -> list[Problem]:
+    out = []
+    for c in results:
+        if c.severity != "error":
+            continue
+        key = c.keys[0] if c.keys else None
+        out.append(Problem(f"[{c.id}] {c.message}", spec.origin(key) if key else None, key,
+                           hint=("keys involved: " + ", ".join(c.keys)) if len(c.keys) > 1 else None))
+    return out
+
+
+def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | None = None,
+          workspace: str = "") -> Plan:
+    """Validate, check, render and diff. Raises HpctlError on any schema or check error."""
+    validate(spec)
+    results = preflight.run_checks(spec)
+    problems = _check_problems(spec, results)
+    if problems:
+        raise HpctlError(problems)
+    backend = get_backend(spec.cluster_type)
+    artifact = backend.render(spec)
+    public = spec.public_data()
+    record = state.jobs.get(spec.job_name)
+    change = diff(spec.job_name, public, artifact.text, record, destroy=destroy)
+    device_mem = spec.get("cluster.device_memory_gb")
+    estimate = memory.estimate(spec.data, device_mem if isinstance(device_mem, (int, float)) else None)
+    return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,
+                spec.provenance_json(), artifact, change, summarize(spec, estimate),
+                [asdict(c) for c in results], state.serial, state.lineage, spec.inputs,
+                redact_args(args or []), workspace)
+
+
+def redact_args(args: list[str]) -> list[str]:
+    """Command-line overrides as saved in a plan: values of sensitive keys never stored."""
+    out = []
+    for a in args:
+        key, eq, _ = a.partition("=")
+        out.append(f"{key}={REDACTED}" if eq and is_sensitive(key.lstrip("+~")) else a)
+    return out

@@ -1,0 +1,133 @@
+"""The record of what was applied: `.hpctl/state.json` in the workspace, written atomically
+under a lock.
+
+The state has a `lineage` (a random id fixed at creation) and a `serial` bumped by every write,
+so a saved plan can tell that state moved on since it was made. Writers take a lock file holding
+pid, host, command and time; a second writer waits up to a timeout and then fails naming the
+holder; a lock left by a dead process on this host is broken with a warning.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpctl.backends.base import JobRecord
+from hpctl.errors import HpctlError, Origin
+from hpctl.suggest import did_you_mean
+
+VERSION = 1
+
+
+@dataclass
+class State:
+    path: Path
+    serial: int = 0
+    lineage: str = ""
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "State":
+        if not path.exists():
+            return cls(path)
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise HpctlError(f"state file is unreadable: {e}", origin=Origin(str(path)),
+                             hint="restore it from its backup (state.json.backup) or move it away") from None
+        if doc.get("version") != VERSION:
+            raise HpctlError(f"state file version {doc.get('version')} is not supported",
+                             origin=Origin(str(path)), expected=str(VERSION))
+        jobs = {k: JobRecord.from_json(v) for k, v in doc.get("jobs", {}).items()}
+        return cls(path, doc.get("serial", 0), doc.get("lineage", ""), jobs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": VERSION, "serial": self.serial, "lineage": self.lineage,
+                "jobs": {k: v.to_json() for k, v in sorted(self.jobs.items())}}
+
+    def job(self, name: str) -> JobRecord:
+        if name not in self.jobs:
+            raise HpctlError(f"no job '{name}' in state", key="JOB", origin=Origin(str(self.path)),
+                             hint=did_you_mean(name, self.jobs) or "run `hpctl state list` to see the jobs")
+        return self.jobs[name]
+
+    def save(self) -> None:
+        """Atomic write: temp file, fsync, keep the previous copy as a backup, rename."""
+        self.serial += 1
+        if not self.lineage:
+            self.lineage = str(uuid.uuid4())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.to_json(), f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if self.path.exists():
+            os.replace(self.path, self.path.with_name(self.path.name + ".backup"))
+        os.replace(tmp, self.path)
+        with contextlib.suppress(OSError):
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            os.fsync(dfd)
+            os.close(dfd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def locked(path: Path, timeout: float = 10.0, command: str = "") -> Iterator[State]:
+    """Hold the state lock, yield the freshly loaded state; the caller saves what it changes."""
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or " ".join(sys.argv),
+          "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            break
+        except FileExistsError:
+            holder = _read_holder(lock)
+            if holder and holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
+                    and not _alive(holder["pid"]):
+                print(f"warning: breaking a stale state lock left by pid {holder['pid']} "
+                      f"({holder.get('command', '?')})", file=sys.stderr)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lock)
+                continue
+            if time.monotonic() >= deadline:
+                who = (f"pid {holder.get('pid')} on {holder.get('host')} running '{holder.get('command')}' "
+                       f"since {holder.get('time')}") if holder else "another process"
+                raise HpctlError(f"state is locked by {who}", origin=Origin(str(lock)),
+                                 hint="wait for it to finish, or raise --lock-timeout")
+            time.sleep(0.05)
+    try:
+        yield State.load(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+
+
+def _read_holder(lock: Path) -> dict | None:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,125 @@
+"""Validate a resolved Spec against the JSON Schemas, reporting every violation at once.
+
+Each violation becomes a Problem located through the spec's provenance (file:line of the value,
+or of the section holding a missing key), with the expected shape taken from the schema and a
+did-you-mean for unknown keys and enum values.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from referencing import Registry, Resource
+
+from hpctl.errors import HpctlError, Problem
+from hpctl.resources import builtin
+from hpctl.spec import REDACTED, Spec, is_sensitive, join
+from hpctl.suggest import did_you_mean
+
+SPEC_SCHEMA = "spec.schema.json"
+
+
+@lru_cache(maxsize=1)
+def _registry() -> tuple[Registry, dict[str, dict]]:
+    """Every schema file under schemas/, addressable by its path relative to schemas/ and its $id."""
+    root = builtin("schemas")
+    schemas: dict[str, dict] = {}
+    registry = Registry()
+    for path in sorted(root.rglob("*.json")):
+        schema = json.loads(path.read_text())
+        rel = path.relative_to(root).as_posix()
+        schemas[rel] = schema
+        resource = Resource.from_contents(schema)
+        registry = registry.with_resource(rel, resource)
+        if "$id" in schema:
+            registry = registry.with_resource(schema["$id"], resource)
+    return registry, schemas
+
+
+def _validator(name: str) -> Draft202012Validator:
+    registry, schemas = _registry()
+    if name not in schemas:
+        raise HpctlError(f"schema {name} is missing from this installation")
+    return Draft202012Validator(schemas[name], registry=registry)
+
+
+def cluster_schema(cluster_type: str) -> str:
+    return f"cluster/{cluster_type}.schema.json"
+
+
+def validate(spec: Spec) -> None:
+    """Raise one HpctlError listing every schema violation; return quietly when valid."""
+    problems = [*_problems(_validator(SPEC_SCHEMA), spec.data, "", spec)]
+    ctype = spec.data.get("cluster_type")
+    _, schemas = _registry()
+    if isinstance(ctype, str) and cluster_schema(ctype) in schemas and isinstance(spec.data.get("cluster"), dict):
+        problems += _problems(_validator(cluster_schema(ctype)), spec.data["cluster"], "cluster", spec)
+    if problems:
+        problems.sort(key=lambda p: (p.key or ""))
+        raise HpctlError(problems)
+
+
+def _problems(validator: Draft202012Validator, instance: Any, base: str, spec: Spec) -> list[Problem]:
+    out: list[Problem] = []
+    for error in validator.iter_errors(instance):
+        if error.validator in ("anyOf", "oneOf") and error.context:
+            error = best_match(error.context)
+        out.extend(_explain(error, base, spec))
+    return out
+
+
+def _found(path: str, value: Any) -> str:
+    if is_sensitive(path):
+        return REDACTED
+    text = json.dumps(value, default=str)
+    return (text[:80] + "...") if len(text) > 80 else text
+
+
+def _expected(schema: dict) -> str:
+    parts = []
+    if "type" in schema:
+        t = schema["type"]
+        parts.append(" or ".join(t) if isinstance(t, list) else t)
+    if "enum" in schema:
+        parts.append("one of " + ", ".join(json.dumps(v) for v in schema["enum"]))
+    for k, word in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if k in schema:
+            parts.append(f"{word} {schema[k]}")
+    if schema.get("description"):
+        parts.append(f"({schema['description']})")
+    return " ".join(parts) or "a value matching the schema"
+
+
+def _explain(error: ValidationError, base: str, spec: Spec) -> list[Problem]:
+    path = base
+    for part in error.absolute_path:
+        path = join(path, part)
+    kind = error.validator
+    if kind == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed]
+        return [Problem(f"unknown key '{k}'", spec.origin(join(path, k)), join(path, k),
+                        expected=f"a key of '{path or 'the top level'}'",
+                        found=repr(k), hint=did_you_mean(k, allowed)) for k in unknown]
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return [Problem(f"missing required key '{missing}'", spec.origin(path), join(path, missing),
+                        expected=_expected(error.schema.get("properties", {}).get(missing, {})))]
+    hint = None
+    if kind == "enum" and isinstance(error.instance, str):
+        hint = did_you_mean(error.instance, [str(v) for v in error.validator_value])
+    message = {"type": "wrong type", "enum": "value not allowed"}.get(kind, _short(error.message, path, error.instance))
+    return [Problem(message, spec.origin(path), path or "(top level)",
+                    expected=_expected(error.schema), found=_found(path, error.instance), hint=hint)]
+
+
+def _short(message: str, path: str, instance: Any) -> str:
+    """jsonschema's message with the (possibly secret) instance text taken out."""
+    text = json.dumps(instance, default=str) if not isinstance(instance, str) else repr(instance)
+    if is_sensitive(path) or len(message) > 160:
+        return message.replace(text, "the value").replace(repr(instance), "the value")[:160]
+    return message
