@@ -20,6 +20,7 @@ from hpctl.errors import HpctlError, Origin
 from hpctl.spec import join
 
 MAX_BYTES = 5 * 1024 * 1024  # a config is kilobytes; anything past this is a mistake
+MAX_VALUES = 100_000  # keys and list items; a few nested aliases (the "billion laughs") expand past it
 
 
 @dataclass
@@ -103,6 +104,9 @@ def _position(node: Any, key: Any) -> tuple[int, int] | None:
 
 
 def _convert(node: Any, path: str, source: str, origins: dict[str, Origin]) -> Any:
+    if len(origins) > MAX_VALUES:
+        raise HpctlError(f"the file expands to more than {MAX_VALUES} keys and list items",
+                         origin=Origin(source), hint="nested YAML aliases (*name) multiply; write the values out")
     if isinstance(node, CommentedMap):
         out = {}
         for k, v in node.items():

@@ -13,7 +13,7 @@ from typing import Any
 
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import parse_scalar
-from hpctl.spec import get_path, join
+from hpctl.spec import REDACTED, get_path, is_sensitive, join
 from hpctl.suggest import did_you_mean
 
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.([A-Za-z0-9_][A-Za-z0-9_\-]*))*$")
@@ -48,6 +48,8 @@ def parse(text: str, index: int) -> Override:
     elif body.startswith("+"):
         kind, body = ADD, body[1:]
     key, eq, raw = body.partition("=")
+    if raw and is_sensitive(key):  # the override as shown in messages and provenance: never the secret
+        text = text[: len(text) - len(raw)] + REDACTED
     if not eq and kind != DELETE:
         raise HpctlError(f"override '{text}' has no '='", origin=Origin(override=index, text=text),
                          expected="key.path=value, +key=value, ++key=value or ~key", found=text)
@@ -116,8 +118,8 @@ def apply(root: dict, ov: Override, origins: dict[str, Origin]) -> None:
         if not exists:
             _missing(root, ov.path.rpartition(".")[0], ov.path.rpartition(".")[2], ov)
         if ov.has_value and current != ov.value:
-            raise HpctlError(f"cannot delete '{ov.path}': its value is {current!r}, not {ov.value!r}",
-                             origin=ov.origin, key=ov.path)
+            raise HpctlError(f"cannot delete '{ov.path}': its value is {_shown(ov.path, current)}, "
+                             f"not {_shown(ov.path, ov.value)}", origin=ov.origin, key=ov.path)
         del container[key]
         _forget(origins, ov.path)
         if isinstance(container, list):
@@ -126,7 +128,7 @@ def apply(root: dict, ov: Override, origins: dict[str, Origin]) -> None:
     if ov.kind == SET and not exists:
         _missing(root, ov.path.rpartition(".")[0], ov.path.rpartition(".")[2], ov)
     if ov.kind == ADD and exists and current is not None:
-        raise HpctlError(f"cannot add '{ov.path}': it already exists (value {current!r})", origin=ov.origin,
+        raise HpctlError(f"cannot add '{ov.path}': it already exists (value {_shown(ov.path, current)})", origin=ov.origin,
                          key=ov.path, hint=f"to replace it, write {ov.text[1:]} or +{ov.text}")
     value = copy.deepcopy(ov.value)
     if isinstance(container, list) and key == len(container):
@@ -140,6 +142,11 @@ def apply(root: dict, ov: Override, origins: dict[str, Origin]) -> None:
     origins[ov.path] = ov.origin
     for sub in _subpaths(value, ov.path):
         origins[sub] = ov.origin
+
+
+def _shown(path: str, value: Any) -> str:
+    """A value as quoted in a message; a secret's value never is."""
+    return REDACTED if is_sensitive(path) else repr(value)
 
 
 def _subpaths(value: Any, path: str) -> list[str]:
