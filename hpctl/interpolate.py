@@ -87,6 +87,8 @@ class Resolver:
         return result, self.chains
 
     def node(self, value: Any, path: str) -> Any:
+        if isinstance(value, (dict, list)) and path:  # sections too: errors about a missing key point here
+            self.chains.setdefault(path, [self.origin(path)])
         if isinstance(value, dict):
             return {k: self.node(v, join(path, k)) for k, v in value.items()}
         if isinstance(value, list):

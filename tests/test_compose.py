@@ -249,6 +249,18 @@ def test_env_interpolation_in_a_workspace_file(tiny_workspace):
     assert _compose(ws, "mini").get("recipes.run.results_dir") == "/default/mini"
 
 
+def test_schema_errors_about_sections_point_into_the_file(tiny_workspace):
+    from hpctl.validate import validate
+    recipe = MINI_RECIPE.replace("    name: adamw\n", "") + "trainr:\n  max_steps: 5\n"
+    spec = _compose(tiny_workspace({"recipes/tiny/mini.yaml": recipe}), "mini")
+    with pytest.raises(HpctlError) as exc:
+        validate(spec)
+    by_key = {p.key: p for p in exc.value.problems}
+    assert by_key["recipes.model.optim.name"].origin == Origin("recipes/tiny/mini.yaml", 35, 5)
+    assert by_key["recipes.trainr"].origin == Origin("recipes/tiny/mini.yaml", 46, 3)
+    assert by_key["recipes.trainr"].hint == "did you mean 'trainer'?"
+
+
 def test_workspace_must_be_a_directory(tmp_path):
     with pytest.raises(HpctlError, match="is not a directory"):
         Workspace(tmp_path / "nope")
