@@ -1,0 +1,420 @@
+"""Read the resolved job spec into one typed, validated TrainConfig.
+
+The spec is what `hpctl plan` printed: JSON or YAML whose `recipes` key holds a HyperPod v1 recipe
+(run, trainer, exp_manager, model). A file without `recipes` is taken as the recipe itself.
+Everything the trainer will do is decided here, before torch is imported, so a combination the
+trainer cannot run is refused at start with one clear line instead of failing mid-run.
+Checks that need the world size (mesh shape) live in `parallel.mesh_shape`.
+
+This module is torch-free on purpose: importing it costs milliseconds.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+SHARDING_STRATEGIES = ("full_shard", "hybrid_shard", "shard_grad_op", "_hybrid_shard_zero2", "no_shard")
+SCHEDULES = ("CosineAnnealing", "linear", "LinearAnnealingWithWarmUp", "constant")
+OPTIMIZERS = ("adamw", "adamw_fp32OptState")
+# trainer.precision spellings (Lightning's and HyperPod's) mapped to what FSDP2 computes in.
+PRECISIONS = {"bf16": "bf16", "bf16-mixed": "bf16", "bf16-true": "bf16",
+              "32": "fp32", "fp32": "fp32", "32-true": "fp32"}
+
+
+class ConfigError(Exception):
+    """A spec the trainer refuses: printed as one line (`key: message (hint)`), no traceback."""
+
+    def __init__(self, key: str, message: str, hint: str | None = None) -> None:
+        self.key, self.message, self.hint = key, message, hint
+        super().__init__(f"{key}: {message}" + (f" ({hint})" if hint else ""))
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    tp: int
+    sharding_strategy: str
+    shard_degree: int | None  # None: shard over the whole data-parallel group
+    activation_checkpointing: bool
+    cpu_offload: bool
+    compile: bool
+    precision: str  # "bf16" (bf16 params, fp32 reduction) or "fp32"
+
+
+@dataclass(frozen=True)
+class SchedConfig:
+    name: str
+    warmup_steps: int
+    constant_steps: int
+    min_lr: float
+    max_steps: int  # length of the schedule: sched.max_steps, else model.lr_decay_iters, else trainer.max_steps
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+    sched: SchedConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    synthetic: bool
+    dataset_type: str  # "hf" (pre-tokenized) or "jsonl" (raw text)
+    train_dir: str | None
+    val_dir: str | None
+    tokenizer: str | None
+    num_workers: int
+    seq_len: int
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    dir: Path
+    enabled: bool  # sharded checkpoints (save_top_k != 0 and create_checkpoint_callback)
+    every_n_steps: int  # 0: only at the end / on preemption
+    keep: int  # newest checkpoints kept; -1 keeps all
+    save_last: bool
+    async_save: bool
+    resume_from: Path | None
+    export_every_n_steps: int  # HF exports; 0: none periodic
+    export_last: bool
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: list[str] | None  # None: peft's default for the architecture
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str
+    results_dir: Path
+    accelerator: str  # gpu | cpu | auto
+    expected_world_size: int  # trainer.devices x trainer.num_nodes
+    max_steps: int
+    log_every: int
+    val_every: int
+    val_batches: int | None  # None: the whole validation set
+    micro_batch: int
+    val_batch: int
+    global_batch: int | None
+    seed: int
+    grad_clip: float
+    model_type: str
+    arch: dict[str, Any]  # the recipe's model section: architecture fields for models.py and MFU
+    hf_model: str | None
+    do_finetune: bool
+    peak_tflops: float | None
+    tensorboard_dir: Path | None
+    parallel: ParallelConfig
+    optim: OptimConfig
+    data: DataConfig
+    checkpoint: CheckpointConfig
+    lora: LoraConfig | None
+
+
+def load(path: str | Path) -> TrainConfig:
+    """Read a spec file (JSON, or YAML by extension) and build the TrainConfig."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml  # only YAML specs need it; hpctl writes JSON
+            doc = yaml.safe_load(text)
+        else:
+            doc = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the same user error
+        raise ConfigError("--config", f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError("--config", f"{path} must hold a mapping")
+    recipe = doc.get("recipes", doc)
+    if not isinstance(recipe, dict):
+        raise ConfigError("recipes", "must be a mapping")
+    return from_recipe(recipe)
+
+
+class _Reader:
+    """Typed access to dotted keys of the recipe, with errors naming the key."""
+
+    def __init__(self, recipe: Mapping[str, Any]) -> None:
+        self.recipe = recipe
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        node: Any = self.recipe
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        if isinstance(node, str) and "${" in node:
+            raise ConfigError(key, f"unresolved interpolation {node!r}", "run the spec through `hpctl plan`")
+        return default if node is None else node
+
+    def int(self, key: str, default: int | None = None, minimum: int | None = None) -> int | None:
+        value = self.raw(key, default)
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(key, f"expected an integer, found {value!r}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(key, f"must be >= {minimum}, found {value}")
+        return value
+
+    def float(self, key: str, default: float | None = None) -> float | None:
+        value = self.raw(key, default)
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a number, found {value!r}") from None
+
+    def bool(self, key: str, default: bool = False) -> bool:
+        value = self.raw(key, default)
+        if isinstance(value, str) and value.lower() in ("true", "false", "none"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, found {value!r}")
+        return value
+
+    def str(self, key: str, default: str | None = None) -> str | None:
+        value = self.raw(key, default)
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            return default
+        return str(value)
+
+
+def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
+    """Validate a HyperPod v1 recipe and turn it into a TrainConfig."""
+    r = _Reader(recipe)
+    name = r.str("run.name") or "train"
+    results = r.str("run.results_dir")
+    if results is None:
+        raise ConfigError("run.results_dir", "is required (the trainer writes metrics and checkpoints there)")
+    results_dir = Path(results)
+    exp_dir = Path(r.str("exp_manager.exp_dir") or results_dir)
+
+    _refuse_unsupported(r)
+    accelerator = (r.str("trainer.accelerator") or "auto").lower()
+    if accelerator not in ("gpu", "cpu", "auto"):
+        raise ConfigError("trainer.accelerator", f"{accelerator!r} is not supported", "use gpu, cpu or auto")
+
+    precision_raw = str(r.raw("trainer.precision", r.raw("model.precision", "bf16")))
+    precision = PRECISIONS.get(precision_raw.lower())
+    if precision is None:
+        raise ConfigError("trainer.precision", f"{precision_raw!r} is not supported", "use bf16 or 32")
+
+    max_steps = r.int("trainer.max_steps", minimum=1)
+    if max_steps is None:
+        raise ConfigError("trainer.max_steps", "is required")
+    seq_len = r.int("model.max_context_width", minimum=2)
+    if seq_len is None:
+        raise ConfigError("model.max_context_width", "is required (the training sequence length)")
+
+    micro = r.int("model.train_batch_size", 1, minimum=1)
+    global_batch = r.int("model.global_batch_size", minimum=1)
+    if global_batch is not None and global_batch % micro:
+        raise ConfigError("model.global_batch_size", f"{global_batch} is not a multiple of model.train_batch_size ({micro})")
+
+    parallel = _parallel(r, precision, accelerator)
+    lora = _lora(r, parallel)
+    hf_model = r.str("model.hf_model_name_or_path")
+    do_finetune = r.bool("model.do_finetune", False)
+    if do_finetune and hf_model is None:
+        raise ConfigError("model.hf_model_name_or_path", "is required when model.do_finetune is true",
+                          "point it at a local Hugging Face checkpoint directory")
+    if lora is not None and not do_finetune:
+        raise ConfigError("model.peft.peft_type", "LoRA needs model.do_finetune: true and a base model",
+                          "set model.do_finetune and model.hf_model_name_or_path")
+
+    model_type = r.str("model.model_type")
+    if model_type is None and hf_model is None:
+        raise ConfigError("model.model_type", "is required unless model.hf_model_name_or_path gives the architecture")
+
+    return TrainConfig(
+        name=name,
+        results_dir=results_dir,
+        accelerator=accelerator,
+        expected_world_size=r.int("trainer.devices", 1, minimum=1) * r.int("trainer.num_nodes", 1, minimum=1),
+        max_steps=max_steps,
+        log_every=r.int("trainer.log_every_n_steps", 1, minimum=1),
+        val_every=_val_every(r),
+        val_batches=_val_batches(r),
+        micro_batch=micro,
+        val_batch=r.int("model.val_batch_size", micro, minimum=1),
+        global_batch=global_batch,
+        seed=r.int("model.seed", 12345),
+        grad_clip=r.float("model.grad_clip", 0.0),
+        model_type=model_type or "",
+        arch=dict(recipe.get("model") or {}),
+        hf_model=hf_model,
+        do_finetune=do_finetune,
+        peak_tflops=r.float("trainer.peak_tflops"),
+        tensorboard_dir=(Path(r.str("exp_manager.summary_writer_kwargs.save_dir") or exp_dir / "tensorboard")
+                         if r.bool("exp_manager.create_tensorboard_logger", False) else None),
+        parallel=parallel,
+        optim=_optim(r, max_steps),
+        data=_data(r, seq_len),
+        checkpoint=_checkpoint(r, exp_dir),
+        lora=lora,
+    )
+
+
+def _refuse_unsupported(r: _Reader) -> None:
+    """HyperPod features this trainer does not implement: refused rather than silently ignored."""
+    refused = {
+        "model.fp8": "fp8 training is not implemented; set model.fp8: false (bf16 is used)",
+        "model.offload_activations": "activation offloading is not implemented; use model.activation_checkpointing",
+        "exp_manager.auto_checkpoint.enabled": "auto_checkpoint is not implemented; set checkpoint_callback_params.every_n_train_steps",
+    }
+    for key, why in refused.items():
+        if r.bool(key, False):
+            raise ConfigError(key, "is not supported by this trainer", why)
+    for key in ("model.context_parallel_degree", "model.expert_model_parallel_degree"):
+        if (r.int(key, 1) or 1) > 1:
+            raise ConfigError(key, "must be 1: this trainer has no context or expert parallelism",
+                              "use tensor_model_parallel_degree and FSDP sharding")
+    if r.bool("model.multi_modal", False):
+        raise ConfigError("model.multi_modal", "multi-modal training is not supported", "set it to false for text-only")
+
+
+def _parallel(r: _Reader, precision: str, accelerator: str) -> ParallelConfig:
+    strategy = r.str("model.sharding_strategy", "full_shard")
+    if strategy not in SHARDING_STRATEGIES:
+        raise ConfigError("model.sharding_strategy", f"{strategy!r} is not supported", f"use one of {', '.join(SHARDING_STRATEGIES)}")
+    cpu_offload = r.bool("model.cpu_offload", False)
+    if cpu_offload and accelerator == "cpu":
+        raise ConfigError("model.cpu_offload", "needs trainer.accelerator gpu (the parameters already live on the CPU)")
+    return ParallelConfig(
+        tp=r.int("model.tensor_model_parallel_degree", 1, minimum=1),
+        sharding_strategy=strategy,
+        shard_degree=r.int("model.shard_degree", minimum=1),
+        activation_checkpointing=r.bool("model.activation_checkpointing", False),
+        cpu_offload=cpu_offload,
+        compile=r.bool("model.compile", False),
+        precision=precision,
+    )
+
+
+def _lora(r: _Reader, parallel: ParallelConfig) -> LoraConfig | None:
+    peft_type = r.str("model.peft.peft_type")
+    if peft_type is None:
+        return None
+    if peft_type.lower() != "lora":
+        raise ConfigError("model.peft.peft_type", f"{peft_type!r} is not supported", "use lora (QLoRA needs bitsandbytes kernels this trainer lacks)")
+    if parallel.tp > 1:
+        raise ConfigError("model.peft.peft_type", "LoRA with tensor_model_parallel_degree > 1 is not supported",
+                          "set model.tensor_model_parallel_degree: 1; FSDP shards the model")
+    targets = r.raw("model.peft.target_modules")
+    if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
+        raise ConfigError("model.peft.target_modules", f"expected a list of module names, found {targets!r}")
+    return LoraConfig(
+        rank=r.int("model.peft.rank", 16, minimum=1),
+        alpha=r.float("model.peft.alpha", 32.0),
+        dropout=r.float("model.peft.dropout", 0.0),
+        target_modules=targets,
+    )
+
+
+def _optim(r: _Reader, max_steps: int) -> OptimConfig:
+    name = r.str("model.optim.name", "adamw")
+    if name not in OPTIMIZERS:
+        raise ConfigError("model.optim.name", f"{name!r} is not supported", "use adamw")
+    betas = r.raw("model.optim.betas", [0.9, 0.999])
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+        raise ConfigError("model.optim.betas", f"expected two numbers, found {betas!r}")
+    sched_name = r.str("model.optim.sched.name", "constant")
+    if sched_name not in SCHEDULES:
+        raise ConfigError("model.optim.sched.name", f"{sched_name!r} is not supported", f"use one of {', '.join(SCHEDULES)}")
+    lr = r.float("model.optim.lr", 1e-4)
+    min_lr = r.float("model.optim.sched.min_lr", 0.0)
+    if min_lr > lr:
+        raise ConfigError("model.optim.sched.min_lr", f"{min_lr} is above model.optim.lr ({lr})")
+    sched_len = r.int("model.optim.sched.max_steps") or r.int("model.lr_decay_iters") or max_steps
+    warmup = r.int("model.optim.sched.warmup_steps", 0, minimum=0)
+    constant = r.int("model.optim.sched.constant_steps", 0, minimum=0)
+    if sched_name == "CosineAnnealing" and warmup + constant > sched_len:
+        raise ConfigError("model.optim.sched", f"warmup_steps + constant_steps ({warmup + constant}) exceed the schedule length ({sched_len})")
+    return OptimConfig(
+        lr=lr,
+        weight_decay=r.float("model.optim.weight_decay", 0.0),
+        betas=(float(betas[0]), float(betas[1])),
+        eps=r.float("model.optim.eps", 1e-8),
+        sched=SchedConfig(name="linear" if sched_name == "LinearAnnealingWithWarmUp" else sched_name,
+                          warmup_steps=warmup, constant_steps=constant, min_lr=min_lr, max_steps=sched_len),
+    )
+
+
+def _data(r: _Reader, seq_len: int) -> DataConfig:
+    synthetic = r.bool("model.data.use_synthetic_data", False)
+    dataset_type = r.str("model.data.dataset_type", "hf")
+    if dataset_type not in ("hf", "jsonl"):
+        raise ConfigError("model.data.dataset_type", f"{dataset_type!r} is not supported", "use hf (pre-tokenized) or jsonl (raw text)")
+    train_dir = r.str("model.data.train_dir")
+    if not synthetic and train_dir is None:
+        raise ConfigError("model.data.train_dir", "is required unless model.data.use_synthetic_data is true")
+    tokenizer = r.str("model.data.tokenizer_name_or_path") or r.str("model.hf_model_name_or_path")
+    if not synthetic and dataset_type == "jsonl" and tokenizer is None:
+        raise ConfigError("model.data.tokenizer_name_or_path", "is required to tokenize raw-text JSONL")
+    return DataConfig(synthetic=synthetic, dataset_type=dataset_type, train_dir=train_dir,
+                      val_dir=r.str("model.data.val_dir"), tokenizer=tokenizer,
+                      num_workers=r.int("model.data.num_workers", 0, minimum=0), seq_len=seq_len)
+
+
+def _checkpoint(r: _Reader, exp_dir: Path) -> CheckpointConfig:
+    keep = r.int("exp_manager.checkpoint_callback_params.save_top_k", 1, minimum=-1)
+    resume = r.str("exp_manager.resume_from_checkpoint")
+    return CheckpointConfig(
+        dir=Path(r.str("exp_manager.checkpoint_dir") or exp_dir / "checkpoints"),
+        enabled=keep != 0 and r.bool("exp_manager.create_checkpoint_callback", True),
+        every_n_steps=r.int("exp_manager.checkpoint_callback_params.every_n_train_steps", 0, minimum=0),
+        keep=keep,
+        save_last=r.bool("exp_manager.checkpoint_callback_params.save_last", True),
+        async_save=r.bool("exp_manager.checkpoint_callback_params.async_save", False),
+        resume_from=Path(resume) if resume else None,
+        export_every_n_steps=r.int("exp_manager.export_full_model.every_n_train_steps", 0, minimum=0),
+        export_last=r.bool("exp_manager.export_full_model.save_last", True),
+    )
+
+
+def _val_every(r: _Reader) -> int:
+    value = r.raw("trainer.val_check_interval", 1)
+    if isinstance(value, float) and not value.is_integer():
+        raise ConfigError("trainer.val_check_interval", f"fractions of an epoch ({value}) are not supported",
+                          "give a number of training steps")
+    return r.int("trainer.val_check_interval", 1, minimum=1)
+
+
+def _val_batches(r: _Reader) -> int | None:
+    value = r.raw("trainer.limit_val_batches", 0)
+    if isinstance(value, float):
+        if value == 1.0:
+            return None  # Lightning's 1.0: the whole set
+        if not value.is_integer():
+            raise ConfigError("trainer.limit_val_batches", f"fractions ({value}) are not supported",
+                              "give a number of batches, or 1.0 for all")
+    return r.int("trainer.limit_val_batches", 0, minimum=0)
+
+
+def grad_accumulation(cfg: TrainConfig, dp_size: int) -> int:
+    """Micro-batches per optimizer step so that micro x dp x accumulation = global batch."""
+    if cfg.global_batch is None:
+        return 1
+    per_step = cfg.micro_batch * dp_size
+    if cfg.global_batch % per_step:
+        raise ConfigError("model.global_batch_size",
+                          f"{cfg.global_batch} is not a multiple of train_batch_size x data-parallel size ({cfg.micro_batch} x {dp_size})")
+    return cfg.global_batch // per_step

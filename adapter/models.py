@@ -1,0 +1,206 @@
+"""The model table: HyperPod `model_type` -> a transformers causal-LM config, and the model's weights.
+
+Adding an architecture is one row in ARCHITECTURES: the transformers config class and the recipe
+fields it takes beyond the common decoder ones. A recipe with `hf_model_name_or_path` takes the
+architecture from that local checkpoint's config.json instead.
+
+Models are built with their parameters on the meta device (buffers such as RoPE frequencies stay
+real), parallelised while still empty, then filled parameter by parameter (`materialize`): each
+rank computes or reads one full parameter at a time and keeps only its own shard, so no rank ever
+holds the whole model. Random initialisation draws every parameter from its own generator seeded
+by (seed, parameter name), so the weights are the same whatever the world size or layout.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from adapter import parallel
+from adapter.config import ConfigError, TrainConfig
+
+# Fields every decoder config takes (HyperPod name -> transformers name); the first five are required.
+_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+_OPTIONAL = ("num_key_value_heads", "initializer_range", "rope_theta", "rope_scaling", "head_dim",
+             "tie_word_embeddings", "attention_bias", "mlp_bias")
+_MOE = ("num_local_experts", "num_experts_per_tok", "router_aux_loss_coef")
+_MLA = ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
+        "first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim",
+        "v_head_dim")
+
+# model_type -> (transformers config class, extra recipe fields it takes)
+ARCHITECTURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "llama_v3": ("LlamaConfig", ()),
+    "deepseek_r1_llama_v3": ("LlamaConfig", ()),
+    "mistral": ("MistralConfig", ("sliding_window",)),
+    "mixtral": ("MixtralConfig", ("sliding_window",) + _MOE),
+    "qwen_v2": ("Qwen2Config", ("sliding_window", "use_sliding_window", "max_window_layers")),
+    "deepseek_r1_qwen_v2": ("Qwen2Config", ("sliding_window", "use_sliding_window", "max_window_layers")),
+    "llama_v4": ("Llama4TextConfig", _MOE + ("intermediate_size_mlp", "interleave_moe_layer_step")),
+    "deepseek_r1": ("DeepseekV3Config", _MLA),
+    "gpt_oss": ("GptOssConfig", ("sliding_window",) + _MOE),
+    "falcon": ("FalconConfig", ("num_kv_heads", "new_decoder_architecture", "multi_query", "parallel_attn", "bias")),
+}
+
+
+def resolve_local(name_or_path: str) -> Path:
+    """A local checkpoint directory, or the Hugging Face cache's copy of a hub id; never the network."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_absolute() or name_or_path.startswith((".", "~")):
+        raise ConfigError("model.hf_model_name_or_path", f"{name_or_path} is not a directory")
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any miss means the same thing here
+        home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        raise ConfigError("model.hf_model_name_or_path",
+                          f"{name_or_path!r} is neither a local directory nor in the Hugging Face cache ({home})",
+                          "the trainer has no network: download it beforehand or give a directory") from None
+
+
+def hf_config(cfg: TrainConfig) -> Any:
+    """The transformers config of the model to train."""
+    import transformers
+    if cfg.hf_model:
+        config = transformers.AutoConfig.from_pretrained(resolve_local(cfg.hf_model))
+        config = config.get_text_config() if cfg.model_type == "llama_v4" else config
+    else:
+        if cfg.model_type not in ARCHITECTURES:
+            raise ConfigError("model.model_type", f"{cfg.model_type!r} is not supported",
+                              f"use one of {', '.join(sorted(ARCHITECTURES))}, or give model.hf_model_name_or_path")
+        class_name, extra = ARCHITECTURES[cfg.model_type]
+        config_class = getattr(transformers, class_name, None)
+        if config_class is None:
+            raise ConfigError("model.model_type", f"{cfg.model_type} needs transformers.{class_name}, "
+                              f"which transformers {transformers.__version__} lacks")
+        config = config_class(**_config_kwargs(cfg, extra))
+    if "num_local_experts" in config.to_dict():
+        config.output_router_logits = True  # train with the load-balancing loss
+    config.use_cache = False
+    return config
+
+
+def _config_kwargs(cfg: TrainConfig, extra: tuple[str, ...]) -> dict[str, Any]:
+    arch = cfg.arch
+    missing = [k for k in _REQUIRED if arch.get(k) is None and not (k == "intermediate_size" and cfg.model_type == "falcon")]
+    if missing:
+        raise ConfigError(f"model.{missing[0]}", f"is required to build a {cfg.model_type} model",
+                          "or give model.hf_model_name_or_path")
+    kwargs = {k: arch[k] for k in _REQUIRED + _OPTIONAL + extra if arch.get(k) is not None}
+    kwargs["max_position_embeddings"] = arch.get("max_position_embeddings") or cfg.data.seq_len
+    eps = arch.get("rms_norm_eps", arch.get("layernorm_epsilon"))
+    if eps is not None:
+        kwargs["layer_norm_epsilon" if cfg.model_type == "falcon" else "rms_norm_eps"] = float(eps)
+    if cfg.model_type == "falcon":
+        kwargs.pop("intermediate_size", None)
+    kwargs.setdefault("tie_word_embeddings", False)
+    return kwargs
+
+
+def arch_fields(cfg: TrainConfig, config: Any) -> dict[str, Any]:
+    """Architecture fields for FLOP counting: the recipe's, completed by the built config's."""
+    fields = {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, bool))}
+    return {**fields, **{k: v for k, v in cfg.arch.items() if v is not None and k not in fields},
+            "model_type": cfg.model_type or getattr(config, "model_type", "")}
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Create parameters on the meta device, buffers for real (RoPE tables are computed at build)."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def build_empty(config: Any) -> nn.Module:
+    """The causal LM with parameters on the meta device (no memory, no initialisation cost)."""
+    import transformers
+    with _parameters_on_meta():
+        model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa",
+                                                              dtype=torch.float32)
+    config.architectures = [type(model).__name__]
+    return model
+
+
+def materialize(model: nn.Module, device: torch.device, seed: int, std: float,
+                weights: Path | None) -> None:
+    """Allocate this rank's shards on `device` and fill them: from `weights` (a local HF checkpoint
+    directory) where it has the parameter, else by the deterministic random initialisation."""
+    buffers = {name: buf.detach().clone() for name, buf in model.named_buffers()}
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            buf.copy_(buffers[name].to(device))
+        source = _checkpoint_tensors(weights, model) if weights is not None else {}
+        for name, param in model.named_parameters():
+            key = checkpoint_key(name)
+            full = source[key]() if key in source else _init_value(name, param.shape, std, seed, device)
+            parallel.copy_full_into(param, full)
+
+
+def checkpoint_key(name: str) -> str:
+    """A parameter's name in a Hugging Face checkpoint, without wrappers (activation checkpointing,
+    torch.compile) or peft's base-model prefix."""
+    for wrapper in ("_checkpoint_wrapped_module.", "_orig_mod.", "base_model.model.", ".base_layer"):
+        name = name.replace(wrapper, "")
+    return name
+
+
+def _init_value(name: str, shape: torch.Size, std: float, seed: int, device: torch.device) -> torch.Tensor:
+    """One parameter's initial value, a function of (seed, name) alone: norms one, biases zero,
+    LoRA B zero (adapters start as the identity), LoRA A uniform as nn.Linear, the rest N(0, std)."""
+    leaf = name.rsplit(".", 2)
+    if name.endswith("bias") or ".lora_B." in name:
+        return torch.zeros(shape, device=device)
+    if len(shape) == 1 and ("norm" in leaf[-2] or leaf[-2].startswith("ln")):
+        return torch.ones(shape, device=device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+    if ".lora_A." in name:
+        bound = 1.0 / shape[-1] ** 0.5
+        return torch.empty(shape, device=device).uniform_(-bound, bound, generator=generator)
+    return torch.empty(shape, device=device).normal_(0.0, std, generator=generator)
+
+
+def _checkpoint_tensors(directory: Path, model: nn.Module) -> dict[str, Callable[[], torch.Tensor]]:
+    """Lazy loaders for the checkpoint's tensors, by name, read one at a time from safetensors.
+
+    Checkpoints whose names differ from the model's (older layouts that transformers converts on
+    load, e.g. per-expert Mixtral weights) are read once through transformers instead."""
+    from safetensors import safe_open
+    files = sorted(directory.glob("*.safetensors"))
+    index: dict[str, Path] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            index.update({key: file for key in handle.keys()})
+    wanted = {checkpoint_key(n) for n, p in model.named_parameters() if ".lora_" not in n}
+    if files and wanted <= index.keys():
+        def reader(key: str) -> Callable[[], torch.Tensor]:
+            def read() -> torch.Tensor:
+                with safe_open(str(index[key]), framework="pt") as handle:
+                    return handle.get_tensor(key).float()
+            return read
+        return {key: reader(key) for key in wanted}
+    import transformers
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).state_dict()
+    missing = sorted(wanted - loaded.keys())
+    if missing:
+        raise ConfigError("model.hf_model_name_or_path", f"{directory} lacks {len(missing)} of the model's weights, "
+                          f"e.g. {missing[0]}", "is it a checkpoint of the same architecture?")
+    return {key: (lambda t=loaded[key]: t.float()) for key in wanted}

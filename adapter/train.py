@@ -1,0 +1,296 @@
+"""The trainer: `python -m adapter.train --config SPEC`, under torchrun, srun or alone.
+
+Reads the resolved spec (config.py), sets up the process group and mesh, builds the model
+(models.py, lora.py, parallel.py), data (data.py) and optimizer (optim.py), resumes if a
+checkpoint exists (checkpoint.py), then runs the loop; nothing else lives here.
+
+Processes: torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT; under srun
+without torchrun, SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (MASTER_ADDR defaults to the first
+node of the allocation); alone, one process.
+
+Exit codes: 0 finished, or preempted (SIGTERM / SIGUSR1) with a checkpoint saved; 1 error, printed
+as one line (set ADAPTER_DEBUG=1 for the traceback); 3 fault injection; 143 preempted while
+checkpointing is disabled.
+
+Fault injection (tests, hpctl's auto-resume): with HPCTL_FAIL_AT_STEP=k every rank exits with
+code 3 right after step k completes (after any checkpoint due at step k), but only in a run that
+started fresh: a resumed run (a requeued job) ignores it and proceeds.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from adapter.config import ConfigError, TrainConfig, grad_accumulation, load
+
+FAIL_AT_STEP = "HPCTL_FAIL_AT_STEP"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adapter.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="the resolved job spec (JSON or YAML)")
+    args = parser.parse_args(argv)
+    _distributed_env()
+    rank = int(os.environ["RANK"])
+    try:
+        return train(load(args.config))
+    except ConfigError as exc:
+        if rank == 0:  # every rank reads the same spec: say it once
+            print(f"adapter: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into an exit code
+        if os.environ.get("ADAPTER_DEBUG") == "1":
+            raise
+        message = " ".join(str(exc).split()) or "(no message)"
+        print(f"adapter: error on rank {rank}: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _distributed_env() -> None:
+    """Fill torch.distributed's variables from srun's when torchrun did not set them."""
+    env = os.environ
+    if "RANK" not in env and "SLURM_PROCID" in env:
+        env["RANK"], env["LOCAL_RANK"] = env["SLURM_PROCID"], env.get("SLURM_LOCALID", "0")
+        env["WORLD_SIZE"] = env.get("SLURM_NTASKS", "1")
+        if "MASTER_ADDR" not in env and env.get("SLURM_JOB_NODELIST") and env["WORLD_SIZE"] != "1":
+            hosts = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]],
+                                   capture_output=True, text=True, check=True).stdout.split()
+            env["MASTER_ADDR"] = hosts[0]
+    for key, default in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        env.setdefault(key, default)
+    if "MASTER_PORT" not in env:
+        env["MASTER_PORT"] = str(_free_port()) if env["WORLD_SIZE"] == "1" else "29500"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(cfg: TrainConfig) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    import torch.distributed as dist
+
+    from adapter import parallel
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    shape = parallel.mesh_shape(cfg.parallel, world)
+    accum = grad_accumulation(cfg, shape.dp)
+    device = _device(cfg.accelerator, int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        dist.init_process_group("cuda:nccl,cpu:gloo", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+    try:
+        return _run(cfg, parallel.build_layout(shape, device.type), accum, device)
+    finally:
+        dist.destroy_process_group()
+
+
+def _device(accelerator: str, local_rank: int) -> Any:
+    import torch
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator", "gpu was asked for but CUDA is not available", "use cpu or auto")
+    if accelerator != "cpu" and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
+    import random
+
+    import torch
+    import torch.distributed as dist
+
+    from adapter import checkpoint, data, lora, metrics, models, optim, parallel
+    from hpctl.modelsize import flops_per_token
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if rank == 0 and world != cfg.expected_world_size:
+        print(f"adapter: note: running {world} processes; trainer.devices x num_nodes says {cfg.expected_world_size}",
+              flush=True)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    config = models.hf_config(cfg)
+    model = models.build_empty(config)
+    if cfg.lora is not None:
+        model = lora.apply(model, cfg.lora)
+    parallel.parallelize(model, layout, cfg.parallel, config)
+    weights = models.resolve_local(cfg.hf_model) if cfg.do_finetune else None
+    models.materialize(model, device, cfg.seed, getattr(config, "initializer_range", 0.02), weights)
+    model.train()
+    optimizer, scheduler = optim.build(model.parameters(), cfg.optim)
+
+    train_set, val_set = data.build_datasets(cfg.data, config.vocab_size, cfg.seed)
+    train_data = data.TrainData(train_set, cfg.data, cfg.micro_batch, accum, layout.dp_rank, layout.shape.dp, cfg.seed)
+
+    ckpt = checkpoint.Checkpointer(cfg.checkpoint, rank)
+    found = [checkpoint.find_resume(cfg.checkpoint) if rank == 0 else None]
+    dist.broadcast_object_list(found, src=0)
+    resume = found[0]
+    step = checkpoint.restore(resume, model, optimizer, scheduler, train_data, rank, layout.dp_rank) if resume else 0
+    if rank == 0:
+        print(f"adapter: {'resumed from ' + str(resume) if resume else 'starting fresh'} at step {step}; "
+              f"mesh dp_replicate={layout.shape.replicate} dp_shard={layout.shape.shard} tp={layout.shape.tp}, "
+              f"{accum} micro-batch(es) per step", flush=True)
+
+    log = metrics.MetricsLog(cfg.results_dir, rank, cfg.tensorboard_dir, step)
+    preemption = checkpoint.Preemption()
+    fail_at = int(os.environ.get(FAIL_AT_STEP) or 0) if resume is None else 0
+    flops = flops_per_token(models.arch_fields(cfg, config), cfg.data.seq_len)
+    peak = metrics.peak_tflops(device, cfg.peak_tflops)
+    tokens_per_step = cfg.micro_batch * layout.shape.dp * accum * cfg.data.seq_len
+    aux_coef = getattr(config, "router_aux_loss_coef", 0.0) if getattr(config, "output_router_logits", False) else 0.0
+    export_dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
+
+    def state() -> dict[str, Any]:
+        return checkpoint.training_state(model, optimizer, scheduler, train_data, step, rank, layout.dp_rank)
+
+    def export() -> None:
+        out = cfg.checkpoint.dir / "full" / f"step_{step:08d}"
+        if out.exists():
+            return
+        full = checkpoint.gather_full(model)
+        if rank == 0:
+            hf = lora.merged(full, cfg.lora) if cfg.lora else {models.checkpoint_key(k): v for k, v in full.items()}
+            config_out = copy.deepcopy(config)
+            config_out.use_cache = True
+            checkpoint.write_hf(hf, config_out, out, export_dtype, _tokenizer_files(cfg))
+            if cfg.lora:
+                lora.write_adapter(model, full, cfg.checkpoint.dir / "peft" / f"step_{step:08d}")
+        dist.barrier()
+
+    while step < cfg.max_steps:
+        step += 1
+        start = time.perf_counter()
+        batches = [train_data.next() for _ in range(accum)]
+        data_wait = time.perf_counter() - start
+        loss, grad_norm = _train_step(model, optimizer, batches, layout, cfg.grad_clip, device, aux_coef)
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        record = {"step": step, "max_steps": cfg.max_steps, "loss": loss.item(), "grad_norm": grad_norm.item(),
+                  "lr": lr, **metrics.throughput(tokens_per_step, time.perf_counter() - start, world, flops, peak),
+                  "memory_gb": metrics.memory_gb(device), "step_time_s": time.perf_counter() - start,
+                  "data_wait_s": data_wait}
+        if val_set is not None and cfg.val_batches != 0 and step % cfg.val_every == 0:
+            batches = data.val_batches(val_set, cfg.val_batch, cfg.val_batches, layout.dp_rank, layout.shape.dp)
+            record["val_loss"] = _validate(model, batches, layout, device)
+        if step % cfg.log_every == 0 or step == cfg.max_steps or "val_loss" in record:
+            log.log(record)
+        if cfg.checkpoint.enabled and cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
+            ckpt.save(step, state())
+        if cfg.checkpoint.export_every_n_steps and step % cfg.checkpoint.export_every_n_steps == 0:
+            export()
+        if step == fail_at:
+            ckpt.wait()
+            log.close()
+            if rank == 0:
+                print(f"adapter: {FAIL_AT_STEP}={fail_at} reached: exiting with code 3 (fault injection)", flush=True)
+            sys.stderr.flush()
+            os._exit(3)
+        if preemption.requested(device):
+            if not cfg.checkpoint.enabled:
+                if rank == 0:
+                    print(f"adapter: preempted at step {step}; checkpointing is disabled, nothing saved", flush=True)
+                log.close()
+                return 143
+            ckpt.save(step, state())
+            ckpt.wait()
+            log.close()
+            if rank == 0:
+                print(f"adapter: preempted at step {step}: checkpoint saved, exiting", flush=True)
+            return 0
+
+    if cfg.checkpoint.enabled and cfg.checkpoint.save_last:
+        ckpt.save(step, state())
+    ckpt.wait()
+    if cfg.checkpoint.export_last:
+        export()
+    log.close()
+    if rank == 0:
+        print(f"adapter: finished at step {step}", flush=True)
+    return 0
+
+
+def _micro_loss(model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, Any, Any]:
+    """(sum of token cross-entropies, labelled tokens, MoE load-balancing loss or None) of one batch."""
+    import torch
+    import torch.nn.functional as F
+    ids = batch["input_ids"].to(device)
+    mask = batch.get("attention_mask")
+    mask = mask.to(device) if mask is not None and not bool(mask.all()) else None
+    # Predict token t+1 at position t; the last position has no target.
+    labels = F.pad(batch["labels"][:, 1:], (0, 1), value=-100).to(device)
+    out = model(input_ids=ids, attention_mask=mask, use_cache=False)
+    logits = out.logits.float()
+    ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100, reduction="sum")
+    return ce, (labels != -100).sum().to(torch.float32), getattr(out, "aux_loss", None)
+
+
+def _train_step(model: Any, optimizer: Any, batches: list[dict[str, Any]], layout: Any, grad_clip: float,
+                device: Any, aux_coef: float) -> tuple[Any, Any]:
+    """One optimizer step over the accumulated micro-batches. The loss is the mean over every
+    labelled token of the global batch, whatever the layout: each micro-batch's sum is divided by
+    the global token count, and scaled by the data-parallel size that FSDP's gradient mean divides by."""
+    import torch
+    import torch.distributed as dist
+
+    from adapter import parallel
+    tokens = torch.tensor([float((b["labels"][:, 1:] != -100).sum()) for b in batches], device=device).sum()
+    dist.all_reduce(tokens, group=layout.dp_group)
+    loss_sum = torch.zeros((), device=device)
+    for i, batch in enumerate(batches):
+        model.set_requires_gradient_sync(i == len(batches) - 1)
+        ce, _, aux = _micro_loss(model, batch, device)
+        loss = ce / tokens
+        objective = loss * layout.shape.dp
+        if aux_coef and aux is not None:
+            objective = objective + aux_coef * aux / len(batches)
+        objective.backward()
+        loss_sum += loss.detach()
+    dist.all_reduce(loss_sum, group=layout.dp_group)
+    grad_norm = parallel.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm
+
+
+def _validate(model: Any, batches: Any, layout: Any, device: Any) -> float:
+    import torch
+    import torch.distributed as dist
+    model.eval()
+    totals = torch.zeros(2, device=device)
+    with torch.no_grad():
+        for batch in batches:
+            ce, count, _ = _micro_loss(model, batch, device)
+            totals += torch.stack([ce, count.to(device)])
+    dist.all_reduce(totals, group=layout.dp_group)
+    model.train()
+    return (totals[0] / totals[1]).item()
+
+
+def _tokenizer_files(cfg: TrainConfig) -> list[Any]:
+    """The tokenizer's files, copied into exports so they are usable as they stand."""
+    from pathlib import Path
+    if cfg.data.tokenizer is None:
+        return []
+    directory = Path(cfg.data.tokenizer)
+    names = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+             "vocab.json", "merges.txt")
+    return [directory / n for n in names if (directory / n).is_file()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
