@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hpctl.errors import HpctlError, Origin
@@ -112,7 +113,7 @@ def validate(env: Env, args, cluster, as_json) -> int:
         return 0
     for c in results:
         color = {"warning": "yellow", "info": "dim"}.get(c.severity, "red")
-        env.out.print(f"[{color}]{c.severity}[/{color}] [{c.id}] {c.message}")
+        env.out.print(f"[{color}]{c.severity}[/{color}] {escape(f'[{c.id}] {c.message}')}")
     env.out.print(f"[green]valid[/green]: {spec.recipe_name} on {spec.cluster_name} "
                   f"(memory estimate {est.total_gb:.2f} GB per device)")
     return 0
@@ -518,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = cli.main(args=argv, prog_name="hpctl", standalone_mode=False)
     except HpctlError as e:
-        _console("--no-color" in argv, stderr=True).print(f"[red]Error:[/red] {e.render()}", highlight=False) \
+        _console("--no-color" in argv, stderr=True).print(f"[red]Error:[/red] {escape(e.render())}", highlight=False) \
             if sys.stderr.isatty() else print(f"Error: {e.render()}", file=sys.stderr)
         sys.exit(1)
     except click.exceptions.Abort:

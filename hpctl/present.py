@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -79,7 +80,7 @@ def print_plan(plan: Plan, console: Console, show_artifact: bool = True) -> None
     console.print(table)
     for c in plan.checks:
         if c["severity"] == "warning":
-            console.print(f"[yellow]warning[/yellow] [{c['id']}] {c['message']}", highlight=False)
+            console.print("[yellow]warning[/yellow] " + escape(f"[{c['id']}] {c['message']}"), highlight=False)
     console.print()
     if plan.has_changes:
         console.print("hpctl will perform the following actions:\n", highlight=False)
