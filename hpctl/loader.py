@@ -94,8 +94,9 @@ def parse_scalar(text: str) -> Any:
 
 def _position(node: Any, key: Any) -> tuple[int, int] | None:
     try:
-        if isinstance(node, CommentedMap):
-            line, col = node.lc.value(key)
+        if isinstance(node, CommentedMap):  # a section is where its key is; a scalar where its value is
+            nested = isinstance(node[key], (CommentedMap, CommentedSeq))
+            line, col = node.lc.key(key) if nested else node.lc.value(key)
         else:
             line, col = node.lc.item(key)
         return line + 1, col + 1

@@ -256,8 +256,8 @@ def test_schema_errors_about_sections_point_into_the_file(tiny_workspace):
     with pytest.raises(HpctlError) as exc:
         validate(spec)
     by_key = {p.key: p for p in exc.value.problems}
-    assert by_key["recipes.model.optim.name"].origin == Origin("recipes/tiny/mini.yaml", 35, 5)
-    assert by_key["recipes.trainr"].origin == Origin("recipes/tiny/mini.yaml", 46, 3)
+    assert by_key["recipes.model.optim.name"].origin == Origin("recipes/tiny/mini.yaml", 34, 3)
+    assert by_key["recipes.trainr"].origin == Origin("recipes/tiny/mini.yaml", 45, 1)
     assert by_key["recipes.trainr"].hint == "did you mean 'trainer'?"
 
 

@@ -158,5 +158,5 @@ def test_resolution_does_not_mutate_its_input():
 def test_sections_have_an_origin_too():
     """A missing key is reported at its section, so sections must keep where they were written."""
     _, chains = _resolve("a: 1\nrun:\n  name: x\nl:\n- 1\n")
-    assert chains["run"] == [Origin("f.yaml", 3, 3)] and chains["l"] == [Origin("f.yaml", 5, 1)]
+    assert chains["run"] == [Origin("f.yaml", 2, 1)] and chains["l"] == [Origin("f.yaml", 4, 1)]
     assert "" not in chains

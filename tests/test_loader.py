@@ -40,6 +40,10 @@ def test_nested_keys_and_list_items_have_line_and_column():
     assert o["model.betas.0"] == Origin("recipe.yaml", 10, 5)
     assert o["model.betas.1"] == Origin("recipe.yaml", 11, 5)
     assert o["model.layers.1.b"].line == 12
+    assert o["trainer"] == Origin("recipe.yaml", 3, 1)  # a section: where its key is written
+    assert o["trainer.nested"] == Origin("recipe.yaml", 5, 3)
+    assert o["model.betas"] == Origin("recipe.yaml", 9, 3)
+    assert o["model.layers"] == Origin("recipe.yaml", 12, 3)
     assert str(o["trainer.nested.deeper.leaf"]) == "recipe.yaml:7:13"
     assert layer.data["trainer"]["nested"]["deeper"]["leaf"] == 7
     assert layer.data["model"]["layers"] == ["a", {"b": 1}]
