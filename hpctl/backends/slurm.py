@@ -1,0 +1,555 @@
+"""The Slurm backend: a self-contained sbatch script, and status from squeue, scontrol, sacct.
+
+`render` turns the spec into one bash script (templates/slurm.sbatch.j2) that writes the resolved
+spec into the results dir and launches one torchrun per node through srun. The other methods talk
+to the Slurm client commands of the machine hpctl runs on (a login node).
+
+Finished jobs leave squeue and scontrol after MinJobAge and sacct needs slurmdbd, so the script
+also writes an exit marker, `<results_dir>/logs/<jobid>.exit`, that `describe` falls back to.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpctl.backends.base import (
+    CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN,
+    Artifact, Backend, JobRecord, JobStatus,
+)
+from hpctl.errors import HpctlError
+from hpctl.spec import Spec, secrets_of
+from hpctl.templating import render, shquote, tojson
+
+TEMPLATE = "slurm.sbatch.j2"
+COMMAND_TIMEOUT_S = 60
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+RANK_PREFIX = "[rank{rank}]: "  # TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE in the script
+
+# Slurm's base job states -> hpctl's. Since 23.02 `job_state` is a list: a base state plus flags.
+BASE_STATES = {
+    "PENDING": PENDING, "RUNNING": RUNNING, "SUSPENDED": RUNNING, "COMPLETED": SUCCEEDED,
+    "CANCELLED": CANCELLED, "FAILED": FAILED, "TIMEOUT": FAILED, "NODE_FAIL": FAILED,
+    "PREEMPTED": FAILED, "BOOT_FAIL": FAILED, "DEADLINE": FAILED, "OUT_OF_MEMORY": FAILED,
+}
+# Flags, which 22.05 also shows alone as the job's state (COMPLETING, REQUEUED, ...).
+FLAG_STATES = {
+    "REQUEUED": PENDING, "REQUEUE_HOLD": PENDING, "REQUEUE_FED": PENDING, "RESV_DEL_HOLD": PENDING,
+    "CONFIGURING": PENDING, "COMPLETING": RUNNING, "STAGE_OUT": RUNNING, "SIGNALING": RUNNING,
+    "RESIZING": RUNNING, "STOPPED": RUNNING, "SPECIAL_EXIT": FAILED, "REVOKED": CANCELLED,
+}
+# A requeue in progress is never terminal, whatever base state comes with it.
+REQUEUE_FLAGS = ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED")
+
+
+# --------------------------------------------------------------------------------------------
+# render
+
+
+def secret_var(path: str) -> str:
+    """The environment variable that carries the secret at `path` into the job."""
+    return "HPCTL_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", path).upper()
+
+
+def _one_line(value: Any, key: str) -> str:
+    """A value for an #SBATCH line: sbatch reads one line, so control characters are refused."""
+    text = str(value)
+    if CONTROL.search(text):
+        raise HpctlError("a value on an #SBATCH line must be one line without control characters",
+                         key=key, found=repr(text), hint="remove the newline or tab from the value")
+    return text
+
+
+def _int(spec: Spec, path: str, default: int) -> int:
+    value = spec.get(path)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HpctlError("expected a positive integer", key=path, expected="integer >= 1", found=repr(value))
+    return value
+
+
+def _env_text(value: Any, key: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        raise HpctlError("an environment variable needs a scalar value", key=key, found=repr(value))
+    return str(value)
+
+
+def _exports(spec: Spec, secrets: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    """(name, value, secret reference) for env_vars then cluster.env; None values are skipped."""
+    out = []
+    for base in ("env_vars", "cluster.env"):
+        mapping = spec.get(base) or {}
+        if not isinstance(mapping, dict):
+            raise HpctlError("expected a mapping of environment variables", key=base, found=repr(mapping))
+        for name, value in mapping.items():
+            key = f"{base}.{name}"
+            if not ENV_NAME.match(str(name)):
+                raise HpctlError("not a valid environment variable name", key=key, found=repr(name),
+                                 expected="letters, digits and _ (not starting with a digit)")
+            if value is None:
+                continue
+            ref = f'"${{{secret_var(key)}}}"' if key in secrets else None
+            out.append((str(name), "" if ref else _env_text(value, key), ref))
+    return out
+
+
+def _covered(path: str, mounts: list[str]) -> bool:
+    """Whether a container mount already makes `path` visible at the same place."""
+    for mount in mounts:
+        parts = mount.split(":")
+        dst = parts[1] if len(parts) > 1 else parts[0]
+        if path == dst or path.startswith(dst.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def _container(spec: Spec, results_dir: str, workdir: str | None) -> tuple[str | None, str]:
+    """The pyxis image and its comma-joined mounts (results dir and workdir added when needed)."""
+    image = spec.get("cluster.container.image") or spec.get("container")
+    if not image:
+        return None, ""
+    mounts = [str(m) for m in (spec.get("cluster.container.mounts") or []) + (spec.get("cluster.container_mounts") or [])
+              if m not in (None, "")]
+    for path in (results_dir, workdir):
+        if path and not _covered(path, mounts):
+            mounts.append(f"{path}:{path}")
+    for mount in mounts:
+        if "," in mount:
+            raise HpctlError("a container mount cannot contain ','", key="cluster.container.mounts", found=repr(mount))
+    return str(image), ",".join(mounts)
+
+
+def _results_dir(spec: Spec) -> str:
+    results_dir = spec.get("recipes.run.results_dir")
+    if not results_dir and spec.get("base_results_dir"):
+        results_dir = f"{str(spec.get('base_results_dir')).rstrip('/')}/{spec.job_name}"
+    if not results_dir or not str(results_dir).startswith("/"):
+        raise HpctlError("the Slurm backend needs an absolute results directory", key="recipes.run.results_dir",
+                         expected="an absolute path", found=repr(results_dir))
+    results_dir = str(results_dir).rstrip("/") or "/"
+    if "\\" in results_dir:
+        raise HpctlError("a backslash in the results dir turns off sbatch's %j in log names",
+                         key="recipes.run.results_dir", found=repr(results_dir))
+    return results_dir
+
+
+def _directives(spec: Spec, results_dir: str, workdir: str | None, auto_resume: dict[str, Any]) -> list[str]:
+    """The #SBATCH lines, each value quoted the way sbatch parses them (shell-like)."""
+    cluster = spec.cluster
+
+    def opt(flag: str, value: Any, key: str) -> str:
+        return f"--{flag}={shquote(_one_line(value, key))}"
+
+    logs = _one_line(results_dir, "recipes.run.results_dir").replace("%", "%%") + "/logs"
+    merged = cluster.get("stderr_to_stdout") is not False
+    lines = [
+        opt("job-name", f"{cluster.get('job_name_prefix') or ''}{spec.job_name}", "recipes.run.name"),
+        f"--nodes={_int(spec, 'recipes.trainer.num_nodes', 1)}",
+        "--ntasks-per-node=1",
+    ]
+    if spec.get("recipes.trainer.accelerator") == "gpu":
+        gpus = cluster.get("gpus_per_node") or _int(spec, "recipes.trainer.devices", 1)
+        lines.append(opt("gpus-per-node", gpus, "cluster.gpus_per_node"))
+    if cluster.get("cpus_per_task"):
+        lines.append(opt("cpus-per-task", cluster["cpus_per_task"], "cluster.cpus_per_task"))
+    time_limit = cluster.get("time") or spec.get("recipes.run.time_limit")
+    if time_limit:
+        lines.append(opt("time", time_limit, "cluster.time" if cluster.get("time") else "recipes.run.time_limit"))
+    lines.append(f"--output={shquote(logs + '/%j.out')}")
+    lines.append(f"--error={shquote(logs + ('/%j.out' if merged else '/%j.err'))}")
+    lines.append("--open-mode=append")
+    lines.append(opt("chdir", workdir or results_dir, "cluster.workdir"))
+    if cluster.get("exclusive"):
+        lines.append("--exclusive")
+    for name in ("mem", "partition", "account", "qos", "constraint", "reservation"):
+        if cluster.get(name) not in (None, ""):
+            lines.append(opt(name, cluster[name], f"cluster.{name}"))
+    if auto_resume["enabled"]:
+        lines.append("--requeue")
+        lines.append(f"--signal=B:USR1@{auto_resume['signal_seconds']}")
+    return lines
+
+
+def _auto_resume(spec: Spec) -> dict[str, Any]:
+    cfg = spec.get("cluster.auto_resume") or {}
+    enabled = bool(cfg.get("enabled"))
+    return {
+        "enabled": enabled,
+        "max_restarts": _int(spec, "cluster.auto_resume.max_restarts", 3) if enabled else 0,
+        "signal_seconds": _int(spec, "cluster.auto_resume.signal_seconds", 300) if enabled else 0,
+    }
+
+
+def script_path(results_dir: str, job_name: str) -> str:
+    """Where submit writes the script: `<results_dir>/hpctl/<job>.sbatch` (name made path-safe)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", job_name).lstrip(".") or "job"
+    return f"{results_dir}/hpctl/{safe}.sbatch"
+
+
+# --------------------------------------------------------------------------------------------
+# status parsing (pure functions, tested against recorded outputs of several Slurm versions)
+
+
+@dataclass
+class SlurmJob:
+    """What one Slurm source says about a job, before mapping to hpctl's states."""
+
+    states: list[str]
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    restarts: int | None = None
+
+    @property
+    def state(self) -> str:
+        """hpctl's state for Slurm's state list."""
+        if any(flag in self.states for flag in REQUEUE_FLAGS):
+            return PENDING
+        for table in (BASE_STATES, FLAG_STATES):
+            for slurm_state in self.states:
+                if slurm_state in table:
+                    return table[slurm_state]
+        return UNKNOWN
+
+
+def _number(value: Any) -> int | None:
+    """A number from either shape: a plain int (<= 22.05) or {"set", "infinite", "number"} (>= 23.02)."""
+    if isinstance(value, dict):
+        if not value.get("set", True) or value.get("infinite"):
+            return None
+        value = value.get("number")
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _exit(value: Any) -> tuple[int | None, int | None]:
+    """(exit code, signal) from squeue's exit_code: a raw wait status (22.05) or a verbose object."""
+    if isinstance(value, dict):
+        code = _number(value.get("return_code"))
+        signal = _number((value.get("signal") or {}).get("id")) if isinstance(value.get("signal"), dict) else None
+        return code, signal or None
+    raw = _number(value)
+    if raw is None:
+        return None, None
+    return (raw >> 8) & 0xFF, (raw & 0x7F) or None
+
+
+def parse_squeue_json(text: str, job_id: str) -> SlurmJob | None:
+    """The job in `squeue --json` output; 22.05 ignores -j with --json, so filter by id here."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    for job in doc.get("jobs") or []:
+        if str(_number(job.get("job_id"))) != str(job_id):
+            continue
+        state = job.get("job_state")
+        states = [str(s) for s in state] if isinstance(state, list) else [str(state)] if state else []
+        code, signal = _exit(job.get("exit_code"))
+        reason = job.get("state_reason")
+        return SlurmJob(states, code, signal, reason if reason not in (None, "", "None") else None,
+                        _number(job.get("restart_cnt")))
+    return None
+
+
+def parse_scontrol(text: str) -> SlurmJob | None:
+    """`scontrol show job ID` text: JobState=, ExitCode=code:signal, Reason=, Restarts=."""
+    fields = dict(re.findall(r"(?:^|\s)([A-Za-z/:]+)=(\S*)", text))
+    if "JobState" not in fields:
+        return None
+    code = signal = None
+    match = re.fullmatch(r"(\d+):(\d+)", fields.get("ExitCode", ""))
+    if match:
+        code, signal = int(match.group(1)), int(match.group(2)) or None
+    restarts = int(fields["Restarts"]) if fields.get("Restarts", "").isdigit() else None
+    reason = fields.get("Reason") if fields.get("Reason") not in (None, "None") else None
+    return SlurmJob([fields["JobState"]], code, signal, reason, restarts)
+
+
+def parse_sacct(text: str, job_id: str) -> SlurmJob | None:
+    """`sacct -n -P -X -o JobID,State,ExitCode,Restarts`: the allocation line of the job."""
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 3 or parts[0] != str(job_id):
+            continue
+        state = parts[1].split()[0] if parts[1].strip() else ""  # "CANCELLED by 0"
+        code = signal = None
+        match = re.fullmatch(r"(\d+):(\d+)", parts[2])
+        if match:
+            code, signal = int(match.group(1)), int(match.group(2)) or None
+        restarts = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
+        return SlurmJob([state], code, signal, None, restarts)
+    return None
+
+
+def read_exit_marker(results_dir: str, job_id: str) -> int | None:
+    """The srun exit code the script wrote at its end, or None when there is none (yet)."""
+    try:
+        return int(Path(results_dir, "logs", f"{job_id}.exit").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def last_metrics(results_dir: str) -> dict[str, Any] | None:
+    """The last complete JSON line of `<results_dir>/metrics.jsonl`, read from the end."""
+    path = Path(results_dir, "metrics.jsonl")
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        return value if isinstance(value, dict) else None
+    return None
+
+
+def _exit_code(job: SlurmJob, marker: int | None) -> int | None:
+    """A finished job's exit code; killed by a signal counts as 128 + signal, like a shell."""
+    if job.exit_code:
+        return job.exit_code
+    if job.signal:
+        return 128 + job.signal
+    return marker if marker is not None else job.exit_code
+
+
+def to_status(job: SlurmJob | None, marker: int | None) -> JobStatus:
+    """hpctl's status from what Slurm says, falling back to the exit marker."""
+    if job is None:
+        if marker is None:
+            return JobStatus(UNKNOWN, detail="Slurm no longer knows the job (finished jobs leave squeue "
+                                             "after MinJobAge) and it left no exit marker")
+        return JobStatus(SUCCEEDED if marker == 0 else FAILED, exit_code=marker, detail="from the exit marker")
+    state = job.state
+    exit_code = _exit_code(job, marker) if state in (SUCCEEDED, FAILED) else None
+    details = [f"reason {job.reason}"] if job.reason else []
+    if job.restarts:
+        details.append(f"restarts {job.restarts}")
+    if job.signal and state in (FAILED, CANCELLED):
+        details.append(f"signal {job.signal}")
+    return JobStatus(state, exit_code=exit_code, backend_state=",".join(job.states) or None,
+                     detail="; ".join(details) or None)
+
+
+# --------------------------------------------------------------------------------------------
+# the backend
+
+
+def _run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str] | None:
+    """Run a Slurm client; None when it is not installed or does not answer in time."""
+    exe = shutil.which(argv[0])
+    if exe is None:
+        return None
+    try:
+        return subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, **kw)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _sbatch() -> str:
+    exe = shutil.which("sbatch")
+    if exe is None:
+        raise HpctlError("sbatch is not on PATH", hint="run hpctl on a Slurm login node; "
+                         "`hpctl doctor --cluster NAME` checks the setup")
+    return exe
+
+
+def _log_files(record: JobRecord) -> list[Path]:
+    """Absolute log paths of a job: stdout, and stderr when the script keeps it apart."""
+    logs = record.logs or {"stdout": f"{record.results_dir}/logs/%j.out"}
+    names = ["stdout"] + (["stderr"] if logs.get("stderr") and logs["stderr"] != logs["stdout"] else [])
+    return [Path(logs[n].replace("%j", record.job_id)) for n in names]
+
+
+class SlurmBackend(Backend):
+    name = "slurm"
+
+    def render(self, spec: Spec) -> Artifact:
+        results_dir = _results_dir(spec)
+        cluster = spec.cluster
+        workdir = str(cluster["workdir"]) if cluster.get("workdir") else None
+        auto_resume = _auto_resume(spec)
+        secrets = secrets_of(spec.data)
+        env = {secret_var(path): path for path in sorted(secrets)}
+        if len(env) != len(secrets):
+            raise HpctlError("two secret keys map to the same environment variable",
+                             found=", ".join(sorted(secrets)))
+        image, mounts = _container(spec, results_dir, workdir)
+        setup = cluster.get("setup") or []
+        srun_args = cluster.get("srun_args") or []
+        text = render(
+            TEMPLATE,
+            directives=_directives(spec, results_dir, workdir, auto_resume),
+            results_dir=results_dir,
+            secret_checks=[f'"${{{var}:?is not set: hpctl passes it at submit time}}"' for var in env],
+            exports=_exports(spec, secrets),
+            spec_json=tojson(spec.public_data(), indent=2),
+            workdir=workdir,
+            setup=[str(c) for c in setup if c not in (None, "")],
+            container_image=image,
+            container_mounts=mounts,
+            srun_args=[str(a) for a in srun_args if a is not None],
+            python=cluster.get("python") or "python3",
+            nproc_per_node=_int(spec, "recipes.trainer.devices", 1),
+            auto_resume=auto_resume["enabled"],
+            max_restarts=auto_resume["max_restarts"],
+            signal_seconds=auto_resume["signal_seconds"],
+        )
+        logs_dir = f"{results_dir}/logs"
+        logs = {"stdout": f"{logs_dir}/%j.out", "torchrun": f"{logs_dir}/torchrun"}
+        if cluster.get("stderr_to_stdout") is False:
+            logs["stderr"] = f"{logs_dir}/%j.err"
+        return Artifact(kind="sbatch", text=text, language="bash",
+                        files={script_path(results_dir, spec.job_name): text},
+                        env=env, logs=logs, results_dir=results_dir)
+
+    def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
+        sbatch = _sbatch()
+        missing = sorted(set(artifact.env) - set(secrets))
+        if missing:
+            raise HpctlError("secrets missing at submit time", found=", ".join(
+                f"{artifact.env[v]} ({v})" for v in missing))
+        for path, text in artifact.files.items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+        # slurmd opens --output before the script runs: the directory must exist already.
+        Path(artifact.results_dir, "logs").mkdir(parents=True, exist_ok=True)
+        script = next(p for p in artifact.files if p.endswith(".sbatch"))
+        env = {**os.environ, **{k: secrets[k] for k in artifact.env}}
+        try:
+            proc = subprocess.run([sbatch, "--parsable", "--export=ALL", script], env=env,
+                                  capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise HpctlError(f"sbatch did not answer within {COMMAND_TIMEOUT_S} s",
+                             hint="is slurmctld up? try `scontrol ping`") from None
+        if proc.returncode != 0:
+            raise HpctlError(f"sbatch failed (exit code {proc.returncode})", found=proc.stderr.strip(),
+                             hint=f"the script is {script}")
+        job_id = proc.stdout.strip().split(";")[0]
+        if not re.fullmatch(r"\d+", job_id):
+            raise HpctlError("sbatch did not print a job id", found=repr(proc.stdout.strip()))
+        return job_id
+
+    def test_only(self, artifact: Artifact) -> str:
+        """`sbatch --test-only` of the script (read from stdin, nothing written): Slurm's estimate."""
+        try:
+            proc = subprocess.run([_sbatch(), "--test-only"], input=artifact.text, capture_output=True,
+                                  text=True, timeout=COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise HpctlError(f"sbatch --test-only did not answer within {COMMAND_TIMEOUT_S} s") from None
+        out = (proc.stderr + proc.stdout).strip()
+        if proc.returncode != 0:
+            raise HpctlError("Slurm would reject this job (sbatch --test-only)", found=out)
+        return out.splitlines()[-1].removeprefix("sbatch: ") if out else "sbatch --test-only: accepted"
+
+    def query(self, job_id: str) -> SlurmJob | None:
+        """What Slurm knows of the job: squeue, then scontrol, then sacct (when accounting runs)."""
+        proc = _run(["squeue", "--json", "-j", job_id])
+        if proc is not None and proc.returncode == 0:
+            job = parse_squeue_json(proc.stdout, job_id)
+            if job is not None:
+                return job
+        proc = _run(["scontrol", "show", "job", job_id])
+        if proc is not None and proc.returncode == 0:
+            job = parse_scontrol(proc.stdout)
+            if job is not None:
+                return job
+        proc = _run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,ExitCode,Restarts"])
+        if proc is not None and proc.returncode == 0:
+            return parse_sacct(proc.stdout, job_id)
+        return None
+
+    def describe(self, record: JobRecord) -> JobStatus:
+        status = to_status(self.query(record.job_id), read_exit_marker(record.results_dir, record.job_id))
+        status.metrics = last_metrics(record.results_dir)
+        return status
+
+    def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
+        paths = _log_files(record)
+        if not follow and not any(p.exists() for p in paths):
+            raise HpctlError(f"no log yet at {paths[0]}", hint="the job may still be pending; "
+                             "`hpctl logs -f` waits for it")
+        lines = _follow(paths, lambda: self.describe(record).state in TERMINAL) if follow else _read(paths)
+        if rank is None:
+            yield from lines
+            return
+        prefix = RANK_PREFIX.format(rank=rank)
+        for line in lines:
+            if line.startswith(prefix):
+                yield line[len(prefix):]
+
+    def cancel(self, record: JobRecord) -> None:
+        proc = _run(["scancel", record.job_id])
+        if proc is None:
+            raise HpctlError("scancel is not on PATH or did not answer", hint="run hpctl on a Slurm login node")
+        if proc.returncode != 0:
+            raise HpctlError(f"scancel {record.job_id} failed", found=proc.stderr.strip())
+
+
+def _read(paths: list[Path]) -> Iterator[str]:
+    for path in paths:
+        if path.exists():
+            with path.open(encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    yield line.rstrip("\n")
+
+
+def _follow(paths: list[Path], finished: Any, poll_s: float = 0.5, check_every_s: float = 2.0) -> Iterator[str]:
+    """Tail the log files until the job is terminal and nothing more arrives.
+
+    The script opens its logs in append mode, so after a requeue the same files grow again: the
+    job is not terminal meanwhile (PENDING), and following simply continues.
+    """
+    offsets = dict.fromkeys(paths, 0)
+    partial = dict.fromkeys(paths, "")
+    last_check = 0.0
+    done = False
+    while True:
+        grew = False
+        for path in paths:
+            try:
+                with path.open(encoding="utf-8", errors="replace") as f:
+                    f.seek(offsets[path])
+                    chunk = f.read()
+                    offsets[path] = f.tell()
+            except OSError:
+                continue
+            if chunk:
+                grew = True
+                *complete, partial[path] = (partial[path] + chunk).split("\n")
+                yield from complete
+        if done and not grew:
+            for path in paths:
+                if partial[path]:
+                    yield partial[path]
+            return
+        if not grew:
+            now = time.monotonic()
+            if now - last_check >= check_every_s:
+                last_check = now
+                done = finished()  # read once more after this before stopping
+            time.sleep(poll_s)
+
+
+BACKEND = SlurmBackend()
