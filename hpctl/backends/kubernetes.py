@@ -1,0 +1,589 @@
+"""The Kubernetes backend: a ConfigMap holding the resolved spec plus a PyTorchJob.
+
+`render` turns the spec into a multi-document manifest (templates/k8s.yaml.j2): a ConfigMap with
+the spec as JSON (secrets redacted), mounted at /config, and a Kubeflow `PyTorchJob` (or SageMaker
+HyperPod's `HyperPodPyTorchJob` when `cluster.job_kind` says so) whose pods run torchrun on
+`python -m adapter.train --config /config/job_spec.json`. Secrets reach the pods only through a
+Secret named `<job>-secrets` that `submit` creates from the submitting process's values; the
+manifest names the keys, never the values.
+
+The `kubernetes` client library is imported only inside submit/describe/logs/cancel, so
+`hpctl plan` works on machines without it.
+
+Node and rank mapping, used by `logs --rank`: a job of N nodes with D devices each has global
+ranks 0..N*D-1, grouped per node, so rank r runs on node r // D. Node 0 is the `Master` replica
+(pod `<job>-master-0`), node k >= 1 is `Worker` replica k-1 (pod `<job>-worker-<k-1>`). A
+HyperPodPyTorchJob has one replica group; its node k is the pod whose name ends in `-<k>`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from hpctl.backends.base import (
+    FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus)
+from hpctl.errors import HpctlError
+from hpctl.spec import Spec, get_path, is_sensitive, join, secrets_of
+from hpctl.suggest import did_you_mean
+from hpctl.templating import render as render_template
+from hpctl.templating import shquote
+
+TEMPLATE = "k8s.yaml.j2"
+CONFIG_DIR = "/config"
+SPEC_FILE = "job_spec.json"
+CONTAINER = "pytorch"  # the Kubeflow training operator looks for the container of this name
+AUTO_RESUME = "sagemaker.amazonaws.com/enable-job-auto-resume"
+MAX_RETRY = "sagemaker.amazonaws.com/job-max-retry-count"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+JOB_LABEL = "app"  # set by hpctl on the job and its pods; logs finds pods by it
+
+# job_kind -> (API group, version, plural)
+KINDS = {
+    "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
+    "HyperPodPyTorchJob": ("sagemaker.amazonaws.com", "v1", "hyperpodpytorchjobs"),
+}
+RESERVED_VOLUMES = ("job-spec", "dshm")  # the template's ConfigMap and /dev/shm volumes
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
+CLEAN_POD_POLICIES = ("None", "Running", "All")
+
+# Job condition type -> normalised state, in order of precedence (a finished job keeps its
+# earlier Created/Running conditions). HyperPod's operator reports Completed for Succeeded.
+CONDITION_STATES = (
+    ("Succeeded", SUCCEEDED), ("Completed", SUCCEEDED), ("Failed", FAILED),
+    ("Restarting", RUNNING), ("Running", RUNNING), ("Suspended", PENDING), ("Created", PENDING),
+)
+
+# Pods are named `<job>-worker-<index>`, and the operator's Service for each is a DNS-1035 label
+# of at most 63 characters, so the job name leaves room for the longest suffix.
+MAX_NAME = 50
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+
+
+def k8s_name(job_name: str) -> str:
+    """The job name as a Kubernetes object name: lower case, runs of other characters -> '-'."""
+    name = re.sub(r"[^a-z0-9]+", "-", job_name.lower()).strip("-")
+    if not DNS_LABEL.match(name) or len(name) > MAX_NAME:
+        raise HpctlError(
+            "the job name cannot be used as a Kubernetes object name",
+            key="recipes.run.name", found=repr(job_name),
+            expected=f"at most {MAX_NAME} characters of a-z, 0-9 and '-', starting with a letter",
+        )
+    return name
+
+
+def secret_env_name(path: str) -> str:
+    """The environment variable (and Secret key) carrying the secret at a spec key path.
+
+    The same HPCTL_SECRET_<PATH> naming as the Slurm backend, so `Artifact.env` reads the same
+    for every backend. A secret under env_vars or cluster.env reaches the pods under its own
+    name (HF_TOKEN), read from this key of the Secret.
+    """
+    return "HPCTL_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", path).upper()
+
+
+def text(value: Any) -> str:
+    """A config scalar as the string Kubernetes wants (labels, annotations, env values).
+
+    Booleans become Kubernetes' `true`/`false` (HyperPod's own examples write `True` for
+    `enable-job-auto-resume`); None becomes ''.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def literal(value: str) -> str:
+    """Escape `$` so Kubernetes' $(VAR) expansion of env values and commands leaves it as typed."""
+    return value.replace("$", "$$")
+
+
+def _choice(value: Any, choices: tuple[str, ...], key: str) -> str | None:
+    if value is None:
+        return None
+    if value not in choices:
+        raise HpctlError(f"unknown value for {key.rsplit('.', 1)[-1]}", key=key, found=repr(value),
+                         expected=", ".join(choices), hint=did_you_mean(str(value), choices))
+    return str(value)
+
+
+def _label_key(key: Any, path: str) -> str:
+    """A label or annotation key, checked: `[dns-subdomain/]name`."""
+    key = str(key)
+    prefix, _, name = key.rpartition("/")
+    if (not name or len(name) > 63 or not LABEL_NAME.match(name)
+            or (prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)))):
+        raise HpctlError("not a valid Kubernetes label or annotation key", key=path, found=repr(key),
+                         expected="[dns-subdomain/]name, name: at most 63 of A-Z a-z 0-9 - _ .")
+    return key
+
+
+def _label_value(value: Any, path: str) -> str:
+    value = text(value)
+    if len(value) > 63 or not LABEL_NAME.match(value):
+        raise HpctlError("not a valid Kubernetes label value", key=path, found=repr(value),
+                         expected="at most 63 of A-Z a-z 0-9 - _ ., starting and ending alphanumeric")
+    return value
+
+
+def _mapping(mapping: Any, path: str) -> dict[str, Any]:
+    """A config mapping that may be null, with its keys sorted; sensitive keys refused.
+
+    Labels, annotations and selectors are stored in clear on the cluster, so a secret there
+    would leak; it belongs in env_vars, which reach the pods through the Secret.
+    """
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise HpctlError("expected a mapping", key=path, found=type(mapping).__name__)
+    for key in mapping:
+        if is_sensitive(join(path, key)):
+            raise HpctlError("a sensitive value cannot be a label, annotation or selector (it would "
+                             "be stored in clear)", key=join(path, key), hint="pass it through env_vars")
+    return {str(k): mapping[k] for k in sorted(mapping, key=str)}
+
+
+def _labels(mapping: Any, path: str) -> dict[str, str]:
+    return {_label_key(k, join(path, k)): _label_value(v, join(path, k))
+            for k, v in _mapping(mapping, path).items()}
+
+
+def _annotations(mapping: Any, path: str) -> dict[str, str]:
+    return {_label_key(k, join(path, k)): text(v) for k, v in _mapping(mapping, path).items()}
+
+
+def _selector_terms(mapping: Any, path: str) -> list[tuple[str, list[str]]]:
+    """{label: value or [values]} as (key, values) in the order given (preferred weights follow it)."""
+    if mapping is None:
+        return []
+    _mapping(mapping, path)
+    return [(_label_key(k, join(path, k)),
+             [_label_value(v, join(path, k)) for v in (vs if isinstance(vs, list) else [vs])])
+            for k, vs in mapping.items()]
+
+
+def _affinity(selector: Any) -> dict[str, list]:
+    """HyperPod's label_selector: required -> one node selector term, preferred -> weighted terms."""
+    selector = selector or {}
+    required = _selector_terms(selector.get("required"), "cluster.label_selector.required")
+    preferred = _selector_terms(selector.get("preferred"), "cluster.label_selector.preferred")
+    weights = selector.get("weights") or []
+    if len(weights) != len(preferred) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 100 for w in weights):
+        raise HpctlError("label_selector.weights must give one weight in 1..100 per preferred label",
+                         key="cluster.label_selector.weights", found=repr(weights),
+                         expected=f"{len(preferred)} integers in 1..100")
+    return {"required": required,
+            "preferred": [(w, key, values) for w, (key, values) in zip(weights, preferred)]}
+
+
+def _volumes(cluster: dict[str, Any]) -> list[dict[str, str]]:
+    """hostPath volumes and PVCs as {name, mount, host_path, claim}; null entries skipped."""
+    out = []
+    for i, vol in enumerate(cluster.get("volumes") or []):
+        if vol is None:
+            continue
+        where = f"cluster.volumes.{i}"
+        if not isinstance(vol, dict) or not all(vol.get(k) for k in ("volumeName", "hostPath", "mountPath")):
+            raise HpctlError("a volume needs volumeName, hostPath and mountPath", key=where, found=repr(vol))
+        if not DNS_LABEL.match(str(vol["volumeName"])) or len(str(vol["volumeName"])) > 63:
+            raise HpctlError("not a valid volume name", key=f"{where}.volumeName", found=repr(vol["volumeName"]),
+                             expected="a DNS label: a-z, 0-9 and '-', starting with a letter")
+        out.append({"name": str(vol["volumeName"]), "mount": str(vol["mountPath"]),
+                    "host_path": str(vol["hostPath"]), "claim": None})
+    for i, pvc in enumerate(cluster.get("persistent_volume_claims") or []):
+        if pvc is None or (isinstance(pvc, dict) and pvc.get("claimName") is None):
+            continue  # HyperPod's k8s.yaml ships `- null` as the empty list
+        where = f"cluster.persistent_volume_claims.{i}"
+        if not isinstance(pvc, dict) or not pvc.get("mountPath") or not pvc.get("claimName"):
+            raise HpctlError("a persistent volume claim needs claimName and mountPath", key=where, found=repr(pvc))
+        out.append({"name": f"pvc-{i}", "mount": str(pvc["mountPath"]), "host_path": None,
+                    "claim": str(pvc["claimName"])})
+    names = [v["name"] for v in out]
+    clash = sorted({n for n in names if names.count(n) > 1 or n in RESERVED_VOLUMES})
+    if clash:
+        raise HpctlError("volume names must be unique and not hpctl's own", key="cluster.volumes",
+                         found=", ".join(clash), expected=f"names other than {', '.join(RESERVED_VOLUMES)}")
+    return out
+
+
+def _env(spec: Spec, secrets: dict[str, str]) -> list[dict[str, Any]]:
+    """env_vars then cluster.env (the cluster wins; null values skipped), sorted by name.
+
+    Sensitive values become references to their key in the job's Secret; secrets elsewhere in
+    the spec (git.token) reach the pods as HPCTL_SECRET_<PATH>.
+    """
+    env: dict[str, dict[str, Any]] = {}
+    for path in secrets:
+        env[secret_env_name(path)] = {"name": secret_env_name(path), "secret_key": secret_env_name(path)}
+    for base in ("env_vars", "cluster.env"):
+        for name, value in (spec.get(base) or {}).items():
+            path = join(base, name)
+            if path in secrets:
+                del env[secret_env_name(path)]
+                env[str(name)] = {"name": str(name), "secret_key": secret_env_name(path)}
+            elif value is not None:
+                env[str(name)] = {"name": str(name), "secret_key": None, "value": literal(text(value))}
+    return [env[k] for k in sorted(env)]
+
+
+def _positive(spec: Spec, path: str, default: int) -> int:
+    value = spec.get(path, default)
+    value = default if value is None else value
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise HpctlError("expected a positive integer", key=path, found=repr(value))
+    return value
+
+
+def context(spec: Spec) -> dict[str, Any]:
+    """Everything the template needs, converted, checked and sorted. Pure."""
+    cluster = spec.cluster
+    name = k8s_name(spec.job_name)
+    namespace = text(cluster.get("namespace") or "default")
+    if not DNS_LABEL.match(namespace) or len(namespace) > 63:
+        raise HpctlError("not a valid Kubernetes namespace", key="cluster.namespace", found=repr(namespace))
+    kind = _choice(cluster.get("job_kind") or "PyTorchJob", tuple(KINDS), "cluster.job_kind")
+    image = cluster.get("image") or spec.get("container")
+    if not image:
+        raise HpctlError("a Kubernetes job needs a container image", key="cluster.image",
+                         hint="set cluster.image (or the general config's `container`) to an image "
+                              "with torch and hpctl's adapter installed")
+    nodes = _positive(spec, "recipes.trainer.num_nodes", 1)
+    devices = _positive(spec, "recipes.trainer.devices", 1)
+    auto = cluster.get("auto_resume") or {}
+    restart = _choice(cluster.get("restartPolicy") or "Never", RESTART_POLICIES, "cluster.restartPolicy")
+    if auto.get("enabled") and restart == "Never":
+        restart = "OnFailure"  # HyperPod's job auto-resume works only with OnFailure
+    if kind == "HyperPodPyTorchJob" and restart == "ExitCode":
+        raise HpctlError("ExitCode is a PyTorchJob restart policy; a HyperPodPyTorchJob's pods take "
+                         "Always, OnFailure or Never", key="cluster.restartPolicy", found=repr(restart))
+    shm = cluster.get("shm_size")
+    if shm is not None and not QUANTITY.match(text(shm)):
+        raise HpctlError("not a Kubernetes quantity", key="cluster.shm_size", found=repr(shm), expected='e.g. "64Gi"')
+
+    labels = _labels(cluster.get("custom_labels"), "cluster.custom_labels")
+    if JOB_LABEL in labels:
+        raise HpctlError(f"the label '{JOB_LABEL}' is set by hpctl to the job name",
+                         key=f"cluster.custom_labels.{JOB_LABEL}", hint="use another label key")
+    labels = dict(sorted({**labels, JOB_LABEL: name}.items()))
+    job_labels = dict(labels)
+    if cluster.get("queue"):  # on the job only: Kueue admits the job, not its pods one by one
+        job_labels = dict(sorted({**labels, QUEUE_LABEL: _label_value(cluster["queue"], "cluster.queue")}.items()))
+    annotations = _annotations(cluster.get("annotations"), "cluster.annotations")
+    max_retry = auto.get("max_restarts") if auto.get("enabled") else None
+    if auto.get("enabled"):
+        annotations[AUTO_RESUME] = "true"
+        if max_retry is not None:
+            annotations[MAX_RETRY] = text(max_retry)
+
+    resources = {}
+    if str(spec.get("recipes.trainer.accelerator") or "").lower() == "gpu":
+        resources["nvidia.com/gpu"] = str(devices)
+    if (cluster.get("efa_per_node") or 0) > 0:
+        resources["vpc.amazonaws.com/efa"] = str(cluster["efa_per_node"])
+
+    secrets = secrets_of(spec.data)
+    if len({secret_env_name(p) for p in secrets}) != len(secrets):
+        raise HpctlError("two secret keys map to the same environment variable", found=", ".join(sorted(secrets)))
+    env = _env(spec, secrets)
+    spec_path = f"{CONFIG_DIR}/{SPEC_FILE}"
+    if kind == "PyTorchJob":
+        python = cluster.get("python")
+        launcher = [literal(text(python)), "-m", "torch.distributed.run"] if python else ["torchrun"]
+        command = launcher + [
+            "--nnodes", str(nodes), "--nproc-per-node", str(devices), "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", name]
+    else:  # HyperPod's launcher replaces torchrun; the operator runs the rendezvous
+        command = ["hyperpodrun", f"--nnodes={nodes}", f"--nproc-per-node={devices}", "--rdzv-backend=hyperpod"]
+    command += ["-m", "adapter.train", "--config", spec_path]
+
+    public = spec.public_data()
+    return {
+        "name": name, "namespace": namespace, "kind": kind,
+        "api_version": "/".join(KINDS[kind][:2]),
+        "config_name": f"{name}-spec", "secret_name": f"{name}-secrets",
+        # ASCII-only JSON has no YAML line breaks or control characters, so the literal block
+        # below it in the template holds it byte for byte.
+        "spec_json": json.dumps(public, sort_keys=True, indent=2, ensure_ascii=True, default=str),
+        "labels": labels, "job_labels": job_labels, "annotations": annotations,
+        "nodes": nodes, "devices": devices,
+        "replicas": [("Master", 1)] + ([("Worker", nodes - 1)] if nodes > 1 else []),
+        "restart_policy": restart,
+        "clean_pod_policy": _choice(cluster.get("cleanPodPolicy"), CLEAN_POD_POLICIES, "cluster.cleanPodPolicy"),
+        "max_retry": max_retry,
+        "service_account": cluster.get("service_account_name"),
+        "priority_class": cluster.get("priority_class_name"),
+        "node_selector": _labels(cluster.get("node_selector"), "cluster.node_selector"),
+        "affinity": _affinity(cluster.get("label_selector")),
+        "image": text(image),
+        "pull_policy": _choice(cluster.get("pullPolicy"), PULL_POLICIES, "cluster.pullPolicy"),
+        "command": command, "env": env, "secret_keys": sorted(secret_env_name(p) for p in secrets),
+        "resources": resources,
+        "volumes": _volumes(cluster), "shm_size": None if shm is None else text(shm),
+        "container": CONTAINER, "config_dir": CONFIG_DIR, "spec_file": SPEC_FILE,
+    }
+
+
+def secret_manifest(namespace: str, name: str, values: dict[str, str]) -> dict[str, Any]:
+    """The Secret `submit` creates: one key per environment variable the pods read."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": f"{name}-secrets", "namespace": namespace, "labels": {JOB_LABEL: name}},
+            "stringData": dict(sorted(values.items()))}
+
+
+def documents(manifest: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ConfigMap, job) parsed back from a rendered manifest."""
+    from ruamel.yaml import YAML
+
+    docs = [d for d in YAML(typ="safe").load_all(manifest) if d]
+    by_kind = {d.get("kind"): d for d in docs}
+    job = next((by_kind[k] for k in KINDS if k in by_kind), None)
+    if "ConfigMap" not in by_kind or job is None:
+        raise HpctlError("the Kubernetes manifest lacks its ConfigMap or job document",
+                         found=", ".join(str(k) for k in by_kind))
+    return by_kind["ConfigMap"], job
+
+
+def job_state(obj: dict[str, Any]) -> JobStatus:
+    """A job object's status.conditions as a normalised JobStatus."""
+    conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []
+                  if str(c.get("status")) == "True"}
+    for ctype, state in CONDITION_STATES:
+        if ctype in conditions:
+            cond = conditions[ctype]
+            return JobStatus(state=state, exit_code=0 if state == SUCCEEDED else None, backend_state=ctype,
+                             detail=cond.get("message") or cond.get("reason"))
+    return JobStatus(state=PENDING, backend_state=None, detail="no job conditions yet")
+
+
+def node_of(pod: dict[str, Any]) -> int | None:
+    """The node index of one of the job's pods (see the module docstring)."""
+    labels = pod.get("metadata", {}).get("labels") or {}
+    rtype = str(labels.get("training.kubeflow.org/replica-type", "")).lower()
+    index = labels.get("training.kubeflow.org/replica-index")
+    if rtype in ("master", "worker") and str(index).isdigit():
+        return int(index) + (1 if rtype == "worker" else 0)
+    match = re.search(r"-(\d+)$", pod.get("metadata", {}).get("name", ""))
+    return int(match.group(1)) if match else None
+
+
+# ---- talking to the API server (the `kubernetes` client is imported only from here on) ----
+
+def api_client(cluster: dict[str, Any]) -> Any:
+    """An ApiClient from cluster.kubeconfig/context, else $KUBECONFIG or ~/.kube/config, else in-cluster."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    context_name = cluster.get("context")
+    explicit = cluster.get("kubeconfig")
+    if explicit:
+        path = os.path.expanduser(str(explicit))
+        if not os.path.isfile(path):
+            raise HpctlError("kubeconfig file not found", key="cluster.kubeconfig", found=path,
+                             hint="point cluster.kubeconfig at an existing file, or unset it to use "
+                                  "$KUBECONFIG or ~/.kube/config")
+        candidates = path
+    else:
+        candidates = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    try:
+        if any(os.path.isfile(p) for p in candidates.split(os.pathsep)):
+            return config.new_client_from_config(config_file=candidates, context=context_name)
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+    except ConfigException as e:
+        raise HpctlError(f"cannot load the Kubernetes configuration: {e}", key="cluster.kubeconfig") from e
+    raise HpctlError("no kubeconfig found and not running inside a cluster", key="cluster.kubeconfig",
+                     found=candidates, hint="set cluster.kubeconfig (and cluster.context), or export KUBECONFIG")
+
+
+def _status_body(error: Any) -> dict[str, Any]:
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def object_missing(error: Any) -> bool:
+    """A 404 for an object of a known resource (a missing CRD answers 404 without a named object)."""
+    details = _status_body(error).get("details") or {}
+    return error.status == 404 and bool(details.get("name")) and details.get("kind") != "namespaces"
+
+
+@contextlib.contextmanager
+def api_errors(what: str, resource: str) -> Iterator[None]:
+    """Turn the client's exceptions into HpctlError naming the call, status and reason."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except ApiException as e:
+        body = _status_body(e)
+        message = body.get("message") or (e.body or "").strip() or e.reason
+        hint = None
+        if e.status == 404 and not body.get("details"):
+            hint = (f"the API server does not serve {resource}: is its CRD (the Kubeflow training "
+                    "operator, or HyperPod's training operator) installed?")
+        elif e.status == 403:
+            hint = "the kubeconfig's user lacks RBAC permission for this; ask the cluster admin"
+        elif e.status == 409:
+            hint = "it already exists: `hpctl cancel` (or destroy) the old job first"
+        raise HpctlError(f"Kubernetes API error while trying to {what}: {e.status} {e.reason}: {message}",
+                         hint=hint) from e
+    except HTTPError as e:
+        raise HpctlError(f"cannot reach the Kubernetes API server to {what}: {e}") from e
+
+
+def _target(record: JobRecord) -> tuple[str, str, tuple[str, str, str]]:
+    """(namespace, name, (group, version, plural)) of an applied job."""
+    namespace, _, name = record.job_id.partition("/")
+    _, job = documents(record.artifact["text"])
+    return namespace, name, KINDS[job["kind"]]
+
+
+class KubernetesBackend(Backend):
+    name = "k8s"
+
+    def render(self, spec: Spec) -> Artifact:
+        ctx = context(spec)
+        ns, name = shquote(ctx["namespace"]), shquote(ctx["name"])
+        logs = {"pods": f"kubectl get pods -n {ns} -l {JOB_LABEL}={name}"}
+        if ctx["kind"] == "PyTorchJob":
+            logs["node0"] = f"kubectl logs -n {ns} {shquote(ctx['name'] + '-master-0')} -c {CONTAINER}"
+        return Artifact(
+            kind="manifest", language="yaml", text=render_template(TEMPLATE, **ctx),
+            env={secret_env_name(p): p for p in sorted(secrets_of(spec.data))},
+            logs=logs, results_dir=text(spec.get("recipes.run.results_dir")))
+
+    def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
+        from kubernetes import client
+
+        config_map, job = documents(artifact.text)
+        cluster = json.loads(config_map["data"][SPEC_FILE]).get("cluster") or {}
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        missing = sorted(set(artifact.env) - set(secrets))
+        if missing:
+            raise HpctlError("secret values missing for the job's environment", found=", ".join(missing))
+        group, version, plural = KINDS[job["kind"]]
+        with api_client(cluster) as api:
+            core = client.CoreV1Api(api)
+            if artifact.env:
+                body = secret_manifest(namespace, name, {k: secrets[k] for k in artifact.env})
+                self._create_or_replace(core.create_namespaced_secret, core.replace_namespaced_secret,
+                                        namespace, body)
+            self._create_or_replace(core.create_namespaced_config_map, core.replace_namespaced_config_map,
+                                    namespace, config_map)
+            with api_errors(f"create {job['kind']} {namespace}/{name}", f"{group}/{version} {plural}"):
+                client.CustomObjectsApi(api).create_namespaced_custom_object(group, version, namespace, plural, job)
+        return f"{namespace}/{name}"
+
+    @staticmethod
+    def _create_or_replace(create: Any, replace: Any, namespace: str, body: dict[str, Any]) -> None:
+        """Create an object; replace it when a previous apply of the same job left it behind."""
+        from kubernetes.client.exceptions import ApiException
+
+        what = f"create {body['kind']} {namespace}/{body['metadata']['name']}"
+        with api_errors(what, body["kind"]):
+            try:
+                create(namespace, body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                replace(body["metadata"]["name"], namespace, body)
+
+    def describe(self, record: JobRecord) -> JobStatus:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        namespace, name, (group, version, plural) = _target(record)
+        with api_client(record.spec.get("cluster") or {}) as api:
+            with api_errors(f"read {plural} {namespace}/{name}", f"{group}/{version} {plural}"):
+                try:
+                    obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                        group, version, namespace, plural, name)
+                except ApiException as e:
+                    if object_missing(e):
+                        return JobStatus(state=UNKNOWN, backend_state="NotFound",
+                                         detail=f"{plural} {namespace}/{name} no longer exists")
+                    raise
+        return job_state(obj)
+
+    def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
+        from kubernetes import client
+
+        namespace, name, _ = _target(record)
+        node = 0
+        if rank is not None:
+            devices = int(get_path(record.spec, "recipes.trainer.devices") or 1)
+            nodes = int(get_path(record.spec, "recipes.trainer.num_nodes") or 1)
+            if not 0 <= rank < nodes * devices:
+                raise HpctlError("no such rank", found=str(rank), expected=f"0..{nodes * devices - 1}")
+            node = rank // devices
+        with api_client(record.spec.get("cluster") or {}) as api:
+            core = client.CoreV1Api(api)
+            with api_errors(f"list the pods of {namespace}/{name}", "pods"):
+                pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_LABEL}={name}",
+                                                _preload_content=False)
+                items = json.loads(pods.data).get("items") or []
+            pod = next((p["metadata"]["name"] for p in sorted(items, key=lambda p: p["metadata"]["name"])
+                        if node_of(p) == node), None)
+            if pod is None:
+                raise HpctlError(f"no pod for node {node} of {namespace}/{name} yet",
+                                 found=", ".join(p["metadata"]["name"] for p in items) or "no pods",
+                                 hint="the job may still be pending; try `hpctl status`")
+            with api_errors(f"read the log of pod {namespace}/{pod}", "pods/log"):
+                response = core.read_namespaced_pod_log(pod, namespace, container=CONTAINER, follow=follow,
+                                                        _preload_content=False)
+                yield from _lines(response)
+
+    def cancel(self, record: JobRecord) -> None:
+        """Delete the job (its pods go with it), then its ConfigMap and Secret. Volumes are untouched."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        namespace, name, (group, version, plural) = _target(record)
+        with api_client(record.spec.get("cluster") or {}) as api:
+            core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+            deletes = [
+                (f"delete {plural} {namespace}/{name}", lambda: custom.delete_namespaced_custom_object(
+                    group, version, namespace, plural, name, propagation_policy="Background")),
+                (f"delete ConfigMap {namespace}/{name}-spec",
+                 lambda: core.delete_namespaced_config_map(f"{name}-spec", namespace)),
+                (f"delete Secret {namespace}/{name}-secrets",
+                 lambda: core.delete_namespaced_secret(f"{name}-secrets", namespace)),
+            ]
+            for what, delete in deletes:
+                with api_errors(what, f"{group}/{version} {plural}"):
+                    try:
+                        delete()
+                    except ApiException as e:
+                        if not object_missing(e):  # already gone is fine
+                            raise
+
+
+def _lines(response: Any) -> Iterator[str]:
+    """Lines of a streamed HTTP body, as they arrive (follow=True keeps the stream open)."""
+    pending = b""
+    try:
+        for chunk in response.stream(4096, decode_content=True):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", errors="replace")
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
+    finally:
+        response.release_conn()
+
+
+BACKEND = KubernetesBackend()
