@@ -282,6 +282,22 @@ def test_hyperpod_v1_real_invocation(hyperpod_v1):
     assert spec.origin("recipes.model.hidden_size").file.startswith("recipes/training/llama/")
 
 
+def test_hyperpod_v1_real_invocation_through_the_cli(hyperpod_v1, run_cli):
+    args = ["recipes=training/llama/hf_llama3_8b_seq8k_gpu_p5x16_pretrain", "cluster=slurm", "cluster_type=slurm",
+            "base_results_dir=/r", "recipes.run.name=x", "recipes.model.data.train_dir=/d",
+            "+cluster.container_mounts.0=/fsx:/fsx"]
+    rc, out, err = run_cli("validate", "-w", hyperpod_v1, *args)
+    assert rc == 0 and "valid: training/llama/hf_llama3_8b_seq8k_gpu_p5x16_pretrain on slurm" in out, err
+    rc, out, err = run_cli("plan", "-w", hyperpod_v1, "--json", *args)
+    plan = json.loads(out)
+    assert rc == 0 and plan["job"] == "x" and plan["backend"] == "slurm"
+    assert plan["summary"]["results_dir"] == "/r/x" and plan["spec"]["recipes"]["run"]["results_dir"] == "/r/x"
+    assert plan["provenance"]["recipes.run.results_dir"][1:] == [
+        {"kind": "override", "index": 2, "text": "base_results_dir=/r"},
+        {"kind": "override", "index": 3, "text": "recipes.run.name=x"}]
+    assert not (hyperpod_v1 / ".hpctl").exists()
+
+
 def test_hyperpod_v1_default_name_results_dir(hyperpod_v1):
     spec = compose(["recipes=training/llama/hf_llama3_8b_seq8k_gpu_p5x16_pretrain", "base_results_dir=/r"],
                    None, Workspace(hyperpod_v1), env={})
@@ -348,3 +364,14 @@ def test_explain_unknown_key(tiny_workspace, run_cli):
     rc, out, err = run_cli("explain", "-w", ws, "mini", "trainer.max_stepz")
     assert rc == 1 and out == ""
     assert "key 'trainer.max_stepz' is not in the spec" in err and "did you mean 'max_steps'?" in err
+
+
+def test_secret_override_never_reaches_plan_or_validate_json(tiny_workspace, run_cli):
+    ws = tiny_workspace()
+    for command in ("validate", "plan"):
+        rc, out, err = run_cli(command, "-w", ws, "--json", "mini", "+model.hf_access_token=hf_abc123")
+        assert rc == 0, err
+        doc = json.loads(out)
+        assert "hf_abc123" not in out + err
+        assert doc["provenance"]["recipes.model.hf_access_token"] == [
+            {"kind": "override", "index": 1, "text": "+model.hf_access_token=(sensitive)"}]

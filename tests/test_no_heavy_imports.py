@@ -1,0 +1,95 @@
+"""validate, plan, explain and recipes never import torch, transformers or kubernetes.
+
+They run on laptops and login nodes where those are slow to import or absent, so each command
+runs in a fresh interpreter and sys.modules is inspected afterwards.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+HEAVY = ("torch", "transformers", "kubernetes")
+
+SCRIPT = r"""
+import importlib, io, json, sys, contextlib
+sys.path.insert(0, sys.argv[1])
+for name in sys.argv[3:]:
+    importlib.import_module(name)
+from hpctl.cli import main
+HEAVY = ("torch", "transformers", "kubernetes")
+results = []
+for argv in json.loads(sys.argv[2]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
+    results.append({"argv": argv, "rc": code, "stderr": err.getvalue()[-2000:], "heavy": heavy})
+print(json.dumps(results))
+"""
+
+
+def _run(commands: list[list[str]], cwd: Path, preimport: tuple[str, ...] = ()) -> list[dict]:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(REPO), json.dumps(commands), *preimport], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _assert_light(results: list[dict]) -> None:
+    for r in results:
+        assert r["rc"] == 0, r
+        assert r["heavy"] == [], f"{' '.join(r['argv'])} imported {r['heavy']}"
+
+
+@pytest.mark.slow
+def test_workspace_recipe_commands_import_nothing_heavy(tiny_workspace):
+    ws = str(tiny_workspace())
+    _assert_light(_run([
+        ["validate", "-w", ws, "mini"],
+        ["validate", "-w", ws, "--json", "mini", "trainer.max_steps=3"],
+        ["plan", "-w", ws, "--json", "mini"],
+        ["plan", "-w", ws, "--no-color", "mini"],
+        ["explain", "-w", ws, "mini", "run.results_dir"],
+        ["recipes", "list", "-w", ws],
+        ["recipes", "list", "-w", ws, "--json"],
+        ["recipes", "show", "-w", ws, "mini"],
+    ], cwd=Path(ws)))
+
+
+@pytest.mark.slow
+def test_builtin_tiny_recipe_commands_import_nothing_heavy(tmp_path):
+    """The built-in catalog from an empty directory, on the local, Slurm and Kubernetes clusters."""
+    args = ["tiny/tiny_llama", "trainer.devices=1", "model.shard_degree=1"]  # fits any machine
+    ws = str(tmp_path)
+    _assert_light(_run([
+        ["validate", "-w", ws, *args],
+        ["plan", "-w", ws, "--json", *args],
+        ["plan", "-w", ws, "--json", "--cluster", "slurm", *args],
+        ["plan", "-w", ws, "--json", "--cluster", "k8s", *args, "+cluster.image=example/hpctl:1"],
+        ["explain", "-w", ws, *args, "model.max_position_embeddings"],
+        ["recipes", "list", "-w", ws],
+        ["recipes", "show", "-w", ws, "tiny_llama"],
+    ], cwd=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_probe_can_see_a_heavy_import(tmp_path):
+    """The check above must be able to fail: the same probe run after importing torch sees it."""
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
+    [clean] = _run([["--version"]], cwd=tmp_path)
+    [dirty] = _run([["--version"]], cwd=tmp_path, preimport=("torch",))
+    assert clean["rc"] == dirty["rc"] == 0
+    assert clean["heavy"] == [] and "torch" in dirty["heavy"]
