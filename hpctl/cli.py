@@ -310,7 +310,6 @@ def destroy(env: Env, job, auto_approve) -> int:
     from hpctl.diff import diff
     from hpctl.plan import Plan
     from hpctl.backends.base import Artifact
-    from hpctl.present import print_plan
     state = env.state()
     record = state.job(job)
     p = Plan(job, record.cluster, record.backend, "", record.spec, {}, Artifact.from_json(record.artifact),

@@ -14,7 +14,7 @@ from hpctl import checks as preflight
 from hpctl import memory
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
-from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, SYMBOL, UPDATE, Change, diff
+from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
 from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.modelsize import param_count
 from hpctl.spec import REDACTED, Spec, canonical_json, digest, is_sensitive

@@ -89,8 +89,11 @@ def print_plan(plan: Plan, console: Console, show_artifact: bool = True) -> None
         console.print()
     if show_artifact and plan.change.action != DESTROY:
         console.print(f"[bold]{plan.artifact.kind}[/bold]:")
-        console.print(Syntax(plan.artifact.text, plan.artifact.language, theme="ansi_dark",
-                             background_color="default", word_wrap=True))
+        if console.is_terminal and console.color_system:
+            console.print(Syntax(plan.artifact.text, plan.artifact.language, theme="ansi_dark",
+                                 background_color="default", word_wrap=True))
+        else:  # piped or --no-color: the exact text, never wrapped or cropped
+            console.out(plan.artifact.text.rstrip("\n"), highlight=False)
     console.print(footer(plan), style="bold", highlight=False)
 
 

@@ -69,6 +69,15 @@ def secrets_of(data: Any) -> dict[str, str]:
     return {p: str(v) for p, v in iter_leaves(data) if is_sensitive(p) and v not in (None, "")}
 
 
+def secret_env_name(path: str) -> str:
+    """The environment variable that carries the secret at a spec key path into a job.
+
+    Every backend uses this one name (HPCTL_SECRET_GIT_TOKEN for git.token), so `Artifact.env`
+    reads the same everywhere.
+    """
+    return "HPCTL_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", path).upper()
+
+
 def canonical_json(data: Any) -> str:
     """Stable JSON text: sorted keys, no whitespace variance. Used for digests and saved plans."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

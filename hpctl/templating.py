@@ -23,11 +23,11 @@ def shquote(value: Any) -> str:
 
 def yamlstr(value: Any) -> str:
     """A YAML scalar that always parses back as this exact string (JSON strings are YAML)."""
-    return json.dumps("" if value is None else str(value), ensure_ascii=False)
+    return json.dumps("" if value is None else str(value), ensure_ascii=True)
 
 
 def tojson(value: Any, indent: int | None = None) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, indent=indent)
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, indent=indent)
 
 
 @lru_cache(maxsize=1)

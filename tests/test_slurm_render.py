@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from hpctl.backends.slurm import BACKEND, script_path, secret_var
+from hpctl.backends.slurm import BACKEND, script_path
+from hpctl.spec import secret_env_name
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec
 
@@ -162,7 +163,7 @@ def test_secrets_stay_out_of_the_script_and_travel_by_environment():
     assert 'export HF_TOKEN="${HPCTL_SECRET_ENV_VARS_HF_TOKEN}"' in artifact.text
     assert ': "${HPCTL_SECRET_GIT_TOKEN:?' in artifact.text
     assert '"token": "(sensitive)"' in artifact.text
-    assert secret_var("git.token") == "HPCTL_SECRET_GIT_TOKEN"
+    assert secret_env_name("git.token") == "HPCTL_SECRET_GIT_TOKEN"
 
 
 def test_render_is_byte_deterministic_across_processes(tmp_path):

@@ -27,7 +27,7 @@ from typing import Any
 from hpctl.backends.base import (
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus)
 from hpctl.errors import HpctlError
-from hpctl.spec import Spec, get_path, is_sensitive, join, secrets_of
+from hpctl.spec import Spec, get_path, is_sensitive, join, secret_env_name, secrets_of
 from hpctl.suggest import did_you_mean
 from hpctl.templating import render as render_template
 from hpctl.templating import shquote
@@ -77,16 +77,6 @@ def k8s_name(job_name: str) -> str:
             expected=f"at most {MAX_NAME} characters of a-z, 0-9 and '-', starting with a letter",
         )
     return name
-
-
-def secret_env_name(path: str) -> str:
-    """The environment variable (and Secret key) carrying the secret at a spec key path.
-
-    The same HPCTL_SECRET_<PATH> naming as the Slurm backend, so `Artifact.env` reads the same
-    for every backend. A secret under env_vars or cluster.env reaches the pods under its own
-    name (HF_TOKEN), read from this key of the Secret.
-    """
-    return "HPCTL_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", path).upper()
 
 
 def text(value: Any) -> str:

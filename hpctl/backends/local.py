@@ -20,14 +20,10 @@ from pathlib import Path
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
                                  JobRecord, JobStatus)
 from hpctl.errors import HpctlError
-from hpctl.spec import Spec, secrets_of
+from hpctl.spec import Spec, secret_env_name, secrets_of
 from hpctl.templating import render
 
 GRACE_SECONDS = 30.0
-
-
-def secret_env_name(path: str) -> str:
-    return "HPCTL_SECRET_" + "".join(c if c.isalnum() else "_" for c in path.upper())
 
 
 def last_metrics(results_dir: str) -> dict | None:

@@ -25,7 +25,7 @@ from hpctl.backends.base import (
     Artifact, Backend, JobRecord, JobStatus,
 )
 from hpctl.errors import HpctlError
-from hpctl.spec import Spec, secrets_of
+from hpctl.spec import Spec, secret_env_name, secrets_of
 from hpctl.templating import render, shquote, tojson
 
 TEMPLATE = "slurm.sbatch.j2"
@@ -52,11 +52,6 @@ REQUEUE_FLAGS = ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED")
 
 # --------------------------------------------------------------------------------------------
 # render
-
-
-def secret_var(path: str) -> str:
-    """The environment variable that carries the secret at `path` into the job."""
-    return "HPCTL_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", path).upper()
 
 
 def _one_line(value: Any, key: str) -> str:
@@ -99,7 +94,7 @@ def _exports(spec: Spec, secrets: dict[str, str]) -> list[tuple[str, str, str | 
                                  expected="letters, digits and _ (not starting with a digit)")
             if value is None:
                 continue
-            ref = f'"${{{secret_var(key)}}}"' if key in secrets else None
+            ref = f'"${{{secret_env_name(key)}}}"' if key in secrets else None
             out.append((str(name), "" if ref else _env_text(value, key), ref))
     return out
 
@@ -391,7 +386,7 @@ class SlurmBackend(Backend):
         workdir = str(cluster["workdir"]) if cluster.get("workdir") else None
         auto_resume = _auto_resume(spec)
         secrets = secrets_of(spec.data)
-        env = {secret_var(path): path for path in sorted(secrets)}
+        env = {secret_env_name(path): path for path in sorted(secrets)}
         if len(env) != len(secrets):
             raise HpctlError("two secret keys map to the same environment variable",
                              found=", ".join(sorted(secrets)))
