@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from workspace_inputs import REPO
 
 HEAVY = ("torch", "transformers", "kubernetes")
 
