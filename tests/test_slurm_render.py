@@ -76,12 +76,13 @@ def test_directives_of_a_cpu_job():
         "--output=/fsx/results/tiny/logs/%j.out",
         "--error=/fsx/results/tiny/logs/%j.out",
         "--open-mode=append",
-        "--chdir=/fsx/results/tiny",
+        f"--chdir={REPO}",  # no workdir set: the hpctl checkout, where `adapter` lives
     ]
     assert artifact.kind == "sbatch" and artifact.language == "bash"
     assert artifact.files == {"/fsx/results/tiny/hpctl/tiny.sbatch": artifact.text}
     assert artifact.logs["stdout"] == "/fsx/results/tiny/logs/%j.out"
     assert artifact.results_dir == "/fsx/results/tiny"
+    assert f"export PYTHONPATH={REPO}" in artifact.text
     bash_n(artifact.text)
 
 
@@ -131,9 +132,11 @@ def test_container_from_cluster_or_root_key_mounts_results_and_workdir():
     # /fsx covers the results dir; the workdir needs its own mount
     assert "--container-mounts=/fsx:/fsx,/home/me/code:/home/me/code" in text
     assert "--container-workdir=/home/me/code" in text
-    root = BACKEND.render(make_spec(container="img:1", **{"cluster.container_mounts": [None, "/data:/data"]})).text
-    assert "--container-image=img:1" in root
-    assert "--container-mounts=/data:/data,/fsx/results/tiny:/fsx/results/tiny" in root
+    hyperpod = make_spec(container="img:1", **{"cluster.container_mounts": [None, "/data", "/x:/y"],
+                                               "cluster.workdir": "/data/code"})
+    root = BACKEND.render(hyperpod).text
+    assert "--container-image=img:1\n" in root
+    assert "--container-mounts=/data:/data,/x:/y,/fsx/results/tiny:/fsx/results/tiny\n" in root
 
 
 def test_auto_resume_requeues_and_forwards_usr1():

@@ -25,6 +25,7 @@ from hpctl.backends.base import (
     Artifact, Backend, JobRecord, JobStatus,
 )
 from hpctl.errors import HpctlError
+from hpctl.resources import builtin_root
 from hpctl.spec import Spec, secret_env_name, secrets_of
 from hpctl.templating import render, shquote, tojson
 
@@ -110,12 +111,17 @@ def _covered(path: str, mounts: list[str]) -> bool:
 
 
 def _container(spec: Spec, results_dir: str, workdir: str | None) -> tuple[str | None, str]:
-    """The pyxis image and its comma-joined mounts (results dir and workdir added when needed)."""
+    """The pyxis image and its comma-joined mounts (results dir and workdir added when needed).
+
+    `container.mounts` are pyxis's "src:dst[:flags]"; HyperPod's `container_mounts` may be bare
+    paths, mounted at the same path.
+    """
     image = spec.get("cluster.container.image") or spec.get("container")
     if not image:
         return None, ""
-    mounts = [str(m) for m in (spec.get("cluster.container.mounts") or []) + (spec.get("cluster.container_mounts") or [])
-              if m not in (None, "")]
+    mounts = [str(m) for m in spec.get("cluster.container.mounts") or [] if m not in (None, "")]
+    mounts += [str(m) if ":" in str(m) else f"{m}:{m}"
+               for m in spec.get("cluster.container_mounts") or [] if m not in (None, "")]
     for path in (results_dir, workdir):
         if path and not _covered(path, mounts):
             mounts.append(f"{path}:{path}")
@@ -123,6 +129,15 @@ def _container(spec: Spec, results_dir: str, workdir: str | None) -> tuple[str |
         if "," in mount:
             raise HpctlError("a container mount cannot contain ','", key="cluster.container.mounts", found=repr(mount))
     return str(image), ",".join(mounts)
+
+
+def _workdir(spec: Spec) -> str | None:
+    """cluster.workdir; unset, the hpctl checkout when `adapter/` sits in it (a wheel install
+    has the adapter package in site-packages instead, so nothing is needed)."""
+    if spec.get("cluster.workdir"):
+        return str(spec.get("cluster.workdir"))
+    root = builtin_root()
+    return str(root) if (root / "adapter").is_dir() else None
 
 
 def _results_dir(spec: Spec) -> str:
@@ -383,7 +398,7 @@ class SlurmBackend(Backend):
     def render(self, spec: Spec) -> Artifact:
         results_dir = _results_dir(spec)
         cluster = spec.cluster
-        workdir = str(cluster["workdir"]) if cluster.get("workdir") else None
+        workdir = _workdir(spec)
         auto_resume = _auto_resume(spec)
         secrets = secrets_of(spec.data)
         env = {secret_env_name(path): path for path in sorted(secrets)}

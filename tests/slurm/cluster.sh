@@ -59,7 +59,8 @@ write_conf() {
   cat >"$BASE/slurm.conf" <<CONF
 $MARKER
 ClusterName=hpctl-ci
-SlurmctldHost=$HOST
+# The address in parentheses spares slurmctld and the clients a DNS lookup of this host.
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
