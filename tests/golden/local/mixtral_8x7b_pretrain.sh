@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# hpctl local job mixtral-8x7b-pretrain (recipe mixtral/mixtral_8x7b_pretrain)
+# Writes the resolved spec to /results/mixtral-8x7b-pretrain/job_spec.json before this script runs; this script launches it.
+set -u
+export NCCL_DEBUG=WARN
+python3 -m torch.distributed.run --standalone --nproc-per-node=8 --tee=3 -m adapter.train --config /results/mixtral-8x7b-pretrain/job_spec.json
+code=$?
+echo "$code" > /results/mixtral-8x7b-pretrain/hpctl/exit.$$
+exit "$code"

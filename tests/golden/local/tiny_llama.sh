@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# hpctl local job tiny-llama (recipe tiny/tiny_llama)
+# Writes the resolved spec to /results/tiny-llama/job_spec.json before this script runs; this script launches it.
+set -u
+export NCCL_DEBUG=WARN
+python3 -m torch.distributed.run --standalone --nproc-per-node=2 --tee=3 -m adapter.train --config /results/tiny-llama/job_spec.json
+code=$?
+echo "$code" > /results/tiny-llama/hpctl/exit.$$
+exit "$code"
