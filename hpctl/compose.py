@@ -79,7 +79,7 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
     _apply_defaults(data, origins, ws.root)
     choices = {"recipes": recipe_file.name, "cluster": cluster_file.name}
     resolved, chains = interpolate.resolve(data, origins, choices, env)
-    _absolutize_results(resolved, ws.root)
+    _require_absolute_results(resolved, chains)
     inputs = {f.display: _digest(f.path) for f in (general_file, cluster_file, recipe_file)}
     return Spec(resolved, chains, recipe_file.name, cluster_file.name, inputs)
 
@@ -103,20 +103,29 @@ def _set_cluster_type(data: dict, origins: dict[str, Origin], name: str, layer: 
 
 
 def _apply_defaults(data: dict, origins: dict[str, Origin], root: Path) -> None:
-    """Values HyperPod's launcher fills in: a results base and the experiment dir."""
+    """Values HyperPod's launcher fills in (a results base, the experiment dir) and relative paths
+    made absolute against the workspace, before interpolation so every derived dir agrees."""
     if data.get("base_results_dir") in (None, ""):
         data["base_results_dir"] = "results"
         origins["base_results_dir"] = Origin()
     if isinstance(data["base_results_dir"], str) and "${" not in data["base_results_dir"]:
         data["base_results_dir"] = str((root / data["base_results_dir"]).resolve()) \
             if not os.path.isabs(data["base_results_dir"]) else data["base_results_dir"]
+    run = get_path(data, "recipes.run")
+    if isinstance(run, dict) and isinstance(run.get("results_dir"), str) and "${" not in run["results_dir"] \
+            and not os.path.isabs(run["results_dir"]):
+        run["results_dir"] = str((root / run["results_dir"]).resolve())
     exp = get_path(data, "recipes.exp_manager")
     if isinstance(exp, dict) and exp.get("exp_dir") in (None, ""):
         exp["exp_dir"] = "${recipes.run.results_dir}"
         origins["recipes.exp_manager.exp_dir"] = Origin()
 
 
-def _absolutize_results(data: dict, root: Path) -> None:
-    run = get_path(data, "recipes.run")
-    if isinstance(run, dict) and isinstance(run.get("results_dir"), str) and not os.path.isabs(run["results_dir"]):
-        run["results_dir"] = str((root / run["results_dir"]).resolve())
+def _require_absolute_results(data: dict, chains: dict[str, list[Origin]]) -> None:
+    """A results dir built by interpolation from relative parts would move with the cwd: refuse it."""
+    value = get_path(data, "recipes.run.results_dir")
+    if isinstance(value, str) and not os.path.isabs(value):
+        chain = chains.get("recipes.run.results_dir") or [Origin()]
+        raise HpctlError("run.results_dir must be an absolute path", origin=chain[0], key="recipes.run.results_dir",
+                         found=value, hint="write it as a plain path (relative paths are taken from the workspace) "
+                         "or build it from base_results_dir")

@@ -231,8 +231,6 @@ def test_explicit_exp_dir_is_kept(tiny_workspace):
     assert spec.get("recipes.exp_manager.exp_dir") == "/e" and spec.get("recipes.exp_manager.checkpoint_dir") == "/e/checkpoints"
 
 
-@pytest.mark.xfail(strict=True, reason="bug in compose: results_dir is made absolute after interpolation, "
-                   "so exp_dir (default ${recipes.run.results_dir}) and checkpoint_dir stay relative")
 def test_relative_results_dir_makes_every_derived_dir_absolute(tiny_workspace):
     """run.results_dir is made absolute against the workspace; exp_dir defaults to that same
     directory, so it (and the checkpoint dir under it) must be absolute too."""
