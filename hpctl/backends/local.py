@@ -125,7 +125,7 @@ class LocalBackend(Backend):
                          metrics=metrics)
 
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
-        prefix = None if rank is None else f"[default{rank}]:"
+        prefix = None if rank is None else f"[rank{rank}]: "
         done = lambda: self.describe(record).state in TERMINAL  # noqa: E731
         return follow_file(Path(record.logs["stdout"]), follow, done, prefix)
 

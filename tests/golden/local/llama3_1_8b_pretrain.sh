@@ -2,6 +2,9 @@
 # hpctl local job llama3-1-8b-pretrain (recipe llama/llama3_1_8b_pretrain)
 # Writes the resolved spec to /results/llama3-1-8b-pretrain/job_spec.json before this script runs; this script launches it.
 set -u
+export PYTHONUNBUFFERED=1
+# torchrun prefixes every line a worker prints with its global rank (`hpctl logs --rank N`).
+export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '
 export NCCL_DEBUG=WARN
 python3 -m torch.distributed.run --standalone --nproc-per-node=8 --tee=3 -m adapter.train --config /results/llama3-1-8b-pretrain/job_spec.json
 code=$?

@@ -2,6 +2,9 @@
 # hpctl local job mixtral-8x7b-pretrain (recipe mixtral/mixtral_8x7b_pretrain)
 # Writes the resolved spec to /results/mixtral-8x7b-pretrain/job_spec.json before this script runs; this script launches it.
 set -u
+export PYTHONUNBUFFERED=1
+# torchrun prefixes every line a worker prints with its global rank (`hpctl logs --rank N`).
+export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '
 export NCCL_DEBUG=WARN
 python3 -m torch.distributed.run --standalone --nproc-per-node=8 --tee=3 -m adapter.train --config /results/mixtral-8x7b-pretrain/job_spec.json
 code=$?

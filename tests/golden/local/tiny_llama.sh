@@ -2,6 +2,9 @@
 # hpctl local job tiny-llama (recipe tiny/tiny_llama)
 # Writes the resolved spec to /results/tiny-llama/job_spec.json before this script runs; this script launches it.
 set -u
+export PYTHONUNBUFFERED=1
+# torchrun prefixes every line a worker prints with its global rank (`hpctl logs --rank N`).
+export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '
 export NCCL_DEBUG=WARN
 python3 -m torch.distributed.run --standalone --nproc-per-node=2 --tee=3 -m adapter.train --config /results/tiny-llama/job_spec.json
 code=$?
