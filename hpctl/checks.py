@@ -1,0 +1,276 @@
+"""Pre-flight checks: what the schema cannot see because it spans several keys or the machine.
+
+Each check is a pure function `(spec, host) -> list[Check]` registered in CHECKS; it returns nothing
+when all is well (the memory check always reports its estimate). Every Check names the key paths
+involved, most relevant first, so the CLI can point at file:line through the spec's provenance.
+Only the local cluster looks at the machine, through HostInfo, which is detected without torch.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hpctl import memory
+from hpctl.spec import Spec
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+
+NODES = "recipes.trainer.num_nodes"
+DEVICES = "recipes.trainer.devices"
+NPROC = "cluster.nproc_per_node"
+TP = "recipes.model.tensor_model_parallel_degree"
+EP = "recipes.model.expert_model_parallel_degree"
+CP = "recipes.model.context_parallel_degree"
+SHARD = "recipes.model.shard_degree"
+MICRO = "recipes.model.train_batch_size"
+GLOBAL = "recipes.model.global_batch_size"
+SEQ = "recipes.model.max_context_width"
+MAX_POS = "recipes.model.max_position_embeddings"
+DEVICE_MEMORY = "cluster.device_memory_gb"
+DEVICES_PER_NODE = "cluster.devices_per_node"
+ACCELERATOR = "recipes.trainer.accelerator"
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    severity: str  # "error" | "warning" | "info"
+    message: str
+    keys: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """The machine a local job runs on."""
+
+    cpu_count: int
+    gpu_count: int
+    memory_gb: float | None
+    gpu_memory_gb: float | None = None  # the smallest GPU's memory
+
+
+def detect_host() -> HostInfo:
+    """CPUs this process may use, GPUs from nvidia-smi (when on PATH) and memory from /proc/meminfo."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    gpu_mib: list[float] = []
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=15, check=True).stdout
+            gpu_mib = [float(line) for line in out.split() if line.strip()]
+        except (OSError, subprocess.SubprocessError, ValueError):
+            gpu_mib = []
+    return HostInfo(cpu_count=cpus, gpu_count=len(gpu_mib), memory_gb=_meminfo_gb(),
+                    gpu_memory_gb=min(gpu_mib) * 2**20 / 1e9 if gpu_mib else None)
+
+
+def _meminfo_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        return None
+    return None
+
+
+def _num(spec: Spec, path: str) -> int | None:
+    """A positive integer at `path`, or None when unset or not one (the schema reports bad types)."""
+    value = spec.get(path)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1 or int(value) != value:
+        return None
+    return int(value)
+
+
+def _present(spec: Spec, keys: list[str]) -> list[str]:
+    """The keys that hold a value in this spec (unset optional keys would only add noise)."""
+    return [k for k in keys if spec.get(k) is not None]
+
+
+def _is_local(spec: Spec) -> bool:
+    return (spec.get("cluster.type") or spec.cluster_type) == "local"
+
+
+def _devices_key(spec: Spec) -> str:
+    """Where the processes per node come from: a local cluster's nproc_per_node, else the recipe."""
+    return NPROC if _is_local(spec) and _num(spec, NPROC) else DEVICES
+
+
+def _world(spec: Spec) -> tuple[int, str]:
+    """(world size, a text showing how it was computed)."""
+    nodes = _num(spec, NODES) or 1
+    per_node = memory.devices_per_node(spec.data)
+    return nodes * per_node, f"{NODES.rsplit('.', 1)[1]} {nodes} x {_devices_key(spec).rsplit('.', 1)[1]} {per_node}"
+
+
+def check_world_size(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """The world must split evenly into tensor x expert x context parallel groups."""
+    world, how = _world(spec)
+    degrees = {key: _num(spec, key) or 1 for key in (TP, EP, CP)}
+    product = degrees[TP] * degrees[EP] * degrees[CP]
+    if world % product == 0:
+        return []
+    named = " x ".join(f"{key.rsplit('.', 1)[1]} {value}" for key, value in degrees.items())
+    return [Check("world-size", ERROR,
+                  f"world size {world} ({how}) is not divisible by the parallel degrees {named} = {product}",
+                  [k for k, v in degrees.items() if v > 1] + [NODES, _devices_key(spec)])]
+
+
+def check_shard_degree(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """FSDP shards over the data- and context-parallel ranks (world / tensor parallel), so
+    shard_degree must divide that number (and hence the world size)."""
+    shard = _num(spec, SHARD)
+    if shard is None:
+        return []
+    world, how = _world(spec)
+    tp = _num(spec, TP) or 1
+    if world % shard:
+        return [Check("shard-degree", ERROR,
+                      f"world size {world} ({how}) is not divisible by shard_degree {shard}",
+                      [SHARD, NODES, _devices_key(spec)])]
+    replicas = world // tp
+    if replicas % shard:
+        return [Check("shard-degree", ERROR,
+                      f"shard_degree {shard} does not divide the {replicas} ranks that hold the same "
+                      f"tensor-parallel slice (world {world} / tensor parallel {tp})",
+                      [SHARD, TP, NODES, _devices_key(spec)])]
+    return []
+
+
+def check_global_batch(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """global_batch_size = train_batch_size x data-parallel size x gradient accumulation steps."""
+    global_batch = _num(spec, GLOBAL)
+    if global_batch is None:
+        return []
+    micro = _num(spec, MICRO) or 1
+    lay = memory.layout(spec.data)
+    per_step = micro * lay.dp
+    if global_batch % per_step == 0:
+        return []
+    lower = global_batch // per_step * per_step
+    nearest = f"{lower} or {lower + per_step}" if lower else str(per_step)
+    return [Check("global-batch", ERROR,
+                  f"global_batch_size {global_batch} is not a multiple of train_batch_size {micro} x "
+                  f"data-parallel size {lay.dp} (world {lay.world} / (tensor {lay.tp} x context {lay.cp})) "
+                  f"= {per_step}; nearest valid: {nearest}",
+                  _present(spec, [GLOBAL, MICRO, NODES, _devices_key(spec), TP, CP]))]
+
+
+def check_sequence_length(spec: Spec, host: HostInfo | None) -> list[Check]:
+    seq, max_pos = _num(spec, SEQ), _num(spec, MAX_POS)
+    if seq is None or max_pos is None or seq <= max_pos:
+        return []
+    return [Check("sequence-length", ERROR,
+                  f"max_context_width {seq} exceeds max_position_embeddings {max_pos}: "
+                  f"positions past {max_pos} were never trained (and some models cannot encode them)",
+                  [SEQ, MAX_POS])]
+
+
+def check_host_capacity(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """Enough devices per node: the local machine's CPUs or GPUs, or the cluster's devices_per_node."""
+    per_node = memory.devices_per_node(spec.data)
+    devices_key = _devices_key(spec)
+    gpu = str(spec.get(ACCELERATOR) or "gpu").lower() != "cpu"
+    if _is_local(spec):
+        nodes = _num(spec, NODES) or 1
+        if nodes > 1:
+            return [Check("host-capacity", ERROR,
+                          f"num_nodes is {nodes}, but a local cluster runs every process on this one machine",
+                          [NODES])]
+        configured = _num(spec, DEVICES_PER_NODE)
+        if configured is not None:
+            available, source, keys = configured, "cluster.devices_per_node", [devices_key, DEVICES_PER_NODE]
+        elif host is None:
+            return []
+        else:
+            available = host.gpu_count if gpu else host.cpu_count
+            source, keys = ("GPUs listed by nvidia-smi" if gpu else "CPUs usable here"), [devices_key, ACCELERATOR]
+        if per_node <= available:
+            return []
+        if gpu:
+            return [Check("host-capacity", ERROR,
+                          f"the job starts {per_node} GPU processes but this machine has {available} ({source})",
+                          keys)]
+        return [Check("host-capacity", WARNING,
+                      f"the job starts {per_node} processes on {available} CPUs ({source}): "
+                      "they will share cores and run slowly", keys)]
+    available = _num(spec, DEVICES_PER_NODE)
+    if available is None:
+        return [Check("host-capacity", INFO,
+                      "cluster.devices_per_node is not set, so the devices per node cannot be checked",
+                      [DEVICES_PER_NODE, devices_key])]
+    if per_node <= available:
+        return []
+    return [Check("host-capacity", ERROR,
+                  f"trainer.devices is {per_node} but the cluster's nodes have {available} devices "
+                  "(cluster.devices_per_node)", [devices_key, DEVICES_PER_NODE])]
+
+
+def device_memory_gb(spec: Spec, host: HostInfo | None) -> tuple[float | None, str]:
+    """Memory one process may use, and where that number came from.
+
+    cluster.device_memory_gb when set; on a local cluster otherwise the GPU's memory, or for CPU
+    jobs the host's memory shared by the processes started on it."""
+    value = spec.get(DEVICE_MEMORY)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value), DEVICE_MEMORY
+    if not _is_local(spec) or host is None:
+        return None, ""
+    if str(spec.get(ACCELERATOR) or "gpu").lower() == "cpu":
+        if host.memory_gb is None:
+            return None, ""
+        procs = memory.devices_per_node(spec.data)
+        return host.memory_gb / procs, f"host memory {host.memory_gb:.1f} GB / {procs} processes"
+    return host.gpu_memory_gb, "GPU memory found by nvidia-smi" if host.gpu_memory_gb else ""
+
+
+def memory_estimate(spec: Spec, host: HostInfo | None = None) -> memory.MemoryEstimate:
+    """The estimate against the device memory this spec runs on (detected for local clusters)."""
+    if host is None and _is_local(spec):
+        host = detect_host()
+    return memory.estimate(spec.data, device_memory_gb(spec, host)[0])
+
+
+def check_memory(spec: Spec, host: HostInfo | None) -> list[Check]:
+    available, source = device_memory_gb(spec, host)
+    est = memory.estimate(spec.data, available)
+    keys = _present(spec, [MICRO, SEQ, "recipes.model.activation_checkpointing", SHARD, TP])
+    if source == DEVICE_MEMORY:
+        keys.append(DEVICE_MEMORY)
+    if est.fraction is None:
+        unknown = " (device memory unknown: set cluster.device_memory_gb)" if est.known else ""
+        return [Check("memory", INFO, f"memory estimate {est.explain}{unknown}", keys)]
+    fix = ("; lower train_batch_size or max_context_width, turn on activation_checkpointing, "
+           "or shard further (shard_degree, tensor_model_parallel_degree)")
+    if est.fraction > 1.0:
+        return [Check("memory", ERROR, f"the job needs more memory than the device has ({source}): "
+                      f"{est.explain}{fix}", keys)]
+    if est.fraction > 0.9:
+        return [Check("memory", WARNING, f"the job needs over 90% of the device's memory ({source}): "
+                      f"{est.explain}", keys)]
+    return [Check("memory", INFO, f"memory estimate {est.explain}", keys)]
+
+
+CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
+    check_world_size,
+    check_shard_degree,
+    check_global_batch,
+    check_sequence_length,
+    check_host_capacity,
+    check_memory,
+]
+
+
+def run_checks(spec: Spec, host: HostInfo | None = None) -> list[Check]:
+    """Every check, in order. The machine is detected (no torch) only for local clusters."""
+    if host is None and _is_local(spec):
+        host = detect_host()
+    return [found for check in CHECKS for found in check(spec, host)]
+

@@ -1,0 +1,360 @@
+"""An analytic estimate of the peak memory one training process needs on its device.
+
+Plan shows it and the pre-flight check compares it with the device's memory, so it must be fast,
+explainable and free of torch. It models what the trainer does (FSDP2 over decoder layers and the
+root module, transformers modeling code, AdamW) and counts the bytes of live tensors at the peak;
+`torch.cuda.max_memory_allocated()` on a GPU, or peak RSS growth on a CPU with
+`MALLOC_MMAP_THRESHOLD_=65536` (so glibc hands freed blocks back), is what it should be compared with.
+The runtime (CUDA context and NCCL buffers, or the interpreter and libraries) is added on top as
+`overhead_gb`, so `total_gb - overhead_gb` is the tensor part.
+
+Assumptions, each a choice the trainer (adapter/) is expected to match:
+
+Layout. world = trainer.num_nodes x devices (local clusters: cluster.nproc_per_node when set).
+  tp, ep, cp = model.tensor_model_parallel_degree, expert_model_parallel_degree,
+  context_parallel_degree (default 1); data parallel dp = world / (tp x cp). The FSDP shard group S:
+  no_shard / ddp: 1; full_shard and hybrid_shard: model.shard_degree when set, else dp x cp, at most
+  dp x cp (context-parallel ranks hold the same weights, so FSDP shards across them too); hybrid
+  replicates across groups, which costs no memory. shard_grad_op (ZeRO-2) shards like full_shard but
+  keeps every layer's gathered weights from forward to backward.
+Weights. Tensor parallelism splits every decoder-layer weight by tp; embeddings and the output
+  projection stay whole across tp (the plan shards only the attention and MLP projections) and are
+  sharded by FSDP alone. Routed experts are split by ep x tp and FSDP-sharded over S / ep.
+Precision. Anything that names 16 bits (bf16, fp16, 16, 16-mixed, ...) is mixed precision as FSDP2's
+  MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): the sharded parameters stay fp32 (the
+  master copy), sharded gradients are fp32 and AdamW keeps two fp32 states, i.e. 16 bytes per
+  trainable parameter divided by S; computation, activations and the all-gathered weights are
+  16-bit. Everything else (32, fp32, 64, ...) is fp32 throughout. fp8 is counted as bf16.
+Gathered weights. Between forward and backward FSDP2 keeps the root module (embedding, final norm,
+  output projection) gathered, and the output projection's full-size gradient waits for the root's
+  reduce-scatter at the end of backward. On top, two decoder layers are gathered at once (the one
+  computing and the one prefetched) and one layer's gradients exist unsharded in the compute dtype
+  and in fp32 for the reduce. With one rank in fp32 no copies are made.
+Activations. Per token of one micro batch (model.train_batch_size x max_context_width / cp),
+  in the compute dtype a (2 or 4 bytes), as counted from the tensors transformers' Llama code saves
+  for backward with SDPA attention:
+    each of the two RMSNorms: an fp32 copy of its input plus its normalised output and the
+      weighted output, h x (4 + 2a);
+    attention: rotated q and k, v, and the attention output, a x (2 q_dim + 2 kv_dim) / tp; the fused
+      kernels (flash on GPU in bf16, flash on CPU) keep no seq x seq matrix, but fp32 with
+      grouped-query attention on a GPU runs SDPA's math kernel, which keeps the fp32 probabilities,
+      4 x heads x seq / tp more (and two more such matrices while a layer runs backward);
+    dense SwiGLU MLP: gate, up, act(gate), product, a x 4 x intermediate / tp;
+    MoE MLP: per routed copy of a token (top_k) the gathered input and output and the SwiGLU
+      tensors, a x top_k x (4 x moe_intermediate + 2h) / tp, plus shared experts as a dense MLP;
+    final norm as above; loss (transformers upcasts the logits to fp32): the log-softmax output, its
+      gradient and the logits' gradient, 12 x vocab bytes (the logits are not split by tp).
+  Norm activations are not split by tp (no sequence parallelism). Without activation checkpointing
+  all layers keep theirs. With it each layer keeps only its input (a x h), and one layer's full set
+  is rebuilt during backward. HyperPod's offload_activations (with checkpointing) keeps
+  activation_loading_horizon + 1 layer inputs on the device.
+Peak. The largest of three moments, on top of the sharded parameters and optimizer state:
+  the loss's backward (all saved activations, the loss tensors and the gathered weights; gradients
+  of this step do not exist yet unless gradient accumulation keeps the previous micro batches');
+  under checkpointing, the first layers' backward (layer inputs, one rebuilt layer, the gathered
+  weights and by then nearly all gradients); the optimizer step (gradients plus AdamW's foreach
+  temporary, one fp32 copy of the trainable shard).
+LoRA / QLoRA (model.peft.peft_type lora, qlora*). Base weights are frozen: fp32 and sharded as
+  above (QLoRA: 4-bit NF4 with double quantisation, 0.516 bytes per decoder-layer weight), with no
+  gradients or optimizer state. Adapters of rank model.peft.rank (default 16) sit on the decoder
+  projections named by model.peft.target_modules (default q_proj and v_proj, peft's choice for
+  Llama-like models; a projection counts when a target mentions its transformers name, so
+  regular expressions over module paths work too, and when none is named every projection counts)
+  and train in fp32 with AdamW; routed experts get no adapters. Activations are
+  counted as in full training, which slightly overstates them.
+Offload. model.cpu_offload moves the sharded parameters, gradients and optimizer state to the host.
+Overhead. gpu: 1.0 GB (CUDA context and NCCL buffers); cpu: 0.4 GB (interpreter, torch and
+  transformers loaded).
+
+Checked against measurements (3 AdamW steps of transformers models, FSDP2 on one rank where bf16):
+on an H200 (torch 2.11, transformers 5.17) a 1.2B Llama at seq 4096 in bf16 with and without
+checkpointing, with mb 2 and with LoRA, in fp32 with and without checkpointing and with LoRA, and a
+small Mixtral in bf16 and fp32 came out at 0.96 to 1.07 x the measured max_memory_allocated; on CPU
+a 20M Llama in fp32 (tests/test_memory.py) within a few percent of the peak RSS growth.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hpctl.modelsize import Arch, Linear, ParamCounts, linears, param_counts
+
+GB = 1e9
+ADAM_BYTES = 8  # exp_avg and exp_avg_sq, fp32
+NF4_BYTES = 0.516  # 4 bits + double-quantised absmax per 64 weights (bitsandbytes)
+LOSS_BYTES_PER_LOGIT = 12  # fp32 log-softmax output, its gradient, the logits' gradient
+OVERHEAD_GB = {"gpu": 1.0, "cpu": 0.4}
+DEFAULT_LORA_RANK = 16
+DEFAULT_LORA_TARGETS = ["q_proj", "v_proj"]  # peft's default for Llama, Mistral, Mixtral and Qwen2
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the job's processes split the work; shared with the pre-flight checks."""
+
+    world: int
+    tp: int
+    ep: int
+    cp: int
+    dp: int
+    shard: int  # FSDP shard group size
+    strategy: str
+
+
+def _int(value: Any, default: int) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 else default
+
+
+def recipe_of(spec_data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The recipe: the `recipes` key of a resolved spec, or the document itself (as the adapter reads)."""
+    recipe = spec_data.get("recipes")
+    return recipe if isinstance(recipe, Mapping) else spec_data
+
+
+def devices_per_node(spec_data: Mapping[str, Any]) -> int:
+    """Processes per node: a local cluster's nproc_per_node when set, else trainer.devices."""
+    cluster = spec_data.get("cluster") or {}
+    trainer = recipe_of(spec_data).get("trainer") or {}
+    local = cluster.get("type", spec_data.get("cluster_type")) == "local"
+    return _int(cluster.get("nproc_per_node") if local else None, 0) or _int(trainer.get("devices"), 1)
+
+
+def layout(spec_data: Mapping[str, Any]) -> Layout:
+    recipe = recipe_of(spec_data)
+    model, trainer = recipe.get("model") or {}, recipe.get("trainer") or {}
+    world = _int(trainer.get("num_nodes"), 1) * devices_per_node(spec_data)
+    tp = _int(model.get("tensor_model_parallel_degree"), 1)
+    ep = _int(model.get("expert_model_parallel_degree"), 1)
+    cp = _int(model.get("context_parallel_degree"), 1)
+    dp = max(world // (tp * cp), 1)
+    strategy = str(model.get("sharding_strategy") or "full_shard").lower()
+    if "no_shard" in strategy or strategy == "ddp":
+        shard = 1
+    else:
+        shard = min(_int(model.get("shard_degree"), dp * cp), dp * cp)
+    return Layout(world, tp, ep, cp, dp, shard, strategy)
+
+
+def is_16bit(precision: Any) -> bool:
+    """bf16, fp16, 16, bf16-mixed, half, ...: anything else counts as fp32."""
+    text = str(precision).lower()
+    return bool(re.search(r"(?<!\d)16(?!\d)|half", text))
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    params_gb: float
+    grads_gb: float
+    optimizer_gb: float
+    activations_gb: float
+    gathered_gb: float  # FSDP's all-gathered weights and unsharded gradients in flight
+    overhead_gb: float
+    total_gb: float
+    device_memory_gb: float | None
+    fraction: float | None  # total / device memory
+    explain: str
+
+    @property
+    def known(self) -> bool:
+        """False when the recipe gives no architecture to estimate from."""
+        return self.total_gb > self.overhead_gb
+
+    @property
+    def tensors_gb(self) -> float:
+        """The peak of live tensor bytes (what torch.cuda.max_memory_allocated reports)."""
+        return self.total_gb - self.overhead_gb
+
+
+def _lora(model: Mapping[str, Any]) -> tuple[str | None, int, list[str] | None]:
+    """(peft type or None, rank, target module patterns or None for the default)."""
+    peft = model.get("peft") or {}
+    kind = str(peft.get("peft_type") or "").lower() or None
+    if kind is not None and "lora" not in kind:
+        kind = None
+    targets = peft.get("target_modules")
+    if isinstance(targets, str):  # e.g. "all-linear", which names no projection: all of them count
+        targets = [targets]
+    return kind, _int(peft.get("rank"), DEFAULT_LORA_RANK), targets
+
+
+def _targeted(modules: list[Linear], targets: list[str] | None) -> list[Linear]:
+    """Projections LoRA adapts: those whose name (q_proj, ...) a target mentions, so plain names
+    and regular expressions over module paths both work; every projection when none is named."""
+    named = {word for target in (targets or DEFAULT_LORA_TARGETS)
+             for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(target))}
+    dense = [m for m in modules if not m.expert]
+    return [m for m in dense if m.name.rsplit(".", 1)[-1] in named] or dense
+
+
+def _activation_bytes_per_token(a: Arch, dtype: int, tp: int, math_seq: int) -> tuple[float, float, float]:
+    """(one decoder layer without checkpointing, final norm, loss) in bytes per token.
+
+    `math_seq`: the key length when attention runs SDPA's math kernel (fp32 probabilities of every
+    head over every key are kept), 0 for the fused kernels that keep none."""
+    norm = a.hidden * (4 + 2 * dtype)
+    q_dim = a.heads * a.head_dim
+    if a.mla:
+        kv_dim = a.heads * a.v_head_dim  # k and v are expanded per head
+        latent = a.kv_lora_rank + a.qk_rope_head_dim + a.q_lora_rank
+        attention = dtype * (2 * q_dim + 2 * kv_dim + latent) / tp
+    else:
+        kv_dim = a.kv_heads * a.head_dim
+        attention = dtype * (2 * q_dim + 2 * kv_dim) / tp
+    attention += 4 * a.heads * math_seq / tp
+    dense_mlp = dtype * 4 * a.intermediate / tp
+    moe_mlp = dtype * (a.top_k * (4 * a.moe_intermediate + 2 * a.hidden) + 4 * a.shared_intermediate) / tp
+    mlp = (dense_mlp * (a.layers - a.moe_layers) + moe_mlp * a.moe_layers) / max(a.layers, 1)
+    return 2 * norm + attention + mlp, norm, LOSS_BYTES_PER_LOGIT * a.vocab
+
+
+def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> MemoryEstimate:
+    """Peak memory of one training process (see the module docstring for every assumption).
+
+    `spec_data` is a resolved spec's data (or a bare recipe); `device_memory_gb` the memory one
+    process may use (None: unknown, then `fraction` is None).
+    """
+    recipe = recipe_of(spec_data)
+    model, trainer = recipe.get("model") or {}, recipe.get("trainer") or {}
+    counts = param_counts(model)
+    accelerator = "cpu" if str(trainer.get("accelerator", "gpu")).lower() == "cpu" else "gpu"
+    overhead = OVERHEAD_GB[accelerator]
+    if not counts.total:
+        return MemoryEstimate(0.0, 0.0, 0.0, 0.0, 0.0, overhead, overhead, device_memory_gb, None,
+                              "no estimate: the recipe does not describe the model's architecture "
+                              "(model.hidden_size, num_hidden_layers, vocab_size)")
+    lay = layout(spec_data)
+    mixed = is_16bit(model.get("precision", trainer.get("precision")))
+    dtype = 2 if mixed else 4
+    w = _weights(counts, lay, model)
+    gathered_b = _gathered(counts, lay, dtype, mixed, bool(w.peft))
+    act_loss, act_recompute = _activations(counts.arch, lay, model, dtype, accelerator == "gpu" and not mixed)
+
+    accumulation = _accumulation(model, lay)
+    offload = bool(model.get("cpu_offload"))
+    params_b, grads_b, optimizer_b = (0.0, 0.0, 0.0) if offload else (w.params, w.grads, w.optimizer)
+    phases = [
+        act_loss + gathered_b + (grads_b if accumulation > 1 else 0.0),  # end of forward, loss backward
+        act_recompute + gathered_b + grads_b,  # last layers' backward under checkpointing
+        grads_b + w.step_temp * (not offload),  # optimizer step
+    ]
+    total = (params_b + optimizer_b + max(phases)) / GB + overhead
+    fraction = total / device_memory_gb if device_memory_gb else None
+
+    a = counts.arch
+    parts = [
+        f"{_count(counts.total)} params" + (f" ({_count(counts.active)} active)" if a.moe else ""),
+        "bf16 mixed (fp32 master, grads, AdamW)" if mixed else "fp32",
+        f"{lay.strategy} over {lay.shard}" + (f", tp {lay.tp}" if lay.tp > 1 else "")
+        + (f", ep {lay.ep}" if lay.ep > 1 else "") + (f", cp {lay.cp}" if lay.cp > 1 else ""),
+        f"{w.peft} r{w.rank}" if w.peft else None,
+        f"mb {_int(model.get('train_batch_size'), 1)} x seq {_int(model.get('max_context_width'), 1)}",
+        "AC on" if model.get("activation_checkpointing") else "AC off",
+        "params/grads/optimizer offloaded to host" if offload else None,
+        f"grad accumulation {accumulation}" if accumulation > 1 else None,
+    ]
+    activations_b = max(act_loss, act_recompute)
+    sums = (f"params {_size(params_b)} + grads {_size(grads_b)} + optimizer {_size(optimizer_b)}, "
+            f"activations {_size(activations_b)} + gathered weights {_size(gathered_b)} at the peak, "
+            f"runtime {_size(overhead * GB)}")
+    where = f" of {_size(device_memory_gb * GB)} ({fraction:.0%})" if fraction is not None else ""
+    explain = f"{_size(total * GB)} per device{where}: " + ", ".join(p for p in parts if p) + f"; {sums}"
+    return MemoryEstimate(
+        params_gb=params_b / GB,
+        grads_gb=grads_b / GB,
+        optimizer_gb=optimizer_b / GB,
+        activations_gb=activations_b / GB,
+        gathered_gb=gathered_b / GB,
+        overhead_gb=overhead,
+        total_gb=total,
+        device_memory_gb=device_memory_gb,
+        fraction=fraction,
+        explain=explain,
+    )
+
+
+def _count(n: float) -> str:
+    """A parameter count for people: 8.03B, 19.99M, 115.0K."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _size(nbytes: float) -> str:
+    """Bytes for people, in GB down to 0.1 GB and in MB below: 95.5 GB, 0.28 GB, 12.3 MB."""
+    if nbytes >= 10 * GB:
+        return f"{nbytes / GB:.1f} GB"
+    if nbytes >= 0.1 * GB:
+        return f"{nbytes / GB:.2f} GB"
+    return f"{nbytes / 1e6:.1f} MB"
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """Bytes per device of the sharded weights and what training keeps for them."""
+
+    params: float
+    grads: float
+    optimizer: float
+    step_temp: float  # AdamW's foreach temporary at the step
+    peft: str | None
+    rank: int
+
+
+def _weights(counts: ParamCounts, lay: Layout, model: Mapping[str, Any]) -> _Weights:
+    a = counts.arch
+    shard, expert_shard = lay.shard, max(lay.shard // lay.ep, 1)
+    root = counts.embedding + counts.lm_head + counts.final_norm  # whole across tp
+    layers = (counts.layers_total - counts.experts_total) / lay.tp
+    experts = counts.experts_total / (lay.ep * lay.tp)
+    peft, rank, targets = _lora(model)
+    if peft:
+        adapted = _targeted(linears(a), targets)
+        trainable = sum(rank * (m.in_features + m.out_features) * m.count for m in adapted) / lay.tp / shard
+        base_bytes = NF4_BYTES if "qlora" in peft else 4
+        params = root * 4 / shard + (layers / shard + experts / expert_shard) * base_bytes + trainable * 4
+    else:
+        trainable = root / shard + layers / shard + experts / expert_shard
+        params = trainable * 4
+    return _Weights(params, trainable * 4, trainable * ADAM_BYTES, trainable * 4, peft, rank)
+
+
+def _gathered(counts: ParamCounts, lay: Layout, dtype: int, mixed: bool, peft: bool) -> float:
+    """Bytes FSDP holds unsharded while computing: the root, two layers, and gradients on their way."""
+    if not mixed and lay.shard == 1:
+        return 0.0
+    a = counts.arch
+    layer = (counts.moe_layer_shared / lay.tp + counts.moe_expert * a.experts / (lay.ep * lay.tp)
+             if a.moe else counts.dense_layer / lay.tp)
+    root = counts.embedding + counts.lm_head + counts.final_norm
+    kept_layers = a.layers if "grad_op" in lay.strategy or "zero2" in lay.strategy else min(2, a.layers)
+    gathered = dtype * (root + kept_layers * layer)
+    if not peft:  # the output projection's gradient waits for the root; one layer's in compute and fp32
+        gathered += dtype * a.vocab * a.hidden + (dtype + 4) * layer
+    return gathered
+
+
+def _activations(a: Arch, lay: Layout, model: Mapping[str, Any], dtype: int, math_kernel: bool) -> tuple[float, float]:
+    """Activation bytes of one micro batch (end of forward, last layer recomputed under checkpointing)."""
+    seq = _int(model.get("max_context_width"), 1)
+    tokens = _int(model.get("train_batch_size"), 1) * seq / lay.cp
+    # SDPA's math kernel (fp32 with grouped-query attention on a GPU) keeps heads x seq probabilities.
+    math_seq = seq if math_kernel and a.kv_heads < a.heads else 0
+    per_layer, final_norm, loss = _activation_bytes_per_token(a, dtype, lay.tp, math_seq)
+    if not model.get("activation_checkpointing"):
+        return tokens * (a.layers * per_layer + final_norm + loss), 0.0
+    kept = a.layers
+    if model.get("offload_activations"):
+        kept = min(a.layers, _int(model.get("activation_loading_horizon"), 1) + 1)
+    inputs = kept * dtype * a.hidden
+    backward_scores = 2 * 4 * a.heads * math_seq / lay.tp  # gradients of the probabilities and scores
+    return tokens * (inputs + final_norm + loss), tokens * (inputs + per_layer + backward_scores)
+
+
+def _accumulation(model: Mapping[str, Any], lay: Layout) -> int:
+    """Micro batches per optimizer step from model.global_batch_size (1 when unset or inconsistent)."""
+    global_batch = _int(model.get("global_batch_size"), 0)
+    per_step = _int(model.get("train_batch_size"), 1) * lay.dp
+    return max(global_batch // per_step, 1) if global_batch else 1
