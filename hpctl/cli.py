@@ -93,8 +93,7 @@ def _compose(env: Env, args: tuple[str, ...], cluster: str | None):
 @common
 def validate(env: Env, args, cluster, as_json) -> int:
     """Schema and pre-flight checks of RECIPE [key=value ...]; exit 0 when valid."""
-    from hpctl.checks import run_checks
-    from hpctl.memory import estimate
+    from hpctl.checks import memory_estimate, run_checks
     from hpctl.plan import _check_problems
     from hpctl.validate import validate as schema_validate
     from dataclasses import asdict
@@ -104,8 +103,7 @@ def validate(env: Env, args, cluster, as_json) -> int:
     problems = _check_problems(spec, results)
     if problems:
         raise HpctlError(problems)
-    mem = spec.get("cluster.device_memory_gb")
-    est = estimate(spec.data, mem if isinstance(mem, (int, float)) else None)
+    est = memory_estimate(spec)
     if as_json:
         _print_json({"valid": True, "job": spec.job_name, "recipe": spec.recipe_name,
                      "checks": [asdict(c) for c in results], "memory": asdict(est),

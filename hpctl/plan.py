@@ -137,8 +137,7 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
     public = spec.public_data()
     record = state.jobs.get(spec.job_name)
     change = diff(spec.job_name, public, artifact.text, record, destroy=destroy)
-    device_mem = spec.get("cluster.device_memory_gb")
-    estimate = memory.estimate(spec.data, device_mem if isinstance(device_mem, (int, float)) else None)
+    estimate = preflight.memory_estimate(spec)
     return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,
                 spec.provenance_json(), artifact, change, summarize(spec, estimate),
                 [asdict(c) for c in results], state.serial, state.lineage, spec.inputs,
