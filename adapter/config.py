@@ -11,6 +11,7 @@ This module is torch-free on purpose: importing it costs milliseconds.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -407,6 +408,23 @@ def _val_batches(r: _Reader) -> int | None:
             raise ConfigError("trainer.limit_val_batches", f"fractions ({value}) are not supported",
                               "give a number of batches, or 1.0 for all")
     return r.int("trainer.limit_val_batches", 0, minimum=0)
+
+
+def resolve_local(name_or_path: str, key: str = "model.hf_model_name_or_path") -> Path:
+    """A local model or tokenizer directory, or the Hugging Face cache's copy of a hub id; never the
+    network. `key` names the spec field in the error."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_absolute() or name_or_path.startswith((".", "~")):
+        raise ConfigError(key, f"{name_or_path} is not a directory")
+    from huggingface_hub import snapshot_download  # light, torch-free
+    try:
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any miss means the same thing here
+        home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        raise ConfigError(key, f"{name_or_path!r} is neither a local directory nor in the Hugging Face cache ({home})",
+                          "the trainer has no network: download it beforehand or give a directory") from None
 
 
 def grad_accumulation(cfg: TrainConfig, dp_size: int) -> int:

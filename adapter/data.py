@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import Dataset
 
-from adapter.config import ConfigError, DataConfig
+from adapter.config import ConfigError, DataConfig, resolve_local
 
 # torchdata 0.11 calls a deprecated torch hook in every loader's constructor; the warning is noise.
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
@@ -215,8 +215,7 @@ def _pretokenized(directory: str, seq_len: int) -> TokenizedDataset:
 
 def _tokenizer(cfg: DataConfig, vocab_size: int) -> Any:
     import transformers
-    from adapter.models import resolve_local
-    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_local(cfg.tokenizer))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_local(cfg.tokenizer, "model.data.tokenizer_name_or_path"))
     if len(tokenizer) > vocab_size:
         raise ConfigError("model.data.tokenizer_name_or_path", f"the tokenizer has {len(tokenizer)} tokens, "
                           f"more than the model's vocab_size {vocab_size}")

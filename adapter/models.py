@@ -12,7 +12,6 @@ by (seed, parameter name), so the weights are the same whatever the world size o
 """
 from __future__ import annotations
 
-import os
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from adapter import parallel
-from adapter.config import ConfigError, TrainConfig
+from adapter.config import ConfigError, TrainConfig, resolve_local
 
 # Fields every decoder config takes (HyperPod name -> transformers name); the first five are required.
 _REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
@@ -46,23 +45,6 @@ ARCHITECTURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "gpt_oss": ("GptOssConfig", ("sliding_window",) + _MOE),
     "falcon": ("FalconConfig", ("num_kv_heads", "new_decoder_architecture", "multi_query", "parallel_attn", "bias")),
 }
-
-
-def resolve_local(name_or_path: str) -> Path:
-    """A local checkpoint directory, or the Hugging Face cache's copy of a hub id; never the network."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.is_absolute() or name_or_path.startswith((".", "~")):
-        raise ConfigError("model.hf_model_name_or_path", f"{name_or_path} is not a directory")
-    from huggingface_hub import snapshot_download
-    try:
-        return Path(snapshot_download(name_or_path, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any miss means the same thing here
-        home = os.environ.get("HF_HOME", "~/.cache/huggingface")
-        raise ConfigError("model.hf_model_name_or_path",
-                          f"{name_or_path!r} is neither a local directory nor in the Hugging Face cache ({home})",
-                          "the trainer has no network: download it beforehand or give a directory") from None
 
 
 def hf_config(cfg: TrainConfig) -> Any:

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from adapter.config import ConfigError, TrainConfig, grad_accumulation, load
+from adapter.config import ConfigError, TrainConfig, grad_accumulation, load, resolve_local
 
 FAIL_AT_STEP = "HPCTL_FAIL_AT_STEP"
 
@@ -77,6 +77,11 @@ def _free_port() -> int:
 def train(cfg: TrainConfig) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # A missing model or tokenizer is reported before torch loads.
+    if cfg.hf_model:
+        resolve_local(cfg.hf_model)
+    if cfg.data.tokenizer:
+        resolve_local(cfg.data.tokenizer, "model.data.tokenizer_name_or_path")
     import torch
     import torch.distributed as dist
 
@@ -128,7 +133,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     if cfg.lora is not None:
         model = lora.apply(model, cfg.lora)
     parallel.parallelize(model, layout, cfg.parallel, config)
-    weights = models.resolve_local(cfg.hf_model) if cfg.do_finetune else None
+    weights = resolve_local(cfg.hf_model) if cfg.do_finetune else None
     models.materialize(model, device, cfg.seed, getattr(config, "initializer_range", 0.02), weights)
     model.train()
     optimizer, scheduler = optim.build(model.parameters(), cfg.optim)
@@ -177,7 +182,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
         start = time.perf_counter()
         batches = [train_data.next() for _ in range(accum)]
         data_wait = time.perf_counter() - start
-        loss, grad_norm = _train_step(model, optimizer, batches, layout, cfg.grad_clip, device, aux_coef)
+        loss, grad_norm = train_step(model, optimizer, batches, layout, cfg.grad_clip, device, aux_coef)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         record = {"step": step, "max_steps": cfg.max_steps, "loss": loss.item(), "grad_norm": grad_norm.item(),
@@ -239,7 +244,7 @@ def _micro_loss(model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, An
     return ce, (labels != -100).sum().to(torch.float32), getattr(out, "aux_loss", None)
 
 
-def _train_step(model: Any, optimizer: Any, batches: list[dict[str, Any]], layout: Any, grad_clip: float,
+def train_step(model: Any, optimizer: Any, batches: list[dict[str, Any]], layout: Any, grad_clip: float,
                 device: Any, aux_coef: float) -> tuple[Any, Any]:
     """One optimizer step over the accumulated micro-batches. The loss is the mean over every
     labelled token of the global batch, whatever the layout: each micro-batch's sum is divided by
@@ -283,10 +288,9 @@ def _validate(model: Any, batches: Any, layout: Any, device: Any) -> float:
 
 def _tokenizer_files(cfg: TrainConfig) -> list[Any]:
     """The tokenizer's files, copied into exports so they are usable as they stand."""
-    from pathlib import Path
     if cfg.data.tokenizer is None:
         return []
-    directory = Path(cfg.data.tokenizer)
+    directory = resolve_local(cfg.data.tokenizer, "model.data.tokenizer_name_or_path")
     names = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
              "vocab.json", "merges.txt")
     return [directory / n for n in names if (directory / n).is_file()]

@@ -1,0 +1,155 @@
+"""GPU check of the trainer: bf16 FSDP2 on one GPU with a Llama 3.2 1B shape.
+
+Builds the model exactly as `adapter.train` does (models.py table, meta-device init, parallel.py's
+FSDP2 with bf16 parameters and fp32 reduction, materialised shard by shard) and times the
+trainer's own `train_step` on random tokens, for each variant: plain, activation checkpointing,
+torch.compile per layer, and both. Prints tokens/s, achieved TFLOP/s, MFU and peak memory, and
+writes them as JSON (--out).
+
+It needs torch, transformers and safetensors only (no torchdata: data.py is not used), so it runs
+on a bare CUDA image (torch 2.11, transformers 5.x, Python 3.12). World size 1 with a one-rank
+NCCL process group (FSDP2 needs a group; NCCL with one rank does no communication).
+
+  python bench/gpu_check.py                 # on a CUDA machine
+  python bench/gpu_check.py --dry-run       # CPU import and code-path check: a 2-layer small model
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from adapter import metrics, models, parallel  # noqa: E402
+from adapter.config import from_recipe  # noqa: E402
+from adapter.train import train_step  # noqa: E402
+from hpctl.modelsize import flops_per_token  # noqa: E402
+
+# Llama 3.2 1B (HyperPod's hf_llama3_2_1b recipe), at sequence length 2048.
+LLAMA_3_2_1B = {"model_type": "llama_v3", "hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32,
+                "num_key_value_heads": 8, "intermediate_size": 8192, "vocab_size": 128256, "max_context_width": 2048,
+                "rope_theta": 500000.0, "tie_word_embeddings": True,
+                "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0,
+                                 "low_freq_factor": 1.0, "original_max_position_embeddings": 8192},
+                "max_position_embeddings": 131072}
+DRY_RUN = {**LLAMA_3_2_1B, "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8,
+           "num_key_value_heads": 2, "intermediate_size": 512, "vocab_size": 1024, "max_context_width": 128}
+VARIANTS = {"plain": (False, False), "ac": (True, False), "compile": (False, True), "ac+compile": (True, True)}
+
+
+def recipe(arch: dict, batch: int, checkpointing: bool, compile_: bool, accelerator: str) -> dict:
+    return {"run": {"name": "gpu_check", "results_dir": "/tmp/gpu_check"},
+            "trainer": {"accelerator": accelerator, "precision": "bf16", "max_steps": 1},
+            "model": {**arch, "train_batch_size": batch, "seed": 0, "grad_clip": 1.0,
+                      "activation_checkpointing": checkpointing, "compile": compile_,
+                      "optim": {"lr": 1e-4, "weight_decay": 0.01, "betas": [0.9, 0.95]},
+                      "data": {"use_synthetic_data": True}}}
+
+
+def measure(name: str, arch: dict, args: argparse.Namespace, device: torch.device) -> dict:
+    checkpointing, compile_ = VARIANTS[name]
+    cfg = from_recipe(recipe(arch, args.batch, checkpointing, compile_, "gpu" if device.type == "cuda" else "cpu"))
+    layout = parallel.build_layout(parallel.mesh_shape(cfg.parallel, 1), device.type)
+    config = models.hf_config(cfg)
+    model = models.build_empty(config)
+    parallel.parallelize(model, layout, cfg.parallel, config)
+    models.materialize(model, device, cfg.seed, config.initializer_range, None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01, foreach=True)
+    seq = cfg.data.seq_len
+    generator = torch.Generator().manual_seed(0)
+
+    def batch() -> list[dict[str, torch.Tensor]]:
+        ids = torch.randint(config.vocab_size, (args.batch, seq), generator=generator)
+        return [{"input_ids": ids, "labels": ids}]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(args.warmup):
+        train_step(model, optimizer, batch(), layout, cfg.grad_clip, device, 0.0)
+    sync()
+    warmup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        loss, _ = train_step(model, optimizer, batch(), layout, cfg.grad_clip, device, 0.0)
+    sync()
+    seconds = (time.perf_counter() - start) / args.steps
+    flops = flops_per_token(models.arch_fields(cfg, config), seq)
+    result = {"variant": name, "batch": args.batch, "seq_len": seq, "step_time_s": seconds, "warmup_s": warmup_s,
+              "loss": loss.item(), "memory_gb": metrics.memory_gb(device),
+              "params": sum(p.numel() for p in model.parameters()), "flops_per_token": flops,
+              **metrics.throughput(args.batch * seq, seconds, 1, flops, metrics.peak_tflops(device, args.peak_tflops))}
+    del model, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="CPU, 2 small layers, 1 step: checks imports and code paths")
+    parser.add_argument("--variants", default=None, help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--batch", type=int, default=None, help="sequences per step (default 4; dry run 1)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; dry run 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; dry run 1)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="override the device table for MFU")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    dry = args.dry_run
+    args.batch = args.batch or (1 if dry else 4)
+    args.steps = args.steps or (1 if dry else 10)
+    args.warmup = args.warmup or (1 if dry else 3)
+    names = (args.variants or ("plain,ac" if dry else ",".join(VARIANTS))).split(",")
+    if not dry and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device (use --dry-run on a CPU machine)", file=sys.stderr)
+        return 1
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29512")
+    device = torch.device("cpu") if dry else torch.device("cuda", 0)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("cuda:nccl,cpu:gloo", rank=0, world_size=1, device_id=device)
+        name = torch.cuda.get_device_name(device)
+    else:
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        name = "cpu (dry run)"
+    print(f"gpu_check: {name}, torch {torch.__version__}, Python {sys.version.split()[0]}", flush=True)
+    results = []
+    try:
+        for variant in names:
+            try:
+                result = measure(variant, DRY_RUN if dry else LLAMA_3_2_1B, args, device)
+            except torch.OutOfMemoryError:
+                result = {"variant": variant, "error": "out of memory"}
+                torch.cuda.empty_cache()
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    finally:
+        dist.destroy_process_group()
+    print(f"\n{'variant':<12}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}{'peak GB':>10}{'step s':>9}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['variant']:<12}{r['error']:>12}")
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        print(f"{r['variant']:<12}{r['tokens_per_s']:>12.0f}{r['tflops_per_device']:>10.1f}{mfu:>8}"
+              f"{r['memory_gb']:>10.2f}{r['step_time_s']:>9.3f}")
+    if args.out:
+        args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "results": results}, indent=1) + "\n")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

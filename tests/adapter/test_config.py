@@ -1,0 +1,104 @@
+"""The spec reader and start-up refusals: fast, in-process, plus the one-line error of the CLI."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapter.config import ConfigError, from_recipe, grad_accumulation, load
+from tests.adapter.conftest import REPO, deep_merge, env, tiny_recipe, write_spec
+
+
+def refused(tmp_path: Path, **sections: object) -> ConfigError:
+    with pytest.raises(ConfigError) as exc:
+        from_recipe(tiny_recipe(tmp_path, **sections))
+    return exc.value
+
+
+def test_reads_the_recipe_fields(tmp_path: Path) -> None:
+    cfg = from_recipe(tiny_recipe(tmp_path, model={"sharding_strategy": "hybrid_shard", "shard_degree": 2,
+                                                    "activation_checkpointing": True},
+                                  exp_manager={"checkpoint_dir": str(tmp_path / "ck"),
+                                               "checkpoint_callback_params": {"async_save": True}}))
+    assert cfg.micro_batch == 2 and cfg.global_batch == 4 and cfg.max_steps == 6 and cfg.seed == 7
+    assert cfg.parallel.sharding_strategy == "hybrid_shard" and cfg.parallel.shard_degree == 2
+    assert cfg.parallel.activation_checkpointing and cfg.parallel.precision == "fp32"
+    assert cfg.checkpoint.dir == tmp_path / "ck" and cfg.checkpoint.async_save and cfg.checkpoint.every_n_steps == 3
+    assert cfg.checkpoint.keep == -1 and cfg.checkpoint.enabled
+    assert cfg.optim.sched.name == "constant" and cfg.optim.sched.max_steps == 6
+    assert cfg.data.synthetic and cfg.data.seq_len == 64
+    assert cfg.val_every == 3 and cfg.val_batches == 2
+    assert grad_accumulation(cfg, 1) == 2 and grad_accumulation(cfg, 2) == 1
+
+
+def test_hyperpod_defaults(tmp_path: Path) -> None:
+    """save_top_k 0 disables sharded checkpoints (HyperPod); bf16 is the default precision;
+    limit_val_batches 1.0 means the whole validation set."""
+    cfg = from_recipe(tiny_recipe(tmp_path, trainer={"precision": "bf16", "limit_val_batches": 1.0},
+                                  exp_manager={"checkpoint_callback_params": {"save_top_k": 0}}))
+    assert not cfg.checkpoint.enabled and cfg.parallel.precision == "bf16" and cfg.val_batches is None
+
+
+@pytest.mark.parametrize("sections, key", [
+    ({"model": {"fp8": True}}, "model.fp8"),
+    ({"model": {"context_parallel_degree": 2}}, "model.context_parallel_degree"),
+    ({"model": {"sharding_strategy": "zero3"}}, "model.sharding_strategy"),
+    ({"model": {"peft": {"peft_type": "lora"}}}, "model.peft.peft_type"),  # LoRA without do_finetune
+    ({"model": {"do_finetune": True}}, "model.hf_model_name_or_path"),
+    ({"model": {"peft": {"peft_type": "qlora"}}}, "model.peft.peft_type"),
+    ({"model": {"global_batch_size": 5}}, "model.global_batch_size"),
+    ({"model": {"max_context_width": "${recipes.model.seq}"}}, "model.max_context_width"),
+    ({"model": {"optim": {"sched": {"name": "CosineAnnealing", "min_lr": 1.0}}}}, "model.optim.sched.min_lr"),
+    ({"model": {"data": {"use_synthetic_data": False}}}, "model.data.train_dir"),
+    ({"model": {"data": {"dataset_type": "parquet"}}}, "model.data.dataset_type"),
+    ({"trainer": {"precision": "16"}}, "trainer.precision"),
+    ({"trainer": {"accelerator": "trn"}}, "trainer.accelerator"),
+    ({"trainer": {"val_check_interval": 0.5}}, "trainer.val_check_interval"),
+])
+def test_unsupported_settings_are_refused(tmp_path: Path, sections: dict, key: str) -> None:
+    assert refused(tmp_path, **sections).key == key
+
+
+def test_lora_with_tensor_parallelism_is_refused(tmp_path: Path) -> None:
+    error = refused(tmp_path, model={"do_finetune": True, "hf_model_name_or_path": "/m", "tensor_model_parallel_degree": 2,
+                                     "peft": {"peft_type": "lora"}})
+    assert "tensor_model_parallel_degree" in str(error)
+
+
+def test_mesh_shapes() -> None:
+    from adapter.parallel import MeshShape, mesh_shape
+    cfg = from_recipe(tiny_recipe(Path("/r"), model={"sharding_strategy": "hybrid_shard", "shard_degree": 2,
+                                                     "tensor_model_parallel_degree": 2}))
+    assert mesh_shape(cfg.parallel, 8) == MeshShape(replicate=2, shard=2, tp=2)
+    with pytest.raises(ConfigError, match="shard_degree"):
+        mesh_shape(cfg.parallel, 6)
+    with pytest.raises(ConfigError, match="does not divide the world size 3"):
+        mesh_shape(cfg.parallel, 3)
+    assert mesh_shape(from_recipe(tiny_recipe(Path("/r"))).parallel, 4) == MeshShape(1, 4, 1)
+    ddp = from_recipe(tiny_recipe(Path("/r"), model={"sharding_strategy": "no_shard"})).parallel
+    assert mesh_shape(ddp, 4) == MeshShape(4, 1, 1)
+
+
+def test_spec_file_formats(tmp_path: Path) -> None:
+    """hpctl's JSON spec (recipe under `recipes`), or a bare recipe in YAML."""
+    import yaml
+    recipe = tiny_recipe(tmp_path)
+    assert load(write_spec(recipe, tmp_path / "spec.json")).name == "tiny"
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert load(tmp_path / "recipe.yaml").max_steps == 6
+
+
+@pytest.mark.parametrize("recipe_update, message", [
+    ({"model": {"fp8": True}}, "adapter: error: model.fp8: is not supported by this trainer"),
+    ({"model": {"tensor_model_parallel_degree": 2}}, "adapter: error: model.tensor_model_parallel_degree: 2 does not divide the world size 1"),
+    ({"model": {"hf_model_name_or_path": "nobody/absent-model"}}, "is neither a local directory nor in the Hugging Face cache"),
+])
+def test_cli_prints_one_line_and_exits_1(tmp_path: Path, recipe_update: dict, message: str) -> None:
+    spec = write_spec(deep_merge(tiny_recipe(tmp_path / "r"), recipe_update), tmp_path / "spec.json")
+    proc = subprocess.run([sys.executable, "-m", "adapter.train", "--config", str(spec)], cwd=REPO,
+                          env=env(HF_HOME=str(tmp_path / "hf")), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
