@@ -11,8 +11,8 @@ Layout under exp_manager.checkpoint_dir:
 
 A checkpoint holds the model and optimizer (sharded DTensors, so DCP reshards them onto any
 world size or layout), the LR scheduler, the step, every data-parallel rank's loader state and
-every rank's RNG states. Resume takes exp_manager.resume_from_checkpoint (a step directory, or a
-checkpoint_dir to search) or else the newest committed step under checkpoint_dir.
+every rank's RNG states. Resume takes the newest committed step under checkpoint_dir, else
+exp_manager.resume_from_checkpoint (a step directory, or a checkpoint_dir to search).
 """
 from __future__ import annotations
 
@@ -52,17 +52,20 @@ def committed(root: Path) -> list[tuple[int, Path]]:
 
 
 def find_resume(cfg: CheckpointConfig) -> Path | None:
-    """The checkpoint to resume from, or None to start fresh."""
-    if cfg.resume_from is not None:
-        path = cfg.resume_from
-        if (path / MARKER).exists():
-            return path
-        found = committed(path / "sharded") or committed(path)
-        if not found:
-            raise ConfigError("exp_manager.resume_from_checkpoint", f"{path} holds no committed checkpoint")
-        return found[-1][1]
+    """The checkpoint to resume from, or None to start fresh: the newest committed one of this
+    job's checkpoint_dir (its own progress, e.g. after a requeue), else resume_from_checkpoint."""
     found = committed(cfg.dir / "sharded")
-    return found[-1][1] if found else None
+    if found:
+        return found[-1][1]
+    if cfg.resume_from is None:
+        return None
+    path = cfg.resume_from
+    if (path / MARKER).exists():
+        return path
+    found = committed(path / "sharded") or committed(path)
+    if not found:
+        raise ConfigError("exp_manager.resume_from_checkpoint", f"{path} holds no committed checkpoint")
+    return found[-1][1]
 
 
 class Checkpointer:

@@ -341,6 +341,8 @@ def _optim(r: _Reader, max_steps: int) -> OptimConfig:
     if sched_name not in SCHEDULES:
         raise ConfigError("model.optim.sched.name", f"{sched_name!r} is not supported", f"use one of {', '.join(SCHEDULES)}")
     lr = r.float("model.optim.lr", 1e-4)
+    if lr <= 0:
+        raise ConfigError("model.optim.lr", f"must be positive, found {lr}")
     min_lr = r.float("model.optim.sched.min_lr", 0.0)
     if min_lr > lr:
         raise ConfigError("model.optim.sched.min_lr", f"{min_lr} is above model.optim.lr ({lr})")

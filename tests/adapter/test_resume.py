@@ -18,17 +18,18 @@ def committed_steps(results: Path) -> list[int]:
 
 
 def test_failure_then_resume_is_exact(fsdp2: Path, tmp_path: Path) -> None:
-    """HPCTL_FAIL_AT_STEP=3 stops a fresh run right after step 3's checkpoint; the rerun (same
-    environment: a requeued job) resumes and ends bitwise equal to the straight run."""
+    """HPCTL_FAIL_AT_STEP=3 stops a fresh run right after step 3's (background) checkpoint; the
+    rerun (same environment: a requeued job) resumes and ends bitwise equal to the straight run."""
     results = tmp_path / "results"
-    first = torchrun(tiny_recipe(results), 2, HPCTL_FAIL_AT_STEP="3")
+    recipe = tiny_recipe(results, exp_manager={"checkpoint_callback_params": {"async_save": True}})
+    first = torchrun(recipe, 2, HPCTL_FAIL_AT_STEP="3")
     assert first.returncode != 0
     assert "HPCTL_FAIL_AT_STEP=3 reached: exiting with code 3" in first.stdout
     assert "exitcode  : 3" in first.stdout + first.stderr
     assert committed_steps(results) == [3]
     assert sorted(losses(results)) == [1, 2, 3]
 
-    second = ok(torchrun(tiny_recipe(results), 2, HPCTL_FAIL_AT_STEP="3"))
+    second = ok(torchrun(recipe, 2, HPCTL_FAIL_AT_STEP="3"))
     assert "resumed from" in second.stdout and "at step 3" in second.stdout
     assert losses(results) == losses(fsdp2)
     weights = export_dir(results, 6) / "model.safetensors"
