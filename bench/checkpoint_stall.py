@@ -1,0 +1,84 @@
+"""Section 4: how long a checkpoint save holds up training, synchronous and asynchronous.
+
+adapter.train runs FSDP2 over 2 processes and saves a sharded checkpoint every K steps (keeping 2,
+so deleting old ones is part of the cost), once with `checkpoint_callback_params.async_save: false`
+and once with true. The trainer prints one line per step, after the step and before that step's
+save; the bench stamps each line as it arrives. So the gap between the lines of steps s and s+1
+is step s+1 plus whatever the save after step s blocked. Per save:
+  stall = gap(s+1) - step time,   spill = gap(s+2) - step time
+where the step time is the median gap of the steps at least two after a save (and after the
+warm-up). The stall is what the loop waits for; the spill is what a background save still costs
+the next step on a machine where it competes for the same cores. Both are reported as seconds and
+relative to one step.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from bench import adapter_spec, runner
+from bench.memory_accuracy import SHAPES, model_overrides
+from bench.report import Row, Section, Skip, median
+
+KEY, TITLE = "checkpoint_stall", "4. Checkpoint stall: FSDP2, 2 proc, training blocked per sharded save"
+STEP_LINE = re.compile(r"step (\d+)/\d+ \| loss")
+WARMUP = 2
+
+
+def _gaps(lines: list[tuple[float, str]]) -> dict[int, float]:
+    """Step -> seconds since the previous step's line."""
+    stamps = {int(m.group(1)): t for t, line in lines if (m := STEP_LINE.search(line))}
+    return {s: stamps[s] - stamps[s - 1] for s in stamps if s - 1 in stamps}
+
+
+def analyse(gaps: dict[int, float], every: int, last: int) -> dict[str, float | list[float]]:
+    saves = [s for s in range(every, last, every)]  # the save after the last step has no next step
+    normal = [g for s, g in gaps.items() if s > WARMUP + 1 and (s - 1) % every and (s - 2) % every]
+    if not saves or not normal:
+        raise RuntimeError(f"too few steps to separate saves from steps: gaps {gaps}")
+    step = median(normal)
+    stalls = [gaps[s + 1] - step for s in saves if s + 1 in gaps]
+    spills = [gaps[s + 2] - step for s in saves if s + 2 in gaps]
+    return {"step_s": step, "stall_s": median(stalls), "spill_s": median(spills) if spills else 0.0,
+            "stalls_s": stalls, "spills_s": spills, "saves": len(stalls)}
+
+
+def _run(mode: str, root: Path, steps: int, every: int, quick: bool) -> tuple[dict, int]:
+    overrides = [*model_overrides(SHAPES[quick]), "model.sharding_strategy=full_shard", "model.shard_degree=2",
+                 "exp_manager.create_checkpoint_callback=true",
+                 "exp_manager.checkpoint_callback_params.save_top_k=2",
+                 f"exp_manager.checkpoint_callback_params.every_n_train_steps={every}",
+                 "exp_manager.checkpoint_callback_params.save_last=false",
+                 f"++exp_manager.checkpoint_callback_params.async_save={'true' if mode == 'async' else 'false'}",
+                 "exp_manager.export_full_model.save_last=false"]
+    spec = adapter_spec.compose(f"ckpt_{mode}", root, 2, steps, overrides)
+    path = adapter_spec.write(spec)
+    lines = runner.stamped_lines(runner.torchrun(2, "adapter.train", "--config", str(path)))
+    ckpt_dir = Path(spec["recipes"]["exp_manager"]["checkpoint_dir"])
+    sizes = [sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in ckpt_dir.rglob("step_*") if d.is_dir()]
+    shutil.rmtree(path.parent, ignore_errors=True)
+    return analyse(_gaps(lines), every, steps), max(sizes, default=0)
+
+
+def run(section: Section, quick: bool) -> None:
+    missing = adapter_spec.adapter_available()
+    if missing:
+        raise Skip(missing)
+    steps, every = (10, 4) if quick else (21, 4)
+    results, size = {}, 0
+    with tempfile.TemporaryDirectory(prefix="hpctl-bench-ckpt-") as tmp:
+        for mode in ("sync", "async"):
+            results[mode], bytes_ = _run(mode, Path(tmp), steps, every, quick)
+            size = max(size, bytes_)
+    sync, asyn = results["sync"], results["async"]
+    section.rows = [
+        Row("sync save: loop blocked per save, vs one step", sync["stall_s"], "s", sync["step_s"]),
+        Row("async save: loop blocked per save, vs one step", asyn["stall_s"], "s", asyn["step_s"],
+            "< sync stall", asyn["stall_s"] < sync["stall_s"]),
+        Row("async save: blocked + next step's slowdown, vs one step", asyn["stall_s"] + asyn["spill_s"], "s",
+            asyn["step_s"]),
+    ]
+    section.details = {"steps": steps, "every_n_train_steps": every, "checkpoint_bytes": size,
+                       "shape": SHAPES[quick], **results}

@@ -1,0 +1,43 @@
+"""Section 5: the trainer on a GPU, only where CUDA is present.
+
+Runs bench/gpu_check.py (Llama 3.2 1B shape, bf16 FSDP2 on one GPU, the adapter's own model
+building, parallelism and train step) for its variants: plain, activation checkpointing,
+torch.compile per layer, and both. Each row is one variant's tokens/s against the plain
+variant, with its MFU and peak memory (torch.cuda.max_memory_allocated).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import runner
+from bench.report import Row, Section, Skip
+
+KEY, TITLE = "gpu", "5. GPU: Llama 3.2 1B shape, bf16, FSDP2, 1 GPU"
+SCRIPT = Path(__file__).with_name("gpu_check.py")
+
+
+def run(section: Section, quick: bool) -> None:
+    import torch
+    if not torch.cuda.is_available():
+        raise Skip("no CUDA device here (torch.cuda.is_available() is False); "
+                   "on a GPU machine run `python -m bench --only gpu` or bench/gpu_check.sh")
+    if not SCRIPT.exists():
+        raise Skip(f"{SCRIPT.name} is not there yet")
+    args = ["--variants", "plain,ac", "--steps", "3", "--warmup", "2"] if quick else []
+    with tempfile.TemporaryDirectory(prefix="hpctl-bench-gpu-") as tmp:
+        out = Path(tmp) / "gpu_check.json"
+        runner.run([sys.executable, str(SCRIPT), "--out", str(out), *args], ok_codes=(0, 1))
+        doc = json.loads(out.read_text())
+    results = {r["variant"]: r for r in doc["results"]}
+    plain = results.get("plain", {}).get("tokens_per_s")
+    for name, r in results.items():
+        if "error" in r:
+            section.rows.append(Row(name, None, "tok/s", plain, note=r["error"]))
+            continue
+        mfu = f"MFU {100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "MFU -"
+        section.rows.append(Row(f"{name} vs plain", r["tokens_per_s"], "tok/s", plain,
+                                note=f"{mfu}, peak {r['memory_gb']:.1f} GB, batch {r['batch']} x {r['seq_len']}"))
+    section.details = doc

@@ -1,0 +1,64 @@
+"""Section 1: how long `hpctl plan` takes against TorchX's dry run, each as a cold process.
+
+Both produce a Slurm submission for 16 nodes x 8 GPUs without submitting it:
+  hpctl plan llama/llama3_1_8b_pretrain --cluster slurm --json
+  torchx run --dryrun -s slurm dist.ddp -j 16x8 --script train.py
+Each run is a fresh process started from its console script, in an empty scratch directory (no
+state, no .torchxconfig). Runs are interleaved, alternating which goes first, after one untimed
+run of each to warm the page cache. Wall time is what the user waits; CPU time (getrusage of
+children) is what it costs, and is not fooled by a process that sleeps.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from bench import runner
+from bench.report import Row, Section, median, spread
+
+RECIPE = "llama/llama3_1_8b_pretrain"
+WALL_GOAL_S = 0.3
+
+
+def _commands() -> dict[str, list[str]]:
+    return {
+        "hpctl": [runner.console_script("hpctl"), "plan", RECIPE, "--cluster", "slurm", "--json"],
+        "torchx": [runner.console_script("torchx"), "run", "--dryrun", "-s", "slurm", "dist.ddp",
+                   "-j", "16x8", "--script", "train.py"],
+    }
+
+
+KEY, TITLE = "plan_latency", "1. Plan latency: cold process, Llama 3.1 8B on Slurm 16x8"
+
+
+def run(section: Section, quick: bool) -> None:
+    n = 3 if quick else 10
+    cmds = _commands()
+    with tempfile.TemporaryDirectory(prefix="hpctl-bench-plan-") as tmp:
+        cwd = Path(tmp)
+        (cwd / "train.py").write_text("print('train')\n")
+        first = runner.run(cmds["hpctl"], cwd=cwd)  # warm-up, and proof the plan really planned
+        plan = json.loads(first.stdout)
+        runner.run(cmds["torchx"], cwd=cwd)
+        samples: dict[str, dict[str, list[float]]] = {k: {"wall_s": [], "cpu_s": []} for k in cmds}
+        for i in range(n):
+            order = ["hpctl", "torchx"] if i % 2 == 0 else ["torchx", "hpctl"]
+            for name in order:
+                t = runner.run(cmds[name], cwd=cwd)
+                samples[name]["wall_s"].append(t.wall_s)
+                samples[name]["cpu_s"].append(t.cpu_s)
+    ours_wall, tx_wall = median(samples["hpctl"]["wall_s"]), median(samples["torchx"]["wall_s"])
+    ours_cpu, tx_cpu = median(samples["hpctl"]["cpu_s"]), median(samples["torchx"]["cpu_s"])
+    section.rows = [
+        Row("wall time, median", ours_wall, "s", tx_wall, f"<= {WALL_GOAL_S} s", ours_wall <= WALL_GOAL_S,
+            note=f"{n} runs each"),
+        Row("CPU time, median", ours_cpu, "s", tx_cpu, "<= 1.0x", ours_cpu <= tx_cpu),
+    ]
+    section.details = {
+        "runs_each": n,
+        "commands": {k: " ".join([Path(v[0]).name, *v[1:]]) for k, v in cmds.items()},
+        "plan_format_version": plan.get("format_version"),
+        **{f"{name}_{metric}": spread(vals) for name, m in samples.items() for metric, vals in m.items()},
+        "samples": samples,
+    }

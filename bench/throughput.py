@@ -1,0 +1,140 @@
+"""Section 2: training throughput on CPU, adapter.train against the HF Trainer and plain loops.
+
+Every contender trains the same tiny Llama (bench.tinyllama) on the same token file with the same
+global batch (16 x 256 tokens per optimizer step), AdamW and clipping. A run's figure is
+tokens per optimizer step / median step time after the warm-up steps; each contender runs
+`runs` times, interleaved (the order rotates each round), and the table shows the median run.
+
+Contenders:
+- adapter.train under torchrun, as hpctl's local backend launches it: FSDP2 over 2 processes
+  (what it does at scale), and the candidates for its fastest mode on this job: 1 process, 1
+  process with torch.compile (full run only: compiling costs a minute here), and 2 processes
+  replicating instead of sharding (sharding_strategy no_shard);
+- the HF Trainer, 1 process and 2-process DDP (it has no FSDP on CPU);
+- a plain PyTorch loop, 1 process (the floor) and FSDP2 over 2 processes.
+"Fastest" is the best median among a side's candidates, the same rule for both sides.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import adapter_spec, runner
+from bench import tinyllama as tl
+from bench.report import Row, Section, median, spread
+
+KEY, TITLE = "throughput", "2. Trainer throughput on CPU: tiny Llama, fp32, global batch 16 x 256"
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    kind: str  # adapter | hf | plain
+    nproc: int
+    overrides: tuple[str, ...] = ()  # adapter only
+    fsdp2: bool = False  # plain only
+    full_only: bool = False
+
+
+ADAPTER_FSDP2 = Contender("adapter FSDP2, 2 proc", "adapter", 2, ("model.sharding_strategy=full_shard", "model.shard_degree=2"))
+ADAPTER_FASTEST = (
+    Contender("adapter 1 proc", "adapter", 1, ("model.sharding_strategy=full_shard", "model.shard_degree=null")),
+    Contender("adapter 1 proc + compile", "adapter", 1,
+              ("model.sharding_strategy=full_shard", "model.shard_degree=null", "model.compile=true"), full_only=True),
+    Contender("adapter no_shard, 2 proc", "adapter", 2, ("model.sharding_strategy=no_shard", "model.shard_degree=null"),
+              full_only=True),
+)
+HF = (Contender("HF Trainer 1 proc", "hf", 1), Contender("HF Trainer DDP, 2 proc", "hf", 2))
+PLAIN_1 = Contender("plain loop 1 proc (floor)", "plain", 1)
+PLAIN_FSDP2 = Contender("plain FSDP2 loop, 2 proc", "plain", 2, fsdp2=True)
+
+
+@dataclass
+class Results:
+    tokens_per_s: dict[str, list[float]] = field(default_factory=dict)
+    step_times: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    def add(self, name: str, steps: list[float], warmup: int) -> None:
+        measured = steps[warmup:]
+        if not measured:
+            raise RuntimeError(f"{name}: only {len(steps)} step times, none after {warmup} warm-up steps")
+        self.tokens_per_s.setdefault(name, []).append(tl.TOKENS_PER_STEP / median(measured))
+        self.step_times.setdefault(name, []).append(steps)
+
+    def median(self, name: str) -> float | None:
+        runs = self.tokens_per_s.get(name)
+        return median(runs) if runs else None
+
+
+def _step_times_adapter(c: Contender, data_dir: Path, root: Path, steps: int) -> list[float]:
+    spec = adapter_spec.compose(c.name.replace(" ", "_").replace(",", "").replace("+", "plus"), root, c.nproc,
+                                steps, [*adapter_spec.benchmark_model(), *adapter_spec.dataset(data_dir),
+                                        *adapter_spec.no_checkpoints(), *c.overrides])
+    path = adapter_spec.write(spec)
+    metrics = path.parent / "metrics.jsonl"
+    metrics.unlink(missing_ok=True)
+    runner.run(runner.torchrun(c.nproc, "adapter.train", "--config", str(path)))
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    records = sorted((r for r in records if "step_time_s" in r), key=lambda r: r["step"])
+    return [r["step_time_s"] for r in records]
+
+
+def _step_times_worker(c: Contender, data_file: Path, root: Path, steps: int) -> list[float]:
+    out = root / f"{c.kind}-{c.nproc}.json"
+    module = "bench.hf_trainer" if c.kind == "hf" else "bench.plain_loop"
+    args = ["--data", str(data_file), "--steps", str(steps), "--out", str(out)] + (["--fsdp2"] if c.fsdp2 else [])
+    runner.run(runner.torchrun(c.nproc, module, *args) if c.nproc > 1 else runner.python(module, *args))
+    return json.loads(out.read_text())["step_time_s"]
+
+
+def run(section: Section, quick: bool) -> None:
+    runs, warmup, measured = (1, 2, 3) if quick else (5, 3, 8)
+    steps = warmup + measured
+    missing = adapter_spec.adapter_available()
+    ours = [] if missing else [ADAPTER_FSDP2, *(c for c in ADAPTER_FASTEST if not (quick and c.full_only))]
+    contenders = [*ours, *HF, PLAIN_1, PLAIN_FSDP2]
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="hpctl-bench-tput-") as tmp:
+        root = Path(tmp)
+        data_file = tl.write_dataset(root / "data" / "train.json", tl.GLOBAL_BATCH * (steps + 1))
+        for r in range(runs):
+            shift = r % len(contenders)
+            for c in contenders[shift:] + contenders[:shift]:
+                if c.kind == "adapter":
+                    times = _step_times_adapter(c, data_file.parent, root / "adapter", steps)
+                else:
+                    times = _step_times_worker(c, data_file, root, steps)
+                results.add(c.name, times, warmup)
+
+    def best(cands) -> Contender | None:
+        present = [c for c in cands if results.median(c.name) is not None]
+        return max(present, key=lambda c: results.median(c.name)) if present else None
+
+    ours_best = best([ADAPTER_FSDP2, *ADAPTER_FASTEST])
+    hf_best = best(HF)
+    floor = results.median(PLAIN_1.name)
+    rows = []
+    if ours_best is None:
+        rows.append(Row("adapter fastest vs HF Trainer fastest", None, "tok/s", results.median(hf_best.name),
+                        ">= 1.1x", None, note=f"skipped: {missing}"))
+        rows.append(Row("adapter FSDP2 vs plain FSDP2 loop (2 proc)", None, "tok/s",
+                        results.median(PLAIN_FSDP2.name), ">= 1.0x", None, note=f"skipped: {missing}"))
+    else:
+        fastest, hf = results.median(ours_best.name), results.median(hf_best.name)
+        fsdp, plain_fsdp = results.median(ADAPTER_FSDP2.name), results.median(PLAIN_FSDP2.name)
+        rows.append(Row(f"adapter fastest [{ours_best.name}] vs HF Trainer fastest [{hf_best.name}]",
+                        fastest, "tok/s", hf, ">= 1.1x", fastest >= 1.1 * hf))
+        rows.append(Row("adapter FSDP2 vs plain FSDP2 loop (2 proc)", fsdp, "tok/s", plain_fsdp, ">= 1.0x",
+                        fsdp >= plain_fsdp))
+    for c in contenders:
+        rows.append(Row(f"{c.name} vs plain loop floor", results.median(c.name), "tok/s", floor))
+    section.rows = rows
+    section.details = {
+        "runs": runs, "warmup_steps": warmup, "measured_steps": measured, "tokens_per_step": tl.TOKENS_PER_STEP,
+        "adapter_fastest_mode": ours_best.name if ours_best else None,
+        "hf_fastest_mode": hf_best.name if hf_best else None,
+        "tokens_per_s": {name: spread(v) for name, v in results.tokens_per_s.items()},
+        "step_time_s": results.step_times,
+    }
