@@ -30,7 +30,7 @@ _OPTIONAL = ("num_key_value_heads", "initializer_range", "rope_theta", "rope_sca
 _MOE = ("num_local_experts", "num_experts_per_tok", "router_aux_loss_coef")
 _MLA = ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
         "first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim",
-        "v_head_dim")
+        "v_head_dim", "n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob")
 
 # model_type -> (transformers config class, extra recipe fields it takes)
 ARCHITECTURES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -114,8 +114,12 @@ def build_empty(config: Any) -> nn.Module:
     """The causal LM with parameters on the meta device (no memory, no initialisation cost)."""
     import transformers
     with _parameters_on_meta():
-        model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa",
-                                                              dtype=torch.float32)
+        try:
+            model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa",
+                                                                  dtype=torch.float32)
+        except ValueError:  # no SDPA path (gpt-oss's attention sinks): the reference implementation
+            model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager",
+                                                                  dtype=torch.float32)
     config.architectures = [type(model).__name__]
     return model
 
@@ -126,6 +130,9 @@ def materialize(model: nn.Module, device: torch.device, seed: int, std: float,
     directory) where it has the parameter, else by the deterministic random initialisation."""
     buffers = {name: buf.detach().clone() for name, buf in model.named_buffers()}
     model.to_empty(device=device)
+    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if getattr(model.config, "tie_word_embeddings", False) and head.weight is not embeddings.weight:
+        head.weight = embeddings.weight  # to_empty re-creates unsharded parameters one by one
     with torch.no_grad():
         for name, buf in model.named_buffers():
             buf.copy_(buffers[name].to(device))
