@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -487,6 +488,38 @@ def recipes_show(env: Env, name) -> int:
     return 0
 
 
+@recipes.command("check")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--json", "as_json", is_flag=True)
+@common
+def recipes_check(env: Env, directory, overrides, as_json) -> int:
+    """Plan every recipe of a HyperPod checkout DIRECTORY (config.yaml, cluster/, recipes/) for its
+    slurm and k8s clusters, with optional overrides for all (e.g. container=IMAGE). Exit 0 when
+    every supported recipe (run.model_type hf or llm_finetuning_aws) plans on both."""
+    from hpctl.catalog import CHECK_CLUSTERS, check_collection, check_summary, summary_line
+    from dataclasses import asdict
+    rows = check_collection(directory.resolve(), list(overrides))
+    summary = check_summary(rows)
+    if as_json:
+        _print_json({"directory": str(directory.resolve()), "overrides": list(overrides),
+                     "recipes": [asdict(r) for r in rows], "summary": summary})
+        return 0 if summary["ok"] else 1
+    mark = {True: "[green]yes[/green]", False: "[red]no[/red]"}
+    table = Table(box=box.SIMPLE, caption=f"{', '.join(CHECK_CLUSTERS)}: planned for that cluster")
+    table.add_column("recipe", overflow="fold")
+    for name in ("parsed", "valid", *CHECK_CLUSTERS, "trainable"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for r in rows:
+        reason = escape(f"{r.reason} ({r.location})" if r.reason and r.location else r.reason or "")
+        table.add_row(escape(r.name), mark[r.parsed], mark[r.valid], *(mark[r.planned[c]] for c in CHECK_CLUSTERS),
+                      mark[r.trainable], reason)
+    env.out.print(table)
+    env.out.print(summary_line(summary), markup=False)
+    return 0 if summary["ok"] else 1
+
+
 @cli.command()
 @cluster_opt
 @click.option("--json", "as_json", is_flag=True)
@@ -510,12 +543,19 @@ def doctor(env: Env, cluster, as_json) -> int:
     return 0 if all(c.ok for c in results) else 1
 
 
+def _wants_json(argv: list[str]) -> bool:
+    fmt = argv[argv.index("--format") + 1] if "--format" in argv[:-1] else None
+    return "--json" in argv or "--format=json" in argv or fmt == "json"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
         rc = cli.main(args=argv, prog_name="hpctl", standalone_mode=False)
     except HpctlError as e:
+        if _wants_json(argv):  # machine readers get the located problems on stdout too
+            _print_json({"error": True, "problems": [p.to_json() for p in e.problems]})
         _console("--no-color" in argv, stderr=True).print(f"[red]Error:[/red] {escape(e.render())}", highlight=False) \
             if sys.stderr.isatty() else print(f"Error: {e.render()}", file=sys.stderr)
         sys.exit(1)

@@ -103,3 +103,14 @@ def test_secrets_never_printed_or_saved(tmp_path, capsys, monkeypatch):
     rc, out, _ = run(["explain", "tiny_llama", "-c", "local", "-w", str(tmp_path), "git.token=${oc.env:MY_TOKEN}",
                       "git.token"], capsys)
     assert "s3cr3t-value" not in out and "(sensitive)" in out
+
+
+def test_json_error_document_for_machine_readers(tmp_path, capsys):
+    rc, out, err = run(["validate", "tiny_llama", "-c", "local", "-w", str(tmp_path), "trainer.max_step=3", "--json"],
+                       capsys)
+    assert rc == 1 and "Error:" in err
+    doc = json.loads(out)
+    problem = doc["problems"][0]
+    assert doc["error"] is True and doc["format_version"] == 1
+    assert problem["key"] == "recipes.trainer.max_step" and "max_steps" in problem["hint"]
+    assert problem["origin"] == {"kind": "override", "index": 1, "text": "trainer.max_step=3"}
