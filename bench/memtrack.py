@@ -37,6 +37,8 @@ class LiveTensorBytes(TorchDispatchMode):
         self.live: dict[int, int] = {}  # storage identity -> bytes
         self.current = 0
         self.peak = 0
+        self.peak_op = ""  # the operator (or resize_) that set the peak: where to look when it surprises
+        self._op = "resize_"
         self._resize = None
 
     def __enter__(self):
@@ -55,6 +57,7 @@ class LiveTensorBytes(TorchDispatchMode):
             out = original(storage, size)
             key = storage._cdata
             if key in tracker.live:
+                tracker._op = "resize_"
                 tracker._set(key, storage.nbytes())
             return out
 
@@ -64,7 +67,7 @@ class LiveTensorBytes(TorchDispatchMode):
         self.current += nbytes - self.live.get(key, 0)
         self.live[key] = nbytes
         if self.current > self.peak:
-            self.peak = self.current
+            self.peak, self.peak_op = self.current, self._op
 
     def _free(self, key: int) -> None:
         self.current -= self.live.pop(key, 0)
@@ -89,6 +92,7 @@ class LiveTensorBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        self._op = str(func)
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self._track(t)
@@ -119,7 +123,8 @@ def main() -> None:
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"rank{rank}.json").write_text(json.dumps({
-        "rank": rank, "peak_tensor_bytes": tracker.peak, "end_tensor_bytes": tracker.current,
+        "rank": rank, "peak_tensor_bytes": tracker.peak, "peak_op": tracker.peak_op,
+        "end_tensor_bytes": tracker.current,
         "rss_start_bytes": rss_start, "rss_peak_bytes": rss_peak, "exit_code": code}))
     sys.exit(code)
 

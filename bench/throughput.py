@@ -90,7 +90,7 @@ def _step_times_worker(c: Contender, data_file: Path, root: Path, steps: int) ->
 
 
 def run(section: Section, quick: bool) -> None:
-    runs, warmup, measured = (1, 2, 3) if quick else (5, 3, 8)
+    runs, warmup, measured = (1, 1, 3) if quick else (5, 3, 8)
     steps = warmup + measured
     missing = adapter_spec.adapter_available()
     ours = [] if missing else [ADAPTER_FSDP2, *(c for c in ADAPTER_FASTEST if not (quick and c.full_only))]
