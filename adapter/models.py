@@ -124,18 +124,20 @@ def build_empty(config: Any) -> nn.Module:
     return model
 
 
-def materialize(model: nn.Module, device: torch.device, seed: int, std: float,
-                weights: Path | None) -> None:
-    """Allocate this rank's shards on `device` and fill them: from `weights` (a local HF checkpoint
-    directory) where it has the parameter, else by the deterministic random initialisation."""
+def materialize(model: nn.Module, device: torch.device, seed: int, std: float, weights: Path | None,
+                offload: bool = False) -> None:
+    """Allocate this rank's shards and fill them: from `weights` (a local HF checkpoint directory)
+    where it has the parameter, else by the deterministic random initialisation. Values are made
+    on `device`; the shards live there too, or on the CPU when FSDP offloads them (`offload`)."""
     buffers = {name: buf.detach().clone() for name, buf in model.named_buffers()}
-    model.to_empty(device=device)
+    model.to_empty(device=torch.device("cpu") if offload else device)
+    for name, value in buffers.items():  # RoPE tables and the like are computed, not initialised
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._buffers[leaf] = value.to(device)
     embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
     if getattr(model.config, "tie_word_embeddings", False) and head.weight is not embeddings.weight:
         head.weight = embeddings.weight  # to_empty re-creates unsharded parameters one by one
     with torch.no_grad():
-        for name, buf in model.named_buffers():
-            buf.copy_(buffers[name].to(device))
         source = _checkpoint_tensors(weights, model) if weights is not None else {}
         for name, param in model.named_parameters():
             key = checkpoint_key(name)

@@ -186,7 +186,7 @@ def copy_full_into(param: torch.Tensor, full: torch.Tensor) -> None:
     """Write this rank's shard of `full` (the whole parameter) into `param`, whatever its layout."""
     if isinstance(param, DTensor):
         mesh = param.device_mesh
-        full = full.to(param.device, param.dtype)
+        full = full.to(mesh.device_type, param.dtype)  # reshard on the mesh device; the shard may be offloaded
         local = (DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
                  .redistribute(mesh, param.placements).to_local())
         param.to_local().copy_(local)

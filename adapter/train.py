@@ -134,7 +134,8 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
         model = lora.apply(model, cfg.lora)
     parallel.parallelize(model, layout, cfg.parallel, config)
     weights = resolve_local(cfg.hf_model) if cfg.do_finetune else None
-    models.materialize(model, device, cfg.seed, getattr(config, "initializer_range", 0.02), weights)
+    models.materialize(model, device, cfg.seed, getattr(config, "initializer_range", 0.02), weights,
+                       offload=cfg.parallel.cpu_offload)
     model.train()
     optimizer, scheduler = optim.build(model.parameters(), cfg.optim)
 
