@@ -124,10 +124,11 @@ def _check_tp(config: Any, tp: int) -> None:
         raise ConfigError("model.tensor_model_parallel_degree",
                           f"tensor parallelism is implemented for {', '.join(TP_FAMILIES)} models, not {family}",
                           "set it to 1 and let FSDP shard the model")
-    sizes = {"num_attention_heads": config.num_attention_heads,
-             "num_key_value_heads": config.num_key_value_heads,
-             "num_local_experts" if family == "mixtral" else "intermediate_size":
-                 config.num_local_experts if family == "mixtral" else config.intermediate_size}
+    sizes = {"num_attention_heads": config.num_attention_heads, "num_key_value_heads": config.num_key_value_heads}
+    if family == "mixtral":
+        sizes["num_local_experts"] = config.num_local_experts
+    else:
+        sizes["intermediate_size"] = config.intermediate_size
     for key, size in sizes.items():
         if size % tp:
             raise ConfigError("model.tensor_model_parallel_degree", f"{tp} does not divide model.{key} ({size})")
