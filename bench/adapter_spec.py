@@ -1,4 +1,4 @@
-"""Job specs for `adapter.train`, made the way `hpctl plan` makes them.
+"""Job specs for `adapter.train`, made the way `hpctl plan` makes them, and reading its step lines.
 
 The bench does not hand-write specs: it composes the built-in tiny recipe with overrides through
 hpctl's own pipeline (general config + local cluster + recipe + key=value), so what is measured is
@@ -8,12 +8,14 @@ like the local backend does.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from bench import tinyllama as tl
 
 BASE_RECIPE = "tiny/tiny_llama"
+STEP_LINE = re.compile(r"step (\d+)/\d+ \| loss")  # the trainer's stdout line, printed after each step
 
 
 def benchmark_model() -> list[str]:
@@ -60,9 +62,13 @@ def write(spec: dict[str, Any]) -> Path:
     return path
 
 
-def adapter_available() -> str | None:
-    """None when adapter.train can be launched, else why not (it is written concurrently)."""
-    import importlib.util
-    if importlib.util.find_spec("adapter.train") is None:
-        return "adapter.train is not there yet"
-    return None
+def slug(name: str) -> str:
+    """A run name (results directory) from a human-readable label."""
+    return "".join(ch if ch.isalnum() else "_" for ch in name)[:48]
+
+
+def step_gaps(lines: list[tuple[float, str]]) -> dict[int, float]:
+    """Step -> wall seconds since the previous step's line (from runner.stamped_lines output):
+    the loop's real period, whatever the trainer itself reports."""
+    stamps = {int(m.group(1)): t for t, line in lines if (m := STEP_LINE.search(line))}
+    return {s: stamps[s] - stamps[s - 1] for s in sorted(stamps) if s - 1 in stamps}

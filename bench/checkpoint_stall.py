@@ -13,24 +13,16 @@ relative to one step.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from bench import adapter_spec, runner
 from bench.memory_accuracy import SHAPES, model_overrides
-from bench.report import Row, Section, Skip, median
+from bench.report import Row, Section, median
 
 KEY, TITLE = "checkpoint_stall", "4. Checkpoint stall: FSDP2, 2 proc, training blocked per sharded save"
-STEP_LINE = re.compile(r"step (\d+)/\d+ \| loss")
 WARMUP = 2
-
-
-def _gaps(lines: list[tuple[float, str]]) -> dict[int, float]:
-    """Step -> seconds since the previous step's line."""
-    stamps = {int(m.group(1)): t for t, line in lines if (m := STEP_LINE.search(line))}
-    return {s: stamps[s] - stamps[s - 1] for s in stamps if s - 1 in stamps}
 
 
 def analyse(gaps: dict[int, float], every: int, last: int) -> dict[str, float | list[float]]:
@@ -59,13 +51,10 @@ def _run(mode: str, root: Path, steps: int, every: int, quick: bool) -> tuple[di
     ckpt_dir = Path(spec["recipes"]["exp_manager"]["checkpoint_dir"])
     sizes = [sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in ckpt_dir.rglob("step_*") if d.is_dir()]
     shutil.rmtree(path.parent, ignore_errors=True)
-    return analyse(_gaps(lines), every, steps), max(sizes, default=0)
+    return analyse(adapter_spec.step_gaps(lines), every, steps), max(sizes, default=0)
 
 
 def run(section: Section, quick: bool) -> None:
-    missing = adapter_spec.adapter_available()
-    if missing:
-        raise Skip(missing)
     steps, every = (10, 4) if quick else (21, 4)
     results, size = {}, 0
     with tempfile.TemporaryDirectory(prefix="hpctl-bench-ckpt-") as tmp:

@@ -24,8 +24,6 @@ def run(section: Section, quick: bool) -> None:
     if not torch.cuda.is_available():
         raise Skip("no CUDA device here (torch.cuda.is_available() is False); "
                    "on a GPU machine run `python -m bench --only gpu` or bench/gpu_check.sh")
-    if not SCRIPT.exists():
-        raise Skip(f"{SCRIPT.name} is not there yet")
     args = ["--variants", "plain,ac", "--steps", "3", "--warmup", "2"] if quick else []
     with tempfile.TemporaryDirectory(prefix="hpctl-bench-gpu-") as tmp:
         out = Path(tmp) / "gpu_check.json"

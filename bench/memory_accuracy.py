@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import adapter_spec, runner
-from bench.report import Row, Section, Skip
+from bench.report import Row, Section
 
 KEY, TITLE = "memory_accuracy", "3. Memory-estimate accuracy: estimate vs measured peak tensor bytes per process"
 TOLERANCE = 0.10
@@ -79,9 +79,8 @@ def _lora_base(directory: Path, shape: dict[str, int]) -> Path:
 
 def _measure(cfg: Config, root: Path, steps: int, shape: dict[str, int], base: Path | None) -> tuple[dict, float, list[dict]]:
     from hpctl.memory import estimate
-    slug = "".join(ch if ch.isalnum() else "_" for ch in cfg.name)[:40]
     extra = [f"model.hf_model_name_or_path={base}"] if cfg.lora_base else []
-    spec = adapter_spec.compose(slug, root, cfg.nproc, steps, [*model_overrides(shape), *adapter_spec.no_checkpoints(),
+    spec = adapter_spec.compose(adapter_spec.slug(cfg.name), root, cfg.nproc, steps, [*model_overrides(shape), *adapter_spec.no_checkpoints(),
                                                                *cfg.overrides, *extra], recipe=cfg.recipe)
     est = estimate(spec, None)
     path = adapter_spec.write(spec)
@@ -95,13 +94,6 @@ def _measure(cfg: Config, root: Path, steps: int, shape: dict[str, int], base: P
 
 
 def run(section: Section, quick: bool) -> None:
-    missing = adapter_spec.adapter_available()
-    if missing:
-        raise Skip(missing)
-    try:
-        from hpctl.memory import estimate  # noqa: F401 - written concurrently: skip until it exists
-    except ImportError as exc:
-        raise Skip(f"hpctl.memory is not there yet ({exc})") from None
     steps = 2 if quick else 3  # AdamW's state exists after the first step: the second is steady state
     shape = SHAPES[quick]
     configs = [c for c in CONFIGS if not (quick and c.full_only)]

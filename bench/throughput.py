@@ -1,15 +1,17 @@
 """Section 2: training throughput on CPU, adapter.train against the HF Trainer and plain loops.
 
 Every contender trains the same tiny Llama (bench.tinyllama) on the same token file with the same
-global batch (16 x 256 tokens per optimizer step), AdamW and clipping. A run's figure is
-tokens per optimizer step / median step time after the warm-up steps; each contender runs
+global batch (16 x 256 tokens per optimizer step), AdamW and clipping. A step's time is the wall
+time between the ends of consecutive optimizer steps, everything included (adapter: its stdout
+step lines, stamped as they arrive; baselines: their own clock at each step's end). A run's
+figure is tokens per step / the median step time after the warm-up steps; each contender runs
 `runs` times, interleaved (the order rotates each round), and the table shows the median run.
 
 Contenders:
 - adapter.train under torchrun, as hpctl's local backend launches it: FSDP2 over 2 processes
   (what it does at scale), and the candidates for its fastest mode on this job: 1 process, 1
-  process with torch.compile (full run only: compiling costs a minute here), and 2 processes
-  replicating instead of sharding (sharding_strategy no_shard);
+  process with torch.compile, and 2 processes replicating instead of sharding (sharding_strategy
+  no_shard), these two in the full run only (compiling alone costs a minute here);
 - the HF Trainer, 1 process and 2-process DDP (it has no FSDP on CPU);
 - a plain PyTorch loop, 1 process (the floor) and FSDP2 over 2 processes.
 "Fastest" is the best median among a side's candidates, the same rule for both sides.
@@ -54,12 +56,12 @@ PLAIN_FSDP2 = Contender("plain FSDP2 loop, 2 proc", "plain", 2, fsdp2=True)
 @dataclass
 class Results:
     tokens_per_s: dict[str, list[float]] = field(default_factory=dict)
-    step_times: dict[str, list[list[float]]] = field(default_factory=dict)
+    step_times: dict[str, list[dict[int, float]]] = field(default_factory=dict)
 
-    def add(self, name: str, steps: list[float], warmup: int) -> None:
-        measured = steps[warmup:]
+    def add(self, name: str, steps: dict[int, float], warmup: int) -> None:
+        measured = [t for s, t in steps.items() if s > warmup]
         if not measured:
-            raise RuntimeError(f"{name}: only {len(steps)} step times, none after {warmup} warm-up steps")
+            raise RuntimeError(f"{name}: no step times after {warmup} warm-up steps: {steps}")
         self.tokens_per_s.setdefault(name, []).append(tl.TOKENS_PER_STEP / median(measured))
         self.step_times.setdefault(name, []).append(steps)
 
@@ -68,33 +70,29 @@ class Results:
         return median(runs) if runs else None
 
 
-def _step_times_adapter(c: Contender, data_dir: Path, root: Path, steps: int) -> list[float]:
-    spec = adapter_spec.compose(c.name.replace(" ", "_").replace(",", "").replace("+", "plus"), root, c.nproc,
-                                steps, [*adapter_spec.benchmark_model(), *adapter_spec.dataset(data_dir),
-                                        *adapter_spec.no_checkpoints(), *c.overrides])
+def _step_times_adapter(c: Contender, data_dir: Path, root: Path, steps: int) -> dict[int, float]:
+    """Step -> seconds between the trainer's step lines on stdout (from step 2 on)."""
+    spec = adapter_spec.compose(adapter_spec.slug(c.name), root, c.nproc, steps,
+                                [*adapter_spec.benchmark_model(), *adapter_spec.dataset(data_dir),
+                                 *adapter_spec.no_checkpoints(), *c.overrides])
     path = adapter_spec.write(spec)
-    metrics = path.parent / "metrics.jsonl"
-    metrics.unlink(missing_ok=True)
-    runner.run(runner.torchrun(c.nproc, "adapter.train", "--config", str(path)))
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    records = sorted((r for r in records if "step_time_s" in r), key=lambda r: r["step"])
-    return [r["step_time_s"] for r in records]
+    return adapter_spec.step_gaps(runner.stamped_lines(runner.torchrun(c.nproc, "adapter.train", "--config", str(path))))
 
 
-def _step_times_worker(c: Contender, data_file: Path, root: Path, steps: int) -> list[float]:
+def _step_times_worker(c: Contender, data_file: Path, root: Path, steps: int) -> dict[int, float]:
+    """Step -> seconds since the end of the previous step (step 1: since the loop started)."""
     out = root / f"{c.kind}-{c.nproc}.json"
     module = "bench.hf_trainer" if c.kind == "hf" else "bench.plain_loop"
     args = ["--data", str(data_file), "--steps", str(steps), "--out", str(out)] + (["--fsdp2"] if c.fsdp2 else [])
     runner.run(runner.torchrun(c.nproc, module, *args) if c.nproc > 1 else runner.python(module, *args))
-    return json.loads(out.read_text())["step_time_s"]
+    return {i + 1: t for i, t in enumerate(json.loads(out.read_text())["step_time_s"])}
 
 
 def run(section: Section, quick: bool) -> None:
     runs, warmup, measured = (1, 1, 3) if quick else (5, 3, 8)
     steps = warmup + measured
-    missing = adapter_spec.adapter_available()
-    ours = [] if missing else [ADAPTER_FSDP2, *(c for c in ADAPTER_FASTEST if not (quick and c.full_only))]
-    contenders = [*ours, *HF, PLAIN_1, PLAIN_FSDP2]
+    contenders = [ADAPTER_FSDP2, *(c for c in ADAPTER_FASTEST if not (quick and c.full_only)), *HF, PLAIN_1,
+                  PLAIN_FSDP2]
     results = Results()
     with tempfile.TemporaryDirectory(prefix="hpctl-bench-tput-") as tmp:
         root = Path(tmp)
@@ -108,33 +106,23 @@ def run(section: Section, quick: bool) -> None:
                     times = _step_times_worker(c, data_file, root, steps)
                 results.add(c.name, times, warmup)
 
-    def best(cands) -> Contender | None:
-        present = [c for c in cands if results.median(c.name) is not None]
-        return max(present, key=lambda c: results.median(c.name)) if present else None
+    def best(cands) -> Contender:
+        return max((c for c in cands if c in contenders), key=lambda c: results.median(c.name))
 
-    ours_best = best([ADAPTER_FSDP2, *ADAPTER_FASTEST])
-    hf_best = best(HF)
+    ours_best, hf_best = best([ADAPTER_FSDP2, *ADAPTER_FASTEST]), best(HF)
+    fastest, hf = results.median(ours_best.name), results.median(hf_best.name)
+    fsdp, plain_fsdp = results.median(ADAPTER_FSDP2.name), results.median(PLAIN_FSDP2.name)
     floor = results.median(PLAIN_1.name)
-    rows = []
-    if ours_best is None:
-        rows.append(Row("adapter fastest vs HF Trainer fastest", None, "tok/s", results.median(hf_best.name),
-                        ">= 1.1x", None, note=f"skipped: {missing}"))
-        rows.append(Row("adapter FSDP2 vs plain FSDP2 loop (2 proc)", None, "tok/s",
-                        results.median(PLAIN_FSDP2.name), ">= 1.0x", None, note=f"skipped: {missing}"))
-    else:
-        fastest, hf = results.median(ours_best.name), results.median(hf_best.name)
-        fsdp, plain_fsdp = results.median(ADAPTER_FSDP2.name), results.median(PLAIN_FSDP2.name)
-        rows.append(Row(f"adapter fastest [{ours_best.name}] vs HF Trainer fastest [{hf_best.name}]",
-                        fastest, "tok/s", hf, ">= 1.1x", fastest >= 1.1 * hf))
-        rows.append(Row("adapter FSDP2 vs plain FSDP2 loop (2 proc)", fsdp, "tok/s", plain_fsdp, ">= 1.0x",
-                        fsdp >= plain_fsdp))
-    for c in contenders:
-        rows.append(Row(f"{c.name} vs plain loop floor", results.median(c.name), "tok/s", floor))
-    section.rows = rows
+    section.rows = [
+        Row(f"adapter fastest [{ours_best.name}] vs HF Trainer fastest [{hf_best.name}]", fastest, "tok/s", hf,
+            ">= 1.1x", fastest >= 1.1 * hf),
+        Row("adapter FSDP2 vs plain FSDP2 loop (2 proc)", fsdp, "tok/s", plain_fsdp, ">= 1.0x", fsdp >= plain_fsdp),
+        *(Row(f"{c.name} vs plain loop floor", results.median(c.name), "tok/s", floor) for c in contenders),
+    ]
     section.details = {
         "runs": runs, "warmup_steps": warmup, "measured_steps": measured, "tokens_per_step": tl.TOKENS_PER_STEP,
-        "adapter_fastest_mode": ours_best.name if ours_best else None,
-        "hf_fastest_mode": hf_best.name if hf_best else None,
+        "adapter_fastest_mode": ours_best.name, "hf_fastest_mode": hf_best.name,
         "tokens_per_s": {name: spread(v) for name, v in results.tokens_per_s.items()},
-        "step_time_s": results.step_times,
+        "step_time_s": {name: [{str(s): t for s, t in run.items()} for run in runs_]
+                        for name, runs_ in results.step_times.items()},
     }
