@@ -30,15 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     console = Console(stderr=True, highlight=False)
 
-    installed = ensure_baselines()
-    if installed:
-        console.print(f"installed baselines: {' '.join(installed)}")
+    selected = [m for m in SECTIONS if not args.only or m.KEY in args.only]
+    if any(getattr(m, "USES_BASELINES", False) for m in selected):
+        installed = ensure_baselines()
+        if installed:
+            console.print(f"installed baselines: {' '.join(installed)}")
     machine = report.machine()
     start = time.perf_counter()
     sections = []
     for module in SECTIONS:
         section = report.Section(module.KEY, module.TITLE)
-        if args.only and module.KEY not in args.only:
+        if module not in selected:
             section.skip("not selected (--only)")
         else:
             console.print(f"[bold]{module.TITLE}[/bold] ...")
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(section)
     if hasattr(os, "getloadavg"):
         machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    report.print_table(sections, machine, Console(highlight=False, width=None if sys.stdout.isatty() else 150))
+    width = None if sys.stdout.isatty() else 150
+    report.print_table(sections, machine, Console(highlight=False, width=width))
     report.write_json(args.out, sections, machine, args.quick, time.perf_counter() - start)
     console.print(f"wrote {args.out}")
     return 1 if any(s.status == "error" for s in sections) else 0

@@ -30,6 +30,7 @@ def _commands() -> dict[str, list[str]]:
 
 
 KEY, TITLE = "plan_latency", "1. Plan latency: cold process, Llama 3.1 8B on Slurm 16x8"
+USES_BASELINES = True  # torchx: bench.baselines installs it
 
 
 def _sinfo_seconds() -> float | None:

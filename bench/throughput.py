@@ -28,6 +28,7 @@ from bench import tinyllama as tl
 from bench.report import Row, Section, median, spread
 
 KEY, TITLE = "throughput", "2. Trainer throughput on CPU: tiny Llama, fp32, global batch 16 x 256"
+USES_BASELINES = True  # the HF Trainer needs accelerate: bench.baselines installs it
 
 
 @dataclass(frozen=True)
