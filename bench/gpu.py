@@ -29,13 +29,20 @@ def run(section: Section, quick: bool) -> None:
         out = Path(tmp) / "gpu_check.json"
         runner.run([sys.executable, str(SCRIPT), "--out", str(out), *args], ok_codes=(0, 1))
         doc = json.loads(out.read_text())
+    section.rows = rows(doc)
+    section.details = doc
+
+
+def rows(doc: dict) -> list[Row]:
+    """One row per gpu_check variant: its tokens/s against the plain variant's, MFU and memory noted."""
     results = {r["variant"]: r for r in doc["results"]}
     plain = results.get("plain", {}).get("tokens_per_s")
+    out = []
     for name, r in results.items():
         if "error" in r:
-            section.rows.append(Row(name, None, "tok/s", plain, note=r["error"]))
+            out.append(Row(name, None, "tok/s", plain, note=r["error"]))
             continue
         mfu = f"MFU {100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "MFU -"
-        section.rows.append(Row(f"{name} vs plain", r["tokens_per_s"], "tok/s", plain,
-                                note=f"{mfu}, peak {r['memory_gb']:.1f} GB, batch {r['batch']} x {r['seq_len']}"))
-    section.details = doc
+        out.append(Row(f"{name} vs plain", r["tokens_per_s"], "tok/s", plain,
+                       note=f"{mfu}, peak {r['memory_gb']:.1f} GB, batch {r['batch']} x {r['seq_len']}"))
+    return out

@@ -59,6 +59,20 @@ def test_ratio_is_ours_over_baseline():
 
 
 @pytest.mark.slow
+def test_gpu_section_reads_gpu_check_output(tmp_path):
+    """gpu_check's CPU dry run writes the format the GPU section turns into rows."""
+    from bench import gpu
+
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run([sys.executable, str(gpu.SCRIPT), "--dry-run", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = gpu.rows(json.loads(out.read_text()))
+    assert [r.figure for r in rows] == ["plain vs plain", "ac vs plain"]
+    assert all(r.ours > 0 and r.ratio is not None and "peak" in r.note for r in rows)
+
+
+@pytest.mark.slow
 def test_quick_bench_runs_every_section(tmp_path):
     out = tmp_path / "latest.json"
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=REPO,
