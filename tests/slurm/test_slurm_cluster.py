@@ -6,8 +6,6 @@ Without a reachable cluster these tests skip, except under CI, where they fail: 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -69,31 +67,6 @@ def launch_config(workdir: Path) -> dict[str, Any]:
     (workdir / "adapter" / "__init__.py").write_text("")
     (workdir / "adapter" / "train.py").write_text(STAND_IN_TRAINER)
     return {"workdir": str(workdir), "python": sys.executable}
-
-
-def cluster_unreachable() -> str | None:
-    if shutil.which("scontrol") is None:
-        return "scontrol not found: start the test cluster with `tests/slurm/cluster.sh start`"
-    try:
-        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
-        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=15)
-    except subprocess.TimeoutExpired:
-        return "scontrol/sinfo did not answer within 15 s"
-    if ping.returncode != 0 or "UP" not in ping.stdout:
-        return f"slurmctld does not answer `scontrol ping`: {(ping.stdout + ping.stderr).strip()}"
-    usable = [line for line in nodes.stdout.splitlines() if line.split()[-1] in ("idle", "mixed", "allocated")]
-    if len(usable) < 2:
-        return f"the tests need two Slurm nodes up; sinfo says: {nodes.stdout.strip() or nodes.stderr.strip()}"
-    return None
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster() -> None:
-    reason = cluster_unreachable()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Slurm tests, but: {reason}", pytrace=False)
-        pytest.skip(reason)
 
 
 @pytest.fixture
