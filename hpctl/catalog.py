@@ -1,15 +1,26 @@
-"""The recipe catalog as a table: what `hpctl recipes list` shows.
+"""The recipe catalog as tables: what `hpctl recipes list` and `hpctl recipes check` show.
 
-Read straight from each recipe's own file (no merge or resolve), so listing stays fast; fields
-that are interpolations show as unknown.
+`list` reads each recipe's own file (no merge or resolve), so listing stays fast; fields that are
+interpolations show as unknown. `check` takes every recipe of a HyperPod checkout through the
+whole plan pipeline for each cluster and says where and why one cannot run.
 """
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from hpctl import compat
+from hpctl.backends import get_backend
+from hpctl.checks import run_checks
+from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.loader import load_file
 from hpctl.modelsize import param_count
+from hpctl.plan import _check_problems
+from hpctl.validate import validate
 from hpctl.workspace import Workspace
 
 
@@ -50,3 +61,115 @@ def describe_all(ws: Workspace) -> list[dict[str, Any]]:
             rows.append({"name": name, "family": None, "params": None, "params_h": "?", "type": "unreadable",
                          "nodes": None, "devices": None, "layout": "?", "seq": None, "error": e.render()})
     return rows
+
+
+CHECK_CLUSTERS = ("slurm", "k8s")
+
+
+@dataclass
+class RecipeCheck:
+    """What `hpctl recipes check` found for one recipe of a HyperPod checkout."""
+
+    name: str
+    model_type: str | None = None
+    supported: bool = False  # a recipe format hpctl runs (compat.SUPPORTED_MODEL_TYPES)
+    parsed: bool = False
+    valid: bool = False
+    planned: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(CHECK_CLUSTERS, False))
+    trainable: bool = False
+    family: str | None = None
+    kind: str | None = None  # why not planned or not trainable: a compat.Refusal kind, or "invalid"
+    reason: str | None = None
+    location: str | None = None
+
+    @property
+    def planned_everywhere(self) -> bool:
+        return all(self.planned.values())
+
+
+def check_collection(root: Path, overrides: Sequence[str] = ()) -> list[RecipeCheck]:
+    """Every recipe under ROOT/recipes through hpctl's own pipeline, in-process: compose, validate,
+    pre-flight checks and render, once per cluster in CHECK_CLUSTERS (ROOT's cluster/ files).
+
+    A recipe whose own file already shows a training stack hpctl does not run is refused from that
+    file alone: composing it would end in the same refusal, or earlier, at an interpolation
+    resolver only HyperPod's launchers define."""
+    ws = Workspace(root)
+    base = root / "recipes"
+    return [_check_one(ws, p.relative_to(base).with_suffix("").as_posix(), p, overrides)
+            for p in sorted(base.rglob("*.yaml"))]
+
+
+def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -> RecipeCheck:
+    row = RecipeCheck(name)
+    display = f"recipes/{name}.yaml"
+    try:
+        layer = load_file(path, display)
+    except HpctlError as e:
+        return _failed(row, "unreadable", e)
+    row.parsed = True
+    run = layer.data.get("run")
+    row.model_type = run.get("model_type") if isinstance(run, dict) and isinstance(run.get("model_type"), str) else None
+    row.supported = row.model_type in compat.SUPPORTED_MODEL_TYPES
+    found = compat.refusal({"recipes": layer.data})
+    if found:
+        origin = layer.origins.get(found.key.removeprefix("recipes."))
+        row.kind, row.reason, row.location = found.kind, found.reason, str(origin or display)
+        return row
+    specs, validated = [], 0
+    for cluster in CHECK_CLUSTERS:
+        stage = "invalid"
+        try:
+            spec = compose([f"recipes={name}", f"cluster={cluster}", *overrides], None, ws)
+            validate(spec)
+            validated += 1
+            stage = "pre-flight"
+            problems = _check_problems(spec, run_checks(spec))
+            if problems:
+                raise HpctlError(problems)
+            stage = "render"
+            get_backend(spec.cluster_type).render(spec)
+        except HpctlError as e:
+            if row.reason is None:
+                _failed(row, stage, e, cluster)
+            continue
+        row.planned[cluster] = True
+        specs.append(spec)
+    row.valid = validated == len(CHECK_CLUSTERS)
+    if not row.planned_everywhere:
+        return row
+    row.family = compat.family(specs[0].data)[0]
+    untrainable = compat.untrainable(specs[0].data)
+    row.trainable = untrainable is None
+    if untrainable:
+        row.kind, row.reason = untrainable.kind, f"not trainable by hpctl's trainer: {untrainable.reason}"
+        row.location = str(specs[0].origin(untrainable.key) or display)
+    return row
+
+
+def _failed(row: RecipeCheck, kind: str, error: HpctlError, cluster: str | None = None) -> RecipeCheck:
+    first = error.problems[0]
+    row.kind, row.location = kind, str(first.origin) if first.origin else None
+    row.reason = (f"{cluster}: " if cluster else "") + (f"{first.key}: " if first.key else "") + first.message
+    return row
+
+
+def check_summary(rows: list[RecipeCheck]) -> dict[str, Any]:
+    """Counts for the summary line; `ok` is whether every supported recipe planned on every cluster."""
+    refused = Counter(r.kind or "invalid" for r in rows if not r.planned_everywhere)
+    return {
+        "recipes": len(rows),
+        "supported": sum(r.supported for r in rows),
+        "planned": sum(r.planned_everywhere for r in rows),
+        "refused": sum(refused.values()),
+        "refused_by_kind": dict(sorted(refused.items())),
+        "trainable": sum(r.trainable for r in rows),
+        "ok": all(r.planned_everywhere for r in rows if r.supported),
+    }
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{kind} {n}" for kind, n in s["refused_by_kind"].items())
+    return (f"{s['recipes']} recipes: {s['supported']} supported, {s['planned']} planned for "
+            f"{' and '.join(CHECK_CLUSTERS)}, {s['refused']} refused" + (f" ({kinds})" if kinds else "")
+            + f"; {s['trainable']} trainable by hpctl's trainer")

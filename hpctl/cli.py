@@ -512,7 +512,8 @@ def recipes_check(env: Env, directory, overrides, as_json) -> int:
         table.add_column(name, no_wrap=True)
     table.add_column("reason", overflow="fold")
     for r in rows:
-        reason = escape(f"{r.reason} ({r.location})" if r.reason and r.location else r.reason or "")
+        where = (r.location or "").replace(f"recipes/{r.name}.yaml:", "line ")  # its own file: the line is enough
+        reason = escape(f"{r.reason} ({where})" if r.reason and where else r.reason or "")
         table.add_row(escape(r.name), mark[r.parsed], mark[r.valid], *(mark[r.planned[c]] for c in CHECK_CLUSTERS),
                       mark[r.trainable], reason)
     env.out.print(table)

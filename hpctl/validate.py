@@ -1,5 +1,10 @@
 """Validate a resolved Spec against the JSON Schemas, reporting every violation at once.
 
+A recipe for a training stack hpctl does not run (Nova, VERL, Trainium, ...) is refused first,
+with the reason, at the key that shows it (hpctl.compat): its schema errors would only be noise.
+The recipe's schema follows its run.model_type: llm_finetuning_aws recipes are checked against
+llmft.schema.json, the others against recipe.schema.json (spec.schema.json's if/then/else).
+
 Each violation becomes a Problem located through the spec's provenance (file:line of the value,
 or of the section holding a missing key), with the expected shape taken from the schema and a
 did-you-mean for unknown keys and enum values.
@@ -14,9 +19,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 
-from hpctl.errors import HpctlError, Problem
+from hpctl import compat
+from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.resources import builtin
-from hpctl.spec import REDACTED, Spec, is_sensitive, join
+from hpctl.spec import REDACTED, Spec, get_path, is_sensitive, join
 from hpctl.suggest import did_you_mean
 
 SPEC_SCHEMA = "spec.schema.json"
@@ -52,6 +58,9 @@ def cluster_schema(cluster_type: str) -> str:
 
 def validate(spec: Spec) -> None:
     """Raise one HpctlError listing every schema violation; return quietly when valid."""
+    found = compat.refusal(spec.data)
+    if found:
+        raise HpctlError(unsupported_problem(found, spec.origin(found.key), get_path(spec.data, found.key)))
     problems = [*_problems(_validator(SPEC_SCHEMA), spec.data, "", spec)]
     ctype = spec.data.get("cluster_type")
     _, schemas = _registry()
@@ -60,6 +69,12 @@ def validate(spec: Spec) -> None:
     if problems:
         problems.sort(key=lambda p: (p.key or ""))
         raise HpctlError(problems)
+
+
+def unsupported_problem(found: compat.Refusal, origin: Origin | None, value: Any) -> Problem:
+    """A recipe hpctl cannot launch, as one located complaint that says why."""
+    return Problem(f"unsupported recipe: {found.reason}", origin, found.key, found=_found(found.key, value),
+                   hint=found.hint or compat.SUPPORTED)
 
 
 def _problems(validator: Draft202012Validator, instance: Any, base: str, spec: Spec) -> list[Problem]:

@@ -239,7 +239,8 @@ def context(spec: Spec) -> dict[str, Any]:
     namespace = text(cluster.get("namespace") or "default")
     if not DNS_LABEL.match(namespace) or len(namespace) > 63:
         raise HpctlError("not a valid Kubernetes namespace", key="cluster.namespace", found=repr(namespace))
-    kind = _choice(cluster.get("job_kind") or "PyTorchJob", tuple(KINDS), "cluster.job_kind")
+    default_kind = "HyperPodPyTorchJob" if cluster.get("use_hyperpod_pytorch_job") else "PyTorchJob"  # HyperPod v2
+    kind = _choice(cluster.get("job_kind") or default_kind, tuple(KINDS), "cluster.job_kind")
     image = cluster.get("image") or spec.get("container")
     if not image:
         raise HpctlError("a Kubernetes job needs a container image", key="cluster.image",
@@ -264,8 +265,9 @@ def context(spec: Spec) -> dict[str, Any]:
                          key=f"cluster.custom_labels.{JOB_LABEL}", hint="use another label key")
     labels = dict(sorted({**labels, JOB_LABEL: name}.items()))
     job_labels = dict(labels)
-    if cluster.get("queue"):  # on the job only: Kueue admits the job, not its pods one by one
-        job_labels = dict(sorted({**labels, QUEUE_LABEL: _label_value(cluster["queue"], "cluster.queue")}.items()))
+    queue = "queue" if cluster.get("queue") else "queue_name"  # queue_name: HyperPod v2's spelling
+    if cluster.get(queue):  # on the job only: Kueue admits the job, not its pods one by one
+        job_labels = dict(sorted({**labels, QUEUE_LABEL: _label_value(cluster[queue], f"cluster.{queue}")}.items()))
     annotations = _annotations(cluster.get("annotations"), "cluster.annotations")
     max_retry = auto.get("max_restarts") if auto.get("enabled") else None
     if auto.get("enabled"):
@@ -274,7 +276,7 @@ def context(spec: Spec) -> dict[str, Any]:
             annotations[MAX_RETRY] = text(max_retry)
 
     resources = {}
-    if str(spec.get("recipes.trainer.accelerator") or "").lower() == "gpu":
+    if str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu":  # unset: GPUs (LLMFT recipes)
         resources["nvidia.com/gpu"] = str(devices)
     if (cluster.get("efa_per_node") or 0) > 0:
         resources["vpc.amazonaws.com/efa"] = str(cluster["efa_per_node"])
@@ -371,7 +373,7 @@ def api_client(cluster: dict[str, Any]) -> Any:
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
-    context_name = cluster.get("context")
+    context_name = cluster.get("context") or cluster.get("kube_context")  # kube_context: HyperPod v2
     explicit = cluster.get("kubeconfig")
     if explicit:
         path = os.path.expanduser(str(explicit))

@@ -168,7 +168,7 @@ def _directives(spec: Spec, results_dir: str, workdir: str | None, auto_resume: 
         f"--nodes={_int(spec, 'recipes.trainer.num_nodes', 1)}",
         "--ntasks-per-node=1",
     ]
-    if spec.get("recipes.trainer.accelerator") == "gpu":
+    if str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu":  # unset: GPUs (LLMFT recipes)
         gpus = cluster.get("gpus_per_node") or _int(spec, "recipes.trainer.devices", 1)
         lines.append(opt("gpus-per-node", gpus, "cluster.gpus_per_node"))
     if cluster.get("cpus_per_task"):

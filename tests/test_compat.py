@@ -1,0 +1,286 @@
+"""hpctl.compat: which HyperPod recipes hpctl refuses and why, located at the key that decides it.
+
+The rules are checked on plain data first (one case per reason), then through compose + validate
+on files in a small workspace, so the message names the file:line (or override) that decides.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from hpctl import compat
+from hpctl.compose import compose
+from hpctl.errors import HpctlError
+from hpctl.validate import validate
+from hpctl.workspace import Workspace
+from workspace_inputs import MINI_RECIPE
+
+HF = {"run": {"name": "x", "model_type": "hf"}, "trainer": {"accelerator": "gpu"},
+      "model": {"model_type": "llama_v3"}}
+LLMFT = {"run": {"name": "x", "model_type": "llm_finetuning_aws"},
+         "training_config": {"model_config": {"model_name_or_path": "meta-llama/Llama-3.2-1B-Instruct"}}}
+
+# A minimal v2 LLM fine-tuning recipe for the tiny workspace (CPU, so pre-flight checks pass here).
+LLMFT_RECIPE = """\
+run:
+  name: mini-llmft
+  results_dir: ${base_results_dir}/${.name}
+  model_type: llm_finetuning_aws
+trainer:
+  devices: 1
+  num_nodes: 1
+  accelerator: cpu
+training_config:
+  datasets:
+    preprocessor_cfgs:
+    - type: SequenceLengthFilter
+      max_seq_length: 64
+      tokens_labels: [input_ids]
+  model_config:
+    model_name_or_path: meta-llama/Llama-3.2-1B-Instruct
+    peft_config:
+      peft_type: lora
+      r: 8
+      lora_alpha: 16
+      target_modules: all-linear
+  training_args:
+    trainer_type: sft
+    max_len: 64
+    trainer_callbacks:
+    - _target_: metering_callback.MeteringCallback
+      output_path: /opt/ml/metering
+"""
+
+NOVA_RECIPE = """\
+run:
+  name: nova-sft
+  model_type: amazon.nova-micro-v1:0:128k
+  model_name_or_path: nova-micro/prod
+training_config:
+  max_length: 8192
+"""
+
+
+def spec(recipe: dict, **top) -> dict:
+    return {"recipes": copy.deepcopy(recipe), **top}
+
+
+def with_value(recipe: dict, path: str, value) -> dict:
+    out = copy.deepcopy(recipe)
+    *parents, leaf = path.split(".")
+    node = out
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return out
+
+
+@pytest.mark.parametrize("data, kind, key, words", [
+    (spec(with_value(HF, "run.model_type", "amazon.nova-pro-v1:0:300k")), "nova", "recipes.run.model_type",
+     "Nova recipes run only on SageMaker's closed Nova training stack"),
+    (spec({"run": {"name": "distill"}, "training_config": {"teacherModelId": "us.amazon.nova-pro-v1:0"}}), "nova",
+     "recipes.training_config.teacherModelId", "closed Nova training stack"),
+    (spec(with_value(HF, "run.model_type", "verl")), "verl", "recipes.run.model_type", "verl library"),
+    (spec(with_value(HF, "run.model_type", "mtrl")), "mtrl", "recipes.run.model_type", "multi-turn RL"),
+    (spec(with_value(HF, "run.model_type", "hyperpod_checkpointless_nemo")), "checkpointless",
+     "recipes.run.model_type", "checkpointless-training extensions"),
+    (spec({"run": {"name": "e"}, "evaluation": {"task": "mmlu"}}), "evaluation", "recipes.evaluation",
+     "evaluation containers"),
+    (spec({"run": {"name": "e"}, "llm_as_judge": {"metrics": ""}}), "evaluation", "recipes.llm_as_judge",
+     "LLM-as-judge"),
+    (spec(with_value(HF, "run.model_type", "neuron-hf")), "trainium", "recipes.run.model_type", "neuronx-distributed"),
+    (spec(HF, instance_type="trn1.32xlarge"), "trainium", "instance_type", "Neuron devices"),
+    (spec(with_value(HF, "neuron_rt_exec_timeout", 100)), "trainium", "recipes.neuron_rt_exec_timeout", "Neuron"),
+    (spec({"run": {"name": "m"}, "model": {"mcore_gpt": True}}), "megatron", "recipes.model.mcore_gpt",
+     "NeMo's Megatron trainer"),
+    (spec({"run": {"name": "m"}, "exp_manager": {"explicit_log_dir": "${training.run.results_dir}/results"}}),
+     "megatron", "recipes.exp_manager.explicit_log_dir", "Megatron/NeMo"),
+    (spec({"run": {"name": "m"}, "exp_manager": {"mp": "${multiply:2, 4}"}}), "megatron", "recipes.exp_manager.mp",
+     "Megatron/NeMo"),
+    (spec(with_value(LLMFT, "elastic_policy.is_elastic", True)), "elastic", "recipes.elastic_policy.is_elastic",
+     "HyperPod's closed training operator"),
+    (spec(with_value(HF, "run.model_type", "hff")), "model-type", "recipes.run.model_type",
+     "'hff' is not a recipe format hpctl runs"),
+])
+def test_each_refusal_names_its_kind_key_and_reason(data, kind, key, words):
+    found = compat.refusal(data)
+    assert (found.kind, found.key) == (kind, key)
+    assert words in found.reason
+    assert compat.unsupported_reason(data) == found.reason
+
+
+@pytest.mark.parametrize("data", [
+    spec(HF), spec(LLMFT), spec(HF, instance_type="p5.48xlarge"),
+    spec(with_value(HF, "use_smp_model", True)),  # SageMaker model parallelism runs as FSDP2
+    spec(with_value(with_value(HF, "model.fp8", True), "model.delayed_param", True)),  # torchao float8, meta init
+    spec(with_value(HF, "model.peft", {"peft_type": "qlora_4bit"})),  # bitsandbytes on GPUs
+    spec(with_value(HF, "model.multi_modal", True)),  # plans; the trainer refuses it (untrainable)
+    spec(with_value(LLMFT, "elastic_policy.is_elastic", False)),
+    spec({"run": {"name": "no-model-type"}, "model": {"model_type": "llama_v3"}}),  # left to the schema
+])
+def test_recipes_hpctl_runs_are_not_refused(data):
+    assert compat.refusal(data) is None
+    assert compat.unsupported_reason(data) is None
+
+
+def test_the_unknown_model_type_hint_suggests_the_closest_format():
+    found = compat.refusal(spec(with_value(HF, "run.model_type", "llm_finetuning_aw")))
+    assert found.hint == "did you mean 'llm_finetuning_aws'?"
+
+
+@pytest.mark.parametrize("data, kind, key", [
+    (spec(with_value(HF, "model.multi_modal", True)), "multimodal", "recipes.model.multi_modal"),
+    (spec(with_value(LLMFT, "training_config.model_config.multimodal", True)), "multimodal",
+     "recipes.training_config.model_config.multimodal"),
+    (spec(with_value(HF, "model.model_type", "gpt5")), "family", "recipes.model.model_type"),
+    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "Qwen/Qwen3-8B")), "family",
+     "recipes.training_config.model_config.model_name_or_path"),
+    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "")), "model",
+     "recipes.training_config.model_config.model_name_or_path"),
+    (spec(with_value(with_value(HF, "trainer.accelerator", "cpu"), "model.fp8", True)), "gpu-only", "recipes.model.fp8"),
+    (spec(with_value(with_value(HF, "trainer.accelerator", "cpu"), "model.peft", {"peft_type": "qlora_4bit"})),
+     "gpu-only", "recipes.model.peft.peft_type"),
+    (spec(with_value(HF, "run.model_type", "verl")), "verl", "recipes.run.model_type"),
+])
+def test_untrainable_says_why_the_trainer_would_refuse(data, kind, key):
+    found = compat.untrainable(data)
+    assert (found.kind, found.key) == (kind, key)
+
+
+def test_qwen3_names_its_family_and_the_trainable_ones():
+    found = compat.untrainable(spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "Qwen/Qwen3-8B")))
+    assert found.reason == "model family qwen_v3 is not in hpctl's trainer's model table"
+    assert "llama_v3" in found.hint
+
+
+@pytest.mark.parametrize("data, family", [
+    (spec(HF), "llama_v3"),
+    (spec(LLMFT), "llama_v3"),
+    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")),
+     "deepseek_r1_qwen_v2"),
+    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "openai/gpt-oss-20b-bf16")), "gpt_oss"),
+    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "meta-llama/Llama-4-Scout-17B-16E")),
+     "llama_v4"),
+])
+def test_trainable_specs_and_their_family(data, family):
+    assert compat.family(data)[0] == family
+    assert compat.untrainable(data) is None
+
+
+@pytest.mark.parametrize("data", [
+    spec(with_value(HF, "model.fp8", True)),  # GPUs: torchao float8
+    spec(with_value(HF, "model.peft", {"peft_type": "qlora_4bit"})),  # GPUs: bitsandbytes
+    spec(with_value(with_value(HF, "model.model_type", None), "model.hf_model_name_or_path", "/ckpt")),  # config.json
+])
+def test_gpu_features_and_checkpoint_architectures_are_trainable(data):
+    assert compat.untrainable(data) is None
+
+
+# ------------------------------------------------------------ through compose and validate
+def refusal_problem(ws, args):
+    with pytest.raises(HpctlError) as exc:
+        validate(compose(args, None, Workspace(ws), env={}))
+    assert len(exc.value.problems) == 1
+    return exc.value.problems[0]
+
+
+def test_validate_refuses_a_nova_recipe_at_its_model_type_line(tiny_workspace):
+    ws = tiny_workspace({"recipes/nova/sft.yaml": NOVA_RECIPE})
+    p = refusal_problem(ws, ["nova/sft"])
+    assert p.message == "unsupported recipe: Nova recipes run only on SageMaker's closed Nova training stack"
+    assert (p.key, p.origin.file, p.origin.line) == ("recipes.run.model_type", "recipes/nova/sft.yaml", 3)
+    assert p.found == '"amazon.nova-micro-v1:0:128k"'
+    assert "llm_finetuning_aws" in p.hint
+
+
+def test_validate_refuses_before_the_schema_would_list_unknown_keys(tiny_workspace):
+    """The Nova recipe has no trainer or model section: one reason, not a list of schema errors."""
+    ws = tiny_workspace({"recipes/nova/sft.yaml": NOVA_RECIPE})
+    with pytest.raises(HpctlError) as exc:
+        validate(compose(["nova/sft"], None, Workspace(ws), env={}))
+    assert [p.key for p in exc.value.problems] == ["recipes.run.model_type"]
+
+
+def test_a_trainium_instance_type_is_refused_at_the_override(tiny_workspace):
+    p = refusal_problem(tiny_workspace(), ["mini", "instance_type=trn1.32xlarge"])
+    assert p.key == "instance_type"
+    assert (p.origin.override, p.origin.text) == (1, "instance_type=trn1.32xlarge")
+    assert "Trainium" in p.message
+
+
+def test_a_verl_recipe_is_refused_at_its_file_line(tiny_workspace):
+    recipe = "run:\n  name: grpo\n  model_type: verl\ntraining_config:\n  algorithm: grpo\n"
+    p = refusal_problem(tiny_workspace({"recipes/rl/grpo.yaml": recipe}), ["rl/grpo"])
+    assert (p.key, p.origin.line, p.origin.col) == ("recipes.run.model_type", 3, 15)
+    assert "verl" in p.message
+
+
+def test_an_elastic_llmft_recipe_is_refused_where_is_elastic_is_written(tiny_workspace):
+    recipe = LLMFT_RECIPE + "elastic_policy:\n  is_elastic: true\n  min_nodes: 1\n"
+    p = refusal_problem(tiny_workspace({"recipes/ft/sft.yaml": recipe}), ["ft/sft"])
+    assert (p.key, p.origin.line) == ("recipes.elastic_policy.is_elastic", LLMFT_RECIPE.count("\n") + 2)
+
+
+def test_a_v1_recipe_validates_as_before(tiny_workspace):
+    validate(compose(["mini"], None, Workspace(tiny_workspace()), env={}))
+
+
+# ------------------------------------------------------------ the LLMFT schema
+def test_a_minimal_llmft_recipe_is_valid(tiny_workspace):
+    ws = tiny_workspace({"recipes/ft/sft.yaml": LLMFT_RECIPE})
+    spec_ = compose(["ft/sft"], None, Workspace(ws), env={})
+    validate(spec_)
+    assert compat.untrainable(spec_.data) is None
+
+
+def schema_problems(ws, *args):
+    with pytest.raises(HpctlError) as exc:
+        validate(compose(["ft/sft", *args], None, Workspace(ws), env={}))
+    return [(p.key, p.message) for p in exc.value.problems]
+
+
+def test_unknown_keys_in_llmft_sections_are_errors(tiny_workspace):
+    ws = tiny_workspace({"recipes/ft/sft.yaml": LLMFT_RECIPE})
+    assert schema_problems(ws, "+recipes.training_config.training_args.lr=1", "+trainer.max_step=3") == [
+        ("recipes.trainer.max_step", "unknown key 'max_step'"),
+        ("recipes.training_config.training_args.lr", "unknown key 'lr'")]
+
+
+def test_llmft_enums_and_types(tiny_workspace):
+    ws = tiny_workspace({"recipes/ft/sft.yaml": LLMFT_RECIPE})
+    found = schema_problems(ws, "recipes.training_config.training_args.trainer_type=ppo",
+                            "recipes.training_config.model_config.peft_config.r=0", "trainer.devices=two")
+    assert found == [("recipes.trainer.devices", "wrong type"),
+                     ("recipes.training_config.model_config.peft_config.r", "0 is less than the minimum of 1"),
+                     ("recipes.training_config.training_args.trainer_type", "value not allowed")]
+
+
+def test_llmft_callbacks_and_preprocessors_stay_open_but_are_typed(tiny_workspace):
+    ws = tiny_workspace({"recipes/ft/sft.yaml": LLMFT_RECIPE})
+    validate(compose(["ft/sft", "+recipes.training_config.datasets.preprocessor_cfgs.0.anything=1",
+                      "+recipes.training_config.training_args.trainer_callbacks.0.more=x"], None, Workspace(ws), env={}))
+    assert schema_problems(ws, "recipes.training_config.datasets.preprocessor_cfgs.0.type=Tokenize") == [
+        ("recipes.training_config.datasets.preprocessor_cfgs.0.type", "value not allowed")]
+
+
+def test_an_llmft_recipe_is_not_checked_against_the_v1_schema(tiny_workspace):
+    """The v1 schema requires a model section; an LLMFT recipe has none and is still valid, while
+    a v1 recipe without one is not."""
+    ws = tiny_workspace({"recipes/ft/sft.yaml": LLMFT_RECIPE,
+                         "recipes/tiny/nomodel.yaml": MINI_RECIPE[:MINI_RECIPE.index("model:\n")]})
+    validate(compose(["ft/sft"], None, Workspace(ws), env={}))
+    with pytest.raises(HpctlError) as exc:
+        validate(compose(["tiny/nomodel"], None, Workspace(ws), env={}))
+    assert ("recipes.model", "missing required key 'model'") in [(p.key, p.message) for p in exc.value.problems]
+
+
+# ------------------------------------------------------------ the trainer's model table
+@pytest.mark.slow
+def test_trainable_families_match_the_adapters_model_table():
+    """compat keeps its own copy (hpctl never imports torch); this keeps the copy honest."""
+    pytest.importorskip("torch")
+    models = pytest.importorskip("adapter.models")
+    assert compat.TRAINABLE_FAMILIES == set(models.ARCHITECTURES)
+    # LLMFT model ids map to the adapter's families, but for Qwen3, which waits for its row there
+    assert {fam for _, fam in compat.LLMFT_FAMILIES} - set(models.ARCHITECTURES) <= {"qwen_v3"}
