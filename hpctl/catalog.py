@@ -78,7 +78,7 @@ class RecipeCheck:
     planned: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(CHECK_CLUSTERS, False))
     trainable: bool = False
     family: str | None = None
-    kind: str | None = None  # why not planned or not trainable: a compat.Refusal kind, or "invalid"
+    kind: str | None = None  # why not: a compat.Refusal kind, or unreadable, invalid, pre-flight, render
     reason: str | None = None
     location: str | None = None
 
