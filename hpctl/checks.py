@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hpctl import memory
+from hpctl import compat, memory
 from hpctl.spec import Spec
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -258,6 +258,14 @@ def check_memory(spec: Spec, host: HostInfo | None) -> list[Check]:
     return [Check("memory", INFO, f"memory estimate {est.explain}", keys)]
 
 
+def check_trainable(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """A recipe hpctl plans but its trainer would refuse at start (multimodal, fp8 on a CPU, ...)."""
+    found = compat.untrainable(spec.data)
+    if found is None:
+        return []
+    return [Check("trainable", WARNING, f"hpctl's trainer would refuse this recipe: {found.reason}", [found.key])]
+
+
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_world_size,
     check_shard_degree,
@@ -265,6 +273,7 @@ CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_sequence_length,
     check_host_capacity,
     check_memory,
+    check_trainable,
 ]
 
 

@@ -15,11 +15,12 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hpctl import interpolate, overrides
+from hpctl import compat, interpolate, overrides
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
 from hpctl.merge import merge
 from hpctl.spec import Spec, get_path
+from hpctl.validate import unsupported_problem
 from hpctl.workspace import Workspace
 
 CLUSTER_TYPES = ("local", "slurm", "k8s")
@@ -76,6 +77,9 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
             ov = ov.with_path("recipes." + ov.path)
         overrides.apply(data, ov, origins)
 
+    found = compat.refusal(data)  # before resolving: some of these recipes use resolvers only HyperPod's launchers define
+    if found:
+        raise HpctlError(unsupported_problem(found, origins.get(found.key), get_path(data, found.key)))
     _apply_defaults(data, origins, ws.root)
     choices = {"recipes": recipe_file.name, "cluster": cluster_file.name}
     resolved, chains = interpolate.resolve(data, origins, choices, env)

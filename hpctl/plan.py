@@ -91,25 +91,32 @@ class Plan:
 
 
 def summarize(spec: Spec, estimate: memory.MemoryEstimate | None) -> dict[str, Any]:
+    """The plan's headline. v1 recipes keep the model under `model`; v2 LLMFT recipes keep it
+    under `training_config` (model_config, training_args)."""
     r = spec.recipe
     trainer, model = r.get("trainer", {}), r.get("model", {})
+    llmft = r.get("training_config") or {}
+    args, model_config = llmft.get("training_args") or {}, llmft.get("model_config") or {}
     params = param_count(model) if model.get("hidden_size") else None
+    strategy = ((args.get("strategy") or {}).get("fsdp_config") or {}).get("sharding_strategy")
+    known = estimate is not None and estimate.known
     return {
-        "model": model.get("model_type"),
+        "model": model.get("model_type") or model_config.get("model_name_or_path"),
         "parameters": params,
         "nodes": trainer.get("num_nodes"), "devices_per_node": trainer.get("devices"),
-        "accelerator": trainer.get("accelerator"),
+        "accelerator": trainer.get("accelerator", "gpu"),
         "tensor_parallel": model.get("tensor_model_parallel_degree", 1),
         "expert_parallel": model.get("expert_model_parallel_degree", 1),
         "context_parallel": model.get("context_parallel_degree", 1),
-        "sharding": model.get("sharding_strategy"), "shard_degree": model.get("shard_degree"),
+        "sharding": model.get("sharding_strategy") or (strategy.lower() if isinstance(strategy, str) else None),
+        "shard_degree": model.get("shard_degree"),
         "precision": trainer.get("precision"),
-        "sequence_length": model.get("max_context_width"),
-        "max_steps": trainer.get("max_steps"),
-        "peft": (model.get("peft") or {}).get("peft_type"),
+        "sequence_length": model.get("max_context_width") or args.get("max_len"),
+        "max_steps": trainer.get("max_steps") or (f"{args['max_epochs']} epochs" if args.get("max_epochs") else None),
+        "peft": (model.get("peft") or {}).get("peft_type") or (model_config.get("peft_config") or {}).get("peft_type"),
         "results_dir": r.get("run", {}).get("results_dir"),
-        "memory_gb_per_device": round(estimate.total_gb, 2) if estimate else None,
-        "memory_fraction": round(estimate.fraction, 3) if estimate and estimate.fraction is not None else None,
+        "memory_gb_per_device": round(estimate.total_gb, 2) if known else None,
+        "memory_fraction": round(estimate.fraction, 3) if known and estimate.fraction is not None else None,
     }
 
 

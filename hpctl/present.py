@@ -40,8 +40,8 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("model", f"{s['model']} ({_human(s.get('parameters'))} parameters)"
                   + (f", {s['peft']}" if s.get("peft") else "")),
         ("devices", f"{s['nodes']} x {s['devices_per_node']} {s['accelerator']}"),
-        ("parallelism", par), ("precision", str(s["precision"])),
-        ("steps", str(s["max_steps"])), ("sequence", str(s["sequence_length"])),
+        ("parallelism", par), ("precision", str(s["precision"] or "?")),
+        ("steps", str(s["max_steps"] or "?")), ("sequence", str(s["sequence_length"] or "?")),
         ("results", str(s["results_dir"])), ("memory/device", mem),
     ]
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from hpctl.errors import Origin
 
-SENSITIVE = re.compile(r"(token|password|passwd|secret|api[_-]?key|access[_-]?key|credential)", re.I)
+# A key is sensitive when its last segment ends in one of these words (hf_access_token, git.token,
+# db_password) but not when the word is only part of another (max_new_tokens, add_special_tokens).
+SENSITIVE = re.compile(r"(^|[_/-])(token|password|passwd|secret|api[_-]?key|access[_-]?key|credentials?)$", re.I)
 REDACTED = "(sensitive)"
 
 

@@ -61,13 +61,13 @@ def test_the_base_spec_passes_with_only_the_memory_estimate_to_report():
 
 
 def test_every_check_is_registered_once_and_one_run_reports_them_all():
-    assert len(CHECKS) == len(set(CHECKS)) == 6
+    assert len(CHECKS) == len(set(CHECKS)) == 7
     spec = make(**{"recipes.model.tensor_model_parallel_degree": 4, "recipes.model.shard_degree": 5,
                    "recipes.model.global_batch_size": 7, "recipes.model.max_context_width": 16384,
                    "recipes.trainer.devices": 9, "cluster.device_memory_gb": 1})
     found = run_checks(spec, HOST)
     assert [c.id for c in found] == ["world-size", "shard-degree", "global-batch", "sequence-length",
-                                     "host-capacity", "memory"]
+                                     "host-capacity", "memory"]  # trainable: nothing to say here
     assert {c.severity for c in found} == {"error"}
 
 
@@ -319,3 +319,9 @@ def test_detected_host_is_sane():
     host = detect_host()
     assert host.cpu_count >= 1 and (host.memory_gb or 0) > 0
     assert (host.gpu_count == 0) == (host.gpu_memory_gb is None)
+
+
+def test_trainable_warns_when_the_trainer_would_refuse():
+    found = [c for c in run_checks(make(**{"recipes.model.fp8": True}), HOST) if c.id == "trainable"]
+    assert [(c.severity, c.keys) for c in found] == [("warning", ["recipes.model.fp8"])]
+    assert "fp8" in found[0].message

@@ -138,7 +138,7 @@ def test_the_unknown_model_type_hint_suggests_the_closest_format():
      "recipes.training_config.model_config.model_name_or_path"),
     (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "")), "model",
      "recipes.training_config.model_config.model_name_or_path"),
-    (spec(with_value(with_value(HF, "trainer.accelerator", "cpu"), "model.fp8", True)), "gpu-only", "recipes.model.fp8"),
+    (spec(with_value(with_value(HF, "trainer.accelerator", "cpu"), "model.fp8", True)), "fp8", "recipes.model.fp8"),
     (spec(with_value(with_value(HF, "trainer.accelerator", "cpu"), "model.peft", {"peft_type": "qlora_4bit"})),
      "gpu-only", "recipes.model.peft.peft_type"),
     (spec(with_value(HF, "run.model_type", "verl")), "verl", "recipes.run.model_type"),
@@ -169,7 +169,6 @@ def test_trainable_specs_and_their_family(data, family):
 
 
 @pytest.mark.parametrize("data", [
-    spec(with_value(HF, "model.fp8", True)),  # GPUs: torchao float8
     spec(with_value(HF, "model.peft", {"peft_type": "qlora_4bit"})),  # GPUs: bitsandbytes
     spec(with_value(with_value(HF, "model.model_type", None), "model.hf_model_name_or_path", "/ckpt")),  # config.json
 ])

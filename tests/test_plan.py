@@ -114,3 +114,16 @@ def test_json_error_document_for_machine_readers(tmp_path, capsys):
     assert doc["error"] is True and doc["format_version"] == 1
     assert problem["key"] == "recipes.trainer.max_step" and "max_steps" in problem["hint"]
     assert problem["origin"] == {"kind": "override", "index": 1, "text": "trainer.max_step=3"}
+
+
+@pytest.mark.parametrize("key,sensitive", [
+    ("git.token", True), ("recipes.model.hf_access_token", True), ("env_vars.HF_TOKEN", True),
+    ("cluster.annotations.example.com/token", True), ("x.aws_secret_access_key", True), ("x.api_key", True),
+    ("x.db_password", True), ("x.credentials", True),
+    # LLMFT fields that merely contain a sensitive word are not secrets
+    ("x.max_new_tokens", False), ("x.add_special_tokens", False), ("x.disable_fast_tokenizer", False),
+    ("x.secretary", False),
+])
+def test_sensitive_keys_are_whole_words(key, sensitive):
+    from hpctl.spec import is_sensitive
+    assert is_sensitive(key) is sensitive
