@@ -6,8 +6,10 @@ later stage can point a user at file:line.
 """
 from __future__ import annotations
 
+import copy
 import datetime
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,13 @@ def load_file(path: Path, source: str | None = None) -> Layer:
         raw = path.read_bytes()
     except OSError as e:
         raise HpctlError(f"cannot read the file: {e.strerror}", origin=Origin(source)) from None
+    return copy.deepcopy(_parse_bytes(raw, source))
+
+
+@lru_cache(maxsize=256)
+def _parse_bytes(raw: bytes, source: str) -> Layer:
+    """Parsing is the slow part of composing; `hpctl recipes check` reads the same config and
+    cluster files once per recipe, so parses are cached by content (callers get a deep copy)."""
     if b"\x00" in raw:
         raise HpctlError("the file is binary, not YAML text", origin=Origin(source))
     try:
