@@ -9,7 +9,8 @@ is step s+1 plus whatever the save after step s blocked. Per save:
 where the step time is the median gap of the steps at least two after a save (and after the
 warm-up). The stall is what the loop waits for; the spill is what a background save still costs
 the next step on a machine where it competes for the same cores. Both are reported as seconds and
-relative to one step.
+relative to one step. In the full run each run waits for a quiet machine and is repeated when
+others disturbed it (bench.runner.steady).
 """
 from __future__ import annotations
 
@@ -46,12 +47,19 @@ def _run(mode: str, root: Path, steps: int, every: int, quick: bool) -> tuple[di
                  f"++exp_manager.checkpoint_callback_params.async_save={'true' if mode == 'async' else 'false'}",
                  "exp_manager.export_full_model.save_last=false"]
     spec = adapter_spec.compose(f"ckpt_{mode}", root, 2, steps, overrides)
-    path = adapter_spec.write(spec)
-    lines = runner.stamped_lines(runner.torchrun(2, "adapter.train", "--config", str(path)))
     ckpt_dir = Path(spec["recipes"]["exp_manager"]["checkpoint_dir"])
+
+    def measure() -> tuple[list[tuple[float, str]], runner.Timed]:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # a repeated attempt must not resume from the last one
+        path = adapter_spec.write(spec)
+        timed = runner.stamped_lines(runner.torchrun(2, "adapter.train", "--config", str(path)))
+        return timed.lines, timed
+
+    lines, timed, attempts = runner.steady(measure, patient=not quick)
     sizes = [sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in ckpt_dir.rglob("step_*") if d.is_dir()]
-    shutil.rmtree(path.parent, ignore_errors=True)
-    return analyse(adapter_spec.step_gaps(lines), every, steps), max(sizes, default=0)
+    result = {**analyse(adapter_spec.step_gaps(lines), every, steps),
+              "foreign_cores": round(timed.foreign_cores, 3), "attempts": attempts}
+    return result, max(sizes, default=0)
 
 
 def run(section: Section, quick: bool) -> None:

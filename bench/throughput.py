@@ -6,6 +6,9 @@ time between the ends of consecutive optimizer steps, everything included (adapt
 step lines, stamped as they arrive; baselines: their own clock at each step's end). A run's
 figure is tokens per step / the median step time after the warm-up steps; each contender runs
 `runs` times, interleaved (the order rotates each round), and the table shows the median run.
+In the full run each run first waits for a quiet machine and is repeated (twice at most) when
+others kept more than 0.3 cores busy meanwhile (bench.runner.steady), for PATIENCE_S at most;
+the foreign load of each kept run is in the JSON.
 
 Contenders:
 - adapter.train under torchrun, as hpctl's local backend launches it: FSDP2 over 2 processes
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from bench import adapter_spec, runner
 from bench import tinyllama as tl
 from bench.report import Row, Section, median, spread
 
+PATIENCE_S = 45 * 60  # after this long, runs are no longer held back or repeated for others' load
 KEY, TITLE = "throughput", "2. Trainer throughput on CPU: tiny Llama, fp32, global batch 16 x 256"
 USES_BASELINES = True  # the HF Trainer needs accelerate: bench.baselines installs it
 
@@ -58,6 +63,7 @@ PLAIN_FSDP2 = Contender("plain FSDP2 loop, 2 proc", "plain", 2, fsdp2=True)
 class Results:
     tokens_per_s: dict[str, list[float]] = field(default_factory=dict)
     step_times: dict[str, list[dict[int, float]]] = field(default_factory=dict)
+    load: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # others' load during each kept run
 
     def add(self, name: str, steps: dict[int, float], warmup: int) -> None:
         measured = [t for s, t in steps.items() if s > warmup]
@@ -71,22 +77,23 @@ class Results:
         return median(runs) if runs else None
 
 
-def _step_times_adapter(c: Contender, data_dir: Path, root: Path, steps: int) -> dict[int, float]:
+def _step_times_adapter(c: Contender, data_dir: Path, root: Path, steps: int) -> tuple[dict[int, float], runner.Timed]:
     """Step -> seconds between the trainer's step lines on stdout (from step 2 on)."""
     spec = adapter_spec.compose(adapter_spec.slug(c.name), root, c.nproc, steps,
                                 [*adapter_spec.benchmark_model(), *adapter_spec.dataset(data_dir),
                                  *adapter_spec.no_checkpoints(), *c.overrides])
     path = adapter_spec.write(spec)
-    return adapter_spec.step_gaps(runner.stamped_lines(runner.torchrun(c.nproc, "adapter.train", "--config", str(path))))
+    timed = runner.stamped_lines(runner.torchrun(c.nproc, "adapter.train", "--config", str(path)))
+    return adapter_spec.step_gaps(timed.lines), timed
 
 
-def _step_times_worker(c: Contender, data_file: Path, root: Path, steps: int) -> dict[int, float]:
+def _step_times_worker(c: Contender, data_file: Path, root: Path, steps: int) -> tuple[dict[int, float], runner.Timed]:
     """Step -> seconds since the end of the previous step (step 1: since the loop started)."""
     out = root / f"{c.kind}-{c.nproc}.json"
     module = "bench.hf_trainer" if c.kind == "hf" else "bench.plain_loop"
     args = ["--data", str(data_file), "--steps", str(steps), "--out", str(out)] + (["--fsdp2"] if c.fsdp2 else [])
-    runner.run(runner.torchrun(c.nproc, module, *args) if c.nproc > 1 else runner.python(module, *args))
-    return {i + 1: t for i, t in enumerate(json.loads(out.read_text())["step_time_s"])}
+    timed = runner.run(runner.torchrun(c.nproc, module, *args) if c.nproc > 1 else runner.python(module, *args))
+    return {i + 1: t for i, t in enumerate(json.loads(out.read_text())["step_time_s"])}, timed
 
 
 def run(section: Section, quick: bool) -> None:
@@ -95,6 +102,7 @@ def run(section: Section, quick: bool) -> None:
     contenders = [ADAPTER_FSDP2, *(c for c in ADAPTER_FASTEST if not (quick and c.full_only)), *HF, PLAIN_1,
                   PLAIN_FSDP2]
     results = Results()
+    deadline = time.monotonic() + PATIENCE_S
     with tempfile.TemporaryDirectory(prefix="hpctl-bench-tput-") as tmp:
         root = Path(tmp)
         data_file = tl.write_dataset(root / "data" / "train.json", tl.GLOBAL_BATCH * (steps + 1))
@@ -102,10 +110,16 @@ def run(section: Section, quick: bool) -> None:
             shift = r % len(contenders)
             for c in contenders[shift:] + contenders[:shift]:
                 if c.kind == "adapter":
-                    times = _step_times_adapter(c, data_file.parent, root / "adapter", steps)
+                    def measure(c=c):
+                        return _step_times_adapter(c, data_file.parent, root / "adapter", steps)
                 else:
-                    times = _step_times_worker(c, data_file, root, steps)
+                    def measure(c=c):
+                        return _step_times_worker(c, data_file, root, steps)
+                patient = not quick and time.monotonic() < deadline
+                times, timed, attempts = runner.steady(measure, patient=patient)
                 results.add(c.name, times, warmup)
+                results.load.setdefault(c.name, []).append({"foreign_cores": round(timed.foreign_cores, 3),
+                                                            "attempts": attempts, "patient": patient})
 
     def best(cands) -> Contender:
         return max((c for c in cands if c in contenders), key=lambda c: results.median(c.name))
@@ -124,6 +138,7 @@ def run(section: Section, quick: bool) -> None:
         "runs": runs, "warmup_steps": warmup, "measured_steps": measured, "tokens_per_step": tl.TOKENS_PER_STEP,
         "adapter_fastest_mode": ours_best.name, "hf_fastest_mode": hf_best.name,
         "tokens_per_s": {name: spread(v) for name, v in results.tokens_per_s.items()},
+        "foreign_load": results.load,
         "step_time_s": {name: [{str(s): t for s, t in run.items()} for run in runs_]
                         for name, runs_ in results.step_times.items()},
     }
