@@ -8,7 +8,8 @@ Models are built with their parameters on the meta device (buffers such as RoPE 
 real), parallelised while still empty, then filled parameter by parameter (`materialize`): each
 rank computes or reads one full parameter at a time and keeps only its own shard, so no rank ever
 holds the whole model. Random initialisation draws every parameter from its own generator seeded
-by (seed, parameter name), so the weights are the same whatever the world size or layout.
+by (seed, parameter name without wrappers), so the weights are the same whatever the world size,
+layout, activation checkpointing or compile: a DPO reference model starts equal to its policy.
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def hf_config(cfg: TrainConfig) -> Any:
     if cfg.hf_model:
         config = transformers.AutoConfig.from_pretrained(resolve_local(cfg.hf_model))
         config = config.get_text_config() if cfg.model_type == "llama_v4" else config
+        if cfg.arch.get("router_aux_loss_coef") is not None and hasattr(config, "router_aux_loss_coef"):
+            config.router_aux_loss_coef = float(cfg.arch["router_aux_loss_coef"])  # the recipe's weight wins
     else:
         if cfg.model_type not in ARCHITECTURES:
             raise ConfigError("model.model_type", f"{cfg.model_type!r} is not supported",
@@ -140,8 +143,8 @@ def materialize(model: nn.Module, device: torch.device, seed: int, std: float, w
     with torch.no_grad():
         source = _checkpoint_tensors(weights, model) if weights is not None else {}
         for name, param in model.named_parameters():
-            key = checkpoint_key(name)
-            full = source[key]() if key in source else _init_value(name, param.shape, std, seed, device)
+            key = checkpoint_key(name)  # also seeds the initialisation: wrappers do not change it
+            full = source[key]() if key in source else _init_value(key, param.shape, std, seed, device)
             parallel.copy_full_into(param, full)
 
 

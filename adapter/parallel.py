@@ -86,9 +86,10 @@ def build_layout(shape: MeshShape, device_type: str) -> Layout:
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The model's list of decoder layers (found by name, so peft wrapping does not matter)."""
+    """The model's list of decoder layers (found by name, so peft wrapping does not matter):
+    `layers`, or `h` in GPT-style models such as Falcon."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and name.endswith("layers"):
+        if isinstance(module, nn.ModuleList) and (name.endswith("layers") or name.rpartition(".")[2] == "h"):
             return module
     raise ValueError(f"{type(model).__name__} has no decoder layer list")
 
