@@ -1,7 +1,8 @@
 """Read the resolved job spec into one typed, validated TrainConfig.
 
 The spec is what `hpctl plan` printed: JSON or YAML whose `recipes` key holds a HyperPod v1 recipe
-(run, trainer, exp_manager, model). A file without `recipes` is taken as the recipe itself.
+(run, trainer, exp_manager, model) or a v2 LLM fine-tuning recipe (`run.model_type:
+llm_finetuning_aws`, translated by llmft.py). A file without `recipes` is taken as the recipe itself.
 Everything the trainer will do is decided here, before torch is imported, so a combination the
 trainer cannot run is refused at start with one clear line instead of failing mid-run.
 Checks that need the world size (mesh shape) live in `parallel.mesh_shape`.
@@ -70,6 +71,12 @@ class DataConfig:
     tokenizer: str | None
     num_workers: int
     seq_len: int
+    # Which rows train (rows.train_val_indices): the first `limit`, then a seeded split keeping
+    # `train_fraction` for training and the rest for validation when there is no val_dir.
+    limit: int | None = None
+    train_fraction: float = 1.0
+    split_seed: int = 0
+    mask_prompt: bool = True  # prompt tokens of prompt/completion and chat rows get no loss
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,18 @@ class LoraConfig:
     rank: int
     alpha: float
     dropout: float
-    target_modules: list[str] | None  # None: peft's default for the architecture
+    # None: peft's default for the architecture; a string is "all-linear" or a full-match regex
+    target_modules: list[str] | str | None
+    exclude_modules: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class DpoConfig:
+    """Direct preference optimisation (model.dpo): the sigmoid loss against a frozen reference."""
+
+    beta: float
+    label_smoothing: float
+    reference_free: bool = False  # compare against a uniform reference (log-ratio 0) instead of a model
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,7 @@ class TrainConfig:
     data: DataConfig
     checkpoint: CheckpointConfig
     lora: LoraConfig | None
+    dpo: DpoConfig | None = None
 
 
 def load(path: str | Path) -> TrainConfig:
@@ -144,7 +163,7 @@ def load(path: str | Path) -> TrainConfig:
     return from_recipe(recipe)
 
 
-class _Reader:
+class Reader:
     """Typed access to dotted keys of the recipe, with errors naming the key."""
 
     def __init__(self, recipe: Mapping[str, Any]) -> None:
@@ -199,8 +218,11 @@ class _Reader:
 
 
 def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
-    """Validate a HyperPod v1 recipe and turn it into a TrainConfig."""
-    r = _Reader(recipe)
+    """Validate a HyperPod v1 recipe (or an LLMFT one, through llmft.py) and turn it into a TrainConfig."""
+    r = Reader(recipe)
+    if r.str("run.model_type") == "llm_finetuning_aws":
+        from adapter import llmft  # imports this module
+        return llmft.from_recipe(recipe)
     name = r.str("run.name") or "train"
     results = r.str("run.results_dir")
     if results is None:
@@ -231,7 +253,7 @@ def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError("model.global_batch_size", f"{global_batch} is not a multiple of model.train_batch_size ({micro})")
 
     parallel = _parallel(r, precision, accelerator)
-    lora = _lora(r, parallel)
+    lora = _lora(r, parallel, accelerator)
     hf_model = r.str("model.hf_model_name_or_path")
     do_finetune = r.bool("model.do_finetune", False)
     if do_finetune and hf_model is None:
@@ -271,10 +293,11 @@ def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
         data=_data(r, seq_len),
         checkpoint=_checkpoint(r, exp_dir),
         lora=lora,
+        dpo=_dpo(r),
     )
 
 
-def _refuse_unsupported(r: _Reader) -> None:
+def _refuse_unsupported(r: Reader) -> None:
     """HyperPod features this trainer does not implement: refused rather than silently ignored."""
     refused = {
         "model.fp8": "fp8 training is not implemented; set model.fp8: false (bf16 is used)",
@@ -292,7 +315,7 @@ def _refuse_unsupported(r: _Reader) -> None:
         raise ConfigError("model.multi_modal", "multi-modal training is not supported", "set it to false for text-only")
 
 
-def _parallel(r: _Reader, precision: str, accelerator: str) -> ParallelConfig:
+def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
     strategy = r.str("model.sharding_strategy", "full_shard")
     if strategy not in SHARDING_STRATEGIES:
         raise ConfigError("model.sharding_strategy", f"{strategy!r} is not supported", f"use one of {', '.join(SHARDING_STRATEGIES)}")
@@ -310,27 +333,67 @@ def _parallel(r: _Reader, precision: str, accelerator: str) -> ParallelConfig:
     )
 
 
-def _lora(r: _Reader, parallel: ParallelConfig) -> LoraConfig | None:
+def _lora(r: Reader, parallel: ParallelConfig, accelerator: str) -> LoraConfig | None:
     peft_type = r.str("model.peft.peft_type")
     if peft_type is None:
         return None
+    if peft_type.lower().startswith("qlora"):
+        if accelerator == "cpu":
+            raise ConfigError("model.peft.peft_type", f"{peft_type} needs a GPU and bitsandbytes (4-bit kernels); "
+                              "this run is on the CPU", "use peft_type: lora for a CPU run")
+        raise ConfigError("model.peft.peft_type", f"{peft_type} (4-bit base weights through bitsandbytes) is not "
+                          "implemented by this trainer", "use peft_type: lora (bf16 base weights, FSDP-sharded)")
     if peft_type.lower() != "lora":
-        raise ConfigError("model.peft.peft_type", f"{peft_type!r} is not supported", "use lora (QLoRA needs bitsandbytes kernels this trainer lacks)")
+        raise ConfigError("model.peft.peft_type", f"{peft_type!r} is not supported", "use lora")
     if parallel.tp > 1:
         raise ConfigError("model.peft.peft_type", "LoRA with tensor_model_parallel_degree > 1 is not supported",
                           "set model.tensor_model_parallel_degree: 1; FSDP shards the model")
-    targets = r.raw("model.peft.target_modules")
-    if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
-        raise ConfigError("model.peft.target_modules", f"expected a list of module names, found {targets!r}")
     return LoraConfig(
         rank=r.int("model.peft.rank", 16, minimum=1),
         alpha=r.float("model.peft.alpha", 32.0),
         dropout=r.float("model.peft.dropout", 0.0),
-        target_modules=targets,
+        target_modules=_lora_targets(r.raw("model.peft.target_modules")),
     )
 
 
-def _optim(r: _Reader, max_steps: int) -> OptimConfig:
+_REGEX = set("*()|[]?+\\")
+# The trainer builds text models; multimodal wrappers put the text model's layers under these.
+_TEXT_MODEL_PREFIXES = ("language_model.model.", "model.language_model.")
+
+
+def _lora_targets(targets: Any) -> list[str] | str | None:
+    """peft's target_modules: names matched as suffixes, or one string ("all-linear", or a regex
+    matched against the whole module name). HyperPod writes regexes as list entries (Llama 4:
+    `language_model.model.layers.*self_attn.(q_proj|...)`, written for the multimodal wrapper); such
+    lists become one regex, with the wrapper's prefix rewritten to the text model's `model.`."""
+    if targets is None or isinstance(targets, str):
+        return targets
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise ConfigError("model.peft.target_modules", f"expected a list of module names, found {targets!r}")
+    if not any(ch in _REGEX for t in targets for ch in t):
+        return targets
+    patterns = []
+    for target in targets:
+        for prefix in _TEXT_MODEL_PREFIXES:
+            if target.startswith(prefix):
+                target = "model." + target[len(prefix):]
+        patterns.append(f"(?:{target})")
+    return "|".join(patterns)
+
+
+def _dpo(r: Reader) -> DpoConfig | None:
+    if not r.bool("model.dpo.enabled", False):
+        return None
+    beta = r.float("model.dpo.beta", 0.1)
+    if beta <= 0:
+        raise ConfigError("model.dpo.beta", f"must be positive, found {beta}")
+    smoothing = r.float("model.dpo.label_smoothing", 0.0)
+    if not 0.0 <= smoothing < 0.5:
+        raise ConfigError("model.dpo.label_smoothing", f"must be in [0, 0.5), found {smoothing}")
+    return DpoConfig(beta=beta, label_smoothing=smoothing)
+
+
+def _optim(r: Reader, max_steps: int) -> OptimConfig:
     name = r.str("model.optim.name", "adamw")
     if name not in OPTIMIZERS:
         raise ConfigError("model.optim.name", f"{name!r} is not supported", "use adamw")
@@ -361,7 +424,7 @@ def _optim(r: _Reader, max_steps: int) -> OptimConfig:
     )
 
 
-def _data(r: _Reader, seq_len: int) -> DataConfig:
+def _data(r: Reader, seq_len: int) -> DataConfig:
     synthetic = r.bool("model.data.use_synthetic_data", False)
     dataset_type = r.str("model.data.dataset_type", "hf")
     if dataset_type not in ("hf", "jsonl"):
@@ -377,7 +440,7 @@ def _data(r: _Reader, seq_len: int) -> DataConfig:
                       num_workers=r.int("model.data.num_workers", 0, minimum=0), seq_len=seq_len)
 
 
-def _checkpoint(r: _Reader, exp_dir: Path) -> CheckpointConfig:
+def _checkpoint(r: Reader, exp_dir: Path) -> CheckpointConfig:
     keep = r.int("exp_manager.checkpoint_callback_params.save_top_k", 1, minimum=-1)
     resume = r.str("exp_manager.resume_from_checkpoint")
     return CheckpointConfig(
@@ -393,7 +456,7 @@ def _checkpoint(r: _Reader, exp_dir: Path) -> CheckpointConfig:
     )
 
 
-def _val_every(r: _Reader) -> int:
+def _val_every(r: Reader) -> int:
     value = r.raw("trainer.val_check_interval", 1)
     if isinstance(value, float) and not value.is_integer():
         raise ConfigError("trainer.val_check_interval", f"fractions of an epoch ({value}) are not supported",
@@ -401,7 +464,7 @@ def _val_every(r: _Reader) -> int:
     return r.int("trainer.val_check_interval", 1, minimum=1)
 
 
-def _val_batches(r: _Reader) -> int | None:
+def _val_batches(r: Reader) -> int | None:
     value = r.raw("trainer.limit_val_batches", 0)
     if isinstance(value, float):
         if value == 1.0:

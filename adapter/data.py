@@ -2,8 +2,15 @@
 
 Sources (model.data): synthetic tokens; HyperPod's pre-tokenized format (`dataset_type: hf`: an
 arrow directory from `save_to_disk`, or *.json / *.json.gz rows with input_ids, attention_mask
-and labels) from train_dir / val_dir; raw-text JSONL (`dataset_type: jsonl`, a `text` field per
-line) tokenized with a local tokenizer and packed into sequences of max_context_width tokens.
+and labels) from train_dir / val_dir; JSON lines (`dataset_type: jsonl`) tokenized with a local
+tokenizer, in one of these row forms:
+  {"text": ...}                          packed into sequences of max_context_width tokens;
+  {"prompt": ..., "completion": ...}     one sample per row, loss on the completion (+ EOS) only;
+  {"messages": [{"role", "content"}...]} one sample per row through the tokenizer's chat template,
+                                         loss on the assistant replies only;
+  {"input_ids": [...], "labels": [...]}  already tokenized.
+Samples longer than max_context_width are cut; shorter ones are padded (no loss on padding).
+Preference rows (prompt, chosen, rejected) are dpo.py's.
 
 Every sample has a fixed place in one global stream, whatever the layout: optimizer step s,
 micro-step m, data-parallel rank r and row b read stream position
@@ -15,15 +22,14 @@ step alone says where to continue; the loader state saved beside it restores the
 """
 from __future__ import annotations
 
-import gzip
-import json
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset
 
+from adapter import rows
 from adapter.config import ConfigError, DataConfig, resolve_local
 
 # torchdata 0.11 calls a deprecated torch hook in every loader's constructor; the warning is noise.
@@ -172,49 +178,51 @@ def build_datasets(cfg: DataConfig, vocab_size: int, seed: int) -> tuple[Dataset
     """(train, validation or None)."""
     if cfg.synthetic:
         return SyntheticDataset(vocab_size, cfg.seq_len, seed), SyntheticDataset(vocab_size, cfg.seq_len, seed + 1)
-    tokenizer = _tokenizer(cfg, vocab_size) if cfg.dataset_type == "jsonl" else None
-    load = (lambda d: _packed(d, tokenizer, cfg.seq_len)) if tokenizer else (lambda d: _pretokenized(d, cfg.seq_len))
-    return load(cfg.train_dir), (load(cfg.val_dir) if cfg.val_dir else None)
+    if cfg.dataset_type == "hf":
+        train, val = select_rows(cfg, _pretokenized_rows)
+        return TokenizedDataset(train, cfg.seq_len), (TokenizedDataset(val, cfg.seq_len) if val is not None else None)
+    tokenizer = load_tokenizer(cfg, vocab_size)
+    train, val = select_rows(cfg, lambda path: rows.load(path, "model.data.train_dir"))
+    make = (lambda r: _text_dataset(r, tokenizer, cfg))
+    return make(train), (make(val) if val is not None else None)
 
 
-def _files(directory: str, patterns: tuple[str, ...], key: str) -> list[Path]:
-    path = Path(directory)
-    if path.is_file():
-        return [path]
-    files = sorted(f for pattern in patterns for f in path.glob(pattern)) if path.is_dir() else []
-    if not files:
-        raise ConfigError(key, f"{directory} holds no {' / '.join(patterns)} files")
-    return files
+def select_rows(cfg: DataConfig, read: Callable[[str], Any]) -> tuple[Any, Any | None]:
+    """(training rows, validation rows or None): val_dir's rows, else the split of train_dir's
+    (rows.train_val_indices, the same rule the LLMFT step count used)."""
+    loaded = read(cfg.train_dir)
+    fraction = 1.0 if cfg.val_dir else cfg.train_fraction
+    train, val = rows.train_val_indices(len(loaded), cfg.limit, fraction, cfg.split_seed)
+    if cfg.val_dir:
+        return _subset(loaded, train), read(cfg.val_dir)
+    return _subset(loaded, train), (_subset(loaded, val) if val else None)
 
 
-def _read_json_rows(file: Path) -> list[dict[str, Any]]:
-    """JSON lines, or one JSON array, optionally gzipped."""
-    opener = gzip.open if file.suffix == ".gz" else open
-    with opener(file, "rt") as handle:
-        text = handle.read()
-    if text.lstrip().startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def _subset(loaded: Any, indices: list[int]) -> Any:
+    if indices == list(range(len(loaded))):
+        return loaded
+    return loaded.select(indices) if hasattr(loaded, "select") else [loaded[i] for i in indices]
 
 
-def _pretokenized(directory: str, seq_len: int) -> TokenizedDataset:
+def _pretokenized_rows(directory: str) -> Any:
     path = Path(directory)
     if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
         import datasets
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             loaded = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
-        return TokenizedDataset(loaded, seq_len)
-    rows = [row for f in _files(directory, ("*.json", "*.json.gz", "*.jsonl", "*.jsonl.gz"), "model.data.train_dir")
-            for row in _read_json_rows(f)]
-    if rows and "input_ids" not in rows[0]:
+        return loaded
+    found = rows.load(directory, "model.data.train_dir")
+    if found and "input_ids" not in found[0]:
         raise ConfigError("model.data.dataset_type", f"{directory} rows have no input_ids",
-                          "raw text needs dataset_type: jsonl and a tokenizer")
-    return TokenizedDataset(rows, seq_len)
+                          "raw text, prompt/completion or chat rows need dataset_type: jsonl and a tokenizer")
+    return found
 
 
-def _tokenizer(cfg: DataConfig, vocab_size: int) -> Any:
+def load_tokenizer(cfg: DataConfig, vocab_size: int) -> Any:
     import transformers
+    if cfg.tokenizer is None:
+        raise ConfigError("model.data.tokenizer_name_or_path", "is required to tokenize text rows")
     tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_local(cfg.tokenizer, "model.data.tokenizer_name_or_path"))
     if len(tokenizer) > vocab_size:
         raise ConfigError("model.data.tokenizer_name_or_path", f"the tokenizer has {len(tokenizer)} tokens, "
@@ -222,13 +230,91 @@ def _tokenizer(cfg: DataConfig, vocab_size: int) -> Any:
     return tokenizer
 
 
-def _packed(directory: str, tokenizer: Any, seq_len: int) -> PackedDataset:
+def _text_dataset(loaded: list[dict[str, Any]], tokenizer: Any, cfg: DataConfig) -> Dataset:
+    """Rows of one form, told by the first row's keys: `text` (packed), `prompt` + `completion`,
+    `messages` (one padded sample per row, the prompt masked), or `input_ids` (pre-tokenized)."""
+    keys = set(loaded[0]) if loaded else set()
+    if "text" in keys:
+        return _packed(loaded, tokenizer, cfg.seq_len, cfg.train_dir)
+    if "input_ids" in keys:
+        return TokenizedDataset(loaded, cfg.seq_len)
+    if "messages" in keys or {"prompt", "completion"} <= keys:
+        return TokenizedDataset([sft_example(row, tokenizer, cfg.mask_prompt) for row in loaded], cfg.seq_len)
+    if "chosen" in keys:
+        raise ConfigError("model.data.train_dir", f"{cfg.train_dir} holds preference rows (prompt, chosen, rejected)",
+                          "they train with model.dpo.enabled (LLMFT: trainer_type dpo)")
+    raise ConfigError("model.data.train_dir", f"{cfg.train_dir}: rows need text, prompt + completion, messages or "
+                      f"input_ids, found keys {sorted(keys)}")
+
+
+def encode(value: Any, tokenizer: Any, special: bool = False) -> list[int]:
+    """Token ids of a string (through the tokenizer; `special` adds its BOS etc.) or of a list of ids."""
+    if isinstance(value, list) and all(isinstance(v, int) for v in value):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError("model.data.train_dir", f"expected text or a list of token ids, found {type(value).__name__}")
+    if tokenizer is None:
+        raise ConfigError("model.data.tokenizer_name_or_path", "is required to tokenize text rows")
+    return tokenizer(value, add_special_tokens=special)["input_ids"]
+
+
+def sft_example(row: dict[str, Any], tokenizer: Any, mask_prompt: bool) -> dict[str, list[int]]:
+    """input_ids and labels of a prompt/completion or chat row; labels are -100 on the prompt (and
+    on user/system turns) unless mask_prompt is false. A completion ends with the EOS token."""
+    if "messages" in row:
+        ids, labels = _chat(row["messages"], tokenizer)
+    else:
+        prompt = encode(row["prompt"], tokenizer, special=True)
+        completion = encode(row["completion"], tokenizer) + _eos(tokenizer)
+        ids, labels = prompt + completion, [-100] * len(prompt) + completion
+    return {"input_ids": ids, "labels": labels if mask_prompt else list(ids)}
+
+
+def _eos(tokenizer: Any) -> list[int]:
+    return [tokenizer.eos_token_id] if tokenizer is not None and tokenizer.eos_token_id is not None else []
+
+
+def _chat(messages: list[dict[str, str]], tokenizer: Any) -> tuple[list[int], list[int]]:
+    """A conversation through the tokenizer's chat template, rendered one message at a time so each
+    assistant reply (after its generation prompt) is the labelled span. Without a chat template:
+    `role: content` lines, each assistant reply followed by EOS."""
     ids: list[int] = []
-    for file in _files(directory, ("*.jsonl", "*.jsonl.gz", "*.json", "*.json.gz"), "model.data.train_dir"):
-        for row in _read_json_rows(file):
-            ids.extend(tokenizer(row["text"], add_special_tokens=False)["input_ids"])
-            if tokenizer.eos_token_id is not None:
-                ids.append(tokenizer.eos_token_id)
+    labels: list[int] = []
+
+    def add(text: str, labelled: bool) -> None:
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids.extend(piece)
+        labels.extend(piece if labelled else [-100] * len(piece))
+
+    if not getattr(tokenizer, "chat_template", None):
+        for m in messages:
+            add(f"{m['role']}: ", False)
+            add(m["content"], m["role"] == "assistant")
+            if m["role"] == "assistant":
+                ids.extend(_eos(tokenizer))
+                labels.extend(_eos(tokenizer))
+            add("\n", False)
+        return ids, labels
+    done = ""
+    for i, m in enumerate(messages):
+        steps = []
+        if m["role"] == "assistant" and i > 0:
+            steps.append((tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True), False))
+        steps.append((tokenizer.apply_chat_template(messages[: i + 1], tokenize=False), m["role"] == "assistant"))
+        for text, labelled in steps:
+            if not text.startswith(done):
+                raise ConfigError("model.data.train_dir", "the tokenizer's chat template renders a conversation "
+                                  "differently from its prefix, so replies cannot be told from prompts")
+            add(text[len(done):], labelled)
+            done = text
+    return ids, labels
+
+
+def _packed(loaded: list[dict[str, Any]], tokenizer: Any, seq_len: int, directory: str | None) -> PackedDataset:
+    ids: list[int] = []
+    for row in loaded:
+        ids.extend(tokenizer(row["text"], add_special_tokens=False)["input_ids"])
+        ids.extend(_eos(tokenizer))
     dataset = PackedDataset(torch.tensor(ids, dtype=torch.int32), seq_len)
     if len(dataset) == 0:
         raise ConfigError("model.data.train_dir", f"{directory} holds fewer than {seq_len} tokens")

@@ -2,7 +2,8 @@
 export the adapter alone and the base model with the adapters merged in.
 
 Fields (HyperPod's model.peft): peft_type lora, rank, alpha, dropout, target_modules (default:
-peft's choice for the architecture, q_proj and v_proj for Llama). FSDP2 then shards the wrapped
+peft's choice for the architecture, q_proj and v_proj for Llama; "all-linear" or a regex string
+also work, see config._lora_targets), and LLMFT's exclude_modules. FSDP2 then shards the wrapped
 model like any other; the frozen base weights are sharded too but get no optimizer state.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ def apply(model: nn.Module, cfg: LoraConfig) -> nn.Module:
     """The peft model around `model`; only lora_A / lora_B parameters require gradients."""
     import peft
     config = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                             target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
+                             target_modules=cfg.target_modules, exclude_modules=cfg.exclude_modules,
+                             bias="none", task_type="CAUSAL_LM")
     try:
         return peft.get_peft_model(model, config)
     except ValueError as exc:

@@ -4,7 +4,8 @@ status`), one line to stdout, and TensorBoard scalars when exp_manager.create_te
 A record holds: step, max_steps, loss (full float precision, so runs compare exactly), grad_norm,
 lr, tokens_per_s (global), tokens_per_s_per_device, tflops_per_device (achieved, also on CPU),
 mfu (when the device's peak is known: trainer.peak_tflops, else the table below), memory_gb (GPU
-max allocated, CPU peak RSS), step_time_s, data_wait_s, and val_loss on validation steps.
+max allocated, CPU peak RSS), step_time_s, data_wait_s, val_loss on validation steps, and for DPO
+chosen_reward, rejected_reward, reward_margin and reward_accuracy (dpo.py).
 FLOPs per token come from the architecture (hpctl.modelsize, torch-free): 6 x active matmul
 parameters + attention, i.e. what a full training step costs (LoRA's frozen weights are counted).
 """
@@ -90,6 +91,8 @@ def _line(r: dict[str, Any]) -> str:
     if r.get("mfu") is not None:
         parts.append(f"mfu {100 * r['mfu']:.1f}%")
     parts += [f"mem {r['memory_gb']:.2f}GB", f"step {r['step_time_s']:.3f}s", f"data {r['data_wait_s']:.3f}s"]
+    if "reward_margin" in r:
+        parts.append(f"margin {r['reward_margin']:.4g} | accuracy {r['reward_accuracy']:.3g}")
     if "val_loss" in r:
         parts.append(f"val_loss {r['val_loss']!r}")
     return " | ".join(parts)

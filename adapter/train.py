@@ -116,7 +116,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     import torch
     import torch.distributed as dist
 
-    from adapter import checkpoint, data, lora, metrics, models, optim, parallel
+    from adapter import checkpoint, data, dpo, lora, metrics, models, optim, parallel
     from hpctl.modelsize import flops_per_token
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -138,8 +138,10 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
                        offload=cfg.parallel.cpu_offload)
     model.train()
     optimizer, scheduler = optim.build(model.parameters(), cfg.optim)
+    reference = dpo.reference_model(cfg, config, layout, device)
 
-    train_set, val_set = data.build_datasets(cfg.data, config.vocab_size, cfg.seed)
+    datasets = dpo.build_datasets if cfg.dpo else data.build_datasets
+    train_set, val_set = datasets(cfg.data, config.vocab_size, cfg.seed)
     train_data = data.TrainData(train_set, cfg.data, cfg.micro_batch, accum, layout.dp_rank, layout.shape.dp, cfg.seed)
 
     ckpt = checkpoint.Checkpointer(cfg.checkpoint, rank)
@@ -158,6 +160,10 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     flops = flops_per_token(models.arch_fields(cfg, config), cfg.data.seq_len)
     peak = metrics.peak_tflops(device, cfg.peak_tflops)
     tokens_per_step = cfg.micro_batch * layout.shape.dp * accum * cfg.data.seq_len
+    if cfg.dpo:  # two sequences per pair; the reference's forward adds a third of a training step
+        tokens_per_step *= 2
+        if reference is not None:
+            flops *= 4 / 3
     aux_coef = getattr(config, "router_aux_loss_coef", 0.0) if getattr(config, "output_router_logits", False) else 0.0
     export_dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
 
@@ -183,16 +189,24 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
         start = time.perf_counter()
         batches = [train_data.next() for _ in range(accum)]
         data_wait = time.perf_counter() - start
-        loss, grad_norm = train_step(model, optimizer, batches, layout, cfg.grad_clip, device, aux_coef)
+        if cfg.dpo:
+            loss, grad_norm, extra = dpo.train_step(model, reference, optimizer, batches, layout, cfg.grad_clip,
+                                                    device, cfg.dpo, aux_coef)
+        else:
+            loss, grad_norm = train_step(model, optimizer, batches, layout, cfg.grad_clip, device, aux_coef)
+            extra = {}
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         record = {"step": step, "max_steps": cfg.max_steps, "loss": loss.item(), "grad_norm": grad_norm.item(),
                   "lr": lr, **metrics.throughput(tokens_per_step, time.perf_counter() - start, world, flops, peak),
                   "memory_gb": metrics.memory_gb(device), "step_time_s": time.perf_counter() - start,
-                  "data_wait_s": data_wait}
+                  "data_wait_s": data_wait, **extra}
         if val_set is not None and cfg.val_batches != 0 and step % cfg.val_every == 0:
             batches = data.val_batches(val_set, cfg.val_batch, cfg.val_batches, layout.dp_rank, layout.shape.dp)
-            record["val_loss"] = _validate(model, batches, layout, device)
+            val_loss = (dpo.evaluate(model, reference, batches, layout, device, cfg.dpo) if cfg.dpo
+                        else _validate(model, batches, layout, device))
+            if val_loss is not None:
+                record["val_loss"] = val_loss
         if step % cfg.log_every == 0 or step == cfg.max_steps or "val_loss" in record:
             log.log(record)
         if cfg.checkpoint.enabled and cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
@@ -273,7 +287,8 @@ def train_step(model: Any, optimizer: Any, batches: list[dict[str, Any]], layout
     return loss_sum, grad_norm
 
 
-def _validate(model: Any, batches: Any, layout: Any, device: Any) -> float:
+def _validate(model: Any, batches: Any, layout: Any, device: Any) -> float | None:
+    """Mean token loss over the validation batches (None when they hold no labelled token)."""
     import torch
     import torch.distributed as dist
     model.eval()
@@ -284,7 +299,7 @@ def _validate(model: Any, batches: Any, layout: Any, device: Any) -> float:
             totals += torch.stack([ce, count.to(device)])
     dist.all_reduce(totals, group=layout.dp_group)
     model.train()
-    return (totals[0] / totals[1]).item()
+    return (totals[0] / totals[1]).item() if totals[1] > 0 else None
 
 
 def _tokenizer_files(cfg: TrainConfig) -> list[Any]:
