@@ -71,9 +71,10 @@ def run(section: Section, quick: bool) -> None:
             size = max(size, bytes_)
     sync, asyn = results["sync"], results["async"]
     section.rows = [
-        Row("sync save: loop blocked per save, vs one step", sync["stall_s"], "s", sync["step_s"]),
+        Row("sync save: loop blocked per save, vs one step", sync["stall_s"], "s", sync["step_s"],
+            note=f"others used {sync['foreign_cores']:.2f} cores"),
         Row("async save: loop blocked per save, vs one step", asyn["stall_s"], "s", asyn["step_s"],
-            "< sync stall", asyn["stall_s"] < sync["stall_s"]),
+            "< sync stall", asyn["stall_s"] < sync["stall_s"], note=f"others used {asyn['foreign_cores']:.2f} cores"),
         Row("async save: blocked + next step's slowdown, vs one step", asyn["stall_s"] + asyn["spill_s"], "s",
             asyn["step_s"]),
     ]
