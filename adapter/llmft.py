@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from adapter import rows
-from adapter.config import ConfigError, TrainConfig, Reader
+from adapter.config import ConfigError, Reader, TrainConfig, resolve_local
 from adapter.config import from_recipe as from_v1_recipe
 
 TA = "training_config.training_args."
@@ -104,6 +104,7 @@ def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
     if model is None:
         raise ConfigError(MC + "model_name_or_path", "is required: the base model, a local directory or a "
                           "Hugging Face id in the local cache")
+    resolve_local(model, MC + "model_name_or_path")  # a missing model is named by its LLMFT key
     train_path = r.str(DS + "train_data.file_path")
     if train_path is None:
         raise ConfigError(DS + "train_data.file_path", "is required: a JSON lines file or a directory of them")

@@ -107,6 +107,7 @@ def test_dpo_recipe_translation(tmp_path: Path, base_model: Path, data: dict[str
     (TA + "lr_scheduler=polynomial", "training_config.training_args.lr_scheduler"),
     ("recipes.training_config.model_config.peft_config.use_dora=true", "training_config.model_config.peft_config.use_dora"),
     ("recipes.training_config.datasets.train_data.file_path=", "training_config.datasets.train_data.file_path"),
+    ("recipes.training_config.model_config.model_name_or_path=/absent/model", "training_config.model_config.model_name_or_path"),
 ])
 def test_refusals_name_the_llmft_key(tmp_path: Path, base_model: Path, data: dict[str, Path], override: str,
                                      key: str) -> None:
