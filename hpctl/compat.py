@@ -10,8 +10,10 @@ Fields of v1 hf recipes that belong to SageMaker's closed libraries map to open 
 they are not refused here: `use_smp_model` (SageMaker model parallelism) runs as FSDP2 plus
 hpctl's tensor parallelism, `delayed_param` is the trainer's meta-device initialisation (always
 on), `fp8` (Transformer Engine) plans (its planned equivalent is torchao float8 on GPUs, which
-the trainer does not implement yet) and `peft_type: qlora_4bit` uses bitsandbytes on GPUs. Elastic scaling (`elastic_policy.is_elastic`) needs HyperPod's closed
-training operator and has no such equivalent, so it is refused. Recipes that plan but that hpctl's
+the trainer does not implement yet) and `peft_type: qlora_4bit` plans (bitsandbytes on GPUs is
+its planned equivalent, not implemented by the trainer yet either). Elastic scaling
+(`elastic_policy.is_elastic`) needs HyperPod's closed training operator and has no such
+equivalent, so it is refused. Recipes that plan but that hpctl's
 own trainer would refuse at start (fp8, QLoRA on CPUs, multimodal models, model families the
 trainer lacks) are not refused, since another entry point (git.entry_script) may run them:
 `untrainable` names them, and `hpctl recipes check` shows it.
@@ -176,6 +178,15 @@ def untrainable(data: dict[str, Any]) -> Refusal | None:
     for key in ("recipes.model.multi_modal", "recipes.training_config.model_config.multimodal"):
         if get_path(data, key) is True:
             return Refusal("multimodal", key, "multimodal (vision) training: hpctl's trainer trains text models")
+    if get_path(data, "recipes.model.offload_activations") is True:  # adapter/config.py refuses it
+        return Refusal("unimplemented", "recipes.model.offload_activations",
+                       "activation offloading is not implemented in hpctl's trainer yet",
+                       "set model.offload_activations=false")
+    if get_path(data, "recipes.model.peft.peft_type") == "qlora_4bit" and \
+            str(get_path(data, "recipes.trainer.accelerator") or "gpu").lower() != "cpu":
+        return Refusal("unimplemented", "recipes.model.peft.peft_type",
+                       "QLoRA 4-bit is not implemented in hpctl's trainer yet (planned: bitsandbytes on GPUs)",
+                       "use peft_type: lora")
     if get_path(data, "recipes.model.fp8") is True:  # adapter/config.py refuses it on any device
         return Refusal("fp8", "recipes.model.fp8", "fp8 training is not implemented in hpctl's trainer yet",
                        "set model.fp8=false to train in bf16")

@@ -169,10 +169,9 @@ def test_trainable_specs_and_their_family(data, family):
 
 
 @pytest.mark.parametrize("data", [
-    spec(with_value(HF, "model.peft", {"peft_type": "qlora_4bit"})),  # GPUs: bitsandbytes
     spec(with_value(with_value(HF, "model.model_type", None), "model.hf_model_name_or_path", "/ckpt")),  # config.json
 ])
-def test_gpu_features_and_checkpoint_architectures_are_trainable(data):
+def test_checkpoint_architectures_are_trainable(data):
     assert compat.untrainable(data) is None
 
 
@@ -283,3 +282,9 @@ def test_trainable_families_match_the_adapters_model_table():
     assert compat.TRAINABLE_FAMILIES == set(models.ARCHITECTURES)
     # LLMFT model ids map to the adapter's families, but for Qwen3, which waits for its row there
     assert {fam for _, fam in compat.LLMFT_FAMILIES} - set(models.ARCHITECTURES) <= {"qwen_v3"}
+
+
+@pytest.mark.parametrize("path,value", [("model.peft", {"peft_type": "qlora_4bit"}), ("model.offload_activations", True)])
+def test_features_the_trainer_does_not_implement_are_untrainable_even_on_gpus(path, value):
+    found = compat.untrainable(spec(with_value(HF, path, value)))
+    assert found.kind == "unimplemented" and found.key.startswith("recipes." + path)
