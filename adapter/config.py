@@ -1,36 +1,38 @@
-"""Read the resolved job spec into one typed, validated TrainConfig.
+"""Read the resolved job spec into one typed, validated TrainConfig: the owner of what the trainer accepts.
 
 The spec is what `hpctl plan` printed: JSON or YAML whose `recipes` key holds a HyperPod v1 recipe
 (run, trainer, exp_manager, model) or a v2 LLM fine-tuning recipe (`run.model_type:
 llm_finetuning_aws`, translated by llmft.py). A file without `recipes` is taken as the recipe itself.
 Everything the trainer will do is decided here, before torch is imported, so a combination the
-trainer cannot run is refused at start with one clear line instead of failing mid-run.
-Checks that need the world size (mesh shape) live in `parallel.mesh_shape`.
+trainer cannot run is refused with every reason at once instead of failing mid-run.
+
+hpctl runs `problems` at plan time with the world size its launcher will start, so a recipe the
+trainer would refuse fails `hpctl plan` at the recipe's file and line. Rules therefore live here
+(or in architectures.py / llmft.py, which this module asks) and nowhere else: hpctl's JSON schemas
+describe shapes for editors, and a test proves their enums equal the constants below.
 
 This module is torch-free on purpose: importing it costs milliseconds.
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from adapter import architectures, llmft
+from adapter.reader import ConfigError, InvalidConfig, Reader, resolve_local
+
+__all__ = ["ConfigError", "InvalidConfig", "Reader", "resolve_local", "TrainConfig", "load", "from_recipe",
+           "problems", "mesh_shape", "grad_accumulation"]
+
 SHARDING_STRATEGIES = ("full_shard", "hybrid_shard", "shard_grad_op", "_hybrid_shard_zero2", "no_shard")
 SCHEDULES = ("CosineAnnealing", "linear", "LinearAnnealingWithWarmUp", "constant")
+ACCELERATORS = ("gpu", "cpu", "auto")
 OPTIMIZERS = ("adamw", "adamw_fp32OptState")
 # trainer.precision spellings (Lightning's and HyperPod's) mapped to what FSDP2 computes in.
 PRECISIONS = {"bf16": "bf16", "bf16-mixed": "bf16", "bf16-true": "bf16",
               "32": "fp32", "fp32": "fp32", "32-true": "fp32"}
-
-
-class ConfigError(Exception):
-    """A spec the trainer refuses: printed as one line (`key: message (hint)`), no traceback."""
-
-    def __init__(self, key: str, message: str, hint: str | None = None) -> None:
-        self.key, self.message, self.hint = key, message, hint
-        super().__init__(f"{key}: {message}" + (f" ({hint})" if hint else ""))
 
 
 @dataclass(frozen=True)
@@ -163,138 +165,137 @@ def load(path: str | Path) -> TrainConfig:
     return from_recipe(recipe)
 
 
-class Reader:
-    """Typed access to dotted keys of the recipe, with errors naming the key."""
-
-    def __init__(self, recipe: Mapping[str, Any]) -> None:
-        self.recipe = recipe
-
-    def raw(self, key: str, default: Any = None) -> Any:
-        node: Any = self.recipe
-        for part in key.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return default
-            node = node[part]
-        if isinstance(node, str) and "${" in node:
-            raise ConfigError(key, f"unresolved interpolation {node!r}", "run the spec through `hpctl plan`")
-        return default if node is None else node
-
-    def int(self, key: str, default: int | None = None, minimum: int | None = None) -> int | None:
-        value = self.raw(key, default)
-        if value is None:
-            return None
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(key, f"expected an integer, found {value!r}")
-        if minimum is not None and value < minimum:
-            raise ConfigError(key, f"must be >= {minimum}, found {value}")
-        return value
-
-    def float(self, key: str, default: float | None = None) -> float | None:
-        value = self.raw(key, default)
-        if value is None:
-            return None
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(key, f"expected a number, found {value!r}") from None
-
-    def bool(self, key: str, default: bool = False) -> bool:
-        value = self.raw(key, default)
-        if isinstance(value, str) and value.lower() in ("true", "false", "none"):
-            return value.lower() == "true"
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"expected true or false, found {value!r}")
-        return value
-
-    def str(self, key: str, default: str | None = None) -> str | None:
-        value = self.raw(key, default)
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
-            return default
-        return str(value)
-
-
-def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
-    """Validate a HyperPod v1 recipe (or an LLMFT one, through llmft.py) and turn it into a TrainConfig."""
+def from_recipe(recipe: Mapping[str, Any], world_size: int | None = None, files: bool = True) -> TrainConfig:
+    """Validate a HyperPod v1 or LLMFT recipe and turn it into a TrainConfig; every refusal at once
+    (InvalidConfig). `world_size` adds the mesh and batch rules; `files` reads the local model,
+    tokenizer and data files the recipe names (the trainer does; hpctl only for local jobs)."""
     r = Reader(recipe)
+    cfg = _build(r, recipe, world_size, files)
+    r.check()
+    assert cfg is not None
+    return cfg
+
+
+def problems(recipe: Mapping[str, Any], world_size: int | None = None, files: bool = False) -> list[ConfigError]:
+    """Every reason the trainer would refuse this recipe (empty when it starts): what hpctl's plan
+    asks. Keys are relative to the recipe."""
+    r = Reader(recipe)
+    _build(r, recipe, world_size, files)
+    return r.errors
+
+
+def _build(r: Reader, recipe: Mapping[str, Any], world_size: int | None, files: bool) -> TrainConfig | None:
     if r.str("run.model_type") == "llm_finetuning_aws":
-        from adapter import llmft  # imports this module
-        return llmft.from_recipe(recipe)
+        return llmft.build(r, lambda inner: _from_v1(inner, inner.recipe, world_size), files)
+    return _from_v1(r, recipe, world_size)
+
+
+def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> TrainConfig | None:
+    """The v1 recipe's TrainConfig, refusals recorded in `r`; None only when one was recorded."""
     name = r.str("run.name") or "train"
     results = r.str("run.results_dir")
     if results is None:
-        raise ConfigError("run.results_dir", "is required (the trainer writes metrics and checkpoints there)")
-    results_dir = Path(results)
+        r.refuse("run.results_dir", "is required (the trainer writes metrics and checkpoints there)")
+    results_dir = Path(results or ".")
     exp_dir = Path(r.str("exp_manager.exp_dir") or results_dir)
 
     _refuse_unsupported(r)
     accelerator = (r.str("trainer.accelerator") or "auto").lower()
-    if accelerator not in ("gpu", "cpu", "auto"):
-        raise ConfigError("trainer.accelerator", f"{accelerator!r} is not supported", "use gpu, cpu or auto")
-
+    if accelerator not in ACCELERATORS:
+        r.refuse("trainer.accelerator", f"{accelerator!r} is not supported", f"use one of {', '.join(ACCELERATORS)}")
     precision_raw = str(r.raw("trainer.precision", r.raw("model.precision", "bf16")))
     precision = PRECISIONS.get(precision_raw.lower())
     if precision is None:
-        raise ConfigError("trainer.precision", f"{precision_raw!r} is not supported", "use bf16 or 32")
-
+        r.refuse("trainer.precision", f"{precision_raw!r} is not supported",
+                 "use bf16 or 32 (fp16 needs loss scaling, which this trainer does not do)")
     max_steps = r.int("trainer.max_steps", minimum=1)
     if max_steps is None:
-        raise ConfigError("trainer.max_steps", "is required")
+        r.refuse("trainer.max_steps", "is required")
     seq_len = r.int("model.max_context_width", minimum=2)
     if seq_len is None:
-        raise ConfigError("model.max_context_width", "is required (the training sequence length)")
+        r.refuse("model.max_context_width", "is required (the training sequence length)")
 
-    micro = r.int("model.train_batch_size", 1, minimum=1)
+    micro = r.int("model.train_batch_size", 1, minimum=1) or 1
     global_batch = r.int("model.global_batch_size", minimum=1)
     if global_batch is not None and global_batch % micro:
-        raise ConfigError("model.global_batch_size", f"{global_batch} is not a multiple of model.train_batch_size ({micro})")
+        r.refuse("model.global_batch_size", f"{global_batch} is not a multiple of model.train_batch_size ({micro})")
 
-    parallel = _parallel(r, precision, accelerator)
+    parallel = _parallel(r, precision or "fp32", accelerator)
     lora = _lora(r, parallel, accelerator)
     hf_model = r.str("model.hf_model_name_or_path")
     do_finetune = r.bool("model.do_finetune", False)
     if do_finetune and hf_model is None:
-        raise ConfigError("model.hf_model_name_or_path", "is required when model.do_finetune is true",
-                          "point it at a local Hugging Face checkpoint directory")
+        r.refuse("model.hf_model_name_or_path", "is required when model.do_finetune is true",
+                 "point it at a local Hugging Face checkpoint directory")
     if lora is not None and not do_finetune:
-        raise ConfigError("model.peft.peft_type", "LoRA needs model.do_finetune: true and a base model",
-                          "set model.do_finetune and model.hf_model_name_or_path")
-
+        r.refuse("model.peft.peft_type", "LoRA needs model.do_finetune: true and a base model",
+                 "set model.do_finetune and model.hf_model_name_or_path")
     model_type = r.str("model.model_type")
-    if model_type is None and hf_model is None:
-        raise ConfigError("model.model_type", "is required unless model.hf_model_name_or_path gives the architecture")
+    arch = dict(recipe.get("model") or {}) if isinstance(recipe.get("model"), Mapping) else {}
+    _architecture(r, model_type, hf_model, arch, parallel.tp)
+    if world_size is not None:
+        shape = r.guard(None, mesh_shape, parallel, world_size)
+        if shape is not None and global_batch is not None:
+            r.guard(1, _accumulation, global_batch, micro, shape.dp)
 
-    return TrainConfig(
+    cfg = TrainConfig(
         name=name,
         results_dir=results_dir,
         accelerator=accelerator,
-        expected_world_size=r.int("trainer.devices", 1, minimum=1) * r.int("trainer.num_nodes", 1, minimum=1),
-        max_steps=max_steps,
-        log_every=r.int("trainer.log_every_n_steps", 1, minimum=1),
+        expected_world_size=(r.int("trainer.devices", 1, minimum=1) or 1) * (r.int("trainer.num_nodes", 1, minimum=1) or 1),
+        max_steps=max_steps or 1,
+        log_every=r.int("trainer.log_every_n_steps", 1, minimum=1) or 1,
         val_every=_val_every(r),
         val_batches=_val_batches(r),
         micro_batch=micro,
-        val_batch=r.int("model.val_batch_size", micro, minimum=1),
+        val_batch=r.int("model.val_batch_size", micro, minimum=1) or micro,
         global_batch=global_batch,
-        seed=r.int("model.seed", 12345),
-        grad_clip=r.float("model.grad_clip", 0.0),
+        seed=r.int("model.seed", 12345) or 0,
+        grad_clip=_non_negative(r, "model.grad_clip"),
         model_type=model_type or "",
-        arch=dict(recipe.get("model") or {}),
+        arch=arch,
         hf_model=hf_model,
         do_finetune=do_finetune,
         peak_tflops=r.float("trainer.peak_tflops"),
         tensorboard_dir=(Path(r.str("exp_manager.summary_writer_kwargs.save_dir") or exp_dir / "tensorboard")
                          if r.bool("exp_manager.create_tensorboard_logger", False) else None),
         parallel=parallel,
-        optim=_optim(r, max_steps),
-        data=_data(r, seq_len),
+        optim=_optim(r, max_steps or 1),
+        data=_data(r, seq_len or 2),
         checkpoint=_checkpoint(r, exp_dir),
         lora=lora,
         dpo=_dpo(r),
     )
+    return None if r.errors else cfg
+
+
+def _architecture(r: Reader, model_type: str | None, hf_model: str | None, arch: dict[str, Any], tp: int) -> None:
+    """The model family is one the trainer builds, with the fields and shapes it needs. A recipe
+    with hf_model_name_or_path takes its architecture from that checkpoint, read only in the job."""
+    if hf_model is not None:
+        return
+    if model_type is None:
+        r.refuse("model.model_type", "is required unless model.hf_model_name_or_path gives the architecture")
+        return
+    entry = architectures.ARCHITECTURES.get(model_type)
+    if entry is None:
+        from difflib import get_close_matches
+        close = get_close_matches(model_type, list(architectures.ARCHITECTURES), n=1)
+        r.refuse("model.model_type", f"{model_type!r} is not a model family this trainer builds",
+                 (f"did you mean {close[0]!r}? " if close else "") +
+                 f"families: {', '.join(sorted(architectures.ARCHITECTURES))}; or give model.hf_model_name_or_path")
+        return
+    for key in architectures.required_fields(model_type):
+        if arch.get(key) is None:
+            r.refuse(f"model.{key}", f"is required to build a {model_type} model", "or give model.hf_model_name_or_path")
+        else:
+            r.int(f"model.{key}", minimum=1)
+    for key in ("num_key_value_heads", "num_kv_heads", "head_dim"):
+        if arch.get(key) is not None:
+            r.int(f"model.{key}", minimum=1)
+    for error in architectures.arithmetic_problems(model_type, arch) + \
+            architectures.tp_problems(entry[2], arch, tp):
+        r.refuse(error.key, error.message, error.hint)
 
 
 def _refuse_unsupported(r: Reader) -> None:
@@ -306,24 +307,24 @@ def _refuse_unsupported(r: Reader) -> None:
     }
     for key, why in refused.items():
         if r.bool(key, False):
-            raise ConfigError(key, "is not supported by this trainer", why)
+            r.refuse(key, "is not supported by this trainer", why)
     for key in ("model.context_parallel_degree", "model.expert_model_parallel_degree"):
-        if (r.int(key, 1) or 1) > 1:
-            raise ConfigError(key, "must be 1: this trainer has no context or expert parallelism",
-                              "use tensor_model_parallel_degree and FSDP sharding")
+        if (r.int(key, 1, minimum=1) or 1) > 1:
+            r.refuse(key, "must be 1: this trainer has no context or expert parallelism",
+                     "use tensor_model_parallel_degree and FSDP sharding")
     if r.bool("model.multi_modal", False):
-        raise ConfigError("model.multi_modal", "multi-modal training is not supported", "set it to false for text-only")
+        r.refuse("model.multi_modal", "multi-modal training is not supported", "set it to false for text-only")
 
 
 def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
-    strategy = r.str("model.sharding_strategy", "full_shard")
+    strategy = r.str("model.sharding_strategy", "full_shard") or "full_shard"
     if strategy not in SHARDING_STRATEGIES:
-        raise ConfigError("model.sharding_strategy", f"{strategy!r} is not supported", f"use one of {', '.join(SHARDING_STRATEGIES)}")
+        r.refuse("model.sharding_strategy", f"{strategy!r} is not supported", f"use one of {', '.join(SHARDING_STRATEGIES)}")
     cpu_offload = r.bool("model.cpu_offload", False)
     if cpu_offload and accelerator == "cpu":
-        raise ConfigError("model.cpu_offload", "needs trainer.accelerator gpu (the parameters already live on the CPU)")
+        r.refuse("model.cpu_offload", "needs trainer.accelerator gpu (the parameters already live on the CPU)")
     return ParallelConfig(
-        tp=r.int("model.tensor_model_parallel_degree", 1, minimum=1),
+        tp=r.int("model.tensor_model_parallel_degree", 1, minimum=1) or 1,
         sharding_strategy=strategy,
         shard_degree=r.int("model.shard_degree", minimum=1),
         activation_checkpointing=r.bool("model.activation_checkpointing", False),
@@ -339,20 +340,23 @@ def _lora(r: Reader, parallel: ParallelConfig, accelerator: str) -> LoraConfig |
         return None
     if peft_type.lower().startswith("qlora"):
         if accelerator == "cpu":
-            raise ConfigError("model.peft.peft_type", f"{peft_type} needs a GPU and bitsandbytes (4-bit kernels); "
-                              "this run is on the CPU", "use peft_type: lora for a CPU run")
-        raise ConfigError("model.peft.peft_type", f"{peft_type} (4-bit base weights through bitsandbytes) is not "
-                          "implemented by this trainer", "use peft_type: lora (bf16 base weights, FSDP-sharded)")
+            r.refuse("model.peft.peft_type", f"{peft_type} needs a GPU and bitsandbytes (4-bit kernels); "
+                     "this run is on the CPU", "use peft_type: lora for a CPU run")
+        else:
+            r.refuse("model.peft.peft_type", f"{peft_type} (4-bit base weights through bitsandbytes) is not "
+                     "implemented by this trainer", "use peft_type: lora (bf16 base weights, FSDP-sharded)")
+        return None
     if peft_type.lower() != "lora":
-        raise ConfigError("model.peft.peft_type", f"{peft_type!r} is not supported", "use lora")
+        r.refuse("model.peft.peft_type", f"{peft_type!r} is not supported", "use lora")
+        return None
     if parallel.tp > 1:
-        raise ConfigError("model.peft.peft_type", "LoRA with tensor_model_parallel_degree > 1 is not supported",
-                          "set model.tensor_model_parallel_degree: 1; FSDP shards the model")
+        r.refuse("model.peft.peft_type", "LoRA with tensor_model_parallel_degree > 1 is not supported",
+                 "set model.tensor_model_parallel_degree: 1; FSDP shards the model")
     return LoraConfig(
-        rank=r.int("model.peft.rank", 16, minimum=1),
-        alpha=r.float("model.peft.alpha", 32.0),
-        dropout=r.float("model.peft.dropout", 0.0),
-        target_modules=_lora_targets(r.raw("model.peft.target_modules")),
+        rank=r.int("model.peft.rank", 16, minimum=1) or 16,
+        alpha=r.float("model.peft.alpha", 32.0) or 32.0,
+        dropout=_fraction(r, "model.peft.dropout"),
+        target_modules=_lora_targets(r, r.raw("model.peft.target_modules")),
     )
 
 
@@ -361,7 +365,7 @@ _REGEX = set("*()|[]?+\\")
 _TEXT_MODEL_PREFIXES = ("language_model.model.", "model.language_model.")
 
 
-def _lora_targets(targets: Any) -> list[str] | str | None:
+def _lora_targets(r: Reader, targets: Any) -> list[str] | str | None:
     """peft's target_modules: names matched as suffixes, or one string ("all-linear", or a regex
     matched against the whole module name). HyperPod writes regexes as list entries (Llama 4:
     `language_model.model.layers.*self_attn.(q_proj|...)`, written for the multimodal wrapper); such
@@ -369,7 +373,8 @@ def _lora_targets(targets: Any) -> list[str] | str | None:
     if targets is None or isinstance(targets, str):
         return targets
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-        raise ConfigError("model.peft.target_modules", f"expected a list of module names, found {targets!r}")
+        r.refuse("model.peft.target_modules", f"expected a list of module names, found {targets!r}")
+        return None
     if not any(ch in _REGEX for t in targets for ch in t):
         return targets
     patterns = []
@@ -385,73 +390,107 @@ def _dpo(r: Reader) -> DpoConfig | None:
     if not r.bool("model.dpo.enabled", False):
         return None
     beta = r.float("model.dpo.beta", 0.1)
-    if beta <= 0:
-        raise ConfigError("model.dpo.beta", f"must be positive, found {beta}")
-    smoothing = r.float("model.dpo.label_smoothing", 0.0)
+    if beta is not None and beta <= 0:
+        r.refuse("model.dpo.beta", f"must be positive, found {beta}")
+    smoothing = r.float("model.dpo.label_smoothing", 0.0) or 0.0
     if not 0.0 <= smoothing < 0.5:
-        raise ConfigError("model.dpo.label_smoothing", f"must be in [0, 0.5), found {smoothing}")
-    return DpoConfig(beta=beta, label_smoothing=smoothing)
+        r.refuse("model.dpo.label_smoothing", f"must be in [0, 0.5), found {smoothing}",
+                 "0.5 makes the preference loss constant: nothing would be learned")
+    return DpoConfig(beta=beta or 0.1, label_smoothing=smoothing)
 
 
 def _optim(r: Reader, max_steps: int) -> OptimConfig:
-    name = r.str("model.optim.name", "adamw")
+    name = r.str("model.optim.name", "adamw") or "adamw"
     if name not in OPTIMIZERS:
-        raise ConfigError("model.optim.name", f"{name!r} is not supported", "use adamw")
+        r.refuse("model.optim.name", f"{name!r} is not supported", f"use one of {', '.join(OPTIMIZERS)}")
     betas = r.raw("model.optim.betas", [0.9, 0.999])
     if not isinstance(betas, (list, tuple)) or len(betas) != 2:
-        raise ConfigError("model.optim.betas", f"expected two numbers, found {betas!r}")
-    sched_name = r.str("model.optim.sched.name", "constant")
+        r.refuse("model.optim.betas", f"expected two numbers, found {betas!r}")
+        betas = [0.9, 0.999]
+    for beta in betas:
+        try:
+            value = float(beta) if isinstance(beta, (int, float, str)) and not isinstance(beta, bool) else None
+        except ValueError:
+            value = None
+        if value is None or not 0.0 <= value < 1.0:
+            r.refuse("model.optim.betas", f"each beta must be a number in [0, 1), found {beta!r}")
+            betas = [0.9, 0.999]
+            break
+    sched_name = r.str("model.optim.sched.name", "constant") or "constant"
     if sched_name not in SCHEDULES:
-        raise ConfigError("model.optim.sched.name", f"{sched_name!r} is not supported", f"use one of {', '.join(SCHEDULES)}")
+        r.refuse("model.optim.sched.name", f"{sched_name!r} is not supported", f"use one of {', '.join(SCHEDULES)}")
     lr = r.float("model.optim.lr", 1e-4)
-    if lr <= 0:
-        raise ConfigError("model.optim.lr", f"must be positive, found {lr}")
-    min_lr = r.float("model.optim.sched.min_lr", 0.0)
+    if lr is not None and lr <= 0:
+        r.refuse("model.optim.lr", f"must be positive, found {lr}")
+    lr = lr if lr and lr > 0 else 1e-4
+    min_lr = r.float("model.optim.sched.min_lr", 0.0) or 0.0
     if min_lr > lr:
-        raise ConfigError("model.optim.sched.min_lr", f"{min_lr} is above model.optim.lr ({lr})")
-    sched_len = r.int("model.optim.sched.max_steps") or r.int("model.lr_decay_iters") or max_steps
-    warmup = r.int("model.optim.sched.warmup_steps", 0, minimum=0)
-    constant = r.int("model.optim.sched.constant_steps", 0, minimum=0)
+        r.refuse("model.optim.sched.min_lr", f"{min_lr} is above model.optim.lr ({lr})")
+    elif min_lr < 0:
+        r.refuse("model.optim.sched.min_lr", f"must be >= 0, found {min_lr}")
+    sched_len = (r.int("model.optim.sched.max_steps", minimum=1) or r.int("model.lr_decay_iters", minimum=1)
+                 or max_steps)
+    warmup = r.int("model.optim.sched.warmup_steps", 0, minimum=0) or 0
+    constant = r.int("model.optim.sched.constant_steps", 0, minimum=0) or 0
     if sched_name == "CosineAnnealing" and warmup + constant > sched_len:
-        raise ConfigError("model.optim.sched", f"warmup_steps + constant_steps ({warmup + constant}) exceed the schedule length ({sched_len})")
+        r.refuse("model.optim.sched.warmup_steps",
+                 f"warmup_steps + constant_steps ({warmup + constant}) exceed the schedule length ({sched_len})",
+                 "shorten the warmup or lengthen the schedule (sched.max_steps, lr_decay_iters or trainer.max_steps)")
     return OptimConfig(
         lr=lr,
-        weight_decay=r.float("model.optim.weight_decay", 0.0),
+        weight_decay=_non_negative(r, "model.optim.weight_decay"),
         betas=(float(betas[0]), float(betas[1])),
-        eps=r.float("model.optim.eps", 1e-8),
+        eps=r.float("model.optim.eps", 1e-8) or 1e-8,
         sched=SchedConfig(name="linear" if sched_name == "LinearAnnealingWithWarmUp" else sched_name,
                           warmup_steps=warmup, constant_steps=constant, min_lr=min_lr, max_steps=sched_len),
     )
 
 
+def _non_negative(r: Reader, key: str) -> float:
+    value = r.float(key, 0.0) or 0.0
+    if value < 0:
+        r.refuse(key, f"must be >= 0, found {value}")
+        return 0.0
+    return value
+
+
+def _fraction(r: Reader, key: str) -> float:
+    value = r.float(key, 0.0) or 0.0
+    if not 0.0 <= value < 1.0:
+        r.refuse(key, f"must be in [0, 1), found {value}")
+        return 0.0
+    return value
+
+
 def _data(r: Reader, seq_len: int) -> DataConfig:
     synthetic = r.bool("model.data.use_synthetic_data", False)
-    dataset_type = r.str("model.data.dataset_type", "hf")
+    dataset_type = r.str("model.data.dataset_type", "hf") or "hf"
     if dataset_type not in ("hf", "jsonl"):
-        raise ConfigError("model.data.dataset_type", f"{dataset_type!r} is not supported", "use hf (pre-tokenized) or jsonl (raw text)")
+        r.refuse("model.data.dataset_type", f"{dataset_type!r} is not supported", "use hf (pre-tokenized) or jsonl (raw text)")
     train_dir = r.str("model.data.train_dir")
     if not synthetic and train_dir is None:
-        raise ConfigError("model.data.train_dir", "is required unless model.data.use_synthetic_data is true")
+        r.refuse("model.data.train_dir", "is required unless model.data.use_synthetic_data is true")
     tokenizer = r.str("model.data.tokenizer_name_or_path") or r.str("model.hf_model_name_or_path")
     if not synthetic and dataset_type == "jsonl" and tokenizer is None:
-        raise ConfigError("model.data.tokenizer_name_or_path", "is required to tokenize raw-text JSONL")
+        r.refuse("model.data.tokenizer_name_or_path", "is required to tokenize raw-text JSONL")
     return DataConfig(synthetic=synthetic, dataset_type=dataset_type, train_dir=train_dir,
                       val_dir=r.str("model.data.val_dir"), tokenizer=tokenizer,
-                      num_workers=r.int("model.data.num_workers", 0, minimum=0), seq_len=seq_len)
+                      num_workers=r.int("model.data.num_workers", 0, minimum=0) or 0, seq_len=seq_len)
 
 
 def _checkpoint(r: Reader, exp_dir: Path) -> CheckpointConfig:
     keep = r.int("exp_manager.checkpoint_callback_params.save_top_k", 1, minimum=-1)
+    keep = 1 if keep is None else keep
     resume = r.str("exp_manager.resume_from_checkpoint")
     return CheckpointConfig(
         dir=Path(r.str("exp_manager.checkpoint_dir") or exp_dir / "checkpoints"),
         enabled=keep != 0 and r.bool("exp_manager.create_checkpoint_callback", True),
-        every_n_steps=r.int("exp_manager.checkpoint_callback_params.every_n_train_steps", 0, minimum=0),
+        every_n_steps=r.int("exp_manager.checkpoint_callback_params.every_n_train_steps", 0, minimum=0) or 0,
         keep=keep,
         save_last=r.bool("exp_manager.checkpoint_callback_params.save_last", True),
         async_save=r.bool("exp_manager.checkpoint_callback_params.async_save", False),
         resume_from=Path(resume) if resume else None,
-        export_every_n_steps=r.int("exp_manager.export_full_model.every_n_train_steps", 0, minimum=0),
+        export_every_n_steps=r.int("exp_manager.export_full_model.every_n_train_steps", 0, minimum=0) or 0,
         export_last=r.bool("exp_manager.export_full_model.save_last", True),
     )
 
@@ -459,9 +498,10 @@ def _checkpoint(r: Reader, exp_dir: Path) -> CheckpointConfig:
 def _val_every(r: Reader) -> int:
     value = r.raw("trainer.val_check_interval", 1)
     if isinstance(value, float) and not value.is_integer():
-        raise ConfigError("trainer.val_check_interval", f"fractions of an epoch ({value}) are not supported",
-                          "give a number of training steps")
-    return r.int("trainer.val_check_interval", 1, minimum=1)
+        r.refuse("trainer.val_check_interval", f"fractions of an epoch ({value}) are not supported",
+                 "give a number of training steps")
+        return 1
+    return r.int("trainer.val_check_interval", 1, minimum=1) or 1
 
 
 def _val_batches(r: Reader) -> int | None:
@@ -470,34 +510,55 @@ def _val_batches(r: Reader) -> int | None:
         if value == 1.0:
             return None  # Lightning's 1.0: the whole set
         if not value.is_integer():
-            raise ConfigError("trainer.limit_val_batches", f"fractions ({value}) are not supported",
-                              "give a number of batches, or 1.0 for all")
-    return r.int("trainer.limit_val_batches", 0, minimum=0)
+            r.refuse("trainer.limit_val_batches", f"fractions ({value}) are not supported",
+                     "give a number of batches, or 1.0 for all")
+            return 0
+    return r.int("trainer.limit_val_batches", 0, minimum=0) or 0
 
 
-def resolve_local(name_or_path: str, key: str = "model.hf_model_name_or_path") -> Path:
-    """A local model or tokenizer directory, or the Hugging Face cache's copy of a hub id; never the
-    network. `key` names the spec field in the error."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.is_absolute() or name_or_path.startswith((".", "~")):
-        raise ConfigError(key, f"{name_or_path} is not a directory")
-    from huggingface_hub import snapshot_download  # light, torch-free
-    try:
-        return Path(snapshot_download(name_or_path, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any miss means the same thing here
-        home = os.environ.get("HF_HOME", "~/.cache/huggingface")
-        raise ConfigError(key, f"{name_or_path!r} is neither a local directory nor in the Hugging Face cache ({home})",
-                          "the trainer has no network: download it beforehand or give a directory") from None
+@dataclass(frozen=True)
+class MeshShape:
+    replicate: int
+    shard: int
+    tp: int
+
+    @property
+    def dp(self) -> int:
+        return self.replicate * self.shard
+
+
+def mesh_shape(p: ParallelConfig, world: int) -> MeshShape:
+    """The (dp_replicate, dp_shard, tp) shape for this world size, or a ConfigError saying why not.
+    parallel.py builds the device mesh from it; hpctl asks it at plan time with the planned world."""
+    if world % p.tp:
+        raise ConfigError("model.tensor_model_parallel_degree",
+                          f"{p.tp} does not divide the world size {world} (trainer.devices x trainer.num_nodes)",
+                          "choose a tensor-parallel degree that divides the number of processes")
+    dp = world // p.tp
+    if p.sharding_strategy == "no_shard":
+        return MeshShape(dp, 1, p.tp)
+    if p.sharding_strategy in ("full_shard", "shard_grad_op"):
+        return MeshShape(1, dp, p.tp)
+    shard = p.shard_degree or dp
+    if shard > dp or dp % shard:
+        raise ConfigError("model.shard_degree", f"{shard} must divide the data-parallel size {dp} "
+                          f"(world {world} / tensor parallel {p.tp})", "set model.shard_degree to a divisor of it")
+    return MeshShape(dp // shard, shard, p.tp)
+
+
+def _accumulation(global_batch: int, micro: int, dp_size: int) -> int:
+    per_step = micro * dp_size
+    if global_batch % per_step:
+        lower = global_batch // per_step * per_step
+        nearest = f"{lower} or {lower + per_step}" if lower else str(per_step)
+        raise ConfigError("model.global_batch_size",
+                          f"{global_batch} is not a multiple of train_batch_size x data-parallel size "
+                          f"({micro} x {dp_size} = {per_step})", f"nearest valid: {nearest}")
+    return global_batch // per_step
 
 
 def grad_accumulation(cfg: TrainConfig, dp_size: int) -> int:
     """Micro-batches per optimizer step so that micro x dp x accumulation = global batch."""
     if cfg.global_batch is None:
         return 1
-    per_step = cfg.micro_batch * dp_size
-    if cfg.global_batch % per_step:
-        raise ConfigError("model.global_batch_size",
-                          f"{cfg.global_batch} is not a multiple of train_batch_size x data-parallel size ({cfg.micro_batch} x {dp_size})")
-    return cfg.global_batch // per_step
+    return _accumulation(cfg.global_batch, cfg.micro_batch, dp_size)

@@ -56,11 +56,13 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from adapter import rows
-from adapter.config import ConfigError, Reader, TrainConfig, resolve_local
-from adapter.config import from_recipe as from_v1_recipe
+from adapter.reader import Reader, resolve_local
+
+if TYPE_CHECKING:
+    from adapter.config import TrainConfig
 
 TA = "training_config.training_args."
 MC = "training_config.model_config."
@@ -93,45 +95,55 @@ LLMFT_KEY = {
 }
 
 
-def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
-    """Validate an LLMFT recipe and turn it into the trainer's TrainConfig."""
-    r = Reader(recipe)
+def build(r: Reader, from_v1: Callable[[Reader], "TrainConfig | None"], files: bool) -> "TrainConfig | None":
+    """Validate an LLMFT recipe (read through `r`, where refusals are recorded under LLMFT's keys)
+    and turn it into the trainer's TrainConfig by way of the v1 builder `from_v1`. Without `files`
+    (hpctl's plan of a remote job) the model and data files are not read: epochs then count one
+    step each, which changes no rule."""
     _refuse(r)
-    trainer_type = r.str(TA + "trainer_type", "sft")
+    trainer_type = r.str(TA + "trainer_type", "sft") or "sft"
     if trainer_type not in ("sft", "dpo"):
-        raise ConfigError(TA + "trainer_type", f"{trainer_type!r} is not supported", "use sft or dpo")
+        r.refuse(TA + "trainer_type", f"{trainer_type!r} is not supported", "use sft or dpo")
     model = r.str(MC + "model_name_or_path")
     if model is None:
-        raise ConfigError(MC + "model_name_or_path", "is required: the base model, a local directory or a "
-                          "Hugging Face id in the local cache")
-    resolve_local(model, MC + "model_name_or_path")  # a missing model is named by its LLMFT key
+        r.refuse(MC + "model_name_or_path", "is required: the base model, a local directory or a "
+                 "Hugging Face id in the local cache")
+    elif files:
+        r.guard(None, resolve_local, model, MC + "model_name_or_path")  # a missing model is named by its LLMFT key
     train_path = r.str(DS + "train_data.file_path")
     if train_path is None:
-        raise ConfigError(DS + "train_data.file_path", "is required: a JSON lines file or a directory of them")
+        r.refuse(DS + "train_data.file_path", "is required: a JSON lines file or a directory of them")
     val_path = r.str(DS + "val_data.file_path")
 
-    micro = r.int(TA + "micro_train_batch_size", 1, minimum=1)
-    global_batch = r.int(TA + "train_batch_size", micro, minimum=1)
+    micro = r.int(TA + "micro_train_batch_size", 1, minimum=1) or 1
+    global_batch = r.int(TA + "train_batch_size", micro, minimum=1) or micro
     limits = [n for n in (r.int(DS + "train_data.limit", minimum=1), _max_samples(r)) if n is not None]
     limit = min(limits) if limits else None
     fraction = 1.0 if val_path else r.float(DS + "train_val_split_ratio", 1.0)
-    if not 0.0 < fraction <= 1.0:
-        raise ConfigError(DS + "train_val_split_ratio", f"must be in (0, 1], found {fraction}")
-    split_seed = r.int(DS + "train_val_split_seed", 42)
-    count = len(rows.load(train_path, DS + "train_data.file_path"))
-    train_rows, _ = rows.train_val_indices(count, limit, fraction, split_seed)
-    if not train_rows:
-        raise ConfigError(DS + "train_data.file_path", f"{train_path} leaves no training rows "
-                          f"(rows {count}, limit {limit}, train_val_split_ratio {fraction})")
-    steps_per_epoch = max(len(train_rows) // global_batch, 1)
-    max_steps = r.int("trainer.max_steps", minimum=1) or r.int(TA + "max_epochs", 1, minimum=1) * steps_per_epoch
+    if fraction is None or not 0.0 < fraction <= 1.0:
+        r.refuse(DS + "train_val_split_ratio", f"must be in (0, 1], found {fraction}")
+        fraction = 1.0
+    split_seed = r.int(DS + "train_val_split_seed", 42) or 0
+    steps_per_epoch = 1
+    if files and train_path is not None:
+        count = r.guard(None, lambda: len(rows.load(train_path, DS + "train_data.file_path")))
+        if count is not None:
+            train_rows, _ = rows.train_val_indices(count, limit, fraction, split_seed)
+            if not train_rows:
+                r.refuse(DS + "train_data.file_path", f"{train_path} leaves no training rows "
+                         f"(rows {count}, limit {limit}, train_val_split_ratio {fraction})")
+            steps_per_epoch = max(len(train_rows) // global_batch, 1)
+    max_steps = (r.int("trainer.max_steps", minimum=1)
+                 or (r.int(TA + "max_epochs", 1, minimum=1) or 1) * steps_per_epoch)
 
-    v1 = _v1_recipe(r, model, trainer_type, train_path, val_path, micro, global_batch, max_steps, steps_per_epoch)
-    try:
-        cfg = from_v1_recipe(v1)
-    except ConfigError as exc:
-        key = LLMFT_KEY.get(exc.key, exc.key)
-        raise ConfigError(key, exc.message, exc.hint) from None
+    v1 = _v1_recipe(r, model or "", trainer_type, train_path or "", val_path, micro, global_batch, max_steps,
+                    steps_per_epoch)
+    inner = Reader(v1)
+    cfg = from_v1(inner)
+    for error in inner.errors:
+        r.refuse(LLMFT_KEY.get(error.key, error.key), error.message, error.hint)
+    if cfg is None or r.errors:
+        return None
     return replace(
         cfg,
         data=replace(cfg.data, limit=limit, train_fraction=fraction, split_seed=split_seed,
@@ -149,13 +161,16 @@ def _v1_recipe(r: Reader, model: str, trainer_type: str, train_path: str, val_pa
     lr = r.float(TA + "learning_rate", 1e-5)
     schedule = r.str(TA + "lr_scheduler", "cosine")
     if schedule not in SCHEDULES:
-        raise ConfigError(TA + "lr_scheduler", f"{schedule!r} is not supported", f"use one of {', '.join(SCHEDULES)}")
-    warmup_ratio = r.float(TA + "lr_warmup_ratio", 0.0)
+        r.refuse(TA + "lr_scheduler", f"{schedule!r} is not supported", f"use one of {', '.join(SCHEDULES)}")
+        schedule = "cosine"
+    warmup_ratio = r.float(TA + "lr_warmup_ratio", 0.0) or 0.0
     if not 0.0 <= warmup_ratio <= 1.0:
-        raise ConfigError(TA + "lr_warmup_ratio", f"must be in [0, 1], found {warmup_ratio}")
+        r.refuse(TA + "lr_warmup_ratio", f"must be in [0, 1], found {warmup_ratio}")
+        warmup_ratio = 0.0
     sharding = r.str(FSDP + "sharding_strategy", "FULL_SHARD")
     if sharding not in SHARDING:
-        raise ConfigError(FSDP + "sharding_strategy", f"{sharding!r} is not supported", f"use one of {', '.join(SHARDING)}")
+        r.refuse(FSDP + "sharding_strategy", f"{sharding!r} is not supported", f"use one of {', '.join(SHARDING)}")
+        sharding = "FULL_SHARD"
     devices = r.int("trainer.devices", 1, minimum=1)
     eval_steps = r.int(TA + "eval_steps", 0) or 0
     save_steps = r.int(TA + "save_steps", 0) or 0
@@ -216,7 +231,8 @@ def _peft(r: Reader) -> dict[str, Any]:
 def _names(r: Reader, key: str) -> list[str] | None:
     value = r.raw(key)
     if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-        raise ConfigError(key, f"expected a list of module names, found {value!r}")
+        r.refuse(key, f"expected a list of module names, found {value!r}")
+        return None
     return value
 
 
@@ -228,11 +244,11 @@ def _max_samples(r: Reader) -> int | None:
 def _refuse(r: Reader) -> None:
     """LLMFT settings this trainer does not implement: refused rather than silently ignored."""
     if r.bool(MC + "multimodal", False):
-        raise ConfigError(MC + "multimodal", "multimodal (vision-language) fine-tuning is not supported",
+        r.refuse(MC + "multimodal", "multimodal (vision-language) fine-tuning is not supported",
                           "this trainer fine-tunes text models; set it to false for a text-only model")
     for key in ("ring_attn_size", "ulysses_sequence_parallel_size"):
         if (r.int(TA + key, 1) or 1) > 1:
-            raise ConfigError(TA + key, "must be 1: this trainer has no context (sequence) parallelism",
+            r.refuse(TA + key, "must be 1: this trainer has no context (sequence) parallelism",
                               "shorten max_len or use more data-parallel ranks")
     checks = [
         (TA + "packing_samples", r.bool(TA + "packing_samples", False), "samples are padded one per row, not packed"),
@@ -251,4 +267,4 @@ def _refuse(r: Reader) -> None:
     ]
     for key, refused, why in checks:
         if refused:
-            raise ConfigError(key, "is not supported by this trainer", why)
+            r.refuse(key, "is not supported by this trainer", why)

@@ -21,31 +21,11 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from adapter import parallel
+from adapter import architectures, parallel
 from adapter.config import ConfigError, TrainConfig, resolve_local
 
-# Fields every decoder config takes (HyperPod name -> transformers name); the first five are required.
-_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-_OPTIONAL = ("num_key_value_heads", "initializer_range", "rope_theta", "rope_scaling", "head_dim",
-             "tie_word_embeddings", "attention_bias", "mlp_bias")
-_MOE = ("num_local_experts", "num_experts_per_tok", "router_aux_loss_coef")
-_MLA = ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
-        "first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim",
-        "v_head_dim", "n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob")
-
-# model_type -> (transformers config class, extra recipe fields it takes)
-ARCHITECTURES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "llama_v3": ("LlamaConfig", ()),
-    "deepseek_r1_llama_v3": ("LlamaConfig", ()),
-    "mistral": ("MistralConfig", ("sliding_window",)),
-    "mixtral": ("MixtralConfig", ("sliding_window",) + _MOE),
-    "qwen_v2": ("Qwen2Config", ("sliding_window", "use_sliding_window", "max_window_layers")),
-    "deepseek_r1_qwen_v2": ("Qwen2Config", ("sliding_window", "use_sliding_window", "max_window_layers")),
-    "llama_v4": ("Llama4TextConfig", _MOE + ("intermediate_size_mlp", "interleave_moe_layer_step")),
-    "deepseek_r1": ("DeepseekV3Config", _MLA),
-    "gpt_oss": ("GptOssConfig", ("sliding_window",) + _MOE),
-    "falcon": ("FalconConfig", ("num_kv_heads", "new_decoder_architecture", "multi_query", "parallel_attn", "bias")),
-}
+# model_type -> (transformers config class, extra recipe fields, transformers model_type): the one table.
+ARCHITECTURES = architectures.ARCHITECTURES
 
 
 def hf_config(cfg: TrainConfig) -> Any:
@@ -60,7 +40,7 @@ def hf_config(cfg: TrainConfig) -> Any:
         if cfg.model_type not in ARCHITECTURES:
             raise ConfigError("model.model_type", f"{cfg.model_type!r} is not supported",
                               f"use one of {', '.join(sorted(ARCHITECTURES))}, or give model.hf_model_name_or_path")
-        class_name, extra = ARCHITECTURES[cfg.model_type]
+        class_name, extra, _ = ARCHITECTURES[cfg.model_type]
         config_class = getattr(transformers, class_name, None)
         if config_class is None:
             raise ConfigError("model.model_type", f"{cfg.model_type} needs transformers.{class_name}, "
@@ -74,11 +54,11 @@ def hf_config(cfg: TrainConfig) -> Any:
 
 def _config_kwargs(cfg: TrainConfig, extra: tuple[str, ...]) -> dict[str, Any]:
     arch = cfg.arch
-    missing = [k for k in _REQUIRED if arch.get(k) is None and not (k == "intermediate_size" and cfg.model_type == "falcon")]
+    missing = [k for k in architectures.required_fields(cfg.model_type) if arch.get(k) is None]
     if missing:
         raise ConfigError(f"model.{missing[0]}", f"is required to build a {cfg.model_type} model",
                           "or give model.hf_model_name_or_path")
-    kwargs = {k: arch[k] for k in _REQUIRED + _OPTIONAL + extra if arch.get(k) is not None}
+    kwargs = {k: arch[k] for k in architectures.REQUIRED + architectures.OPTIONAL + extra if arch.get(k) is not None}
     kwargs["max_position_embeddings"] = arch.get("max_position_embeddings") or cfg.data.seq_len
     eps = arch.get("rms_norm_eps", arch.get("layernorm_epsilon"))
     if eps is not None:

@@ -25,37 +25,8 @@ from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distrib
 from torch.distributed.tensor.parallel import (ColwiseParallel, ParallelStyle, RowwiseParallel,
                                                parallelize_module)
 
-from adapter.config import ConfigError, ParallelConfig
-
-# transformers model_type values whose decoder layers have a tensor-parallel plan here.
-TP_FAMILIES = ("llama", "mistral", "qwen2", "mixtral")
-
-
-@dataclass(frozen=True)
-class MeshShape:
-    replicate: int
-    shard: int
-    tp: int
-
-    @property
-    def dp(self) -> int:
-        return self.replicate * self.shard
-
-
-def mesh_shape(p: ParallelConfig, world: int) -> MeshShape:
-    """The (dp_replicate, dp_shard, tp) shape for this world size, or a ConfigError saying why not."""
-    if world % p.tp:
-        raise ConfigError("model.tensor_model_parallel_degree", f"{p.tp} does not divide the world size {world}")
-    dp = world // p.tp
-    if p.sharding_strategy == "no_shard":
-        return MeshShape(dp, 1, p.tp)
-    if p.sharding_strategy in ("full_shard", "shard_grad_op"):
-        return MeshShape(1, dp, p.tp)
-    shard = p.shard_degree or dp
-    if shard > dp or dp % shard:
-        raise ConfigError("model.shard_degree", f"{shard} must divide the data-parallel size {dp} "
-                          f"(world {world} / tensor parallel {p.tp})", "set model.shard_degree to a divisor of it")
-    return MeshShape(dp // shard, shard, p.tp)
+from adapter.architectures import tp_problems
+from adapter.config import MeshShape, ParallelConfig, mesh_shape  # noqa: F401 - mesh_shape is re-exported
 
 
 @dataclass
@@ -120,19 +91,11 @@ def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any
 
 
 def _check_tp(config: Any, tp: int) -> None:
-    family = getattr(config, "model_type", "")
-    if family not in TP_FAMILIES:
-        raise ConfigError("model.tensor_model_parallel_degree",
-                          f"tensor parallelism is implemented for {', '.join(TP_FAMILIES)} models, not {family}",
-                          "set it to 1 and let FSDP shard the model")
-    sizes = {"num_attention_heads": config.num_attention_heads, "num_key_value_heads": config.num_key_value_heads}
-    if family == "mixtral":
-        sizes["num_local_experts"] = config.num_local_experts
-    else:
-        sizes["intermediate_size"] = config.intermediate_size
-    for key, size in sizes.items():
-        if size % tp:
-            raise ConfigError("model.tensor_model_parallel_degree", f"{tp} does not divide model.{key} ({size})")
+    """The plan-time rule (architectures.tp_problems) again on the built config: a checkpoint's
+    config.json is only read here."""
+    problems = tp_problems(getattr(config, "model_type", ""), config.to_dict(), tp)
+    if problems:
+        raise problems[0]
 
 
 def _tensor_parallel(layer: nn.Module, tp_mesh: DeviceMesh, config: Any) -> None:

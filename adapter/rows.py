@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from adapter.config import ConfigError
+from adapter.reader import ConfigError
 
 PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.json", "*.json.gz")
 

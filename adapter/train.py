@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return train(load(args.config))
     except ConfigError as exc:
         if rank == 0:  # every rank reads the same spec: say it once
-            print(f"adapter: error: {exc}", file=sys.stderr, flush=True)
+            for error in exc.errors:
+                print(f"adapter: error: {error}", file=sys.stderr, flush=True)
         return 1
     except Exception as exc:  # noqa: BLE001 - the one place that turns failures into an exit code
         if os.environ.get("ADAPTER_DEBUG") == "1":

@@ -73,7 +73,7 @@ def test_rope_scaling_reaches_the_config() -> None:
 
 
 def test_unknown_model_type_and_missing_fields_are_refused() -> None:
-    with pytest.raises(ConfigError, match="'gpt2' is not supported"):
+    with pytest.raises(ConfigError, match="'gpt2' is not a model family this trainer builds"):
         build("gpt2")
     with pytest.raises(ConfigError) as exc:
         build("llama_v3", hidden_size=None)
