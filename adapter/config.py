@@ -233,6 +233,11 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
     model_type = r.str("model.model_type")
     arch = dict(recipe.get("model") or {}) if isinstance(recipe.get("model"), Mapping) else {}
     _architecture(r, model_type, hf_model, arch, parallel.tp)
+    max_positions = r.int("model.max_position_embeddings", minimum=1)
+    if seq_len is not None and max_positions is not None and seq_len > max_positions:
+        r.refuse("model.max_context_width", f"{seq_len} exceeds model.max_position_embeddings ({max_positions}): "
+                 f"positions past {max_positions} were never trained (and some models cannot encode them)",
+                 f"use at most {max_positions}, or raise max_position_embeddings")
     if world_size is not None:
         shape = r.guard(None, mesh_shape, parallel, world_size)
         if shape is not None and global_batch is not None:

@@ -14,12 +14,11 @@ from typing import Any
 
 from hpctl import compat
 from hpctl.backends import get_backend
-from hpctl.checks import run_checks
+from hpctl.checks import errors_as_problems, run_checks
 from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.loader import load_file
 from hpctl.modelsize import param_count
-from hpctl.plan import _check_problems
 from hpctl.validate import validate
 from hpctl.workspace import Workspace
 
@@ -75,10 +74,11 @@ class RecipeCheck:
     supported: bool = False  # a recipe format hpctl runs (compat.SUPPORTED_MODEL_TYPES)
     parsed: bool = False
     valid: bool = False
+    # Rendered for that cluster with every launcher check passing (the trainer's verdict aside).
     planned: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(CHECK_CLUSTERS, False))
-    trainable: bool = False
+    trainable: bool = False  # the trainer's config accepts it: `hpctl plan` passes only when this holds too
     family: str | None = None
-    kind: str | None = None  # why not: a compat.Refusal kind, or unreadable, invalid, pre-flight, render
+    kind: str | None = None  # why not: a compat.Refusal kind, or unreadable, invalid, pre-flight, render, trainer
     reason: str | None = None
     location: str | None = None
 
@@ -116,7 +116,7 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
         origin = layer.origins.get(found.key.removeprefix("recipes."))
         row.kind, row.reason, row.location = found.kind, found.reason, str(origin or display)
         return row
-    specs, validated = [], 0
+    validated, trainer_refusal = 0, None
     for cluster in CHECK_CLUSTERS:
         stage = "invalid"
         try:
@@ -124,7 +124,10 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
             validate(spec)
             validated += 1
             stage = "pre-flight"
-            problems = _check_problems(spec, run_checks(spec))
+            results = run_checks(spec)
+            trainer = errors_as_problems(spec, [c for c in results if c.id == "trainer"])
+            trainer_refusal = trainer_refusal or (HpctlError(trainer) if trainer else None)
+            problems = errors_as_problems(spec, [c for c in results if c.id != "trainer"])
             if problems:
                 raise HpctlError(problems)
             stage = "render"
@@ -134,16 +137,12 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
                 _failed(row, stage, e, cluster)
             continue
         row.planned[cluster] = True
-        specs.append(spec)
+        row.family = row.family or compat.family(spec.data)[0]
     row.valid = validated == len(CHECK_CLUSTERS)
-    if not row.planned_everywhere:
-        return row
-    row.family = compat.family(specs[0].data)[0]
-    untrainable = compat.untrainable(specs[0].data)
-    row.trainable = untrainable is None
-    if untrainable:
-        row.kind, row.reason = untrainable.kind, f"not trainable by hpctl's trainer: {untrainable.reason}"
-        row.location = str(specs[0].origin(untrainable.key) or display)
+    row.trainable = row.valid and trainer_refusal is None
+    if row.planned_everywhere and trainer_refusal is not None:
+        _failed(row, "trainer", trainer_refusal)
+        row.reason = f"not trainable by hpctl's trainer: {row.reason}"
     return row
 
 
@@ -155,7 +154,8 @@ def _failed(row: RecipeCheck, kind: str, error: HpctlError, cluster: str | None 
 
 
 def check_summary(rows: list[RecipeCheck]) -> dict[str, Any]:
-    """Counts for the summary line; `ok` is whether every supported recipe planned on every cluster."""
+    """Counts for the summary line; `ok` is whether every supported recipe plans on every cluster
+    and its trainer accepts it (what `hpctl plan` requires)."""
     refused = Counter(r.kind or "invalid" for r in rows if not r.planned_everywhere)
     return {
         "recipes": len(rows),
@@ -164,7 +164,7 @@ def check_summary(rows: list[RecipeCheck]) -> dict[str, Any]:
         "refused": sum(refused.values()),
         "refused_by_kind": dict(sorted(refused.items())),
         "trainable": sum(r.trainable for r in rows),
-        "ok": all(r.planned_everywhere for r in rows if r.supported),
+        "ok": all(r.planned_everywhere and r.trainable for r in rows if r.supported),
     }
 
 

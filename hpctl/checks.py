@@ -13,7 +13,8 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hpctl import compat, memory
+from hpctl import memory
+from hpctl.errors import Problem
 from hpctl.spec import Spec
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -22,13 +23,9 @@ NODES = "recipes.trainer.num_nodes"
 DEVICES = "recipes.trainer.devices"
 NPROC = "cluster.nproc_per_node"
 TP = "recipes.model.tensor_model_parallel_degree"
-EP = "recipes.model.expert_model_parallel_degree"
-CP = "recipes.model.context_parallel_degree"
 SHARD = "recipes.model.shard_degree"
 MICRO = "recipes.model.train_batch_size"
-GLOBAL = "recipes.model.global_batch_size"
 SEQ = "recipes.model.max_context_width"
-MAX_POS = "recipes.model.max_position_embeddings"
 DEVICE_MEMORY = "cluster.device_memory_gb"
 DEVICES_PER_NODE = "cluster.devices_per_node"
 ACCELERATOR = "recipes.trainer.accelerator"
@@ -40,6 +37,7 @@ class Check:
     severity: str  # "error" | "warning" | "info"
     message: str
     keys: list[str] = field(default_factory=list)
+    hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,69 +106,6 @@ def _world(spec: Spec) -> tuple[int, str]:
     nodes = _num(spec, NODES) or 1
     per_node = memory.devices_per_node(spec.data)
     return nodes * per_node, f"{NODES.rsplit('.', 1)[1]} {nodes} x {_devices_key(spec).rsplit('.', 1)[1]} {per_node}"
-
-
-def check_world_size(spec: Spec, host: HostInfo | None) -> list[Check]:
-    """The world must split evenly into tensor x expert x context parallel groups."""
-    world, how = _world(spec)
-    degrees = {key: _num(spec, key) or 1 for key in (TP, EP, CP)}
-    product = degrees[TP] * degrees[EP] * degrees[CP]
-    if world % product == 0:
-        return []
-    named = " x ".join(f"{key.rsplit('.', 1)[1]} {value}" for key, value in degrees.items())
-    return [Check("world-size", ERROR,
-                  f"world size {world} ({how}) is not divisible by the parallel degrees {named} = {product}",
-                  [k for k, v in degrees.items() if v > 1] + [NODES, _devices_key(spec)])]
-
-
-def check_shard_degree(spec: Spec, host: HostInfo | None) -> list[Check]:
-    """FSDP shards over the data- and context-parallel ranks (world / tensor parallel), so
-    shard_degree must divide that number (and hence the world size)."""
-    shard = _num(spec, SHARD)
-    if shard is None:
-        return []
-    world, how = _world(spec)
-    tp = _num(spec, TP) or 1
-    if world % shard:
-        return [Check("shard-degree", ERROR,
-                      f"world size {world} ({how}) is not divisible by shard_degree {shard}",
-                      [SHARD, NODES, _devices_key(spec)])]
-    replicas = world // tp
-    if replicas % shard:
-        return [Check("shard-degree", ERROR,
-                      f"shard_degree {shard} does not divide the {replicas} ranks that hold the same "
-                      f"tensor-parallel slice (world {world} / tensor parallel {tp})",
-                      [SHARD, TP, NODES, _devices_key(spec)])]
-    return []
-
-
-def check_global_batch(spec: Spec, host: HostInfo | None) -> list[Check]:
-    """global_batch_size = train_batch_size x data-parallel size x gradient accumulation steps."""
-    global_batch = _num(spec, GLOBAL)
-    if global_batch is None:
-        return []
-    micro = _num(spec, MICRO) or 1
-    lay = memory.layout(spec.data)
-    per_step = micro * lay.dp
-    if global_batch % per_step == 0:
-        return []
-    lower = global_batch // per_step * per_step
-    nearest = f"{lower} or {lower + per_step}" if lower else str(per_step)
-    return [Check("global-batch", ERROR,
-                  f"global_batch_size {global_batch} is not a multiple of train_batch_size {micro} x "
-                  f"data-parallel size {lay.dp} (world {lay.world} / (tensor {lay.tp} x context {lay.cp})) "
-                  f"= {per_step}; nearest valid: {nearest}",
-                  _present(spec, [GLOBAL, MICRO, NODES, _devices_key(spec), TP, CP]))]
-
-
-def check_sequence_length(spec: Spec, host: HostInfo | None) -> list[Check]:
-    seq, max_pos = _num(spec, SEQ), _num(spec, MAX_POS)
-    if seq is None or max_pos is None or seq <= max_pos:
-        return []
-    return [Check("sequence-length", ERROR,
-                  f"max_context_width {seq} exceeds max_position_embeddings {max_pos}: "
-                  f"positions past {max_pos} were never trained (and some models cannot encode them)",
-                  [SEQ, MAX_POS])]
 
 
 def check_host_capacity(spec: Spec, host: HostInfo | None) -> list[Check]:
@@ -258,22 +193,35 @@ def check_memory(spec: Spec, host: HostInfo | None) -> list[Check]:
     return [Check("memory", INFO, f"memory estimate {est.explain}", keys)]
 
 
-def check_trainable(spec: Spec, host: HostInfo | None) -> list[Check]:
-    """A recipe hpctl plans but its trainer would refuse at start (multimodal, fp8 on a CPU, ...)."""
-    found = compat.untrainable(spec.data)
-    if found is None:
+def world_size(spec: Spec) -> int:
+    """The number of processes the launcher starts: nodes x processes per node (a local cluster's
+    nproc_per_node, else trainer.devices). The trainer's mesh and batch rules are asked with it."""
+    return _world(spec)[0]
+
+
+def check_trainer(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """Everything the trainer would refuse at start, asked of the trainer's own torch-free config
+    (adapter.config, the one owner of those rules) with the world size this plan launches. Local
+    jobs also have their model, tokenizer and data files read, since the job will see the same ones.
+    A custom entry point (git.entry_script / entry_module) runs another program: it decides."""
+    if not runs_adapter(spec.data):
         return []
-    return [Check("trainable", WARNING, f"hpctl's trainer would refuse this recipe: {found.reason}", [found.key])]
+    from adapter.config import problems  # torch-free; imported here so `hpctl` starts fast
+    found = problems(spec.recipe, world_size(spec), files=_is_local(spec))
+    return [Check("trainer", ERROR, e.message, [f"recipes.{e.key}"], e.hint)
+            for e in found]
+
+
+def runs_adapter(data: dict) -> bool:
+    """Whether the job runs hpctl's trainer (`-m adapter.train`) rather than a custom entry point."""
+    git = data.get("git") if isinstance(data.get("git"), dict) else {}
+    return not (git.get("entry_script") or git.get("entry_module"))
 
 
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
-    check_world_size,
-    check_shard_degree,
-    check_global_batch,
-    check_sequence_length,
+    check_trainer,
     check_host_capacity,
     check_memory,
-    check_trainable,
 ]
 
 
@@ -282,4 +230,16 @@ def run_checks(spec: Spec, host: HostInfo | None = None) -> list[Check]:
     if host is None and _is_local(spec):
         host = detect_host()
     return [found for check in CHECKS for found in check(spec, host)]
+
+
+def errors_as_problems(spec: Spec, results: list[Check]) -> list[Problem]:
+    """The error-severity checks as located problems: each at its first key's file:line."""
+    out = []
+    for c in results:
+        if c.severity != ERROR:
+            continue
+        key = c.keys[0] if c.keys else None
+        hint = c.hint or (("keys involved: " + ", ".join(c.keys)) if len(c.keys) > 1 else None)
+        out.append(Problem(f"[{c.id}] {c.message}", spec.origin(key) if key else None, key, hint=hint))
+    return out
 

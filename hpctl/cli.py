@@ -93,17 +93,14 @@ def _compose(env: Env, args: tuple[str, ...], cluster: str | None):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common
 def validate(env: Env, args, cluster, as_json) -> int:
-    """Schema and pre-flight checks of RECIPE [key=value ...]; exit 0 when valid."""
-    from hpctl.checks import memory_estimate, run_checks
-    from hpctl.plan import _check_problems
-    from hpctl.validate import validate as schema_validate
+    """Everything plan checks for RECIPE [key=value ...] (schema, pre-flight, the trainer's config,
+    rendering), without state or a diff; exit 0 when valid."""
     from dataclasses import asdict
+
+    from hpctl.checks import memory_estimate
+    from hpctl.plan import verify
     spec = _compose(env, args, cluster)
-    schema_validate(spec)
-    results = run_checks(spec)
-    problems = _check_problems(spec, results)
-    if problems:
-        raise HpctlError(problems)
+    results, _ = verify(spec)
     est = memory_estimate(spec)
     if as_json:
         _print_json({"valid": True, "job": spec.job_name, "recipe": spec.recipe_name,

@@ -8,15 +8,11 @@ instead of a page of unknown keys.
 
 Fields of v1 hf recipes that belong to SageMaker's closed libraries map to open equivalents, so
 they are not refused here: `use_smp_model` (SageMaker model parallelism) runs as FSDP2 plus
-hpctl's tensor parallelism, `delayed_param` is the trainer's meta-device initialisation (always
-on), `fp8` (Transformer Engine) plans (its planned equivalent is torchao float8 on GPUs, which
-the trainer does not implement yet) and `peft_type: qlora_4bit` plans (bitsandbytes on GPUs is
-its planned equivalent, not implemented by the trainer yet either). Elastic scaling
-(`elastic_policy.is_elastic`) needs HyperPod's closed training operator and has no such
-equivalent, so it is refused. Recipes that plan but that hpctl's
-own trainer would refuse at start (fp8, QLoRA on CPUs, multimodal models, model families the
-trainer lacks) are not refused, since another entry point (git.entry_script) may run them:
-`untrainable` names them, and `hpctl recipes check` shows it.
+hpctl's tensor parallelism, and `delayed_param` is the trainer's meta-device initialisation
+(always on). Elastic scaling (`elastic_policy.is_elastic`) needs HyperPod's closed training
+operator and has no such equivalent, so it is refused. Whether hpctl's own trainer accepts a
+recipe of a supported format (fp8, QLoRA, multimodal, a model family) is not decided here: the
+trainer's config owns that, and `hpctl plan` asks it (checks.check_trainer).
 
 The rules read plain values only, so they work on a resolved spec and on a recipe file's raw data
 alike; the raw data matters because some of these recipes use interpolation resolvers that only
@@ -58,22 +54,6 @@ TRAINIUM_INSTANCE = re.compile(r"^(ml\.)?trn\d")
 NEURON_KEYS = re.compile(r"^(neuron_|compiler_flags$|compiler_cache_url$)")
 MEGATRON_KEYS = ("recipes.model.mcore_gpt", "recipes.model.megatron_amp_O2")
 
-# Model families hpctl's trainer builds. This must list exactly the keys of the adapter's table
-# (adapter/models.py: ARCHITECTURES); tests/test_compat.py checks that the two agree.
-TRAINABLE_FAMILIES = frozenset({
-    "llama_v3", "llama_v4", "mistral", "mixtral", "qwen_v2", "deepseek_r1", "deepseek_r1_llama_v3",
-    "deepseek_r1_qwen_v2", "gpt_oss", "falcon",
-})
-# LLMFT recipes name their base model by Hugging Face id; id prefix -> model family, first match wins.
-LLMFT_FAMILIES = (
-    ("deepseek-ai/DeepSeek-R1-Distill-Llama", "deepseek_r1_llama_v3"),
-    ("deepseek-ai/DeepSeek-R1-Distill-Qwen", "deepseek_r1_qwen_v2"),
-    ("meta-llama/Llama-4", "llama_v4"),
-    ("meta-llama/Llama-3", "llama_v3"),
-    ("Qwen/Qwen2.5", "qwen_v2"),
-    ("Qwen/Qwen3", "qwen_v3"),
-    ("openai/gpt-oss", "gpt_oss"),
-)
 LLMFT_MODEL = "recipes.training_config.model_config.model_name_or_path"
 
 
@@ -112,12 +92,6 @@ def refusal(data: dict[str, Any]) -> Refusal | None:
         found = Refusal("model-type", MODEL_TYPE, f"run.model_type {model_type!r} is not a recipe format hpctl runs",
                         did_you_mean(model_type, SUPPORTED_MODEL_TYPES) or SUPPORTED)
     return found
-
-
-def unsupported_reason(data: dict[str, Any]) -> str | None:
-    """Why hpctl cannot launch this spec, in one sentence; None when it can."""
-    found = refusal(data)
-    return found.reason if found else None
 
 
 def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -161,54 +135,8 @@ def _elastic(data: dict[str, Any]) -> Refusal | None:
 
 
 def family(data: dict[str, Any]) -> tuple[str | None, str]:
-    """(model family, the key it comes from) of a v1 or LLMFT recipe; the family is None when unknown."""
-    if get_path(data, MODEL_TYPE) == "llm_finetuning_aws":
-        name = get_path(data, LLMFT_MODEL)
-        found = next((fam for prefix, fam in LLMFT_FAMILIES if isinstance(name, str) and name.startswith(prefix)), None)
-        return found, LLMFT_MODEL
-    value = get_path(data, "recipes.model.model_type")
-    return (value if isinstance(value, str) else None), "recipes.model.model_type"
-
-
-def untrainable(data: dict[str, Any]) -> Refusal | None:
-    """Why hpctl's own trainer would refuse this spec at start, or None when it trains it."""
-    found = refusal(data)
-    if found:
-        return found
-    for key in ("recipes.model.multi_modal", "recipes.training_config.model_config.multimodal"):
-        if get_path(data, key) is True:
-            return Refusal("multimodal", key, "multimodal (vision) training: hpctl's trainer trains text models")
-    if get_path(data, "recipes.model.offload_activations") is True:  # adapter/config.py refuses it
-        return Refusal("unimplemented", "recipes.model.offload_activations",
-                       "activation offloading is not implemented in hpctl's trainer yet",
-                       "set model.offload_activations=false")
-    if get_path(data, "recipes.model.peft.peft_type") == "qlora_4bit" and \
-            str(get_path(data, "recipes.trainer.accelerator") or "gpu").lower() != "cpu":
-        return Refusal("unimplemented", "recipes.model.peft.peft_type",
-                       "QLoRA 4-bit is not implemented in hpctl's trainer yet (planned: bitsandbytes on GPUs)",
-                       "use peft_type: lora")
-    if get_path(data, "recipes.model.fp8") is True:  # adapter/config.py refuses it on any device
-        return Refusal("fp8", "recipes.model.fp8", "fp8 training is not implemented in hpctl's trainer yet",
-                       "set model.fp8=false to train in bf16")
-    name, key = family(data)
+    """(model, the key it comes from) for display: a v1 recipe's model_type, an LLMFT recipe's base
+    model id; the model is None when the recipe does not say."""
+    key = LLMFT_MODEL if get_path(data, MODEL_TYPE) == "llm_finetuning_aws" else "recipes.model.model_type"
     value = get_path(data, key)
-    if name in TRAINABLE_FAMILIES:
-        return _needs_gpu(data)
-    if key == LLMFT_MODEL and value in (None, ""):
-        return Refusal("model", key, "no base model: model_name_or_path is empty",
-                       "set it to a Hugging Face model id or a checkpoint directory")
-    if value is None and get_path(data, "recipes.model.hf_model_name_or_path"):
-        return _needs_gpu(data)  # the trainer reads the architecture from the checkpoint's config.json
-    what = f"model family {name}" if name else f"model {value!r}"
-    return Refusal("family", key, f"{what} is not in hpctl's trainer's model table",
-                   "trainable families: " + ", ".join(sorted(TRAINABLE_FAMILIES)))
-
-
-def _needs_gpu(data: dict[str, Any]) -> Refusal | None:
-    if str(get_path(data, "recipes.trainer.accelerator") or "gpu").lower() != "cpu":
-        return None
-    if get_path(data, "recipes.model.peft.peft_type") == "qlora_4bit":
-        return Refusal("gpu-only", "recipes.model.peft.peft_type",
-                       "QLoRA 4-bit needs GPUs (bitsandbytes kernels); this job runs on CPUs",
-                       "use peft_type: lora for a CPU run")
-    return None
+    return (value if isinstance(value, str) and value else None), key

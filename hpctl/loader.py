@@ -23,6 +23,8 @@ from hpctl.spec import join
 
 MAX_BYTES = 5 * 1024 * 1024  # a config is kilobytes; anything past this is a mistake
 MAX_VALUES = 100_000  # keys and list items; a few nested aliases (the "billion laughs") expand past it
+MAX_DEPTH = 64  # nested mappings and lists; configs nest a handful deep, and every later stage recurses
+TOO_DEEP = f"the document is nested more than {MAX_DEPTH} levels deep"
 
 
 @dataclass
@@ -40,6 +42,8 @@ def load_text(text: str, source: str) -> Layer:
     yaml.allow_duplicate_keys = False
     try:
         doc = yaml.load(text)
+    except RecursionError:
+        raise HpctlError(TOO_DEEP, origin=Origin(source), hint="configs nest a few levels; flatten the value") from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         origin = Origin(source, mark.line + 1, mark.column + 1) if mark else Origin(source)
@@ -98,6 +102,8 @@ def parse_scalar(text: str) -> Any:
         value = yaml.load(text)
     except YAMLError:
         return text  # not YAML: keep the text as typed
+    except RecursionError:
+        raise HpctlError(TOO_DEEP, hint="configs nest a few levels; flatten the value") from None
     return _plain(value)
 
 
@@ -113,7 +119,10 @@ def _position(node: Any, key: Any) -> tuple[int, int] | None:
         return None
 
 
-def _convert(node: Any, path: str, source: str, origins: dict[str, Origin]) -> Any:
+def _convert(node: Any, path: str, source: str, origins: dict[str, Origin], depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise HpctlError(TOO_DEEP, origin=origins.get(path, Origin(source)), key=path,
+                         hint="configs nest a few levels; flatten the value")
     if len(origins) > MAX_VALUES:
         raise HpctlError(f"the file expands to more than {MAX_VALUES} keys and list items",
                          origin=Origin(source), hint="nested YAML aliases (*name) multiply; write the values out")
@@ -124,7 +133,7 @@ def _convert(node: Any, path: str, source: str, origins: dict[str, Origin]) -> A
             sub = join(path, key)
             pos = _position(node, k)
             origins[sub] = Origin(source, *pos) if pos else Origin(source)
-            out[key] = _convert(v, sub, source, origins)
+            out[key] = _convert(v, sub, source, origins, depth + 1)
         return out
     if isinstance(node, CommentedSeq):
         out_list = []
@@ -132,13 +141,15 @@ def _convert(node: Any, path: str, source: str, origins: dict[str, Origin]) -> A
             sub = join(path, i)
             pos = _position(node, i)
             origins[sub] = Origin(source, *pos) if pos else Origin(source)
-            out_list.append(_convert(v, sub, source, origins))
+            out_list.append(_convert(v, sub, source, origins, depth + 1))
         return out_list
     return _plain(node)
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, depth: int = 0) -> Any:
     """ruamel's scalar subclasses to plain Python values (ScalarBoolean is an int subclass)."""
+    if depth > MAX_DEPTH:
+        raise HpctlError(TOO_DEEP, hint="configs nest a few levels; flatten the value")
     if value is None:
         return None
     if isinstance(value, ScalarBoolean) or isinstance(value, bool):
@@ -152,7 +163,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (datetime.date, datetime.datetime)):
         return value.isoformat()
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, depth + 1) for v in value]
     return str(value)

@@ -58,7 +58,12 @@ def parse(text: str, index: int) -> Override:
                          origin=Origin(override=index, text=text),
                          expected="dot-separated names and list indices, e.g. recipes.trainer.max_steps",
                          found=key or "(empty)")
-    return Override(kind, key, parse_scalar(raw) if eq else None, bool(eq), index, text)
+    try:
+        value = parse_scalar(raw) if eq else None
+    except HpctlError as e:  # the value alone is bad (nested too deeply): say which override
+        raise HpctlError(e.problems[0].message, origin=Origin(override=index, text=text), key=key,
+                         hint=e.problems[0].hint) from None
+    return Override(kind, key, value, bool(eq), index, text)
 
 
 def _parent_and_key(root: dict, path: str, ov: Override, create: bool) -> tuple[Any, str | int]:

@@ -15,7 +15,7 @@ from hpctl import memory
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
-from hpctl.errors import HpctlError, Origin, Problem
+from hpctl.errors import HpctlError, Origin
 from hpctl.modelsize import param_count
 from hpctl.spec import REDACTED, Spec, canonical_json, digest, is_sensitive
 from hpctl.state import State
@@ -120,32 +120,27 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None) -> dict[str, A
     }
 
 
-def _check_problems(spec: Spec, results: list[preflight.Check]) -> list[Problem]:
-    out = []
-    for c in results:
-        if c.severity != "error":
-            continue
-        key = c.keys[0] if c.keys else None
-        out.append(Problem(f"[{c.id}] {c.message}", spec.origin(key) if key else None, key,
-                           hint=("keys involved: " + ", ".join(c.keys)) if len(c.keys) > 1 else None))
-    return out
+def verify(spec: Spec) -> tuple[list[preflight.Check], Artifact]:
+    """Everything plan checks, in plan's order: the schema, the pre-flight checks (the trainer's
+    own config among them) and rendering. `hpctl validate` runs exactly this. Raises HpctlError
+    with every located problem."""
+    validate(spec)
+    results = preflight.run_checks(spec)
+    problems = preflight.errors_as_problems(spec, results)
+    if problems:
+        raise HpctlError(problems)
+    return results, get_backend(spec.cluster_type).render(spec)
 
 
 def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | None = None,
           workspace: str = "") -> Plan:
-    """Validate, check, render and diff. Raises HpctlError on any schema or check error."""
-    validate(spec)
-    results = preflight.run_checks(spec)
-    problems = _check_problems(spec, results)
-    if problems:
-        raise HpctlError(problems)
-    backend = get_backend(spec.cluster_type)
-    artifact = backend.render(spec)
+    """Verify, render and diff against the job's record in state."""
+    results, artifact = verify(spec)
     public = spec.public_data()
     record = state.jobs.get(spec.job_name)
     change = diff(spec.job_name, public, artifact.text, record, destroy=destroy)
     estimate = preflight.memory_estimate(spec)
-    return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,
+    return Plan(spec.job_name, spec.cluster_name, get_backend(spec.cluster_type).name, spec.recipe_name, public,
                 spec.provenance_json(), artifact, change, summarize(spec, estimate),
                 [asdict(c) for c in results], state.serial, state.lineage, spec.inputs,
                 redact_args(args or []), workspace)

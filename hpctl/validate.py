@@ -12,6 +12,7 @@ did-you-mean for unknown keys and enum values.
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -22,7 +23,7 @@ from referencing import Registry, Resource
 from hpctl import compat
 from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.resources import builtin
-from hpctl.spec import REDACTED, Spec, get_path, is_sensitive, join
+from hpctl.spec import REDACTED, Spec, get_path, is_sensitive, iter_leaves, join
 from hpctl.suggest import did_you_mean
 
 SPEC_SCHEMA = "spec.schema.json"
@@ -61,7 +62,7 @@ def validate(spec: Spec) -> None:
     found = compat.refusal(spec.data)
     if found:
         raise HpctlError(unsupported_problem(found, spec.origin(found.key), get_path(spec.data, found.key)))
-    problems = [*_problems(_validator(SPEC_SCHEMA), spec.data, "", spec)]
+    problems = _non_finite(spec) + [*_problems(_validator(SPEC_SCHEMA), spec.data, "", spec)]
     ctype = spec.data.get("cluster_type")
     _, schemas = _registry()
     if isinstance(ctype, str) and cluster_schema(ctype) in schemas and isinstance(spec.data.get("cluster"), dict):
@@ -69,6 +70,15 @@ def validate(spec: Spec) -> None:
     if problems:
         problems.sort(key=lambda p: (p.key or ""))
         raise HpctlError(problems)
+
+
+def _non_finite(spec: Spec) -> list[Problem]:
+    """NaN and infinity are numbers to JSON Schema and YAML (`.nan`, `.inf`) but never a valid
+    setting: no bound compares true against NaN, and JSON cannot even carry them to the job."""
+    return [Problem("expected a finite number", spec.origin(path), path, found=str(value),
+                    hint="NaN and infinity are not settings: give a finite number")
+            for path, value in iter_leaves(spec.data)
+            if isinstance(value, float) and not math.isfinite(value)]
 
 
 def unsupported_problem(found: compat.Refusal, origin: Origin | None, value: Any) -> Problem:

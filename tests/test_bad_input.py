@@ -134,10 +134,34 @@ CORPUS = [
     Case("interpolation-cycle-by-override", ["mini", "+model.a=${.b}", "+model.b=${.a}"],
          ["override 1", "cycle"]),
     # --- pre-flight checks ---------------------------------------------------------------------
-    Case("tensor-parallel-does-not-divide-world", ["mini", "model.tensor_model_parallel_degree=3"],
-         ["override 1", "recipes.model.tensor_model_parallel_degree", "[world-size]", "not divisible"]),
+    Case("tensor-parallel-does-not-divide-heads", ["mini", "model.tensor_model_parallel_degree=3"],
+         ["override 1", "recipes.model.tensor_model_parallel_degree", "[trainer]", "does not divide"]),
     Case("sequence-longer-than-positions", ["mini", "model.max_position_embeddings=16"],
-         [f"{RECIPE}:24:", "recipes.model.max_context_width", "[sequence-length]"]),
+         [f"{RECIPE}:24:", "recipes.model.max_context_width", "[trainer]", "exceeds"]),
+    # --- what the trainer would refuse at start: refused by the plan, at the recipe's line -------
+    Case("trainer-val-check-interval-zero", ["mini"],
+         [f"{RECIPE}:", "recipes.trainer.val_check_interval", "[trainer]", "must be >= 1"],
+         {RECIPE: _recipe("  max_steps: 5\n", "  max_steps: 5\n  val_check_interval: 0\n")}),
+    Case("trainer-fp16", ["mini", "trainer.precision=16"],
+         ["override 1", "recipes.trainer.precision", "[trainer]", "not supported"]),
+    Case("trainer-min-lr-above-lr", ["mini", "+model.optim.sched.min_lr=1.0"],
+         ["override 1", "recipes.model.optim.sched.min_lr", "[trainer]", "above"]),
+    # --- non-finite numbers ------------------------------------------------------------------
+    Case("nan-learning-rate", ["mini"], [f"{RECIPE}:36:", "recipes.model.optim.lr", "finite"],
+         {RECIPE: _recipe("    lr: 1e-3\n", "    lr: .nan\n")}),
+    Case("inf-by-override", ["mini", "model.optim.lr=.inf"], ["override 1", "recipes.model.optim.lr", "finite"]),
+    Case("nan-in-the-cluster", ["mini"], [f"{CLUSTER}:", "finite"],
+         {CLUSTER: LOCAL_CLUSTER.replace("device_memory_gb: 16", "device_memory_gb: .nan")}),
+    # --- architecture arithmetic -----------------------------------------------------------------
+    Case("kv-heads-do-not-divide-heads", ["mini", "model.num_key_value_heads=3"],
+         ["override 1", "recipes.model.num_key_value_heads", "[trainer]", "does not divide num_attention_heads"]),
+    Case("hidden-not-divisible-by-heads", ["mini", "model.hidden_size=30"],
+         ["override 1", "recipes.model.hidden_size", "[trainer]", "not divisible by num_attention_heads"]),
+    Case("odd-head-dim", ["mini", "+model.head_dim=7"], ["override 1", "recipes.model.head_dim", "[trainer]", "odd"]),
+    # --- pathological documents --------------------------------------------------------------
+    Case("deeply-nested-recipe", ["mini"], [RECIPE, "nested"],
+         {RECIPE: MINI_RECIPE + "deep: " + "[" * 5000 + "]" * 5000 + "\n"}),
+    Case("deeply-nested-override", ["mini", "+model.deep=" + "[" * 5000 + "]" * 5000], ["override 1", "nested"]),
     Case("memory-over-the-device", ["mini", "model.hidden_size=65536"], ["[memory]", "more memory than the device has"]),
 ]
 assert len(CORPUS) >= 30 and len({c.id for c in CORPUS}) == len(CORPUS)

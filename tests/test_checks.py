@@ -21,8 +21,10 @@ BASE = {
     "cluster_type": "slurm",
     "cluster": {"type": "slurm", "devices_per_node": 8, "device_memory_gb": 80},
     "recipes": {
-        "trainer": {"num_nodes": 2, "devices": 8, "accelerator": "gpu", "precision": "bf16"},
+        "run": {"name": "base", "results_dir": "/results/base"},
+        "trainer": {"num_nodes": 2, "devices": 8, "accelerator": "gpu", "precision": "bf16", "max_steps": 10},
         "model": {
+            "data": {"use_synthetic_data": True},
             "model_type": "llama_v3", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
             "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": True,
             "train_batch_size": 2, "max_context_width": 2048, "max_position_embeddings": 8192,
@@ -61,115 +63,88 @@ def test_the_base_spec_passes_with_only_the_memory_estimate_to_report():
 
 
 def test_every_check_is_registered_once_and_one_run_reports_them_all():
-    assert len(CHECKS) == len(set(CHECKS)) == 7
-    spec = make(**{"recipes.model.tensor_model_parallel_degree": 4, "recipes.model.shard_degree": 5,
-                   "recipes.model.global_batch_size": 7, "recipes.model.max_context_width": 16384,
+    assert len(CHECKS) == len(set(CHECKS)) == 3
+    spec = make(**{"recipes.model.tensor_model_parallel_degree": 3, "recipes.model.max_context_width": 16384,
                    "recipes.trainer.devices": 9, "cluster.device_memory_gb": 1})
     found = run_checks(spec, HOST)
-    assert [c.id for c in found] == ["world-size", "shard-degree", "global-batch", "sequence-length",
-                                     "host-capacity", "memory"]  # trainable: nothing to say here
+    assert [c.id for c in found] == ["trainer", "trainer", "host-capacity", "memory"]
     assert {c.severity for c in found} == {"error"}
 
 
-# --- world size ---------------------------------------------------------------------------------
+# --- the trainer's own rules, asked at plan time -------------------------------------------------
+# adapter.config owns them (tests/adapter/test_config.py); these show that the check asks it with
+# the world size this plan launches, and that each refusal is located at its recipe key.
 
-@pytest.mark.parametrize("tp,ep,cp", [(2, 1, 1), (4, 2, 2), (1, 1, 16), (8, 1, 2)])
-def test_world_size_divisible_by_parallel_degrees_passes(tp, ep, cp):
-    spec = make(**{"recipes.model.tensor_model_parallel_degree": tp, "recipes.model.expert_model_parallel_degree": ep,
-                   "recipes.model.context_parallel_degree": cp})
-    assert only(spec, "world-size") == []
-
-
-def test_world_size_not_divisible_by_tensor_parallel_is_an_error():
-    [c] = only(make(**{"recipes.model.tensor_model_parallel_degree": 3}), "world-size")
-    assert c.severity == "error"
-    assert "world size 16 (num_nodes 2 x devices 8)" in c.message
-    assert "tensor_model_parallel_degree 3 x expert_model_parallel_degree 1 x context_parallel_degree 1 = 3" in c.message
-    assert c.keys == ["recipes.model.tensor_model_parallel_degree", "recipes.trainer.num_nodes",
-                      "recipes.trainer.devices"]
+def trainer(spec: Spec) -> list[Check]:
+    return only(spec, "trainer")
 
 
-def test_world_size_counts_expert_and_context_parallel_too():
-    spec = make(**{"recipes.model.tensor_model_parallel_degree": 2, "recipes.model.expert_model_parallel_degree": 4,
-                   "recipes.model.context_parallel_degree": 4})
-    [c] = only(spec, "world-size")
-    assert "= 32" in c.message
-    assert c.keys[:3] == ["recipes.model.tensor_model_parallel_degree", "recipes.model.expert_model_parallel_degree",
-                          "recipes.model.context_parallel_degree"]
+@pytest.mark.parametrize("tp", [1, 2, 4, 8])
+def test_tensor_parallel_dividing_the_world_and_the_heads_passes(tp):
+    assert trainer(make(**{"recipes.model.tensor_model_parallel_degree": tp})) == []
 
 
-def test_world_size_on_a_local_cluster_uses_nproc_per_node():
+def test_tensor_parallel_not_dividing_the_world_is_refused_at_its_key():
+    [c] = trainer(make(**{"recipes.model.tensor_model_parallel_degree": 8, "recipes.trainer.devices": 6}))
+    assert c.severity == "error" and c.keys == ["recipes.model.tensor_model_parallel_degree"]
+    assert "does not divide the world size 12" in c.message and c.hint
+    [c] = trainer(make(**{"recipes.model.tensor_model_parallel_degree": 3}))
+    assert "3 does not divide model.num_attention_heads (32)" in c.message
+
+
+def test_the_world_size_of_a_local_cluster_is_its_nproc_per_node():
     spec = make(cluster=dict(LOCAL, nproc_per_node=3), **{"recipes.trainer.num_nodes": 1,
                                                           "recipes.trainer.accelerator": "cpu",
+                                                          "recipes.trainer.precision": "32",
                                                           "recipes.model.tensor_model_parallel_degree": 2})
-    [c] = only(spec, "world-size")
-    assert "world size 3 (num_nodes 1 x nproc_per_node 3)" in c.message
-    assert "cluster.nproc_per_node" in c.keys
+    assert checks.world_size(spec) == 3
+    [c] = trainer(spec)
+    assert "does not divide the world size 3" in c.message
 
-
-# --- shard degree -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shard", [None, 1, 8, 16])
-def test_a_shard_degree_dividing_the_world_passes(shard):
-    assert only(make(**{"recipes.model.sharding_strategy": "hybrid_shard", "recipes.model.shard_degree": shard}),
-                "shard-degree") == []
+def test_a_shard_degree_dividing_the_data_parallel_ranks_passes(shard):
+    assert trainer(make(**{"recipes.model.sharding_strategy": "hybrid_shard", "recipes.model.shard_degree": shard})) == []
 
 
-def test_a_shard_degree_not_dividing_the_world_is_an_error():
-    [c] = only(make(**{"recipes.model.shard_degree": 6}), "shard-degree")
-    assert c.severity == "error"
-    assert "world size 16 (num_nodes 2 x devices 8) is not divisible by shard_degree 6" in c.message
-    assert c.keys[0] == "recipes.model.shard_degree"
+def test_a_shard_degree_not_dividing_the_data_parallel_ranks_is_refused():
+    [c] = trainer(make(**{"recipes.model.sharding_strategy": "hybrid_shard", "recipes.model.shard_degree": 6}))
+    assert c.keys == ["recipes.model.shard_degree"] and "must divide the data-parallel size 16" in c.message
 
-
-def test_a_shard_degree_larger_than_the_ranks_per_tensor_parallel_slice_is_an_error():
-    spec = make(**{"recipes.model.shard_degree": 16, "recipes.model.tensor_model_parallel_degree": 2})
-    [c] = only(spec, "shard-degree")
-    assert "does not divide the 8 ranks" in c.message and "tensor parallel 2" in c.message
-    assert c.keys[:2] == ["recipes.model.shard_degree", "recipes.model.tensor_model_parallel_degree"]
-
-
-# --- global batch -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("global_batch,tp", [(None, 1), (32, 1), (64, 1), (16, 2), (48, 2)])
 def test_a_global_batch_in_whole_micro_batches_passes(global_batch, tp):
     spec = make(**{"recipes.model.global_batch_size": global_batch, "recipes.model.tensor_model_parallel_degree": tp})
-    assert only(spec, "global-batch") == []
+    assert trainer(spec) == []
 
 
-def test_a_global_batch_not_in_whole_micro_batches_is_an_error():
-    [c] = only(make(**{"recipes.model.global_batch_size": 48}), "global-batch")
-    assert c.severity == "error"
-    assert "global_batch_size 48 is not a multiple of train_batch_size 2 x data-parallel size 16" in c.message
-    assert "nearest valid: 32 or 64" in c.message
-    assert c.keys[:2] == ["recipes.model.global_batch_size", "recipes.model.train_batch_size"]
+def test_a_global_batch_not_in_whole_micro_batches_names_the_nearest_valid_ones():
+    [c] = trainer(make(**{"recipes.model.global_batch_size": 48}))
+    assert c.keys == ["recipes.model.global_batch_size"]
+    assert "48 is not a multiple of train_batch_size x data-parallel size (2 x 16 = 32)" in c.message
+    assert c.hint == "nearest valid: 32 or 64"
+    [c] = trainer(make(**{"recipes.model.global_batch_size": 20, "recipes.model.tensor_model_parallel_degree": 4}))
+    assert "(2 x 4 = 8)" in c.message and c.hint == "nearest valid: 16 or 24"
 
 
-def test_a_global_batch_below_one_step_suggests_one_step():
-    [c] = only(make(**{"recipes.model.global_batch_size": 8}), "global-batch")
-    assert "nearest valid: 32" in c.message
+def test_a_sequence_beyond_the_position_embeddings_is_refused():
+    assert trainer(make(**{"recipes.model.max_context_width": 8192})) == []
+    [c] = trainer(make(**{"recipes.model.max_context_width": 16384}))
+    assert c.keys == ["recipes.model.max_context_width"]
+    assert "16384 exceeds model.max_position_embeddings (8192)" in c.message
 
 
-def test_tensor_parallel_shrinks_the_data_parallel_size_of_the_global_batch():
-    assert only(make(**{"recipes.model.global_batch_size": 24, "recipes.model.tensor_model_parallel_degree": 4}),
-                "global-batch") == []
-    [c] = only(make(**{"recipes.model.global_batch_size": 20, "recipes.model.tensor_model_parallel_degree": 4}),
-               "global-batch")
-    assert "data-parallel size 4 (world 16 / (tensor 4 x context 1)) = 8; nearest valid: 16 or 24" in c.message
+def test_every_refusal_is_reported_at_once():
+    found = trainer(make(**{"recipes.model.fp8": True, "recipes.trainer.val_check_interval": 0,
+                            "recipes.model.optim": {"lr": float("nan")}, "recipes.model.num_key_value_heads": 5}))
+    assert sorted(c.keys[0] for c in found) == ["recipes.model.fp8", "recipes.model.num_key_value_heads",
+                                                "recipes.model.optim.lr", "recipes.trainer.val_check_interval"]
 
 
-# --- sequence length ----------------------------------------------------------------------------
-
-def test_sequence_within_the_position_embeddings_passes():
-    assert only(make(**{"recipes.model.max_context_width": 8192}), "sequence-length") == []
-    assert only(make(**{"recipes.model.max_position_embeddings": None}), "sequence-length") == []
-
-
-def test_sequence_beyond_the_position_embeddings_is_an_error():
-    [c] = only(make(**{"recipes.model.max_context_width": 16384}), "sequence-length")
-    assert c.severity == "error"
-    assert "max_context_width 16384 exceeds max_position_embeddings 8192" in c.message
-    assert c.keys == ["recipes.model.max_context_width", "recipes.model.max_position_embeddings"]
+def test_a_custom_entry_point_is_not_held_to_the_trainers_rules():
+    spec = make(**{"recipes.model.fp8": True})
+    spec.data["git"] = {"entry_script": "/code/train.py"}
+    assert trainer(spec) == []
 
 
 # --- host capacity ------------------------------------------------------------------------------
@@ -291,9 +266,14 @@ def test_memory_estimate_is_the_one_the_check_reports():
 # --- the machine --------------------------------------------------------------------------------
 
 def test_checks_tolerate_wrong_types_the_schema_reports():
+    """Only the trainer's config speaks of wrong types (it reads every key it uses); the launcher's
+    own checks skip what they cannot read instead of failing."""
     spec = make(**{"recipes.model.tensor_model_parallel_degree": "two", "recipes.trainer.devices": None,
                    "recipes.model.global_batch_size": 3.5, "recipes.model.max_context_width": "long"})
-    assert [c.id for c in run_checks(spec, HOST) if c.severity == "error"] == []
+    found = [c for c in run_checks(spec, HOST) if c.severity == "error"]
+    assert sorted(c.keys[0] for c in found) == ["recipes.model.global_batch_size", "recipes.model.max_context_width",
+                                                "recipes.model.tensor_model_parallel_degree"]
+    assert {c.id for c in found} == {"trainer"}
 
 
 def test_detect_host_reads_the_machine_without_torch():
@@ -319,9 +299,3 @@ def test_detected_host_is_sane():
     host = detect_host()
     assert host.cpu_count >= 1 and (host.memory_gb or 0) > 0
     assert (host.gpu_count == 0) == (host.gpu_memory_gb is None)
-
-
-def test_trainable_warns_when_the_trainer_would_refuse():
-    found = [c for c in run_checks(make(**{"recipes.model.fp8": True}), HOST) if c.id == "trainable"]
-    assert [(c.severity, c.keys) for c in found] == [("warning", ["recipes.model.fp8"])]
-    assert "fp8" in found[0].message

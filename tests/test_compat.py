@@ -107,7 +107,6 @@ def test_each_refusal_names_its_kind_key_and_reason(data, kind, key, words):
     found = compat.refusal(data)
     assert (found.kind, found.key) == (kind, key)
     assert words in found.reason
-    assert compat.unsupported_reason(data) == found.reason
 
 
 @pytest.mark.parametrize("data", [
@@ -115,13 +114,12 @@ def test_each_refusal_names_its_kind_key_and_reason(data, kind, key, words):
     spec(with_value(HF, "use_smp_model", True)),  # SageMaker model parallelism runs as FSDP2
     spec(with_value(with_value(HF, "model.fp8", True), "model.delayed_param", True)),  # torchao float8, meta init
     spec(with_value(HF, "model.peft", {"peft_type": "qlora_4bit"})),  # bitsandbytes on GPUs
-    spec(with_value(HF, "model.multi_modal", True)),  # plans; the trainer refuses it (untrainable)
+    spec(with_value(HF, "model.multi_modal", True)),  # a format hpctl runs; the trainer's config decides the rest
     spec(with_value(LLMFT, "elastic_policy.is_elastic", False)),
     spec({"run": {"name": "no-model-type"}, "model": {"model_type": "llama_v3"}}),  # left to the schema
 ])
 def test_recipes_hpctl_runs_are_not_refused(data):
     assert compat.refusal(data) is None
-    assert compat.unsupported_reason(data) is None
 
 
 def test_the_unknown_model_type_hint_suggests_the_closest_format():
@@ -129,50 +127,13 @@ def test_the_unknown_model_type_hint_suggests_the_closest_format():
     assert found.hint == "did you mean 'llm_finetuning_aws'?"
 
 
-@pytest.mark.parametrize("data, kind, key", [
-    (spec(with_value(HF, "model.multi_modal", True)), "multimodal", "recipes.model.multi_modal"),
-    (spec(with_value(LLMFT, "training_config.model_config.multimodal", True)), "multimodal",
-     "recipes.training_config.model_config.multimodal"),
-    (spec(with_value(HF, "model.model_type", "gpt5")), "family", "recipes.model.model_type"),
-    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "Qwen/Qwen3-8B")), "family",
-     "recipes.training_config.model_config.model_name_or_path"),
-    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "")), "model",
-     "recipes.training_config.model_config.model_name_or_path"),
-    (spec(with_value(with_value(HF, "trainer.accelerator", "cpu"), "model.fp8", True)), "fp8", "recipes.model.fp8"),
-    (spec(with_value(with_value(HF, "trainer.accelerator", "cpu"), "model.peft", {"peft_type": "qlora_4bit"})),
-     "gpu-only", "recipes.model.peft.peft_type"),
-    (spec(with_value(HF, "run.model_type", "verl")), "verl", "recipes.run.model_type"),
-])
-def test_untrainable_says_why_the_trainer_would_refuse(data, kind, key):
-    found = compat.untrainable(data)
-    assert (found.kind, found.key) == (kind, key)
-
-
-def test_qwen3_names_its_family_and_the_trainable_ones():
-    found = compat.untrainable(spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "Qwen/Qwen3-8B")))
-    assert found.reason == "model family qwen_v3 is not in hpctl's trainer's model table"
-    assert "llama_v3" in found.hint
-
-
-@pytest.mark.parametrize("data, family", [
+@pytest.mark.parametrize("data, model", [
     (spec(HF), "llama_v3"),
-    (spec(LLMFT), "llama_v3"),
-    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")),
-     "deepseek_r1_qwen_v2"),
-    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "openai/gpt-oss-20b-bf16")), "gpt_oss"),
-    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "meta-llama/Llama-4-Scout-17B-16E")),
-     "llama_v4"),
+    (spec(LLMFT), "meta-llama/Llama-3.2-1B-Instruct"),
+    (spec(with_value(LLMFT, "training_config.model_config.model_name_or_path", "")), None),
 ])
-def test_trainable_specs_and_their_family(data, family):
-    assert compat.family(data)[0] == family
-    assert compat.untrainable(data) is None
-
-
-@pytest.mark.parametrize("data", [
-    spec(with_value(with_value(HF, "model.model_type", None), "model.hf_model_name_or_path", "/ckpt")),  # config.json
-])
-def test_checkpoint_architectures_are_trainable(data):
-    assert compat.untrainable(data) is None
+def test_family_names_the_model_for_display(data, model):
+    assert compat.family(data)[0] == model
 
 
 # ------------------------------------------------------------ through compose and validate
@@ -229,7 +190,6 @@ def test_a_minimal_llmft_recipe_is_valid(tiny_workspace):
     ws = tiny_workspace({"recipes/ft/sft.yaml": LLMFT_RECIPE})
     spec_ = compose(["ft/sft"], None, Workspace(ws), env={})
     validate(spec_)
-    assert compat.untrainable(spec_.data) is None
 
 
 def schema_problems(ws, *args):
@@ -271,20 +231,3 @@ def test_an_llmft_recipe_is_not_checked_against_the_v1_schema(tiny_workspace):
     with pytest.raises(HpctlError) as exc:
         validate(compose(["tiny/nomodel"], None, Workspace(ws), env={}))
     assert ("recipes.model", "missing required key 'model'") in [(p.key, p.message) for p in exc.value.problems]
-
-
-# ------------------------------------------------------------ the trainer's model table
-@pytest.mark.slow
-def test_trainable_families_match_the_adapters_model_table():
-    """compat keeps its own copy (hpctl never imports torch); this keeps the copy honest."""
-    pytest.importorskip("torch")
-    models = pytest.importorskip("adapter.models")
-    assert compat.TRAINABLE_FAMILIES == set(models.ARCHITECTURES)
-    # LLMFT model ids map to the adapter's families, but for Qwen3, which waits for its row there
-    assert {fam for _, fam in compat.LLMFT_FAMILIES} - set(models.ARCHITECTURES) <= {"qwen_v3"}
-
-
-@pytest.mark.parametrize("path,value", [("model.peft", {"peft_type": "qlora_4bit"}), ("model.offload_activations", True)])
-def test_features_the_trainer_does_not_implement_are_untrainable_even_on_gpus(path, value):
-    found = compat.untrainable(spec(with_value(HF, path, value)))
-    assert found.kind == "unimplemented" and found.key.startswith("recipes." + path)
