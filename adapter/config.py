@@ -227,9 +227,6 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
     if do_finetune and hf_model is None:
         r.refuse("model.hf_model_name_or_path", "is required when model.do_finetune is true",
                  "point it at a local Hugging Face checkpoint directory")
-    if lora is not None and not do_finetune:
-        r.refuse("model.peft.peft_type", "LoRA needs model.do_finetune: true and a base model",
-                 "set model.do_finetune and model.hf_model_name_or_path")
     model_type = r.str("model.model_type")
     arch = dict(recipe.get("model") or {}) if isinstance(recipe.get("model"), Mapping) else {}
     _architecture(r, model_type, hf_model, arch, parallel.tp)

@@ -64,6 +64,38 @@ def describe_all(ws: Workspace) -> list[dict[str, Any]]:
 
 CHECK_CLUSTERS = ("slurm", "k8s")
 
+# Inputs a recipe leaves to its user (HyperPod ships them empty): the training data and, for a
+# fine-tune, the base model. `recipes check` fills the empty ones with these stand-ins, since a
+# job without them cannot start and only the user can name them (a user's own overrides win).
+STAND_INS = {
+    "model.data.train_dir": "/stand-in/data/train",
+    "model.hf_model_name_or_path": "/stand-in/base-model",
+    "training_config.datasets.train_data.file_path": "/stand-in/data/train.jsonl",
+    "training_config.model_config.model_name_or_path": "/stand-in/base-model",
+}
+
+
+def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = ()) -> list[str]:
+    """HyperPod-form overrides filling the user inputs this recipe leaves empty or out (see
+    STAND_INS): its own format's keys only, the base model only for a fine-tune, and nothing the
+    given overrides already set."""
+    run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
+    llmft = run.get("model_type") == "llm_finetuning_aws"
+    model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+    out = []
+    for key, value in STAND_INS.items():
+        if key.startswith("training_config.") != llmft:
+            continue
+        if key == "model.hf_model_name_or_path" and model.get("do_finetune") is not True:
+            continue
+        node: Any = recipe
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        given = any(o.lstrip("+~").split("=", 1)[0] in (key, f"recipes.{key}") for o in overrides)
+        if node in (None, "") and not given:
+            out.append(f"++recipes.{key}={value}")
+    return out
+
 
 @dataclass
 class RecipeCheck:
@@ -120,7 +152,8 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
     for cluster in CHECK_CLUSTERS:
         stage = "invalid"
         try:
-            spec = compose([f"recipes={name}", f"cluster={cluster}", *overrides], None, ws)
+            spec = compose([f"recipes={name}", f"cluster={cluster}", *stand_ins(layer.data, overrides), *overrides],
+                           None, ws)
             validate(spec)
             validated += 1
             stage = "pre-flight"

@@ -147,10 +147,15 @@ def explain(env: Env, args, cluster, as_json) -> int:
     return 0
 
 
-def _make_plan(env: Env, args, cluster, destroy: bool = False):
+def _make_plan(env: Env, args, cluster, destroy: bool = False, state=None):
+    """Compose, refresh the job's status from its scheduler, and plan against `state` (read
+    without the lock unless the caller holds it)."""
+    from hpctl.apply import refresh
     from hpctl.plan import build
     spec = _compose(env, args, cluster)
-    return build(spec, env.state(), destroy=destroy, args=list(args), workspace=str(env.workspace.root)), spec
+    state = state if state is not None else env.state()
+    refresh(state, spec.job_name)
+    return build(spec, state, destroy=destroy, args=list(args), workspace=str(env.workspace.root)), spec
 
 
 def _emit_plan(env: Env, plan, fmt: str) -> None:
@@ -182,8 +187,6 @@ def plan(env: Env, args, cluster, as_json, fmt, out, detailed_exitcode, destroy,
     if check:
         from hpctl.backends import get_backend
         backend = get_backend(p.spec.get("cluster_type", ""))
-        if not hasattr(backend, "test_only"):
-            raise HpctlError(f"the {backend.name} backend has no submission test")
         env.err.print(f"scheduler check: {backend.test_only(p.artifact)}", markup=False)
     if out:
         p.save(out)
@@ -210,61 +213,6 @@ def show(env: Env, planfile, fmt) -> int:
     return 0
 
 
-def _secrets_for(env: Env, p, spec) -> dict[str, str]:
-    """Values for the artifact's secret env vars, from the freshly composed spec."""
-    from hpctl.spec import REDACTED, get_path
-    out = {}
-    for var, path in p.artifact.env.items():
-        value = get_path(spec.data, path) if spec is not None else None
-        if value in (None, "", REDACTED):
-            raise HpctlError(f"the secret '{path}' has no value at apply time", key=path,
-                             hint="give secrets through the environment, e.g. ${oc.env:HF_TOKEN}, not on the command line")
-        out[var] = str(value)
-    return out
-
-
-def _execute(env: Env, p, spec) -> None:
-    """Carry out a plan under the state lock: the only place that changes jobs and state."""
-    from hpctl.backends import get_backend
-    from hpctl.backends.base import TERMINAL, JobRecord
-    from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE
-    from hpctl.spec import digest
-    with env.locked() as state:
-        if (state.serial, state.lineage) != (p.state_serial, p.state_lineage):
-            raise HpctlError("the plan is stale: state changed since it was made "
-                             f"(serial {p.state_serial} -> {state.serial})", origin=Origin(str(env.state_path)),
-                             hint="run hpctl plan again")
-        action = p.change.action
-        record = state.jobs.get(p.job)
-        if action == NOOP:
-            env.out.print("No changes. The job matches the configuration.")
-            return
-        if action in (DESTROY, REPLACE) and record is not None:
-            get_backend(record.spec.get("cluster_type", record.backend)).cancel(record)
-            env.out.print(f"cancelled {record.job_id}" if record.status not in TERMINAL else
-                          f"job {p.job} was already {record.status}", markup=False)
-        if action == DESTROY:
-            del state.jobs[p.job]
-            state.save()
-            env.out.print(f"Destroy complete: {p.job} forgotten; results kept in {record.results_dir}", markup=False)
-            return
-        backend = get_backend(p.spec.get("cluster_type", p.backend))
-        if action == UPDATE and record is not None:
-            live = backend.describe(record)
-            if live.state not in TERMINAL:
-                raise HpctlError(f"job {p.job} is {live.state} now; the plan expected it finished",
-                                 hint="run hpctl plan again")
-        job_id = backend.submit(p.artifact, _secrets_for(env, p, spec))
-        state.jobs[p.job] = JobRecord(
-            name=p.job, cluster=p.cluster, backend=backend.name, job_id=job_id, spec_digest=digest(p.spec),
-            spec=p.spec, artifact=p.artifact.to_json(), results_dir=p.artifact.results_dir, logs=p.artifact.logs,
-            applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status="PENDING")
-        state.save()
-    verb = {CREATE: "created", UPDATE: "resubmitted", REPLACE: "replaced"}[action]
-    env.out.print(f"Apply complete: job {p.job} {verb} as {backend.name} job {job_id}", markup=False)
-    env.out.print(f"Logs: {', '.join(p.artifact.logs.values())}  (hpctl logs {p.job} -f)", markup=False)
-
-
 @cli.command()
 @recipe_args
 @cluster_opt
@@ -272,8 +220,10 @@ def _execute(env: Env, p, spec) -> None:
 @common
 def apply(env: Env, args, cluster, auto_approve) -> int:
     """Submit RECIPE [key=value ...] after showing its plan, or a saved PLANFILE as it is."""
+    from hpctl.apply import check_fresh, execute
     from hpctl.plan import Plan
     from hpctl.present import print_plan
+    say = lambda line: env.out.print(line, markup=False)  # noqa: E731
     if len(args) == 1 and Path(args[0]).is_file() and not args[0].endswith((".yaml", ".yml")):
         p = Plan.load(Path(args[0]))
         spec = None
@@ -282,18 +232,21 @@ def apply(env: Env, args, cluster, auto_approve) -> int:
             spec = compose(p.args, p.cluster, Workspace(Path(p.workspace)))
         if spec is not None and spec.inputs != p.inputs:
             raise HpctlError("the plan is stale: its input files changed since it was made", hint="run hpctl plan again")
-        _execute(env, p, spec)
+        with env.locked() as state:
+            check_fresh(p, state, str(env.state_path))
+            execute(state, p, spec, say)
         return 0
-    p, spec = _make_plan(env, args, cluster)
-    print_plan(p, env.out)
-    if not p.has_changes:
-        return 0
-    if not auto_approve:
-        env.out.print("\nDo you want to apply? Only 'yes' will be accepted.")
-        answer = click.prompt("  Enter a value", default="", show_default=False, err=False)
-        if answer.strip() != "yes":
-            raise HpctlError("Apply cancelled.")
-    _execute(env, p, spec)
+    with env.locked() as state:  # Terraform's order: lock, plan, confirm, apply, unlock
+        p, spec = _make_plan(env, args, cluster, state=state)
+        print_plan(p, env.out)
+        if not p.has_changes:
+            return 0
+        if not auto_approve:
+            env.out.print("\nDo you want to apply? Only 'yes' will be accepted.")
+            answer = click.prompt("  Enter a value", default="", show_default=False, err=False)
+            if answer.strip() != "yes":
+                raise HpctlError("Apply cancelled.")
+        execute(state, p, spec, say)
     return 0
 
 
@@ -303,34 +256,31 @@ def apply(env: Env, args, cluster, auto_approve) -> int:
 @common
 def destroy(env: Env, job, auto_approve) -> int:
     """Cancel JOB if it runs and forget it in state. Results, checkpoints and logs are kept."""
-    from hpctl.diff import diff
+    from hpctl.apply import execute
     from hpctl.plan import Plan
-    from hpctl.backends.base import Artifact
-    state = env.state()
-    record = state.job(job)
-    p = Plan(job, record.cluster, record.backend, "", record.spec, {}, Artifact.from_json(record.artifact),
-             diff(job, record.spec, "", record, destroy=True), {}, [], state.serial, state.lineage, {})
     from hpctl.present import change_lines, footer
-    for line in change_lines(p.change):
-        env.out.print(line, style="red", markup=False)
-    env.out.print(footer(p))
-    if not auto_approve:
-        answer = click.prompt("Do you want to destroy? Only 'yes' will be accepted", default="", show_default=False)
-        if answer.strip() != "yes":
-            raise HpctlError("Destroy cancelled.")
-    _execute(env, p, None)
+    with env.locked() as state:
+        p = Plan.for_destroy(state.job(job), state)
+        for line in change_lines(p.change):
+            env.out.print(line, style="red", markup=False)
+        env.out.print(footer(p))
+        if not auto_approve:
+            answer = click.prompt("Do you want to destroy? Only 'yes' will be accepted", default="", show_default=False)
+            if answer.strip() != "yes":
+                raise HpctlError("Destroy cancelled.")
+        execute(state, p, None, lambda line: env.out.print(line, markup=False))
     return 0
 
 
 def _refresh(env: Env, names: list[str]) -> list[tuple[Any, Any]]:
     """Ask each job's backend for its status; keep the newest in state (a write only on change)."""
-    from hpctl.backends import get_backend
+    from hpctl.apply import backend_of
     rows = []
     with env.locked() as state:
         changed = False
         for name in names or sorted(state.jobs):
             record = state.job(name)
-            status = get_backend(record.spec.get("cluster_type", record.backend)).describe(record)
+            status = backend_of(record).describe(record)
             if status.state != record.status:
                 record.status, changed = status.state, True
             rows.append((record, status))
@@ -391,9 +341,9 @@ def status(env: Env, job, as_json, watch) -> int:
 @common
 def logs(env: Env, job, follow, rank) -> int:
     """Print JOB's log."""
-    from hpctl.backends import get_backend
+    from hpctl.apply import backend_of
     record = env.state().job(job)
-    for line in get_backend(record.spec.get("cluster_type", record.backend)).logs(record, follow, rank):
+    for line in backend_of(record).logs(record, follow, rank):
         click.echo(line)
     return 0
 
@@ -403,10 +353,10 @@ def logs(env: Env, job, follow, rank) -> int:
 @common
 def cancel(env: Env, job) -> int:
     """Stop JOB (SIGTERM, then SIGKILL after a grace period). Results are kept."""
-    from hpctl.backends import get_backend
+    from hpctl.apply import backend_of
     with env.locked() as state:
         record = state.job(job)
-        get_backend(record.spec.get("cluster_type", record.backend)).cancel(record)
+        backend_of(record).cancel(record)
         record.status = "CANCELLED"
         state.save()
     env.out.print(f"cancelled {job} ({record.backend} job {record.job_id})", markup=False)

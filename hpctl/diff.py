@@ -1,15 +1,16 @@
 """Compare a planned job with its record in state: which action, and which keys changed.
 
 Actions follow Terraform: create (+), update (~: submit again into the same results dir, where
-the trainer resumes), replace (-/+: the job is still running, or moves cluster or results dir, so
-it is cancelled and submitted anew), destroy (-) and no-op.
+the trainer resumes; also an unchanged job that ended FAILED or CANCELLED), replace (-/+: the job
+is still running, or moves cluster or results dir, so it is cancelled and submitted anew),
+destroy (-) and no-op.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hpctl.backends.base import TERMINAL, JobRecord
+from hpctl.records import CANCELLED, FAILED, TERMINAL, JobRecord
 from hpctl.spec import iter_leaves
 
 CREATE, UPDATE, REPLACE, DESTROY, NOOP = "create", "update", "replace", "destroy", "no-op"
@@ -63,6 +64,9 @@ def diff(job: str, public_spec: dict, artifact_text: str, record: JobRecord | No
     keys = key_changes(record.spec, public_spec)
     artifact_changed = record.artifact.get("text") != artifact_text
     if not keys and not artifact_changed:
+        if record.status in (FAILED, CANCELLED):  # apply brings the job back to what the inputs say
+            return Change(UPDATE, job, f"the job ended {record.status}: it will be submitted again unchanged and "
+                          "resume from its latest checkpoint")
         return Change(NOOP, job, "the job matches the configuration")
     running = record.status not in TERMINAL
     if any(k.forces_replace for k in keys):

@@ -17,6 +17,7 @@ from hpctl.backends.base import Artifact
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
 from hpctl.errors import HpctlError, Origin
 from hpctl.modelsize import param_count
+from hpctl.records import JobRecord, record_digest
 from hpctl.spec import REDACTED, Spec, canonical_json, digest, is_sensitive
 from hpctl.state import State
 from hpctl.validate import validate
@@ -41,6 +42,14 @@ class Plan:
     inputs: dict[str, str]
     args: list[str] = field(default_factory=list)
     workspace: str = ""
+    record_digest: str | None = None  # the job's record when planned (records.record_digest): staleness
+
+    @classmethod
+    def for_destroy(cls, record: JobRecord, state: State) -> "Plan":
+        """The plan `hpctl destroy JOB` shows and applies: cancel if running, forget in state."""
+        return cls(record.name, record.cluster, record.backend, "", record.spec, {},
+                   Artifact.from_json(record.artifact), diff(record.name, record.spec, "", record, destroy=True),
+                   {}, [], state.serial, state.lineage, {}, record_digest=record_digest(record))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,7 +62,7 @@ class Plan:
             "artifact": self.artifact.to_json(),
             "state": {"serial": self.state_serial, "lineage": self.state_lineage},
             "inputs": self.inputs, "args": self.args, "workspace": self.workspace,
-            "spec_digest": digest(self.spec),
+            "spec_digest": digest(self.spec), "record_digest": self.record_digest,
         }
 
     @classmethod
@@ -65,7 +74,7 @@ class Plan:
         return cls(d["job"], d["cluster"], d["backend"], d["recipe"], d["spec"], d["provenance"],
                    Artifact.from_json(d["artifact"]), change, d["summary"], d["checks"],
                    d["state"]["serial"], d["state"]["lineage"], d["inputs"], d.get("args", []),
-                   d.get("workspace", ""))
+                   d.get("workspace", ""), d.get("record_digest"))
 
     def counts(self) -> dict[str, int]:
         a = self.change.action
@@ -124,7 +133,13 @@ def verify(spec: Spec) -> tuple[list[preflight.Check], Artifact]:
     """Everything plan checks, in plan's order: the schema, the pre-flight checks (the trainer's
     own config among them) and rendering. `hpctl validate` runs exactly this. Raises HpctlError
     with every located problem."""
-    validate(spec)
+    try:
+        validate(spec)
+    except HpctlError as schema:  # the trainer's verdict too, so one run shows every problem
+        seen = {p.key for p in schema.problems}
+        extra = [p for p in preflight.errors_as_problems(spec, preflight.check_trainer(spec, None))
+                 if p.key not in seen]
+        raise HpctlError(schema.problems + extra) from None
     results = preflight.run_checks(spec)
     problems = preflight.errors_as_problems(spec, results)
     if problems:
@@ -143,7 +158,7 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
     return Plan(spec.job_name, spec.cluster_name, get_backend(spec.cluster_type).name, spec.recipe_name, public,
                 spec.provenance_json(), artifact, change, summarize(spec, estimate),
                 [asdict(c) for c in results], state.serial, state.lineage, spec.inputs,
-                redact_args(args or []), workspace)
+                redact_args(args or []), workspace, record_digest(record))
 
 
 def redact_args(args: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpctl.backends.base import JobRecord
+from hpctl.records import JobRecord
 from hpctl.errors import HpctlError, Origin
 from hpctl.suggest import did_you_mean
 

@@ -73,12 +73,27 @@ def test_saved_plan_show_and_stale_refusal(tmp_path, capsys):
     assert rc == 0 and planfile.exists()
     rc, out, _ = run(["show", str(planfile), "-w", str(tmp_path), "--format", "json"], capsys)
     assert rc == 0 and json.loads(out)["job"] == "tiny-llama"
-    # state moves on after the plan was made: the saved plan must be refused, and nothing submitted
+    from hpctl.records import JobRecord
     from hpctl.state import locked
+
+    def record(name: str) -> JobRecord:
+        return JobRecord(name=name, cluster="slurm", backend="slurm", job_id="77", spec_digest="sha256:x", spec={},
+                         artifact={}, results_dir="/r", logs={}, applied_at="2026-12-01T00:00:00Z", status="RUNNING")
+
+    # another job applied meanwhile: state moved on, but this plan's job did not, so it still applies
+    # (here it reaches sbatch, which this machine lacks: the submission was tried, not refused as stale)
     with locked(tmp_path / ".hpctl" / "state.json") as st:
+        st.jobs["other-job"] = record("other-job")
         st.save()
     rc, _, err = run(["apply", str(planfile), "-w", str(tmp_path)], capsys)
-    assert rc == 1 and "the plan is stale" in err and "Traceback" not in err
+    assert "stale" not in err and "sbatch" in err
+    # the plan's own job applied meanwhile: refused, naming the job and what changed; nothing submitted
+    with locked(tmp_path / ".hpctl" / "state.json") as st:
+        st.jobs["tiny-llama"] = record("tiny-llama")
+        st.save()
+    rc, _, err = run(["apply", str(planfile), "-w", str(tmp_path)], capsys)
+    assert rc == 1 and "the plan is stale: job tiny-llama was applied since the plan was made (as 77" in err
+    assert "Traceback" not in err
 
 
 def test_write_artifacts(tmp_path, capsys):

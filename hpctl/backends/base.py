@@ -10,12 +10,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hpctl.records import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL,  # noqa: F401
+                            UNKNOWN, JobRecord)  # states and records are re-exported for the backends
 from hpctl.spec import Spec
-
-# Normalised job states shown by `hpctl status`.
-PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN = (
-    "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "UNKNOWN")
-TERMINAL = {SUCCEEDED, FAILED, CANCELLED}
 
 
 @dataclass
@@ -25,7 +22,9 @@ class Artifact:
     `kind` names the text ("sbatch", "manifest", "command"); `language` is for syntax
     highlighting; `files` maps absolute paths to contents; `env` names environment variables the
     job needs from the submitting process (secrets: their values never enter the artifact);
-    `logs` maps a log name ("stdout", "rank0", ...) to a path or path pattern.
+    `logs` maps a log name ("stdout", "rank0", ...) to a path or path pattern; `meta` holds what
+    the backend needs later to find the submitted job (its name, kind, namespace), so describe,
+    logs and cancel never parse the rendered text back.
     """
 
     kind: str
@@ -35,36 +34,13 @@ class Artifact:
     env: dict[str, str] = field(default_factory=dict)  # env var -> spec key path of the secret
     logs: dict[str, str] = field(default_factory=dict)
     results_dir: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Artifact":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-@dataclass
-class JobRecord:
-    """One applied job as kept in state."""
-
-    name: str
-    cluster: str
-    backend: str
-    job_id: str
-    spec_digest: str
-    spec: dict[str, Any]
-    artifact: dict[str, Any]
-    results_dir: str
-    logs: dict[str, str]
-    applied_at: str
-    status: str = UNKNOWN
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "JobRecord":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -109,3 +85,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, record: JobRecord) -> None:
         """Stop the job. Never deletes results, checkpoints or logs."""
+
+    def test_only(self, artifact: Artifact) -> str:
+        """Ask the scheduler whether it would accept the submission, submitting nothing (`plan
+        --check`); the answer in one line. Backends whose scheduler cannot say refuse clearly."""
+        from hpctl.errors import HpctlError
+        raise HpctlError(f"the {self.name} backend cannot test a submission without making it",
+                         hint="drop --check; plan has already validated the artifact against the scheduler's schema")

@@ -439,8 +439,10 @@ def api_errors(what: str, resource: str) -> Iterator[None]:
 def _target(record: JobRecord) -> tuple[str, str, tuple[str, str, str]]:
     """(namespace, name, (group, version, plural)) of an applied job."""
     namespace, _, name = record.job_id.partition("/")
-    _, job = documents(record.artifact["text"])
-    return namespace, name, KINDS[job["kind"]]
+    kind = (record.artifact.get("meta") or {}).get("kind")
+    if kind is None:  # recorded before artifacts carried their metadata
+        kind = documents(record.artifact["text"])[1]["kind"]
+    return namespace, name, KINDS[kind]
 
 
 class KubernetesBackend(Backend):
@@ -455,7 +457,8 @@ class KubernetesBackend(Backend):
         return Artifact(
             kind="manifest", language="yaml", text=render_template(TEMPLATE, **ctx),
             env={secret_env_name(p): p for p in sorted(secrets_of(spec.data))},
-            logs=logs, results_dir=text(spec.get("recipes.run.results_dir")))
+            logs=logs, results_dir=text(spec.get("recipes.run.results_dir")),
+            meta={"name": ctx["name"], "namespace": ctx["namespace"], "kind": ctx["kind"]})
 
     def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
         from kubernetes import client

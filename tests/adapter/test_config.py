@@ -41,11 +41,13 @@ def test_hyperpod_defaults(tmp_path: Path) -> None:
     assert not cfg.checkpoint.enabled and cfg.parallel.precision == "bf16" and cfg.val_batches is None
 
 
-@pytest.mark.parametrize("sections, key", [
+# Every refusal the trainer makes at start, as (recipe sections merged into the tiny recipe, the key
+# it names). tests/test_trainer_contract.py runs each through `hpctl validate` too: the plan must
+# refuse the same recipes at the same keys.
+REFUSALS = [
     ({"model": {"fp8": True}}, "model.fp8"),
     ({"model": {"context_parallel_degree": 2}}, "model.context_parallel_degree"),
     ({"model": {"sharding_strategy": "zero3"}}, "model.sharding_strategy"),
-    ({"model": {"peft": {"peft_type": "lora"}}}, "model.peft.peft_type"),  # LoRA without do_finetune
     ({"model": {"do_finetune": True}}, "model.hf_model_name_or_path"),
     ({"model": {"peft": {"peft_type": "qlora"}}}, "model.peft.peft_type"),
     ({"model": {"global_batch_size": 5}}, "model.global_batch_size"),
@@ -56,9 +58,28 @@ def test_hyperpod_defaults(tmp_path: Path) -> None:
     ({"trainer": {"precision": "16"}}, "trainer.precision"),
     ({"trainer": {"accelerator": "trn"}}, "trainer.accelerator"),
     ({"trainer": {"val_check_interval": 0.5}}, "trainer.val_check_interval"),
-])
+    ({"trainer": {"val_check_interval": 0}}, "trainer.val_check_interval"),
+    ({"trainer": {"limit_val_batches": 0.25}}, "trainer.limit_val_batches"),
+    ({"model": {"optim": {"lr": float("nan")}}}, "model.optim.lr"),
+    ({"model": {"optim": {"sched": {"name": "CosineAnnealing", "warmup_steps": 50}}}}, "model.optim.sched.warmup_steps"),
+    ({"model": {"dpo": {"enabled": True, "label_smoothing": 0.5}}}, "model.dpo.label_smoothing"),
+    ({"model": {"num_key_value_heads": 3}}, "model.num_key_value_heads"),
+    ({"model": {"hidden_size": 30}}, "model.hidden_size"),
+    ({"model": {"model_type": "llama_v9"}}, "model.model_type"),
+    ({"model": {"tensor_model_parallel_degree": 3}}, "model.tensor_model_parallel_degree"),
+]
+
+
+@pytest.mark.parametrize("sections, key", REFUSALS)
 def test_unsupported_settings_are_refused(tmp_path: Path, sections: dict, key: str) -> None:
     assert refused(tmp_path, **sections).key == key
+
+
+def test_lora_on_a_random_base_is_accepted(tmp_path: Path) -> None:
+    """do_finetune false with LoRA trains adapters on a randomly initialised base (the catalog's
+    tiny_llama_lora shows the mechanics without weights to download)."""
+    cfg = from_recipe(tiny_recipe(tmp_path, model={"peft": {"peft_type": "lora", "rank": 4}}))
+    assert cfg.lora is not None and cfg.lora.rank == 4 and not cfg.do_finetune
 
 
 def test_lora_with_tensor_parallelism_is_refused(tmp_path: Path) -> None:
