@@ -264,4 +264,4 @@ def summary(spec_data: dict[str, Any]) -> str | None:
     if not url:
         return program
     pin = f" commit {git['commit']}" if git.get("commit") else f" branch {git['branch']}" if git.get("branch") else ""
-    return f"{program} from {url}{pin}, cloned to <results>/{CODE_DIR}"
+    return f"{program} from {url}{pin}"
