@@ -71,7 +71,8 @@ class Clone:
             helper = ("!f() { test \"$1\" = get && echo username=x-access-token && "
                       f"echo \"password=${{{self.token_env}}}\"; }}; f")
             git += ["-c", "credential.helper=", "-c", f"credential.helper={helper}"]
-        clone = [*git, "clone", "--quiet", *(["--branch", self.branch] if self.branch else []), "--", self.url, self.dest]
+        branch = ["--branch", self.branch] if self.branch else []
+        clone = [*git, "clone", "--quiet", *branch, "--", self.url, self.dest]
         out = [
             f"mkdir -p -- {dest}",
             f"find {dest} -mindepth 1 -maxdepth 1 -exec rm -rf -- {{}} +",
@@ -80,8 +81,8 @@ class Clone:
         if self.commit:
             out.append(f"git -C {dest} checkout --quiet --detach {q(self.commit)}")
         if self.check_adapter:
-            out.append(f"{{ test -f {q(self.dest + '/adapter/train.py')} || {{ echo "
-                       f"{q(f'hpctl: git.update_adapter: {self.url} has no adapter/train.py at its root')} >&2; false; }}; }}")
+            missing = q(f"hpctl: git.update_adapter: {self.url} has no adapter/train.py at its root")
+            out.append(f"{{ test -f {q(self.dest + '/adapter/train.py')} || {{ echo {missing} >&2; false; }}; }}")
         out.append(f"printf 'hpctl: code from %s at %s\\n' {q(self.url)} \"$(git -C {dest} rev-parse HEAD)\"")
         return out
 
@@ -130,7 +131,8 @@ def _check_url(url: str, spec: Spec, problems: list[Problem]) -> None:
             origin = Origin(override=origin.override)
         problems.append(Problem("a password in the URL would be stored in the plan and state", origin,
                                 "git.repo_url_or_path", found="a URL with user:password@",
-                                hint="put the token in git.token (sensitive: passed by environment, never written out)"))
+                                hint="put the token in git.token (sensitive: passed by environment, "
+                                     "never written out)"))
     elif not URL_CHARS.match(url) or url.startswith("-"):
         bad = sorted({c for c in url if not URL_CHARS.match(c)}) or ["-"]
         problems.append(_problem(spec, "repo_url_or_path", "not a repository URL or path hpctl can pass to git safely",

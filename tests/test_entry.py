@@ -92,6 +92,20 @@ def test_programs(git, program, clone, pythonpath, line):
     assert ep.argv("S")[-2:] == ["--config", "S"]
 
 
+def test_the_token_reaches_git_through_its_credential_helper_only():
+    ep = entry_point(Spec(data={"git": {"repo_url_or_path": "https://example.com/r.git", "entry_module": "m",
+                                        "token": "t0ken"}}), "/r/job")
+    (clone_line,) = [s for s in ep.clone.steps() if " clone " in s]
+    assert "t0ken" not in clone_line
+    words = shlex.split(clone_line)
+    git_options = words[:words.index("clone")]  # git -c credential.helper= -c credential.helper=!f ...
+    asked = subprocess.run([*git_options, "credential", "fill"], input="protocol=https\nhost=example.com\n\n",
+                           capture_output=True, text=True, timeout=30,
+                           env={**os.environ, "HPCTL_SECRET_GIT_TOKEN": "t0ken", "GIT_TERMINAL_PROMPT": "0"})
+    assert asked.returncode == 0, asked.stderr
+    assert "username=x-access-token" in asked.stdout.splitlines() and "password=t0ken" in asked.stdout.splitlines()
+
+
 BAD = [  # (git values, the key of the first problem, a phrase of its message)
     ({"entry_script": "/a.py", "entry_module": "m"}, "git.entry_module", "both set"),
     ({"entry_script": "/a/train.sh"}, "git.entry_script", "must be a Python file"),

@@ -326,10 +326,10 @@ def context(spec: Spec) -> dict[str, Any]:
         "affinity": _affinity(cluster.get("label_selector")),
         "image": text(image),
         "pull_policy": _choice(cluster.get("pullPolicy"), PULL_POLICIES, "cluster.pullPolicy"),
-        "command": command, "env": env,
+        "command": command, "env": env, "secret_keys": sorted(secret_env_name(p) for p in secrets),
         # Each pod clones the code into its own emptyDir at <results_dir>/code (no shared-filesystem race).
-        "clone": None if entry.clone is None else {
-            "command": ["sh", "-c", literal(entry.clone.script())], "dest": entry.clone.dest, "volume": CODE_VOLUME}, "secret_keys": sorted(secret_env_name(p) for p in secrets),
+        "clone": None if entry.clone is None else {"command": ["sh", "-c", literal(entry.clone.script())],
+                                                   "dest": entry.clone.dest, "volume": CODE_VOLUME},
         "resources": resources,
         "volumes": _volumes(cluster), "shm_size": None if shm is None else text(shm),
         "container": CONTAINER, "config_dir": CONFIG_DIR, "spec_file": SPEC_FILE,
