@@ -100,10 +100,6 @@ class EntryPoint:
     clone: Clone | None = None
     pythonpath: str | None = None  # prepended to PYTHONPATH when set
 
-    @property
-    def custom(self) -> bool:
-        return self.program != DEFAULT_PROGRAM or self.pythonpath is not None
-
     def argv(self, spec_path: str) -> list[str]:
         """The program and its one argument, after torchrun's own options."""
         return [*self.program, "--config", spec_path]
@@ -233,14 +229,15 @@ def entry_point(spec: Spec, results_dir: str | None) -> EntryPoint:
                                     found=repr(results_dir)))
         else:
             clone_dir = f"{results_dir.rstrip('/')}/{CODE_DIR}"
-    path = _script(script, clone_dir if url else None, spec, problems) if script else None
+    in_repo = (clone_dir or f"<results_dir>/{CODE_DIR}") if url else None  # a bad results dir is reported above
+    path = _script(script, in_repo, spec, problems) if script else None
     if problems:
         raise HpctlError(problems)
 
     clone = None
     if url and clone_dir:
-        token = spec.get(TOKEN_KEY)
-        clone = Clone(url, branch, commit, clone_dir, secret_env_name(TOKEN_KEY) if token else None, update_adapter)
+        token_env = secret_env_name(TOKEN_KEY) if spec.get(TOKEN_KEY) else None
+        clone = Clone(url, branch, commit, clone_dir, token_env, update_adapter)
     program = (path,) if path else ("-m", module) if module else DEFAULT_PROGRAM
     pythonpath = clone_dir if clone and (module or update_adapter) else None
     return EntryPoint(program, clone, pythonpath)

@@ -69,7 +69,7 @@ def test_default_is_the_builtin_trainer():
                            "use_default": True, "token": "t"}):
         data = {} if git is None else {"git": git}
         ep = entry_point(Spec(data=data), "/r")
-        assert ep.program == DEFAULT_PROGRAM and ep.clone is None and ep.pythonpath is None and not ep.custom
+        assert ep.program == DEFAULT_PROGRAM and ep.clone is None and ep.pythonpath is None
         assert runs_adapter(data) and summary(data) is None
     assert entry_point(Spec(data={}), None).argv("/r/job_spec.json") == ["-m", "adapter.train", "--config",
                                                                         "/r/job_spec.json"]
@@ -88,7 +88,7 @@ def test_default_is_the_builtin_trainer():
 def test_programs(git, program, clone, pythonpath, line):
     ep = entry_point(spec_of(git), "/r/job/")
     assert ep.program == program and (ep.clone is not None) == clone and ep.pythonpath == pythonpath
-    assert ep.custom and not runs_adapter({"git": git}) and summary({"git": git}) == line
+    assert not runs_adapter({"git": git}) and summary({"git": git}) == line
     assert ep.argv("S")[-2:] == ["--config", "S"]
 
 
@@ -163,7 +163,10 @@ def test_the_clone_needs_an_absolute_results_dir():
     for results in (None, "results/job", "/r/a\nb"):
         with pytest.raises(HpctlError) as err:
             entry_point(spec_of({"repo_url_or_path": "https://h/r", "entry_module": "m"}, results), results)
-        assert err.value.problems[0].key == "recipes.run.results_dir"
+        assert [p.key for p in err.value.problems] == ["recipes.run.results_dir"]
+    with pytest.raises(HpctlError) as err:  # a relative script is still judged against the repository
+        entry_point(spec_of({"repo_url_or_path": "https://h/r", "entry_script": "t.py"}, None), None)
+    assert [p.key for p in err.value.problems] == ["recipes.run.results_dir"]
 
 
 # ---------------------------------------------------------------------------------------------
