@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hpctl import checks as preflight
+from hpctl import entry
 from hpctl import memory
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
@@ -124,6 +125,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None) -> dict[str, A
         "max_steps": trainer.get("max_steps") or (f"{args['max_epochs']} epochs" if args.get("max_epochs") else None),
         "peft": (model.get("peft") or {}).get("peft_type") or (model_config.get("peft_config") or {}).get("peft_type"),
         "results_dir": r.get("run", {}).get("results_dir"),
+        "entry": entry.summary(spec.data),
         "memory_gb_per_device": round(estimate.total_gb, 2) if known else None,
         "memory_fraction": round(estimate.fraction, 3) if known and estimate.fraction is not None else None,
     }

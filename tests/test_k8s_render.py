@@ -351,7 +351,8 @@ def test_secrets_never_in_text():
     values = {"hf": "hf_SECRETVALUE1", "git": "ghp_SECRETVALUE2", "wandb": "wb_SECRETVALUE3", "api": "SECRETVALUE4"}
     spec = make_spec({"env": {"WANDB_API_KEY": values["wandb"]}},
                      env_vars={"NCCL_DEBUG": "WARN", "HF_TOKEN": values["hf"]},
-                     git={"repo_url_or_path": "https://example.com/r.git", "token": values["git"]})
+                     git={"repo_url_or_path": "https://example.com/r.git", "entry_script": "train.py",
+                          "token": values["git"]})
     spec.data["recipes"]["model"]["api_key"] = values["api"]
     artifact, config_map, job = render(spec)
     validate_all(config_map, job)

@@ -26,6 +26,7 @@ from typing import Any
 
 from hpctl.backends.base import (
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus)
+from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec, get_path, is_sensitive, join, secret_env_name, secrets_of
 from hpctl.suggest import did_you_mean
@@ -46,7 +47,8 @@ KINDS = {
     "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
     "HyperPodPyTorchJob": ("sagemaker.amazonaws.com", "v1", "hyperpodpytorchjobs"),
 }
-RESERVED_VOLUMES = ("job-spec", "dshm")  # the template's ConfigMap and /dev/shm volumes
+CODE_VOLUME = "hpctl-code"  # a pod's own clone of git.repo_url_or_path (emptyDir)
+RESERVED_VOLUMES = ("job-spec", "dshm", CODE_VOLUME)  # the template's ConfigMap, /dev/shm and code volumes
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
 CLEAN_POD_POLICIES = ("None", "Running", "All")
@@ -294,7 +296,15 @@ def context(spec: Spec) -> dict[str, Any]:
             "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", name]
     else:  # HyperPod's launcher replaces torchrun; the operator runs the rendezvous
         command = ["hyperpodrun", f"--nnodes={nodes}", f"--nproc-per-node={devices}", "--rdzv-backend=hyperpod"]
-    command += ["-m", "adapter.train", "--config", spec_path]
+    entry = entry_point(spec, spec.get("recipes.run.results_dir"))
+    command += [literal(a) for a in entry.argv(spec_path)]
+    if entry.pythonpath:  # the program imports from the clone: it comes first
+        user = next((e for e in env if e["name"] == "PYTHONPATH"), None)
+        if user is not None and user["secret_key"]:
+            raise HpctlError("PYTHONPATH cannot be a secret when git puts the clone on it", key="env_vars.PYTHONPATH")
+        value = literal(entry.pythonpath) + (":" + user["value"] if user and user["value"] else "")
+        env = sorted([e for e in env if e["name"] != "PYTHONPATH"]
+                     + [{"name": "PYTHONPATH", "secret_key": None, "value": value}], key=lambda e: e["name"])
 
     public = spec.public_data()
     return {
@@ -317,6 +327,9 @@ def context(spec: Spec) -> dict[str, Any]:
         "image": text(image),
         "pull_policy": _choice(cluster.get("pullPolicy"), PULL_POLICIES, "cluster.pullPolicy"),
         "command": command, "env": env, "secret_keys": sorted(secret_env_name(p) for p in secrets),
+        # Each pod clones the code into its own emptyDir at <results_dir>/code (no shared-filesystem race).
+        "clone": None if entry.clone is None else {"command": ["sh", "-c", literal(entry.clone.script())],
+                                                   "dest": entry.clone.dest, "volume": CODE_VOLUME},
         "resources": resources,
         "volumes": _volumes(cluster), "shm_size": None if shm is None else text(shm),
         "container": CONTAINER, "config_dir": CONFIG_DIR, "spec_file": SPEC_FILE,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
                                  JobRecord, JobStatus)
+from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec, secret_env_name, secrets_of
 from hpctl.templating import render
@@ -77,13 +78,15 @@ class LocalBackend(Backend):
         nproc = spec.get("cluster.nproc_per_node") or spec.get("recipes.trainer.devices") or 1
         python = spec.get("cluster.python") or sys.executable
         spec_path = f"{results}/job_spec.json"
+        entry = entry_point(spec, results)
         argv = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                "--tee=3", "-m", "adapter.train", "--config", spec_path]
+                "--tee=3", *entry.argv(spec_path)]
         env = {**(spec.get("env_vars") or {}), **(spec.get("cluster.env") or {})}
         secrets = {secret_env_name(p): p for p in sorted(secrets_of(spec.data))}
         text = render("local.sh.j2", job=spec.job_name, recipe=spec.recipe_name, spec_path=spec_path,
                       env=sorted((k, "" if v is None else str(v)) for k, v in env.items()),
-                      command=shlex.join(argv), exit_dir=f"{results}/hpctl")
+                      command=shlex.join(argv), exit_dir=f"{results}/hpctl",
+                      clone=entry.clone.script() if entry.clone else None, pythonpath=entry.pythonpath)
         return Artifact(
             kind="command", text=text, language="bash",
             files={spec_path: json.dumps(spec.public_data(), indent=2, sort_keys=True) + "\n",

@@ -24,6 +24,7 @@ from hpctl.backends.base import (
     CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN,
     Artifact, Backend, JobRecord, JobStatus,
 )
+from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.resources import builtin_root
 from hpctl.spec import Spec, secret_env_name, secrets_of
@@ -406,6 +407,7 @@ class SlurmBackend(Backend):
             raise HpctlError("two secret keys map to the same environment variable",
                              found=", ".join(sorted(secrets)))
         image, mounts = _container(spec, results_dir, workdir)
+        entry = entry_point(spec, results_dir)
         setup = cluster.get("setup") or []
         srun_args = cluster.get("srun_args") or []
         text = render(
@@ -425,6 +427,9 @@ class SlurmBackend(Backend):
             auto_resume=auto_resume["enabled"],
             max_restarts=auto_resume["max_restarts"],
             signal_seconds=auto_resume["signal_seconds"],
+            clone=entry.clone.script() if entry.clone else None,
+            pythonpath=entry.pythonpath,
+            program=[shquote(a) for a in entry.program],
         )
         logs_dir = f"{results_dir}/logs"
         logs = {"stdout": f"{logs_dir}/%j.out", "torchrun": f"{logs_dir}/torchrun"}
