@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hpctl import memory
+from hpctl.entry import runs_adapter
 from hpctl.errors import Problem
 from hpctl.spec import Spec
 
@@ -210,12 +211,6 @@ def check_trainer(spec: Spec, host: HostInfo | None) -> list[Check]:
     found = problems(spec.recipe, world_size(spec), files=_is_local(spec))
     return [Check("trainer", ERROR, e.message, [f"recipes.{e.key}"], e.hint)
             for e in found]
-
-
-def runs_adapter(data: dict) -> bool:
-    """Whether the job runs hpctl's trainer (`-m adapter.train`) rather than a custom entry point."""
-    git = data.get("git") if isinstance(data.get("git"), dict) else {}
-    return not (git.get("entry_script") or git.get("entry_module"))
 
 
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [

@@ -22,7 +22,8 @@ import yaml
 from adapter import config as trainer_config
 from adapter.architectures import ARCHITECTURES
 from hpctl import catalog
-from hpctl.checks import runs_adapter, world_size
+from hpctl.checks import world_size
+from hpctl.entry import runs_adapter
 from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.loader import load_file
