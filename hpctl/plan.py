@@ -14,6 +14,7 @@ from hpctl import checks as preflight
 from hpctl import memory
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
+from hpctl.backends.common import network_summary
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
 from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.modelsize import param_count
@@ -90,7 +91,7 @@ class Plan:
                              hint="make one with `hpctl plan ... --out FILE`") from None
 
 
-def summarize(spec: Spec, estimate: memory.MemoryEstimate | None) -> dict[str, Any]:
+def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_network: bool = False) -> dict[str, Any]:
     """The plan's headline. v1 recipes keep the model under `model`; v2 LLMFT recipes keep it
     under `training_config` (model_config, training_args)."""
     r = spec.recipe
@@ -117,6 +118,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None) -> dict[str, A
         "results_dir": r.get("run", {}).get("results_dir"),
         "memory_gb_per_device": round(estimate.total_gb, 2) if known else None,
         "memory_fraction": round(estimate.fraction, 3) if known and estimate.fraction is not None else None,
+        "network": network_summary(spec, platform_network),
     }
 
 
@@ -146,7 +148,7 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
     change = diff(spec.job_name, public, artifact.text, record, destroy=destroy)
     estimate = preflight.memory_estimate(spec)
     return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,
-                spec.provenance_json(), artifact, change, summarize(spec, estimate),
+                spec.provenance_json(), artifact, change, summarize(spec, estimate, backend.platform_network),
                 [asdict(c) for c in results], state.serial, state.lineage, spec.inputs,
                 redact_args(args or []), workspace)
 
