@@ -14,12 +14,12 @@ from hpctl import checks as preflight
 from hpctl import memory
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
-from hpctl.backends.common import network_summary
+from hpctl.backends.common import check_no_secrets, network_summary
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
 from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.modelsize import param_count
 from hpctl.spec import REDACTED, Spec, canonical_json, digest, is_sensitive
-from hpctl.state import State
+from hpctl.state import State, open_private
 from hpctl.validate import validate
 
 FORMAT_VERSION = 1
@@ -77,7 +77,8 @@ class Plan:
         return self.change.action != NOOP
 
     def save(self, path: Path) -> None:
-        path.write_text(canonical_json(self.to_json()) + "\n")
+        with open_private(path) as f:
+            f.write(canonical_json(self.to_json()) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "Plan":
@@ -143,6 +144,7 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
         raise HpctlError(problems)
     backend = get_backend(spec.cluster_type)
     artifact = backend.render(spec)
+    check_no_secrets(spec, [artifact.text, *artifact.files.values()])
     public = spec.public_data()
     record = state.jobs.get(spec.job_name)
     change = diff(spec.job_name, public, artifact.text, record, destroy=destroy)

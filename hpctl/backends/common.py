@@ -94,6 +94,20 @@ def secret_vars(spec: Spec) -> dict[str, str]:
     return out
 
 
+MIN_CHECKED_SECRET = 8  # shorter values ("true", "1") would match ordinary text
+
+
+def check_no_secrets(spec: Spec, texts: Iterable[str]) -> None:
+    """Refuse to go on when a secret's value appears in rendered text: a secret placed where a
+    backend cannot use a reference (an image name, a label) must not reach an artifact."""
+    texts = list(texts)
+    for path, value in sorted(spec.secrets().items()):
+        if len(value) >= MIN_CHECKED_SECRET and any(value in text for text in texts):
+            raise HpctlError("a secret would be written into the launch artifact", key=path,
+                             hint="pass secrets through env_vars (or the cluster's env) only: the job "
+                                  "receives them from the environment at apply time")
+
+
 def network_env(spec: Spec) -> tuple[dict[str, str], str]:
     """(the EFA/NCCL defaults for this job's nodes, where they come from); empty without EFA."""
     efa = spec.get(EFA_KEY)
