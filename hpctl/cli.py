@@ -123,7 +123,7 @@ def validate(env: Env, args, cluster, as_json) -> int:
 def explain(env: Env, args, cluster, as_json) -> int:
     """Print the final value of KEY.PATH and where it came from: RECIPE [key=value ...] KEY.PATH"""
     from hpctl.compose import split_args
-    from hpctl.spec import REDACTED, get_path, is_sensitive
+    from hpctl.spec import REDACTED, get_path, redact
     from hpctl.suggest import did_you_mean
     *rest, key = args
     spec = _compose(env, tuple(rest), cluster)
@@ -136,7 +136,8 @@ def explain(env: Env, args, cluster, as_json) -> int:
         raise HpctlError(f"key '{key}' is not in the spec", key=key,
                          hint=did_you_mean(key.rpartition(".")[2], here if isinstance(here, dict) else []))
     value = get_path(spec.data, path)
-    shown = REDACTED if is_sensitive(path) and value not in (None, "") else value
+    shown = REDACTED if spec.is_secret(path) and value not in (None, "") and not isinstance(value, (dict, list)) \
+        else redact(value, path, spec.secret_paths)
     chain = spec.provenance.get(path) or ([spec.origin(path)] if spec.origin(path) else [])
     if as_json:
         _print_json({"key": path, "value": shown, "origins": [o.to_json() for o in chain]})

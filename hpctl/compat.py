@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from hpctl import instances
 from hpctl.spec import get_path, join
 from hpctl.suggest import did_you_mean
 
@@ -34,8 +35,7 @@ SUPPORTED = ("hpctl runs HyperPod v1 Hugging Face recipes (run.model_type: hf) a
              "recipes (run.model_type: llm_finetuning_aws)")
 
 NOVA = "Nova recipes run only on SageMaker's closed Nova training stack"
-TRAINIUM = ("Trainium (Neuron) training needs AWS's neuronx-distributed trainer and Neuron devices; "
-            "hpctl trains on NVIDIA GPUs and CPUs")
+TRAINIUM = instances.TRAINIUM
 MEGATRON = "Megatron/NeMo recipes run on NVIDIA NeMo's Megatron trainer, which hpctl does not launch"
 
 # run.model_type -> (kind, reason)
@@ -50,7 +50,6 @@ BY_MODEL_TYPE = {
 }
 EVALUATION_SECTIONS = ("evaluation", "llm_as_judge")
 NOVA_ID = re.compile(r"(^|\.)amazon\.nova-")
-TRAINIUM_INSTANCE = re.compile(r"^(ml\.)?trn\d")
 NEURON_KEYS = re.compile(r"^(neuron_|compiler_flags$|compiler_cache_url$)")
 MEGATRON_KEYS = ("recipes.model.mcore_gpt", "recipes.model.megatron_amp_O2")
 
@@ -108,9 +107,9 @@ def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
 
 def _trainium(data: dict[str, Any], recipe: dict[str, Any]) -> Refusal | None:
     instance = data.get("instance_type")
-    if isinstance(instance, str) and TRAINIUM_INSTANCE.match(instance):
-        return Refusal("trainium", "instance_type", TRAINIUM,
-                       "choose a GPU instance type (e.g. p5.48xlarge) or leave instance_type unset")
+    refused = instances.refusal(instance) if isinstance(instance, str) else None  # the catalogue owns this rule
+    if refused:
+        return Refusal(refused[0], "instance_type", refused[1], instances.REFUSED_HINT)
     neuron = next((key for key in recipe if NEURON_KEYS.match(str(key))), None)
     return Refusal("trainium", f"recipes.{neuron}", TRAINIUM) if neuron else None
 

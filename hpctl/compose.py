@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hpctl import compat, interpolate, overrides
+from hpctl import compat, instances, interpolate, overrides
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
 from hpctl.merge import merge
@@ -82,10 +82,13 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
         raise HpctlError(unsupported_problem(found, origins.get(found.key), get_path(data, found.key)))
     _apply_defaults(data, origins, ws.root)
     choices = {"recipes": recipe_file.name, "cluster": cluster_file.name}
-    resolved, chains = interpolate.resolve(data, origins, choices, env)
+    resolver = interpolate.Resolver(data, origins, choices, os.environ if env is None else env)
+    resolved, chains = resolver.resolve_all()
     _require_absolute_results(resolved, chains)
+    instances.fill_cluster(resolved, chains)
     inputs = {f.display: _digest(f.path) for f in (general_file, cluster_file, recipe_file)}
-    return Spec(resolved, chains, recipe_file.name, cluster_file.name, inputs)
+    return Spec(resolved, chains, recipe_file.name, cluster_file.name, inputs,
+                secret_paths=frozenset(resolver.secret_paths))
 
 
 def _default_cluster(general: Layer) -> str:

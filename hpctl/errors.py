@@ -18,8 +18,12 @@ class Origin:
     col: int | None = None  # 1-based
     override: int | None = None  # 1-based index of the command-line override
     text: str | None = None  # the override as typed, for messages
+    derived: str | None = None  # how hpctl computed the value from the one at this position
 
     def __str__(self) -> str:
+        if self.derived is not None:
+            where = str(Origin(self.file, self.line, self.col, self.override, self.text))
+            return f"{where} ({self.derived})" if where != "default" else self.derived
         if self.override is not None:
             return f"override {self.override} ({self.text})" if self.text else f"override {self.override}"
         if self.file is None:
@@ -29,6 +33,9 @@ class Origin:
         return f"{self.file}:{self.line}:{self.col or 1}"
 
     def to_json(self) -> dict:
+        if self.derived is not None:
+            return {**Origin(self.file, self.line, self.col, self.override, self.text).to_json(),
+                    "derived": self.derived}
         if self.override is not None:
             return {"kind": "override", "index": self.override, "text": self.text}
         if self.file is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import parse_scalar
-from hpctl.spec import get_path, join
+from hpctl.spec import get_path, is_sensitive, join
 from hpctl.suggest import did_you_mean
 
 _MISSING = object()
@@ -74,6 +74,7 @@ class Resolver:
         self.done: dict[str, Any] = {}
         self.chains: dict[str, list[Origin]] = {}
         self.stack: list[str] = []
+        self.secret_paths: set[str] = set()  # leaves holding the value of a sensitive environment variable
 
     def origin(self, path: str) -> Origin:
         while path:
@@ -140,6 +141,8 @@ class Resolver:
             var, comma, default = args.partition(",")
             var = var.strip()
             if var in self.env:
+                if is_sensitive(var):  # ${oc.env:HF_TOKEN} is a secret whatever key holds it
+                    self.secret_paths.add(path)
                 return self.env[var]
             if comma:
                 default = default.strip()
@@ -166,6 +169,8 @@ class Resolver:
             raise HpctlError(f"'${{{expr}}}' refers to '{target}', which does not exist",
                              origin=self.origin(path), key=path, hint=hint)
         value = self.node(raw, target)
+        if any(p == target or p.startswith(target + ".") for p in self.secret_paths):
+            self.secret_paths.add(path)  # a copy of a secret is a secret
         chain.extend(self.chains.get(target, [self.origin(target)]))
         return value
 

@@ -15,12 +15,13 @@ from hpctl import entry
 from hpctl import memory
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
+from hpctl.backends.common import check_no_secrets, network_summary
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
 from hpctl.errors import HpctlError, Origin
 from hpctl.modelsize import param_count
 from hpctl.records import JobRecord, record_digest
 from hpctl.spec import REDACTED, Spec, canonical_json, digest, is_sensitive
-from hpctl.state import State
+from hpctl.state import State, open_private
 from hpctl.validate import validate
 
 FORMAT_VERSION = 1
@@ -86,7 +87,8 @@ class Plan:
         return self.change.action != NOOP
 
     def save(self, path: Path) -> None:
-        path.write_text(canonical_json(self.to_json()) + "\n")
+        with open_private(path) as f:
+            f.write(canonical_json(self.to_json()) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "Plan":
@@ -100,7 +102,7 @@ class Plan:
                              hint="make one with `hpctl plan ... --out FILE`") from None
 
 
-def summarize(spec: Spec, estimate: memory.MemoryEstimate | None) -> dict[str, Any]:
+def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_network: bool = False) -> dict[str, Any]:
     """The plan's headline. v1 recipes keep the model under `model`; v2 LLMFT recipes keep it
     under `training_config` (model_config, training_args)."""
     r = spec.recipe
@@ -128,6 +130,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None) -> dict[str, A
         "entry": entry.summary(spec.data),
         "memory_gb_per_device": round(estimate.total_gb, 2) if known else None,
         "memory_fraction": round(estimate.fraction, 3) if known and estimate.fraction is not None else None,
+        "network": network_summary(spec, platform_network),
     }
 
 
@@ -146,19 +149,22 @@ def verify(spec: Spec) -> tuple[list[preflight.Check], Artifact]:
     problems = preflight.errors_as_problems(spec, results)
     if problems:
         raise HpctlError(problems)
-    return results, get_backend(spec.cluster_type).render(spec)
+    artifact = get_backend(spec.cluster_type).render(spec)
+    check_no_secrets(spec, [artifact.text, *artifact.files.values()])
+    return results, artifact
 
 
 def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | None = None,
           workspace: str = "") -> Plan:
     """Verify, render and diff against the job's record in state."""
     results, artifact = verify(spec)
+    backend = get_backend(spec.cluster_type)
     public = spec.public_data()
     record = state.jobs.get(spec.job_name)
     change = diff(spec.job_name, public, artifact.text, record, destroy=destroy)
     estimate = preflight.memory_estimate(spec)
-    return Plan(spec.job_name, spec.cluster_name, get_backend(spec.cluster_type).name, spec.recipe_name, public,
-                spec.provenance_json(), artifact, change, summarize(spec, estimate),
+    return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,
+                spec.provenance_json(), artifact, change, summarize(spec, estimate, backend.platform_network),
                 [asdict(c) for c in results], state.serial, state.lineage, spec.inputs,
                 redact_args(args or []), workspace, record_digest(record))
 

@@ -43,7 +43,8 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("parallelism", par), ("precision", str(s["precision"] or "?")),
         ("steps", str(s["max_steps"] or "?")), ("sequence", str(s["sequence_length"] or "?")),
         ("results", str(s["results_dir"])), ("memory/device", mem),
-    ] + ([("program", s["entry"])] if s.get("entry") else [])
+    ] + ([("program", s["entry"])] if s.get("entry") else []) \
+      + ([("network", s["network"])] if s.get("network") else [])
 
 
 def change_lines(change: Change) -> list[str]:

@@ -56,19 +56,32 @@ def get_path(data: Any, path: str, default: Any = None) -> Any:
     return node
 
 
-def redact(data: Any, path: str = "") -> Any:
-    """A deep copy with the values of sensitive keys replaced by REDACTED."""
+def _secret_path(path: str, extra: frozenset[str]) -> bool:
+    """Whether the leaf at `path` holds a secret: a sensitive key name, or a value taken from a
+    sensitive environment variable (`extra`, recorded at interpolation) or inside one."""
+    if is_sensitive(path):
+        return True
+    return any(path == p or path.startswith(p + ".") for p in extra)
+
+
+def redact(data: Any, path: str = "", extra: frozenset[str] = frozenset()) -> Any:
+    """A deep copy with every secret value replaced by REDACTED (see `_secret_path`).
+
+    The one redaction every output uses: plan text, JSON, markdown, saved plans, artifacts, state.
+    """
     if isinstance(data, dict):
-        return {k: (REDACTED if is_sensitive(join(path, k)) and v not in (None, "") and not isinstance(v, (dict, list))
-                    else redact(v, join(path, k))) for k, v in data.items()}
+        return {k: (REDACTED if _secret_path(join(path, k), extra) and v not in (None, "")
+                    and not isinstance(v, (dict, list)) else redact(v, join(path, k), extra))
+                for k, v in data.items()}
     if isinstance(data, list):
-        return [redact(v, join(path, i)) for i, v in enumerate(data)]
+        return [REDACTED if _secret_path(join(path, i), extra) and v not in (None, "")
+                and not isinstance(v, (dict, list)) else redact(v, join(path, i), extra) for i, v in enumerate(data)]
     return data
 
 
-def secrets_of(data: Any) -> dict[str, str]:
-    """The sensitive leaves that carry a value: {key path: value}."""
-    return {p: str(v) for p, v in iter_leaves(data) if is_sensitive(p) and v not in (None, "")}
+def secrets_of(data: Any, extra: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The secret leaves that carry a value: {key path: value}."""
+    return {p: str(v) for p, v in iter_leaves(data) if _secret_path(p, extra) and v not in (None, "")}
 
 
 def secret_env_name(path: str) -> str:
@@ -103,6 +116,7 @@ class Spec:
     recipe_name: str = ""
     cluster_name: str = ""
     inputs: dict[str, str] = field(default_factory=dict)  # file path -> content digest
+    secret_paths: frozenset[str] = frozenset()  # leaves valued from a sensitive environment variable
 
     def get(self, path: str, default: Any = None) -> Any:
         return get_path(self.data, path, default)
@@ -135,7 +149,14 @@ class Spec:
 
     def public_data(self) -> dict[str, Any]:
         """The spec with secrets redacted: what plans print, save and record."""
-        return redact(self.data)
+        return redact(self.data, extra=self.secret_paths)
+
+    def secrets(self) -> dict[str, str]:
+        """{key path: value} of every secret in the spec; jobs receive them by environment only."""
+        return secrets_of(self.data, self.secret_paths)
+
+    def is_secret(self, path: str) -> bool:
+        return _secret_path(path, self.secret_paths)
 
     def provenance_json(self) -> dict[str, list[dict]]:
         return {k: [o.to_json() for o in v] for k, v in sorted(self.provenance.items())}

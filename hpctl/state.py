@@ -18,13 +18,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from hpctl.records import JobRecord
 from hpctl.errors import HpctlError, Origin
 from hpctl.suggest import did_you_mean
 
 VERSION = 1
+
+
+def open_private(path: Path) -> IO[str]:
+    """Open a file for writing, readable by its owner only (0600), whatever the umask: plans and
+    state hold the job's spec, never its secrets, but they name paths and hosts a team keeps in."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    return os.fdopen(fd, "w")
 
 
 @dataclass
@@ -66,7 +74,7 @@ class State:
             self.lineage = str(uuid.uuid4())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
+        with open_private(tmp) as f:
             json.dump(self.to_json(), f, indent=2, sort_keys=True)
             f.write("\n")
             f.flush()

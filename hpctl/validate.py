@@ -96,8 +96,8 @@ def _problems(validator: Draft202012Validator, instance: Any, base: str, spec: S
     return out
 
 
-def _found(path: str, value: Any) -> str:
-    if is_sensitive(path):
+def _found(path: str, value: Any, secret: bool = False) -> str:
+    if secret or is_sensitive(path):
         return REDACTED
     text = json.dumps(value, default=str)
     return (text[:80] + "...") if len(text) > 80 else text
@@ -136,14 +136,16 @@ def _explain(error: ValidationError, base: str, spec: Spec) -> list[Problem]:
     hint = None
     if kind == "enum" and isinstance(error.instance, str):
         hint = did_you_mean(error.instance, [str(v) for v in error.validator_value])
-    message = {"type": "wrong type", "enum": "value not allowed"}.get(kind, _short(error.message, path, error.instance))
+    secret = spec.is_secret(path)
+    message = {"type": "wrong type", "enum": "value not allowed"}.get(
+        kind, _short(error.message, path, error.instance, secret))
     return [Problem(message, spec.origin(path), path or "(top level)",
-                    expected=_expected(error.schema), found=_found(path, error.instance), hint=hint)]
+                    expected=_expected(error.schema), found=_found(path, error.instance, secret), hint=hint)]
 
 
-def _short(message: str, path: str, instance: Any) -> str:
+def _short(message: str, path: str, instance: Any, secret: bool = False) -> str:
     """jsonschema's message with the (possibly secret) instance text taken out."""
     text = json.dumps(instance, default=str) if not isinstance(instance, str) else repr(instance)
-    if is_sensitive(path) or len(message) > 160:
+    if secret or is_sensitive(path) or len(message) > 160:
         return message.replace(text, "the value").replace(repr(instance), "the value")[:160]
     return message

@@ -142,8 +142,7 @@ CORPUS = [
     Case("trainer-val-check-interval-zero", ["mini"],
          [f"{RECIPE}:", "recipes.trainer.val_check_interval", "[trainer]", "must be >= 1"],
          {RECIPE: _recipe("  max_steps: 5\n", "  max_steps: 5\n  val_check_interval: 0\n")}),
-    Case("trainer-fp16", ["mini", "trainer.precision=16"],
-         ["override 1", "recipes.trainer.precision", "[trainer]", "not supported"]),
+    Case("trainer-fp16", ["mini", "trainer.precision=16"], [RECIPE, "precision", "value not allowed"]),
     Case("trainer-min-lr-above-lr", ["mini", "+model.optim.sched.min_lr=1.0"],
          ["override 1", "recipes.model.optim.sched.min_lr", "[trainer]", "above"]),
     # --- non-finite numbers ------------------------------------------------------------------

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hpctl.backends import slurm
+from hpctl.backends import common, slurm
 from hpctl.backends.base import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, JobRecord
 from hpctl.backends.slurm import (
-    BACKEND, last_metrics, parse_sacct, parse_scontrol, parse_squeue_json, read_exit_marker, to_status,
+    BACKEND, parse_sacct, parse_scontrol, parse_squeue_json, read_exit_marker, to_status,
 )
+from hpctl.backends.common import last_metrics
 from hpctl.errors import HpctlError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "slurm"
@@ -176,7 +177,7 @@ def test_follow_continues_across_a_requeue_until_terminal(tmp_path):
 
     thread = threading.Thread(target=writer)
     thread.start()
-    lines = list(slurm._follow([log], lambda: current["state"] == SUCCEEDED, poll_s=0.02, check_every_s=0.05))
+    lines = list(common.follow_lines([log], lambda: current["state"] == SUCCEEDED, poll_s=0.02, check_every_s=0.05))
     thread.join()
     assert lines == ["run 0 line", "[rank0]: partial", "run 0 fails", "run 1 line", "run 1 done"]
 

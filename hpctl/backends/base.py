@@ -62,6 +62,7 @@ class Backend(abc.ABC):
     """One scheduler. Adding a backend touches no other backend."""
 
     name: str
+    platform_network = False  # the platform sets up EFA and NCCL itself (SageMaker): hpctl adds no network env
 
     @abc.abstractmethod
     def render(self, spec: Spec) -> Artifact:

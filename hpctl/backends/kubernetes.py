@@ -26,9 +26,10 @@ from typing import Any
 
 from hpctl.backends.base import (
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus)
+from hpctl.backends.common import USER_ENV_PREFIXES, job_env, positive_int, secret_vars
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
-from hpctl.spec import Spec, get_path, is_sensitive, join, secret_env_name, secrets_of
+from hpctl.spec import Spec, get_path, is_sensitive, join
 from hpctl.suggest import did_you_mean
 from hpctl.templating import render as render_template
 from hpctl.templating import shquote
@@ -206,32 +207,17 @@ def _volumes(cluster: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def _env(spec: Spec, secrets: dict[str, str]) -> list[dict[str, Any]]:
-    """env_vars then cluster.env (the cluster wins; null values skipped), sorted by name.
-
-    Sensitive values become references to their key in the job's Secret; secrets elsewhere in
-    the spec (git.token) reach the pods as HPCTL_SECRET_<PATH>.
+def _env(spec: Spec, secrets: dict[str, str], devices: int, gpu: bool) -> list[dict[str, Any]]:
+    """The job's environment (hpctl.backends.common), sorted by name, plus the visible devices
+    HyperPod's pods get. Secrets are references to their key in the job's Secret; secrets elsewhere
+    in the spec (git.token) reach the pods as HPCTL_SECRET_<PATH>.
     """
-    env: dict[str, dict[str, Any]] = {}
-    for path in secrets:
-        env[secret_env_name(path)] = {"name": secret_env_name(path), "secret_key": secret_env_name(path)}
-    for base in ("env_vars", "cluster.env"):
-        for name, value in (spec.get(base) or {}).items():
-            path = join(base, name)
-            if path in secrets:
-                del env[secret_env_name(path)]
-                env[str(name)] = {"name": str(name), "secret_key": secret_env_name(path)}
-            elif value is not None:
-                env[str(name)] = {"name": str(name), "secret_key": None, "value": literal(text(value))}
+    extra = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(devices))} if gpu else {}
+    env: dict[str, dict[str, Any]] = {var: {"name": var, "secret_key": var, "note": None}
+                                      for var, path in secrets.items() if not path.startswith(USER_ENV_PREFIXES)}
+    for v in job_env(spec, extra=extra, extra_source=f"{devices} GPUs per pod"):
+        env[v.name] = {"name": v.name, "secret_key": v.secret, "value": literal(v.value), "note": v.note}
     return [env[k] for k in sorted(env)]
-
-
-def _positive(spec: Spec, path: str, default: int) -> int:
-    value = spec.get(path, default)
-    value = default if value is None else value
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise HpctlError("expected a positive integer", key=path, found=repr(value))
-    return value
 
 
 def context(spec: Spec) -> dict[str, Any]:
@@ -248,8 +234,8 @@ def context(spec: Spec) -> dict[str, Any]:
         raise HpctlError("a Kubernetes job needs a container image", key="cluster.image",
                          hint="set cluster.image (or the general config's `container`) to an image "
                               "with torch and hpctl's adapter installed")
-    nodes = _positive(spec, "recipes.trainer.num_nodes", 1)
-    devices = _positive(spec, "recipes.trainer.devices", 1)
+    nodes = positive_int(spec, "recipes.trainer.num_nodes", 1)
+    devices = positive_int(spec, "recipes.trainer.devices", 1)
     auto = cluster.get("auto_resume") or {}
     restart = _choice(cluster.get("restartPolicy") or "Never", RESTART_POLICIES, "cluster.restartPolicy")
     if auto.get("enabled") and restart == "Never":
@@ -278,15 +264,14 @@ def context(spec: Spec) -> dict[str, Any]:
             annotations[MAX_RETRY] = text(max_retry)
 
     resources = {}
-    if str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu":  # unset: GPUs (LLMFT recipes)
+    gpu = str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu"  # unset: GPUs (LLMFT recipes)
+    if gpu:
         resources["nvidia.com/gpu"] = str(devices)
     if (cluster.get("efa_per_node") or 0) > 0:
         resources["vpc.amazonaws.com/efa"] = str(cluster["efa_per_node"])
 
-    secrets = secrets_of(spec.data)
-    if len({secret_env_name(p) for p in secrets}) != len(secrets):
-        raise HpctlError("two secret keys map to the same environment variable", found=", ".join(sorted(secrets)))
-    env = _env(spec, secrets)
+    secrets = secret_vars(spec)
+    env = _env(spec, secrets, devices, gpu)
     spec_path = f"{CONFIG_DIR}/{SPEC_FILE}"
     if kind == "PyTorchJob":
         python = cluster.get("python")
@@ -304,7 +289,9 @@ def context(spec: Spec) -> dict[str, Any]:
             raise HpctlError("PYTHONPATH cannot be a secret when git puts the clone on it", key="env_vars.PYTHONPATH")
         value = literal(entry.pythonpath) + (":" + user["value"] if user and user["value"] else "")
         env = sorted([e for e in env if e["name"] != "PYTHONPATH"]
-                     + [{"name": "PYTHONPATH", "secret_key": None, "value": value}], key=lambda e: e["name"])
+                     + [{"name": "PYTHONPATH", "secret_key": None, "value": value,
+                         "note": "the cloned code first (git.entry_module or git.update_adapter)"}],
+                     key=lambda e: e["name"])
 
     public = spec.public_data()
     return {
@@ -326,7 +313,7 @@ def context(spec: Spec) -> dict[str, Any]:
         "affinity": _affinity(cluster.get("label_selector")),
         "image": text(image),
         "pull_policy": _choice(cluster.get("pullPolicy"), PULL_POLICIES, "cluster.pullPolicy"),
-        "command": command, "env": env, "secret_keys": sorted(secret_env_name(p) for p in secrets),
+        "command": command, "env": env, "secret_keys": sorted(secrets),
         # Each pod clones the code into its own emptyDir at <results_dir>/code (no shared-filesystem race).
         "clone": None if entry.clone is None else {"command": ["sh", "-c", literal(entry.clone.script())],
                                                    "dest": entry.clone.dest, "volume": CODE_VOLUME},
@@ -469,7 +456,7 @@ class KubernetesBackend(Backend):
             logs["node0"] = f"kubectl logs -n {ns} {shquote(ctx['name'] + '-master-0')} -c {CONTAINER}"
         return Artifact(
             kind="manifest", language="yaml", text=render_template(TEMPLATE, **ctx),
-            env={secret_env_name(p): p for p in sorted(secrets_of(spec.data))},
+            env=secret_vars(spec),
             logs=logs, results_dir=text(spec.get("recipes.run.results_dir")),
             meta={"name": ctx["name"], "namespace": ctx["namespace"], "kind": ctx["kind"]})
 

@@ -19,55 +19,13 @@ from pathlib import Path
 
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
                                  JobRecord, JobStatus)
+from hpctl.backends.common import job_env, last_metrics, log_lines, secret_vars
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
-from hpctl.spec import Spec, secret_env_name, secrets_of
+from hpctl.spec import Spec
 from hpctl.templating import render
 
 GRACE_SECONDS = 30.0
-
-
-def last_metrics(results_dir: str) -> dict | None:
-    """The trainer's latest metrics line, or None before the first log step."""
-    path = Path(results_dir) / "metrics.jsonl"
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - 8192))
-            lines = [ln for ln in f.read().splitlines() if ln.strip()]
-        return json.loads(lines[-1]) if lines else None
-    except (OSError, ValueError):
-        return None
-
-
-def follow_file(path: Path, follow: bool, done: "callable[[], bool]", prefix: str | None = None) -> Iterator[str]:
-    """Yield a file's lines; with follow, keep reading until `done()` and the file is drained."""
-    while follow and not path.exists():
-        if done():
-            return
-        time.sleep(0.2)
-    if not path.exists():
-        raise HpctlError(f"no log yet at {path}")
-    with open(path, errors="replace") as f:
-        buf = ""
-        while True:
-            chunk = f.readline()
-            if chunk:
-                buf += chunk
-                if buf.endswith("\n"):
-                    line, buf = buf.rstrip("\n"), ""
-                    if prefix is None:
-                        yield line
-                    elif line.startswith(prefix):
-                        yield line[len(prefix):]
-                continue
-            if not follow or done():
-                rest = f.read()
-                if rest or buf:
-                    for line in (buf + rest).splitlines():
-                        if prefix is None or line.startswith(prefix):
-                            yield line if prefix is None else line[len(prefix):]
-                return
-            time.sleep(0.2)
 
 
 class LocalBackend(Backend):
@@ -81,10 +39,9 @@ class LocalBackend(Backend):
         entry = entry_point(spec, results)
         argv = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                 "--tee=3", *entry.argv(spec_path)]
-        env = {**(spec.get("env_vars") or {}), **(spec.get("cluster.env") or {})}
-        secrets = {secret_env_name(p): p for p in sorted(secrets_of(spec.data))}
+        secrets = secret_vars(spec)
         text = render("local.sh.j2", job=spec.job_name, recipe=spec.recipe_name, spec_path=spec_path,
-                      env=sorted((k, "" if v is None else str(v)) for k, v in env.items()),
+                      env=sorted(job_env(spec), key=lambda v: v.name),
                       command=shlex.join(argv), exit_dir=f"{results}/hpctl",
                       clone=entry.clone.script() if entry.clone else None, pythonpath=entry.pythonpath)
         return Artifact(
@@ -128,9 +85,8 @@ class LocalBackend(Backend):
                          metrics=metrics)
 
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
-        prefix = None if rank is None else f"[rank{rank}]: "
-        done = lambda: self.describe(record).state in TERMINAL  # noqa: E731
-        return follow_file(Path(record.logs["stdout"]), follow, done, prefix)
+        return log_lines([Path(record.logs["stdout"])], follow,
+                         lambda: self.describe(record).state in TERMINAL, rank)
 
     def cancel(self, record: JobRecord, grace: float = GRACE_SECONDS) -> None:
         pid = int(record.job_id)

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +23,16 @@ from hpctl.backends.base import (
     CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN,
     Artifact, Backend, JobRecord, JobStatus,
 )
+from hpctl.backends.common import job_env, last_metrics, log_lines, positive_int, secret_vars
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.resources import builtin_root
-from hpctl.spec import Spec, secret_env_name, secrets_of
+from hpctl.spec import Spec
 from hpctl.templating import render, shquote, tojson
 
 TEMPLATE = "slurm.sbatch.j2"
 COMMAND_TIMEOUT_S = 60
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-RANK_PREFIX = "[rank{rank}]: "  # TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE in the script
 
 # Slurm's base job states -> hpctl's. Since 23.02 `job_state` is a list: a base state plus flags.
 BASE_STATES = {
@@ -65,40 +63,9 @@ def _one_line(value: Any, key: str) -> str:
     return text
 
 
-def _int(spec: Spec, path: str, default: int) -> int:
-    value = spec.get(path)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HpctlError("expected a positive integer", key=path, expected="integer >= 1", found=repr(value))
-    return value
-
-
-def _env_text(value: Any, key: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        raise HpctlError("an environment variable needs a scalar value", key=key, found=repr(value))
-    return str(value)
-
-
-def _exports(spec: Spec, secrets: dict[str, str]) -> list[tuple[str, str, str | None]]:
-    """(name, value, secret reference) for env_vars then cluster.env; None values are skipped."""
-    out = []
-    for base in ("env_vars", "cluster.env"):
-        mapping = spec.get(base) or {}
-        if not isinstance(mapping, dict):
-            raise HpctlError("expected a mapping of environment variables", key=base, found=repr(mapping))
-        for name, value in mapping.items():
-            key = f"{base}.{name}"
-            if not ENV_NAME.match(str(name)):
-                raise HpctlError("not a valid environment variable name", key=key, found=repr(name),
-                                 expected="letters, digits and _ (not starting with a digit)")
-            if value is None:
-                continue
-            ref = f'"${{{secret_env_name(key)}}}"' if key in secrets else None
-            out.append((str(name), "" if ref else _env_text(value, key), ref))
-    return out
+def _exports(spec: Spec) -> list[tuple[str, str, str | None, str | None]]:
+    """(name, value, secret reference, note) for the job's environment (hpctl.backends.common)."""
+    return [(v.name, v.value, f'"${{{v.secret}}}"' if v.secret else None, v.note) for v in job_env(spec)]
 
 
 def _covered(path: str, mounts: list[str]) -> bool:
@@ -166,11 +133,11 @@ def _directives(spec: Spec, results_dir: str, workdir: str | None, auto_resume: 
     merged = cluster.get("stderr_to_stdout") is not False
     lines = [
         opt("job-name", f"{cluster.get('job_name_prefix') or ''}{spec.job_name}", "recipes.run.name"),
-        f"--nodes={_int(spec, 'recipes.trainer.num_nodes', 1)}",
+        f"--nodes={positive_int(spec, 'recipes.trainer.num_nodes', 1)}",
         "--ntasks-per-node=1",
     ]
     if str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu":  # unset: GPUs (LLMFT recipes)
-        gpus = cluster.get("gpus_per_node") or _int(spec, "recipes.trainer.devices", 1)
+        gpus = cluster.get("gpus_per_node") or positive_int(spec, "recipes.trainer.devices", 1)
         lines.append(opt("gpus-per-node", gpus, "cluster.gpus_per_node"))
     if cluster.get("cpus_per_task"):
         lines.append(opt("cpus-per-task", cluster["cpus_per_task"], "cluster.cpus_per_task"))
@@ -197,8 +164,8 @@ def _auto_resume(spec: Spec) -> dict[str, Any]:
     enabled = bool(cfg.get("enabled"))
     return {
         "enabled": enabled,
-        "max_restarts": _int(spec, "cluster.auto_resume.max_restarts", 3) if enabled else 0,
-        "signal_seconds": _int(spec, "cluster.auto_resume.signal_seconds", 300) if enabled else 0,
+        "max_restarts": positive_int(spec, "cluster.auto_resume.max_restarts", 3) if enabled else 0,
+        "signal_seconds": positive_int(spec, "cluster.auto_resume.signal_seconds", 300) if enabled else 0,
     }
 
 
@@ -316,26 +283,6 @@ def read_exit_marker(results_dir: str, job_id: str) -> int | None:
         return None
 
 
-def last_metrics(results_dir: str) -> dict[str, Any] | None:
-    """The last complete JSON line of `<results_dir>/metrics.jsonl`, read from the end."""
-    path = Path(results_dir, "metrics.jsonl")
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 65536))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        return value if isinstance(value, dict) else None
-    return None
-
-
 def _exit_code(job: SlurmJob, marker: int | None) -> int | None:
     """A finished job's exit code; killed by a signal counts as 128 + signal, like a shell."""
     if job.exit_code:
@@ -401,11 +348,7 @@ class SlurmBackend(Backend):
         cluster = spec.cluster
         workdir = _workdir(spec)
         auto_resume = _auto_resume(spec)
-        secrets = secrets_of(spec.data)
-        env = {secret_env_name(path): path for path in sorted(secrets)}
-        if len(env) != len(secrets):
-            raise HpctlError("two secret keys map to the same environment variable",
-                             found=", ".join(sorted(secrets)))
+        env = secret_vars(spec)
         image, mounts = _container(spec, results_dir, workdir)
         entry = entry_point(spec, results_dir)
         setup = cluster.get("setup") or []
@@ -415,7 +358,7 @@ class SlurmBackend(Backend):
             directives=_directives(spec, results_dir, workdir, auto_resume),
             results_dir=results_dir,
             secret_checks=[f'"${{{var}:?is not set: hpctl passes it at submit time}}"' for var in env],
-            exports=_exports(spec, secrets),
+            exports=_exports(spec),
             spec_json=tojson(spec.public_data(), indent=2),
             workdir=workdir,
             setup=[str(c) for c in setup if c not in (None, "")],
@@ -423,7 +366,7 @@ class SlurmBackend(Backend):
             container_mounts=mounts,
             srun_args=[str(a) for a in srun_args if a is not None],
             python=cluster.get("python") or "python3",
-            nproc_per_node=_int(spec, "recipes.trainer.devices", 1),
+            nproc_per_node=positive_int(spec, "recipes.trainer.devices", 1),
             auto_resume=auto_resume["enabled"],
             max_restarts=auto_resume["max_restarts"],
             signal_seconds=auto_resume["signal_seconds"],
@@ -501,18 +444,7 @@ class SlurmBackend(Backend):
         return status
 
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
-        paths = _log_files(record)
-        if not follow and not any(p.exists() for p in paths):
-            raise HpctlError(f"no log yet at {paths[0]}", hint="the job may still be pending; "
-                             "`hpctl logs -f` waits for it")
-        lines = _follow(paths, lambda: self.describe(record).state in TERMINAL) if follow else _read(paths)
-        if rank is None:
-            yield from lines
-            return
-        prefix = RANK_PREFIX.format(rank=rank)
-        for line in lines:
-            if line.startswith(prefix):
-                yield line[len(prefix):]
+        return log_lines(_log_files(record), follow, lambda: self.describe(record).state in TERMINAL, rank)
 
     def cancel(self, record: JobRecord) -> None:
         proc = _run(["scancel", record.job_id])
@@ -520,51 +452,6 @@ class SlurmBackend(Backend):
             raise HpctlError("scancel is not on PATH or did not answer", hint="run hpctl on a Slurm login node")
         if proc.returncode != 0:
             raise HpctlError(f"scancel {record.job_id} failed", found=proc.stderr.strip())
-
-
-def _read(paths: list[Path]) -> Iterator[str]:
-    for path in paths:
-        if path.exists():
-            with path.open(encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    yield line.rstrip("\n")
-
-
-def _follow(paths: list[Path], finished: Any, poll_s: float = 0.5, check_every_s: float = 2.0) -> Iterator[str]:
-    """Tail the log files until the job is terminal and nothing more arrives.
-
-    The script opens its logs in append mode, so after a requeue the same files grow again: the
-    job is not terminal meanwhile (PENDING), and following simply continues.
-    """
-    offsets = dict.fromkeys(paths, 0)
-    partial = dict.fromkeys(paths, "")
-    last_check = 0.0
-    done = False
-    while True:
-        grew = False
-        for path in paths:
-            try:
-                with path.open(encoding="utf-8", errors="replace") as f:
-                    f.seek(offsets[path])
-                    chunk = f.read()
-                    offsets[path] = f.tell()
-            except OSError:
-                continue
-            if chunk:
-                grew = True
-                *complete, partial[path] = (partial[path] + chunk).split("\n")
-                yield from complete
-        if done and not grew:
-            for path in paths:
-                if partial[path]:
-                    yield partial[path]
-            return
-        if not grew:
-            now = time.monotonic()
-            if now - last_check >= check_every_s:
-                last_check = now
-                done = finished()  # read once more after this before stopping
-            time.sleep(poll_s)
 
 
 BACKEND = SlurmBackend()

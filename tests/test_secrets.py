@@ -1,0 +1,121 @@
+"""Secrets from every place one can come from never reach any output, on every backend; the job
+still receives them; plans and state are private files (issue 10, point 5)."""
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from hpctl.backends.common import check_no_secrets
+from hpctl.compose import compose
+from hpctl.errors import HpctlError
+from hpctl.workspace import Workspace
+
+from workspace_inputs import LOCAL_CLUSTER
+
+SECRETS = {  # environment variable -> value; each reaches the spec another way (see CONFIG)
+    "HF_TOKEN": "hf_secret_from_a_sensitive_env_key",
+    "WANDB_API_KEY": "wandb_secret_under_a_plain_key",
+    "DB_PASSWORD": "db_secret_in_the_cluster_env",
+}
+GIT_TOKEN = "ghp_secret_written_in_the_config_file"
+CONFIG = f"""\
+cluster_type: local
+instance_type: null
+base_results_dir: results
+container: example.com/img:1
+git:
+  token: {GIT_TOKEN}
+env_vars:
+  NCCL_DEBUG: WARN
+  HF_TOKEN: ${{oc.env:HF_TOKEN}}
+  WANDB_KEY: ${{oc.env:WANDB_API_KEY}}
+training_config: ${{hydra:runtime.choices.recipes}}
+"""
+ALL = [*SECRETS.values(), GIT_TOKEN]
+FAKE_PYTHON = """#!/bin/sh
+env > "$PWD/job_env.txt"
+"""
+
+
+@pytest.fixture
+def workspace(tiny_workspace, monkeypatch, tmp_path) -> Path:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    cluster = LOCAL_CLUSTER.replace("python: null", f"python: {fake}") + "env:\n  DB_PASSWORD: ${oc.env:DB_PASSWORD}\n"
+    return tiny_workspace({"config.yaml": CONFIG, "clusters/local.yaml": cluster.replace("env: {}\n", "")})
+
+
+def _files_text(root: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def _assert_clean(text: str, where: str) -> None:
+    for value in ALL:
+        assert value not in text, f"{value} leaked into {where}"
+
+
+CLUSTER_ENV = "+cluster.env.DB_PASSWORD=${oc.env:DB_PASSWORD}"  # the built-in clusters' env is empty
+
+
+@pytest.mark.parametrize("cluster,extra", [("local", []), ("slurm", ["cluster.workdir=/opt/hpctl", CLUSTER_ENV]),
+                                           ("k8s", [CLUSTER_ENV])])
+def test_no_secret_in_any_plan_output_or_artifact(workspace, run_cli, tmp_path, cluster, extra):
+    args = ["tiny/mini", "--cluster", cluster, "-w", workspace, *extra]
+    outputs = {}
+    for fmt in (["--no-color"], ["--json"], ["--format", "markdown"]):
+        rc, out, err = run_cli("plan", *fmt, *args)
+        assert rc == 0, err
+        outputs[" ".join(fmt)] = out + err
+    saved, artifacts = tmp_path / f"{cluster}.plan", tmp_path / f"artifacts-{cluster}"
+    rc, out, err = run_cli("plan", *args, "--out", saved, "--write-artifacts", artifacts)
+    assert rc == 0, err
+    for what in ("validate", "explain"):
+        rc, out, err = run_cli(what, *args, *(["env_vars"] if what == "explain" else []))
+        outputs[what] = out + err
+    for where, text in outputs.items():
+        _assert_clean(text, f"plan {where}")
+    _assert_clean(saved.read_text(), "the saved plan")
+    _assert_clean(_files_text(artifacts), "the written artifacts")
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    doc = json.loads(outputs["--json"])
+    # every secret travels by reference: one HPCTL_SECRET_* per spec key
+    assert sorted(doc["artifact"]["env"].values()) == ["cluster.env.DB_PASSWORD", "env_vars.HF_TOKEN",
+                                                       "env_vars.WANDB_KEY", "git.token"]
+    assert doc["spec"]["env_vars"]["WANDB_KEY"] == "(sensitive)"
+
+
+def test_the_local_job_receives_its_secrets_and_state_keeps_none(workspace, run_cli):
+    rc, out, err = run_cli("apply", "tiny/mini", "--cluster", "local", "-w", workspace, "--auto-approve")
+    assert rc == 0, err
+    _assert_clean(out + err, "apply's output")
+    results = workspace / "results" / "mini"
+    deadline = time.monotonic() + 30
+    while not list((results / "hpctl").glob("exit.*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    received = dict(line.split("=", 1) for line in (results / "job_env.txt").read_text().splitlines() if "=" in line)
+    assert received["HF_TOKEN"] == SECRETS["HF_TOKEN"] and received["WANDB_KEY"] == SECRETS["WANDB_API_KEY"]
+    assert received["DB_PASSWORD"] == SECRETS["DB_PASSWORD"] and received["HPCTL_SECRET_GIT_TOKEN"] == GIT_TOKEN
+    state_dir = workspace / ".hpctl"
+    _assert_clean(_files_text(state_dir), "state")
+    _assert_clean("\n".join(p.read_text() for p in results.rglob("*") if p.is_file() and p.name != "job_env.txt"),
+                  "the files written into the results dir")
+    assert stat.S_IMODE((state_dir / "state.json").stat().st_mode) == 0o600
+
+
+def test_a_secret_where_no_reference_can_go_is_refused(tiny_workspace, monkeypatch):
+    for name, value in {**SECRETS, "REGISTRY_TOKEN": "registry_secret_value"}.items():
+        monkeypatch.setenv(name, value)
+    root = tiny_workspace({"config.yaml": CONFIG.replace("container: example.com/img:1",
+                                                         "container: ${oc.env:REGISTRY_TOKEN}")})
+    spec = compose(["tiny/mini"], "k8s", Workspace(root))
+    with pytest.raises(HpctlError) as err:
+        check_no_secrets(spec, ["image: registry_secret_value"])
+    assert "container: a secret would be written into the launch artifact" in str(err.value)
+    assert "registry_secret_value" not in str(err.value)
