@@ -47,7 +47,6 @@ class ParallelConfig:
     # offload_note); the horizon is how many layers ahead backward brings them back.
     offload_activations: bool = False
     activation_loading_horizon: int = 2
-    cp: int = 1  # context-parallel degree: the sequence split over a `cp` mesh dimension
 
     @property
     def offload_note(self) -> str | None:
@@ -340,6 +339,9 @@ def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
                           "parallelism (ring attention) has no CPU attention kernel (torch 2.13 registers no "
                           "sharding for aten._scaled_dot_product_flash_attention_for_cpu)",
                           "set model.context_parallel_degree: 1 for a CPU run")
+    if cp > 1:
+        raise ConfigError("model.context_parallel_degree", f"{cp}: context parallelism is not implemented by this "
+                          "trainer yet", "set it to 1 and shard with FSDP / tensor_model_parallel_degree")
     return ParallelConfig(
         tp=r.int("model.tensor_model_parallel_degree", 1, minimum=1),
         sharding_strategy=strategy,
@@ -351,7 +353,6 @@ def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
         fp8=_fp8(r),
         offload_activations=r.bool("model.offload_activations", False),
         activation_loading_horizon=r.int("model.activation_loading_horizon", 2, minimum=1),
-        cp=cp,
     )
 
 
