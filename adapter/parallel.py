@@ -104,6 +104,7 @@ def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any
     notes = []
     layers = decoder_layers(model)
     if p.fp8:
+        _check_fp8_device(layout.mesh.device_type)
         converted = _float8(layers, fsdp_all_gather=layout.shape.shard > 1)
         notes.append(f"fp8: {converted} Linear layers train in float8 (torchao, {p.fp8} dynamic scaling, "
                      f"float8 all-gather {'on' if layout.shape.shard > 1 else 'off: parameters are not sharded'})")
@@ -148,6 +149,15 @@ def _float8_eligible(module: nn.Module, name: str) -> bool:
     (rank-sized and trained in full precision) nor MoE routers (small, and precision-sensitive)."""
     return (isinstance(module, nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
             and "lora_" not in name and not name.endswith(("gate", "router")))
+
+
+def _check_fp8_device(device_type: str) -> None:
+    """float8 matmuls need fp8 tensor cores (SM 8.9+: L4, H100, H200) on a GPU; the CPU build of
+    torch runs them in software."""
+    if device_type == "cuda" and torch.cuda.get_device_capability() < (8, 9):
+        name, (major, minor) = torch.cuda.get_device_name(), torch.cuda.get_device_capability()
+        raise ConfigError("model.fp8", f"float8 training needs a GPU with fp8 tensor cores (compute capability "
+                          f"8.9 or later, e.g. H100); this is {name} ({major}.{minor})", "set model.fp8: false")
 
 
 def _float8(layers: nn.ModuleList, fsdp_all_gather: bool) -> int:
