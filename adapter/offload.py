@@ -6,8 +6,8 @@ a side stream (forward compute does not wait for them; the allocator keeps each 
 its copy is done), and in backward the first tensor unpacked from layer L starts the host-to-device
 copies of layers L-1 .. L-horizon on another stream (`activation_loading_horizon`), so they overlap
 with layer L's backward. With activation checkpointing inside, what a layer saves is its input, so
-the checkpointed activations are what moves, as in HyperPod. Parameters, tensor subclasses (DTensor,
-float8) and small tensors stay where they are.
+the checkpointed activations are what moves, as in HyperPod. Parameters and views of them, tensor
+subclasses (DTensor, float8) and small tensors stay where they are.
 
 parallel.py wraps the layers only on a CUDA mesh: on a CPU run the activations already live in host
 memory. The hooks themselves work on any device, which is how the CPU tests check them.
@@ -51,8 +51,10 @@ class ActivationOffloader:
         return torch.autograd.graph.saved_tensors_hooks(lambda t: self._pack(layer, t), self._unpack)
 
     def _pack(self, layer: int, tensor: torch.Tensor) -> Any:
+        # Parameters (and views of them, like a transposed weight) are not activations: FSDP2
+        # all-gathers them again for backward.
         if (type(tensor) is not torch.Tensor or isinstance(tensor, nn.Parameter)
-                or tensor.device.type != self.device.type
+                or isinstance(tensor._base, nn.Parameter) or tensor.device.type != self.device.type
                 or tensor.numel() * tensor.element_size() < self.min_bytes):
             return tensor
         host = torch.empty_like(tensor, device="cpu", pin_memory=self.d2h is not None)
