@@ -208,15 +208,13 @@ def _tensor_parallel(layer: nn.Module, tp_mesh: DeviceMesh, config: Any, float8:
             return float8_styles[kind]()
         return styles[kind]()
 
-    plan: dict[str, ParallelStyle] = {
-        "self_attn.q_proj": style("self_attn.q_proj", "colwise"), "self_attn.k_proj": style("self_attn.k_proj", "colwise"),
-        "self_attn.v_proj": style("self_attn.v_proj", "colwise"), "self_attn.o_proj": style("self_attn.o_proj", "rowwise"),
-    }
+    kinds = {"self_attn.q_proj": "colwise", "self_attn.k_proj": "colwise", "self_attn.v_proj": "colwise",
+             "self_attn.o_proj": "rowwise"}
+    if config.model_type != "mixtral":
+        kinds.update({"mlp.gate_proj": "colwise", "mlp.up_proj": "colwise", "mlp.down_proj": "rowwise"})
+    plan: dict[str, ParallelStyle] = {name: style(name, kind) for name, kind in kinds.items()}
     if config.model_type == "mixtral":
         plan["mlp.experts"] = ExpertSharded()
-    else:
-        plan.update({"mlp.gate_proj": style("mlp.gate_proj", "colwise"), "mlp.up_proj": style("mlp.up_proj", "colwise"),
-                     "mlp.down_proj": style("mlp.down_proj", "rowwise")})
     parallelize_module(layer, tp_mesh, plan)
 
 
