@@ -44,6 +44,20 @@ class ParallelConfig:
     cpu_offload: bool
     compile: bool
     precision: str  # "bf16" (bf16 params, fp32 reduction) or "fp32"
+    fp8: str | None = None  # torchao float8 scaling recipe of the decoder layers' Linears; None: off
+    # model.offload_activations: saved activations go to host memory (a no-op without a GPU, see
+    # offload_note); the horizon is how many layers ahead backward brings them back.
+    offload_activations: bool = False
+    activation_loading_horizon: int = 2
+
+    @property
+    def offload_note(self) -> str | None:
+        """What the plan states as info about activation offloading (None when it is off)."""
+        if not self.offload_activations:
+            return None
+        return (f"activation offloading moves each decoder layer's saved activations to pinned host memory, "
+                f"prefetching {self.activation_loading_horizon} layer(s) ahead in backward; on a CPU-only run "
+                "the activations already live in host memory, so it does nothing")
 
 
 @dataclass(frozen=True)
@@ -303,17 +317,14 @@ def _architecture(r: Reader, model_type: str | None, hf_model: str | None, arch:
 def _refuse_unsupported(r: Reader) -> None:
     """HyperPod features this trainer does not implement: refused rather than silently ignored."""
     refused = {
-        "model.fp8": "fp8 training is not implemented; set model.fp8: false (bf16 is used)",
-        "model.offload_activations": "activation offloading is not implemented; use model.activation_checkpointing",
         "exp_manager.auto_checkpoint.enabled": "auto_checkpoint is not implemented; set checkpoint_callback_params.every_n_train_steps",
     }
     for key, why in refused.items():
         if r.bool(key, False):
             r.refuse(key, "is not supported by this trainer", why)
-    for key in ("model.context_parallel_degree", "model.expert_model_parallel_degree"):
-        if (r.int(key, 1, minimum=1) or 1) > 1:
-            r.refuse(key, "must be 1: this trainer has no context or expert parallelism",
-                     "use tensor_model_parallel_degree and FSDP sharding")
+    if (r.int("model.expert_model_parallel_degree", 1, minimum=1) or 1) > 1:
+        r.refuse("model.expert_model_parallel_degree", "must be 1: this trainer has no expert parallelism",
+                 "use tensor_model_parallel_degree and FSDP sharding")
     if r.bool("model.multi_modal", False):
         r.refuse("model.multi_modal", "multi-modal training is not supported", "set it to false for text-only")
 
@@ -325,6 +336,15 @@ def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
     cpu_offload = r.bool("model.cpu_offload", False)
     if cpu_offload and accelerator == "cpu":
         r.refuse("model.cpu_offload", "needs trainer.accelerator gpu (the parameters already live on the CPU)")
+    cp = r.int("model.context_parallel_degree", 1, minimum=1) or 1
+    if cp > 1 and accelerator == "cpu":
+        r.refuse("model.context_parallel_degree", f"{cp} needs trainer.accelerator gpu: torch's context "
+                 "parallelism (ring attention) has no CPU attention kernel (torch 2.13 registers no "
+                 "sharding for aten._scaled_dot_product_flash_attention_for_cpu)",
+                 "set model.context_parallel_degree: 1 for a CPU run")
+    elif cp > 1:
+        r.refuse("model.context_parallel_degree", f"{cp}: context parallelism is not implemented by this "
+                 "trainer yet", "set it to 1 and shard with FSDP / tensor_model_parallel_degree")
     return ParallelConfig(
         tp=r.int("model.tensor_model_parallel_degree", 1, minimum=1) or 1,
         sharding_strategy=strategy,
@@ -333,7 +353,28 @@ def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
         cpu_offload=cpu_offload,
         compile=r.bool("model.compile", False),
         precision=precision,
+        fp8=_fp8(r),
+        offload_activations=r.bool("model.offload_activations", False),
+        activation_loading_horizon=r.int("model.activation_loading_horizon", 2, minimum=1) or 2,
     )
+
+
+# HyperPod's fp8 keys are Transformer Engine's delayed scaling (a scale from the max amax of the
+# last fp8_amax_history_len steps). torchao has dynamic scaling only: each cast takes its scale
+# from the tensor's current amax, i.e. history 1 / most_recent; the history has no equivalent.
+FP8_ALGOS = ("max", "most_recent")
+
+
+def _fp8(r: Reader) -> str | None:
+    """The torchao float8 recipe for model.fp8: tensorwise, the per-tensor scaling that TE's recipe
+    uses too, and the one torchao offers float8 all-gathers (FSDP2) and float8 TP for."""
+    if not r.bool("model.fp8", False):
+        return None
+    r.int("model.fp8_amax_history_len", 1, minimum=1)  # read for its type; no torchao equivalent
+    algo = r.str("model.fp8_amax_compute_algo", "max")
+    if algo not in FP8_ALGOS:
+        r.refuse("model.fp8_amax_compute_algo", f"{algo!r} is not supported", f"use one of {', '.join(FP8_ALGOS)}")
+    return "tensorwise"
 
 
 def _lora(r: Reader, parallel: ParallelConfig, accelerator: str) -> LoraConfig | None:

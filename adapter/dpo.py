@@ -117,7 +117,9 @@ def reference_model(cfg: TrainConfig, config: Any, layout: Any, device: torch.de
         return None
     model = models.build_empty(config)
     model.requires_grad_(False)
-    parallel.parallelize(model, layout, replace(cfg.parallel, activation_checkpointing=False, compile=False), config)
+    # no backward through the reference: nothing to checkpoint or offload
+    parallel.parallelize(model, layout, replace(cfg.parallel, activation_checkpointing=False, compile=False,
+                                                offload_activations=False), config)
     weights = resolve_local(cfg.hf_model) if cfg.do_finetune else None
     models.materialize(model, device, cfg.seed, getattr(config, "initializer_range", 0.02), weights,
                        offload=cfg.parallel.cpu_offload)

@@ -7,6 +7,10 @@ from model.sharding_strategy / shard_degree (data parallel) and tensor_model_par
 FSDP2 shards each decoder layer and then the root over (dp_replicate, dp_shard): one dimension is
 plain FSDP, two is hybrid sharding (HSDP). Tensor parallelism splits attention heads and MLP
 width (Mixtral: whole experts) over `tp`; the embedding and LM head stay replicated in tp.
+
+fp8 (torchao float8 training, tensorwise dynamic scaling) swaps the decoder layers' Linears for
+torchao's Float8Linear before anything else, so TP uses torchao's float8 styles and FSDP2
+all-gathers the weights in float8. torchao is imported only when fp8 is on.
 """
 from __future__ import annotations
 
@@ -65,19 +69,39 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"{type(model).__name__} has no decoder layer list")
 
 
-def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any) -> None:
-    """Apply tensor parallelism, activation checkpointing, compile and FSDP2, in that order, in place."""
+def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any) -> list[str]:
+    """Apply fp8, tensor parallelism, activation checkpointing, compile, activation offloading and
+    FSDP2, in that order, in place. Returns notes for the log (what fp8 and offloading did)."""
+    notes = []
     layers = decoder_layers(model)
+    if p.fp8:
+        _check_fp8_device(layout.mesh.device_type)
+        converted = _float8(layers, fsdp_all_gather=layout.shape.shard > 1)
+        notes.append(f"fp8: {converted} Linear layers train in float8 (torchao, {p.fp8} dynamic scaling, "
+                     f"float8 all-gather {'on' if layout.shape.shard > 1 else 'off: parameters are not sharded'})")
     if layout.shape.tp > 1:
         _check_tp(config, layout.shape.tp)
         for layer in layers:
-            _tensor_parallel(layer, layout.tp_mesh, config)
+            _tensor_parallel(layer, layout.tp_mesh, config, float8=p.fp8 is not None)
+    offloader = None
+    if p.offload_activations:
+        if layout.mesh.device_type == "cuda":
+            from adapter.offload import ActivationOffloader
+            offloader = ActivationOffloader(torch.device("cuda", torch.cuda.current_device()),
+                                            p.activation_loading_horizon)
+            notes.append(f"offload_activations: saved activations go to pinned host memory, "
+                         f"{p.activation_loading_horizon} layer(s) prefetched ahead in backward")
+        else:
+            notes.append("offload_activations: nothing to do on a CPU run (activations already live in host memory)")
     for index, layer in enumerate(layers):
         if p.activation_checkpointing:
             from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
             layer = checkpoint_wrapper(layer)
         if p.compile:
             layer.compile()
+        if offloader is not None:  # outside compile: the hooks run eagerly around the compiled layer
+            from adapter.offload import OffloadActivations
+            layer = OffloadActivations(layer, offloader, index)
         layers.register_module(str(index), layer)
 
     mixed = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -88,6 +112,38 @@ def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any
     for layer in layers:
         fully_shard(layer, **options)
     fully_shard(model, **options)
+    return notes
+
+
+def _float8_eligible(module: nn.Module, name: str) -> bool:
+    """Linears whose GEMMs fp8 hardware takes (both dimensions multiples of 16); not LoRA adapters
+    (rank-sized and trained in full precision) nor MoE routers (small, and precision-sensitive)."""
+    return (isinstance(module, nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
+            and "lora_" not in name and not name.endswith(("gate", "router")))
+
+
+def _check_fp8_device(device_type: str) -> None:
+    """float8 matmuls need fp8 tensor cores (SM 8.9+: L4, H100, H200) on a GPU; the CPU build of
+    torch runs them in software."""
+    if device_type == "cuda" and torch.cuda.get_device_capability() < (8, 9):
+        name, (major, minor) = torch.cuda.get_device_name(), torch.cuda.get_device_capability()
+        raise ConfigError("model.fp8", f"float8 training needs a GPU with fp8 tensor cores (compute capability "
+                          f"8.9 or later, e.g. H100); this is {name} ({major}.{minor})", "set model.fp8: false")
+
+
+def _float8(layers: nn.ModuleList, fsdp_all_gather: bool) -> int:
+    """torchao float8 training on the decoder layers' Linears (the embedding and LM head stay in
+    full precision): tensorwise dynamic scaling, with FSDP2 all-gathering float8 weights when the
+    parameters are sharded. Returns how many Linears were converted."""
+    import logging
+    # torchao reports each of its CUDA extensions that a CPU build cannot load; none is used here.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    from torchao.float8.float8_linear import Float8Linear
+    config = Float8LinearConfig(enable_fsdp_float8_all_gather=fsdp_all_gather)
+    for layer in layers:
+        convert_to_float8_training(layer, config=config, module_filter_fn=_float8_eligible)
+    return sum(isinstance(m, Float8Linear) for m in layers.modules())
 
 
 def _check_tp(config: Any, tp: int) -> None:
@@ -98,18 +154,30 @@ def _check_tp(config: Any, tp: int) -> None:
         raise problems[0]
 
 
-def _tensor_parallel(layer: nn.Module, tp_mesh: DeviceMesh, config: Any) -> None:
+def _tensor_parallel(layer: nn.Module, tp_mesh: DeviceMesh, config: Any, float8: bool = False) -> None:
     """Megatron-style plan: q/k/v and gate/up split by output columns, o/down by input rows, so each
-    block needs one all-reduce forward and one backward. Mixtral splits the experts instead."""
-    plan: dict[str, ParallelStyle] = {
-        "self_attn.q_proj": ColwiseParallel(), "self_attn.k_proj": ColwiseParallel(),
-        "self_attn.v_proj": ColwiseParallel(), "self_attn.o_proj": RowwiseParallel(),
-    }
+    block needs one all-reduce forward and one backward. Mixtral splits the experts instead. With
+    fp8, torchao's float8 styles cast the inputs of its Float8Linears to float8 before they are
+    distributed."""
+    styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
+    float8_styles: dict[str, type[ParallelStyle]] = {}
+    if float8:
+        from torchao.float8.float8_linear import Float8Linear
+        from torchao.float8.float8_tensor_parallel import Float8ColwiseParallel, Float8RowwiseParallel
+        float8_styles = {"colwise": Float8ColwiseParallel, "rowwise": Float8RowwiseParallel}
+
+    def style(name: str, kind: str) -> ParallelStyle:
+        if float8_styles and isinstance(layer.get_submodule(name), Float8Linear):
+            return float8_styles[kind]()
+        return styles[kind]()
+
+    kinds = {"self_attn.q_proj": "colwise", "self_attn.k_proj": "colwise", "self_attn.v_proj": "colwise",
+             "self_attn.o_proj": "rowwise"}
+    if config.model_type != "mixtral":
+        kinds.update({"mlp.gate_proj": "colwise", "mlp.up_proj": "colwise", "mlp.down_proj": "rowwise"})
+    plan: dict[str, ParallelStyle] = {name: style(name, kind) for name, kind in kinds.items()}
     if config.model_type == "mixtral":
         plan["mlp.experts"] = ExpertSharded()
-    else:
-        plan.update({"mlp.gate_proj": ColwiseParallel(), "mlp.up_proj": ColwiseParallel(),
-                     "mlp.down_proj": RowwiseParallel()})
     parallelize_module(layer, tp_mesh, plan)
 
 

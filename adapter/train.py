@@ -133,7 +133,10 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     model = models.build_empty(config)
     if cfg.lora is not None:
         model = lora.apply(model, cfg.lora)
-    parallel.parallelize(model, layout, cfg.parallel, config)
+    notes = parallel.parallelize(model, layout, cfg.parallel, config)
+    if rank == 0:
+        for note in notes:
+            print(f"adapter: {note}", flush=True)
     weights = resolve_local(cfg.hf_model) if cfg.do_finetune else None
     models.materialize(model, device, cfg.seed, getattr(config, "initializer_range", 0.02), weights,
                        offload=cfg.parallel.cpu_offload)

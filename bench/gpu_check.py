@@ -3,11 +3,13 @@
 Builds the model exactly as `adapter.train` does (models.py table, meta-device init, parallel.py's
 FSDP2 with bf16 parameters and fp32 reduction, materialised shard by shard) and times the
 trainer's own `train_step` on random tokens, for each variant: plain, activation checkpointing,
-torch.compile per layer, and both. Prints tokens/s, achieved TFLOP/s, MFU and peak memory, and
-writes them as JSON (--out).
+torch.compile per layer, and both; fp8 (torchao float8, eager and compiled: compare with plain and
+compile, same shape); activation offloading with checkpointing (compare with ac: peak memory and
+tokens/s). Prints tokens/s, achieved TFLOP/s, MFU and peak memory, and writes them as JSON (--out).
 
 It needs torch, transformers and safetensors only (no torchdata: data.py is not used), so it runs
-on a bare CUDA image (torch 2.11, transformers 5.x, Python 3.12). World size 1 with a one-rank
+on a bare CUDA image (torch 2.11, transformers 5.x, Python 3.12); the fp8 variants also need
+torchao (gpu_check.sh installs wheels carried in .whl/), and are reported as skipped without it. World size 1 with a one-rank
 NCCL process group (FSDP2 needs a group; NCCL with one rank does no communication).
 
   python bench/gpu_check.py                 # on a CUDA machine
@@ -16,6 +18,7 @@ NCCL process group (FSDP2 needs a group; NCCL with one rank does no communicatio
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -41,25 +44,29 @@ LLAMA_3_2_1B = {"model_type": "llama_v3", "hidden_size": 2048, "num_hidden_layer
                 "max_position_embeddings": 131072}
 DRY_RUN = {**LLAMA_3_2_1B, "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8,
            "num_key_value_heads": 2, "intermediate_size": 512, "vocab_size": 1024, "max_context_width": 128}
-VARIANTS = {"plain": (False, False), "ac": (True, False), "compile": (False, True), "ac+compile": (True, True)}
+AC, COMPILE, FP8 = {"activation_checkpointing": True}, {"compile": True}, {"fp8": True}
+# variant -> the recipe's model keys it sets (HyperPod's own spellings)
+VARIANTS = {"plain": {}, "ac": AC, "compile": COMPILE, "ac+compile": {**AC, **COMPILE},
+            "fp8": FP8, "fp8+compile": {**FP8, **COMPILE},
+            "ac+offload": {**AC, "offload_activations": True, "activation_loading_horizon": 2}}
 
 
-def recipe(arch: dict, batch: int, checkpointing: bool, compile_: bool, accelerator: str) -> dict:
+def recipe(arch: dict, batch: int, keys: dict, accelerator: str) -> dict:
     return {"run": {"name": "gpu_check", "results_dir": "/tmp/gpu_check"},
             "trainer": {"accelerator": accelerator, "precision": "bf16", "max_steps": 1},
-            "model": {**arch, "train_batch_size": batch, "seed": 0, "grad_clip": 1.0,
-                      "activation_checkpointing": checkpointing, "compile": compile_,
+            "model": {**arch, "train_batch_size": batch, "seed": 0, "grad_clip": 1.0, **keys,
                       "optim": {"lr": 1e-4, "weight_decay": 0.01, "betas": [0.9, 0.95]},
                       "data": {"use_synthetic_data": True}}}
 
 
 def measure(name: str, arch: dict, args: argparse.Namespace, device: torch.device) -> dict:
-    checkpointing, compile_ = VARIANTS[name]
-    cfg = from_recipe(recipe(arch, args.batch, checkpointing, compile_, "gpu" if device.type == "cuda" else "cpu"))
+    if VARIANTS[name].get("fp8") and importlib.util.find_spec("torchao") is None:
+        return {"variant": name, "skipped": "torchao is not installed (carry its wheel in .whl/)"}
+    cfg = from_recipe(recipe(arch, args.batch, VARIANTS[name], "gpu" if device.type == "cuda" else "cpu"))
     layout = parallel.build_layout(parallel.mesh_shape(cfg.parallel, 1), device.type)
     config = models.hf_config(cfg)
     model = models.build_empty(config)
-    parallel.parallelize(model, layout, cfg.parallel, config)
+    notes = parallel.parallelize(model, layout, cfg.parallel, config)
     models.materialize(model, device, cfg.seed, config.initializer_range, None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01, foreach=True)
     seq = cfg.data.seq_len
@@ -88,7 +95,7 @@ def measure(name: str, arch: dict, args: argparse.Namespace, device: torch.devic
     flops = flops_per_token(models.arch_fields(cfg, config), seq)
     result = {"variant": name, "batch": args.batch, "seq_len": seq, "step_time_s": seconds, "warmup_s": warmup_s,
               "loss": loss.item(), "memory_gb": metrics.memory_gb(device),
-              "params": sum(p.numel() for p in model.parameters()), "flops_per_token": flops,
+              "params": sum(p.numel() for p in model.parameters()), "flops_per_token": flops, "notes": notes,
               **metrics.throughput(args.batch * seq, seconds, 1, flops, metrics.peak_tflops(device, args.peak_tflops))}
     del model, optimizer
     if device.type == "cuda":
@@ -140,8 +147,8 @@ def main() -> int:
         dist.destroy_process_group()
     print(f"\n{'variant':<12}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}{'peak GB':>10}{'step s':>9}")
     for r in results:
-        if "error" in r:
-            print(f"{r['variant']:<12}{r['error']:>12}")
+        if "error" in r or "skipped" in r:
+            print(f"{r['variant']:<12}  {r.get('error') or 'skipped: ' + r['skipped']}")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         print(f"{r['variant']:<12}{r['tokens_per_s']:>12.0f}{r['tflops_per_device']:>10.1f}{mfu:>8}"

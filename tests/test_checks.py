@@ -135,14 +135,15 @@ def test_a_sequence_beyond_the_position_embeddings_is_refused():
 
 
 def test_every_refusal_is_reported_at_once():
-    found = trainer(make(**{"recipes.model.fp8": True, "recipes.trainer.val_check_interval": 0,
+    found = trainer(make(**{"recipes.model.sharding_strategy": "zero3", "recipes.trainer.val_check_interval": 0,
                             "recipes.model.optim": {"lr": float("nan")}, "recipes.model.num_key_value_heads": 5}))
-    assert sorted(c.keys[0] for c in found) == ["recipes.model.fp8", "recipes.model.num_key_value_heads",
-                                                "recipes.model.optim.lr", "recipes.trainer.val_check_interval"]
+    assert sorted(c.keys[0] for c in found) == ["recipes.model.num_key_value_heads", "recipes.model.optim.lr",
+                                                "recipes.model.sharding_strategy", "recipes.trainer.val_check_interval"]
 
 
 def test_a_custom_entry_point_is_not_held_to_the_trainers_rules():
-    spec = make(**{"recipes.model.fp8": True})
+    spec = make(**{"recipes.model.sharding_strategy": "zero3"})
+    assert trainer(spec) != []
     spec.data["git"] = {"entry_script": "/code/train.py"}
     assert trainer(spec) == []
 

@@ -180,6 +180,7 @@ def test_schema_enums_for_trainer_settings_equal_the_trainers_constants() -> Non
     assert set(model["optim"]["properties"]["name"]["enum"]) == set(trainer_config.OPTIMIZERS)
     assert set(model["optim"]["properties"]["sched"]["properties"]["name"]["enum"]) == set(trainer_config.SCHEDULES)
     assert set(model["model_type"]["enum"]) == set(ARCHITECTURES)
+    assert set(model["fp8_amax_compute_algo"]["enum"]) == set(trainer_config.FP8_ALGOS)
     assert set(s["properties"]["trainer"]["properties"]["accelerator"]["enum"]) == set(trainer_config.ACCELERATORS)
     assert {str(v) for v in s["$defs"]["precision"]["enum"]} == set(trainer_config.PRECISIONS)
 

@@ -45,7 +45,7 @@ def test_hyperpod_defaults(tmp_path: Path) -> None:
 # it names). tests/test_trainer_contract.py runs each through `hpctl validate` too: the plan must
 # refuse the same recipes at the same keys.
 REFUSALS = [
-    ({"model": {"fp8": True}}, "model.fp8"),
+    ({"model": {"fp8": True, "fp8_amax_compute_algo": "mean"}}, "model.fp8_amax_compute_algo"),
     ({"model": {"context_parallel_degree": 2}}, "model.context_parallel_degree"),
     ({"model": {"sharding_strategy": "zero3"}}, "model.sharding_strategy"),
     ({"model": {"do_finetune": True}}, "model.hf_model_name_or_path"),
@@ -80,6 +80,22 @@ def test_lora_on_a_random_base_is_accepted(tmp_path: Path) -> None:
     tiny_llama_lora shows the mechanics without weights to download)."""
     cfg = from_recipe(tiny_recipe(tmp_path, model={"peft": {"peft_type": "lora", "rank": 4}}))
     assert cfg.lora is not None and cfg.lora.rank == 4 and not cfg.do_finetune
+
+
+def test_fp8_offloading_and_context_parallelism(tmp_path: Path) -> None:
+    """HyperPod's fp8 keys become torchao's tensorwise recipe (the amax history has no equivalent);
+    offloading is read with a note the plan can state; CP > 1 is refused, with torch's reason on CPUs."""
+    hyperpod = {"fp8": True, "fp8_amax_history_len": 1024, "fp8_amax_compute_algo": "max",
+                "offload_activations": True, "activation_loading_horizon": 3}
+    p = from_recipe(tiny_recipe(tmp_path, model=hyperpod)).parallel
+    assert (p.fp8, p.offload_activations, p.activation_loading_horizon) == ("tensorwise", True, 3)
+    assert "on a CPU-only run" in p.offload_note and "3 layer(s)" in p.offload_note
+    plain = from_recipe(tiny_recipe(tmp_path)).parallel
+    assert plain.fp8 is None and plain.offload_note is None
+    on_cpu = refused(tmp_path, model={"context_parallel_degree": 2})
+    assert "no CPU attention kernel" in on_cpu.message
+    on_gpu = refused(tmp_path, trainer={"accelerator": "gpu"}, model={"context_parallel_degree": 2})
+    assert on_gpu.key == "model.context_parallel_degree" and "not implemented" in on_gpu.message
 
 
 def test_lora_with_tensor_parallelism_is_refused(tmp_path: Path) -> None:

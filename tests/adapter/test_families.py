@@ -27,7 +27,6 @@ SHRINK = [
     "recipes.trainer.val_check_interval=1",
     "recipes.trainer.limit_val_batches=2",
     "recipes.model.val_batch_size=2",
-    "recipes.model.fp8=false",              # fp8 needs GPUs; the trainer refuses it
     "recipes.model.num_hidden_layers=2",
     "recipes.model.hidden_size=64",
     "recipes.model.num_attention_heads=4",
@@ -55,9 +54,9 @@ FAMILIES = {
                  ["recipes.model.num_local_experts=4", "recipes.model.num_experts_per_tok=1",
                   "recipes.model.intermediate_size_mlp=128"], True),
     # DeepSeek-V3 MoE with multi-head latent attention; the recipe leaves MLA and routing sizes to
-    # the 671B defaults, so they are shrunk too. It offloads activations, which the trainer refuses.
+    # the 671B defaults, so they are shrunk too. It offloads activations (a no-op on the CPU).
     "deepseek_r1": ("fine-tuning/deepseek/hf_deepseek_r1_671b_seq8k_gpu_lora",
-                    ["recipes.model.offload_activations=false", "recipes.model.num_key_value_heads=4",
+                    ["recipes.model.num_key_value_heads=4",
                      "recipes.model.n_routed_experts=4", "recipes.model.num_experts_per_tok=2",
                      "recipes.model.moe_intermediate_size=32", "recipes.model.n_shared_experts=1",
                      "recipes.model.first_k_dense_replace=1", "recipes.model.q_lora_rank=32",
