@@ -38,6 +38,7 @@ from functools import lru_cache
 from typing import Any
 
 from adapter import sagemaker as container
+from adapter.config import Reader
 from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact,
                                  Backend, JobRecord, JobStatus)
 from hpctl.errors import HpctlError, Problem
@@ -162,8 +163,8 @@ def _channels(spec: Spec) -> list[dict[str, Any]]:
 def _environment(spec: Spec) -> dict[str, str]:
     """env_vars then cluster.env (null values dropped). Secrets cannot be sent: SageMaker keeps the
     environment in clear in the job's description."""
-    found = sorted(secrets_of(spec.data))
-    if found:
+    found = sorted(p for p, v in secrets_of(spec.data).items() if Reader({"v": v}).str("v") is not None)
+    if found:  # a value the trainer reads as absent ("None", as HyperPod's falcon recipe writes) is no secret
         raise _err(spec, found[0], "a secret cannot be sent to a SageMaker training job: its environment is "
                    "stored in clear in the job's description", found=REDACTED,
                    hint="remove it here; give the job's role access to the secret instead (AWS Secrets "
