@@ -211,3 +211,21 @@ def _described(name: str, primary: str, secondary: str, failure: str | None = No
     if failure:
         job["FailureReason"] = failure
     return job
+
+
+def test_doctor_checks_credentials_region_role_and_image(aws, tmp_path, run_cli):
+    """sts get-caller-identity answered by moto; the role and image forms are checked offline."""
+    ws = tmp_path / "ws"
+    (ws / "clusters").mkdir(parents=True)
+    good = {"type": "sm_jobs", "region": REGION, "role_arn": "arn:aws:iam::123456789012:role/hpctl",
+            "image": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/hpctl:1"}
+    (ws / "clusters" / "sagemaker.yaml").write_text(json.dumps(good))
+    rc, out, err = run_cli("doctor", "-w", ws, "--cluster", "sagemaker", "--json")
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert rc == 0 and all(c["ok"] for c in checks.values()), checks
+    assert "account 123456789012" in checks["credentials accepted (sts get-caller-identity)"]["detail"]
+    bad = {**good, "role_arn": "arn:aws:iam::12345:role/x", "image": "docker.io/me/hpctl:1"}
+    (ws / "clusters" / "sagemaker.yaml").write_text(json.dumps(bad))
+    rc, out, _ = run_cli("doctor", "-w", ws, "--cluster", "sagemaker", "--json")
+    failed = {c["name"] for c in json.loads(out)["checks"] if not c["ok"]}
+    assert rc == 1 and failed == {"role_arn form", "image is an ECR URI in the job's region"}

@@ -363,6 +363,13 @@ def request_problems(request: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def field_problems(member: str, value: Any) -> list[str]:
+    """What the API's model says is wrong with one top-level member of the request (doctor's role check)."""
+    out: list[tuple[str, str]] = []
+    _walk(_operation().members[member], value, member, out)
+    return [message for _, message in out]
+
+
 def _source(path: str, sources: dict[str, str]) -> str | None:
     """The spec key behind a request path (or its closest parent)."""
     parts = path.split(".")
