@@ -29,8 +29,7 @@ SM_JOBS = ("sm_jobs:+cluster.role_arn=arn:aws:iam::123456789012:role/hpctl",
            "sm_jobs:cluster.sm_jobs_config.output_path=s3://bucket/out")
 SMALL_SM_JOBS = (*SM_JOBS, "sm_jobs:instance_type=ml.c5.xlarge")  # the small checkout's config names none
 PLANNED = {"slurm": True, "k8s": True, "sm_jobs": True}
-NOT_SMALL_SM_JOBS = (*SM_JOBS, "sm_jobs:instance_type=ml.c5.xlarge")  # the small checkout's config names none
-PLANNED = {"slurm": False, "k8s": False, "sm_jobs": False}
+NOT_PLANNED = {"slurm": False, "k8s": False, "sm_jobs": False}
 COLLECTIONS = {"hyperpod-v1": 85, "hyperpod": 87}  # supported recipes: v1's 85 hf; v2's 86 LLMFT + 1 hf
 REFUSAL_KINDS = {"nova", "verl", "mtrl", "checkpointless", "evaluation", "trainium", "megatron", "elastic"}
 
