@@ -16,7 +16,6 @@ weights bit for bit.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
