@@ -189,11 +189,9 @@ def _estimator_kwargs(spec: Spec, request: dict[str, Any], sources: dict[str, st
         path, kind = ESTIMATOR_KWARGS[name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise _err(spec, key, "wrong type", expected=getattr(kind, "__name__", str(kind)), found=repr(value))
-        if name == "environment":
+        if name == "environment":  # its secrets were refused with the rest of the spec's (_environment)
             request["Environment"] = dict(sorted({**request.get("Environment", {}),
                                                   **{str(k): _text(v) for k, v in value.items()}}.items()))
-            if secrets_of({"env": value}):
-                raise _err(spec, key, "a secret cannot be sent in a SageMaker job's environment", found=REDACTED)
         elif name == "tags":
             request.setdefault("Tags", []).extend(value)
         else:
