@@ -62,7 +62,23 @@ def describe_all(ws: Workspace) -> list[dict[str, Any]]:
     return rows
 
 
-CHECK_CLUSTERS = ("slurm", "k8s")
+CHECK_CLUSTERS = ("slurm", "k8s", "sm_jobs")
+# A checkout without its own cluster file of that name is checked with this built-in cluster.
+BUILTIN_FALLBACK = {"sm_jobs": "sagemaker"}
+
+
+def cluster_overrides(overrides: Sequence[str], cluster: str) -> list[str]:
+    """The overrides for one cluster: plain ones apply to all, `CLUSTER:key=value` to that one only
+    (a SageMaker job needs a role and an S3 output path that other clusters have no key for)."""
+    out = []
+    for item in overrides:
+        name, sep, rest = item.partition(":")
+        if sep and name in CHECK_CLUSTERS and "=" not in name:
+            if name == cluster:
+                out.append(rest)
+        else:
+            out.append(item)
+    return out
 
 # Inputs a recipe leaves to its user (HyperPod ships them empty): the training data and, for a
 # fine-tune, the base model. `recipes check` fills the empty ones with these stand-ins, since a
@@ -152,8 +168,9 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
     for cluster in CHECK_CLUSTERS:
         stage = "invalid"
         try:
-            spec = compose([f"recipes={name}", f"cluster={cluster}", *stand_ins(layer.data, overrides), *overrides],
-                           None, ws)
+            file = cluster if cluster in ws.clusters() else BUILTIN_FALLBACK.get(cluster, cluster)
+            given = cluster_overrides(overrides, cluster)
+            spec = compose([f"recipes={name}", f"cluster={file}", *stand_ins(layer.data, given), *given], None, ws)
             validate(spec)
             validated += 1
             stage = "pre-flight"
@@ -204,5 +221,5 @@ def check_summary(rows: list[RecipeCheck]) -> dict[str, Any]:
 def summary_line(s: dict[str, Any]) -> str:
     kinds = ", ".join(f"{kind} {n}" for kind, n in s["refused_by_kind"].items())
     return (f"{s['recipes']} recipes: {s['supported']} supported, {s['planned']} planned for "
-            f"{' and '.join(CHECK_CLUSTERS)}, {s['refused']} refused" + (f" ({kinds})" if kinds else "")
+            f"{', '.join(CHECK_CLUSTERS[:-1])} and {CHECK_CLUSTERS[-1]}, {s['refused']} refused" + (f" ({kinds})" if kinds else "")
             + f"; {s['trainable']} trainable by hpctl's trainer")

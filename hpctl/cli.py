@@ -443,8 +443,9 @@ def recipes_show(env: Env, name) -> int:
 @common
 def recipes_check(env: Env, directory, overrides, as_json) -> int:
     """Plan every recipe of a HyperPod checkout DIRECTORY (config.yaml, cluster/, recipes/) for its
-    slurm and k8s clusters, with optional overrides for all (e.g. container=IMAGE). Exit 0 when
-    every supported recipe (run.model_type hf or llm_finetuning_aws) plans on both."""
+    slurm, k8s and sm_jobs clusters, with optional overrides for all (e.g. container=IMAGE) or for
+    one (sm_jobs:+cluster.role_arn=ARN). Exit 0 when every supported recipe (run.model_type hf or
+    llm_finetuning_aws) plans on each."""
     from hpctl.catalog import CHECK_CLUSTERS, check_collection, check_summary, summary_line
     from dataclasses import asdict
     rows = check_collection(directory.resolve(), list(overrides))

@@ -10,6 +10,7 @@ Two command-line forms are accepted:
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -19,11 +20,11 @@ from hpctl import compat, instances, interpolate, overrides
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
 from hpctl.merge import merge
-from hpctl.spec import Spec, get_path
+from hpctl.spec import Spec, get_path, join
 from hpctl.validate import unsupported_problem
 from hpctl.workspace import Workspace
 
-CLUSTER_TYPES = ("local", "slurm", "k8s")
+CLUSTER_TYPES = ("local", "slurm", "k8s", "sm_jobs")
 HYDRA_ONLY = ("defaults", "hydra")  # Hydra's own bookkeeping: read, never part of the spec
 DEFAULT_CLUSTER = "local"
 
@@ -84,6 +85,7 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
     choices = {"recipes": recipe_file.name, "cluster": cluster_file.name}
     resolver = interpolate.Resolver(data, origins, choices, os.environ if env is None else env)
     resolved, chains = resolver.resolve_all()
+    _apply_recipe_overrides(resolved, chains)
     _require_absolute_results(resolved, chains)
     instances.fill_cluster(resolved, chains)
     inputs = {f.display: _digest(f.path) for f in (general_file, cluster_file, recipe_file)}
@@ -126,6 +128,37 @@ def _apply_defaults(data: dict, origins: dict[str, Origin], root: Path) -> None:
     if isinstance(exp, dict) and exp.get("exp_dir") in (None, ""):
         exp["exp_dir"] = "${recipes.run.results_dir}"
         origins["recipes.exp_manager.exp_dir"] = Origin()
+
+
+RECIPE_OVERRIDES = "cluster.sm_jobs_config.recipe_overrides"
+
+
+def _apply_recipe_overrides(data: dict, chains: dict[str, list[Origin]]) -> None:
+    """HyperPod's sm_jobs `recipe_overrides`, deep-merged into the resolved recipe (as its launcher
+    merges them into the recipe.yaml it wrote). Each overridden leaf keeps the origin of the line
+    in the cluster config that set it, so `explain` and errors point there."""
+    overrides = get_path(data, RECIPE_OVERRIDES)
+    if overrides is None:
+        return
+    if not isinstance(overrides, dict) or not isinstance(data.get("recipes"), dict):
+        raise HpctlError("recipe_overrides must be a mapping of recipe keys", key=RECIPE_OVERRIDES,
+                         origin=(chains.get(RECIPE_OVERRIDES) or [None])[0], found=type(overrides).__name__)
+
+    def into(dst: dict, src: dict, rel: str) -> None:
+        for key, value in src.items():
+            here = join(rel, key)
+            if isinstance(value, dict) and isinstance(dst.get(key), dict):
+                into(dst[key], value, here)
+                continue
+            target, source = join("recipes", here), join(RECIPE_OVERRIDES, here)
+            for p in [p for p in chains if p == target or p.startswith(target + ".")]:
+                del chains[p]
+            dst[key] = copy.deepcopy(value)
+            for p, chain in list(chains.items()):
+                if p == source or p.startswith(source + "."):
+                    chains[target + p[len(source):]] = list(chain)
+
+    into(data["recipes"], overrides, "")
 
 
 def _require_absolute_results(data: dict, chains: dict[str, list[Origin]]) -> None:

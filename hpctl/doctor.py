@@ -167,7 +167,62 @@ def local_checks(cluster_cfg: dict[str, Any]) -> list[Check]:
     return checks
 
 
-RUNNERS = {"slurm": slurm_checks, "k8s": k8s_checks, "kubernetes": k8s_checks, "local": local_checks}
+# --------------------------------------------------------------------------------------------
+# sagemaker
+
+ECR_IMAGE = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})?$")
+
+
+def sagemaker_checks(cluster_cfg: dict[str, Any]) -> list[Check]:
+    """boto3, credentials (and whose: STS), region, the role's form (botocore's RoleArn rule, through
+    the backend's request check) and the image's form (an ECR URI in the job's region)."""
+    from hpctl.backends.sagemaker import field_problems
+
+    has_pkg = importlib.util.find_spec("boto3") is not None
+    checks = [Check("boto3 importable", has_pkg, "boto3" if has_pkg else "not installed",
+                    "" if has_pkg else "pip install 'hpctl[sagemaker]'")]
+    role, image = cluster_cfg.get("role_arn"), cluster_cfg.get("image")
+    problems = field_problems("RoleArn", role) if role else ["not set"]
+    checks.append(Check("role_arn form", not problems, str(role or "") + (f": {problems[0]}" if problems else ""),
+                        "" if not problems else "set cluster.role_arn=arn:aws:iam::<account>:role/<name>, a role "
+                        "SageMaker can assume (trust policy: sagemaker.amazonaws.com)"))
+    if not has_pkg:
+        return checks
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    session = boto3.session.Session(region_name=cluster_cfg.get("region") or None)
+    region = session.region_name
+    checks.append(Check("region", bool(region), region or "none",
+                        "" if region else "set cluster.region, or AWS_REGION / AWS_DEFAULT_REGION"))
+    match = ECR_IMAGE.match(str(image or ""))
+    same = bool(match) and (not region or match.group(2) == region)
+    checks.append(Check("image is an ECR URI in the job's region", same, str(image or "cluster.image not set"),
+                        "" if same else f"push the image to ECR in {region or 'the job region'} and set cluster.image "
+                        "to <account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag> (null: the general config's "
+                        "`container` is used, and checked at plan time)"))
+    credentials = session.get_credentials()
+    checks.append(Check("AWS credentials found", credentials is not None,
+                        f"from {credentials.method}" if credentials else "none in boto3's chain",
+                        "" if credentials else "set AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run "
+                        "`aws configure` / `aws sso login`"))
+    if credentials is None or not region:
+        return checks
+    try:
+        sts = session.client("sts", config=Config(connect_timeout=TIMEOUT_S, read_timeout=TIMEOUT_S,
+                                                  retries={"max_attempts": 1}))
+        who = sts.get_caller_identity()
+        checks.append(Check("credentials accepted (sts get-caller-identity)", True,
+                            f"account {who.get('Account')}, {who.get('Arn')}"))
+    except (BotoCoreError, ClientError) as exc:
+        checks.append(Check("credentials accepted (sts get-caller-identity)", False, str(exc).splitlines()[0],
+                            "refresh or replace the credentials (expired session? `aws sso login`)"))
+    return checks
+
+
+RUNNERS = {"slurm": slurm_checks, "k8s": k8s_checks, "kubernetes": k8s_checks, "local": local_checks,
+           "sm_jobs": sagemaker_checks, "sagemaker": sagemaker_checks}
 
 
 def run_checks(cluster_type: str, cluster_cfg: dict[str, Any]) -> list[Check]:

@@ -21,11 +21,14 @@ GOLDEN = Path(__file__).parent / "golden"
 RECIPES = ["tiny_llama", "llama3_1_8b_pretrain", "mixtral_8x7b_pretrain"]
 # fixed inputs so the artifact depends on nothing of this machine
 FIXED = ["base_results_dir=/results", "container=example.com/hpctl:1", "cluster.python=python3"]
-EXT = {"local": "sh", "slurm": "sbatch", "k8s": "yaml"}
-PER_CLUSTER = {"slurm": ["cluster.workdir=/opt/hpctl"]}  # unset, it would be this checkout's path
+EXT = {"local": "sh", "slurm": "sbatch", "k8s": "yaml", "sagemaker": "json"}
+PER_CLUSTER = {"slurm": ["cluster.workdir=/opt/hpctl"],  # unset, it would be this checkout's path
+               "sagemaker": ["cluster.role_arn=arn:aws:iam::123456789012:role/hpctl", "instance_type=p5.48xlarge",
+                             "cluster.sm_jobs_config.output_path=s3://bucket/hpctl",
+                             "cluster.sm_jobs_config.inputs.s3.train=s3://bucket/data/train"]}
 
 
-@pytest.mark.parametrize("cluster", ["local", "slurm", "k8s"])
+@pytest.mark.parametrize("cluster", ["local", "slurm", "k8s", "sagemaker"])
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_rendered_artifact_matches_golden_file(tmp_path, recipe, cluster):
     spec = compose([recipe, *FIXED, *PER_CLUSTER.get(cluster, [])], cluster, Workspace(tmp_path))

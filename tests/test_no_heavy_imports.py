@@ -1,4 +1,4 @@
-"""validate, plan, explain and recipes never import torch, transformers or kubernetes.
+"""validate, plan, explain and recipes never import torch, transformers, kubernetes or boto3.
 
 They run on laptops and login nodes where those are slow to import or absent, so each command
 runs in a fresh interpreter and sys.modules is inspected afterwards.
@@ -15,7 +15,7 @@ import pytest
 
 from workspace_inputs import REPO
 
-HEAVY = ("torch", "transformers", "kubernetes")
+HEAVY = ("torch", "transformers", "kubernetes", "boto3")  # SageMaker plans read botocore's model only
 
 SCRIPT = r"""
 import importlib, io, json, sys, contextlib
@@ -23,7 +23,7 @@ sys.path.insert(0, sys.argv[1])
 for name in sys.argv[3:]:
     importlib.import_module(name)
 from hpctl.cli import main
-HEAVY = ("torch", "transformers", "kubernetes")
+HEAVY = ("torch", "transformers", "kubernetes", "boto3")
 results = []
 for argv in json.loads(sys.argv[2]):
     out, err = io.StringIO(), io.StringIO()
@@ -77,6 +77,9 @@ def test_builtin_tiny_recipe_commands_import_nothing_heavy(tmp_path):
         ["plan", "-w", ws, "--json", *args],
         ["plan", "-w", ws, "--json", "--cluster", "slurm", *args],
         ["plan", "-w", ws, "--json", "--cluster", "k8s", *args, "+cluster.image=example/hpctl:1"],
+        ["plan", "-w", ws, "--json", "--cluster", "sagemaker", *args, "cluster.image=example/hpctl:1",
+         "cluster.role_arn=arn:aws:iam::123456789012:role/hpctl", "instance_type=ml.c5.xlarge",
+         "cluster.sm_jobs_config.output_path=s3://bucket/out"],
         ["explain", "-w", ws, *args, "model.max_position_embeddings"],
         ["recipes", "list", "-w", ws],
         ["recipes", "show", "-w", ws, "tiny_llama"],

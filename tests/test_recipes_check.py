@@ -24,6 +24,12 @@ from test_compat import LLMFT_RECIPE, NOVA_RECIPE
 from workspace_inputs import GENERAL_CONFIG, MINI_RECIPE, SHARED, write_files
 
 IMAGE = "container=example.com/img:1"  # HyperPod's config.yaml has `container: null`; k8s needs an image
+# A SageMaker job also needs a role and an S3 output path, keys only its cluster file has.
+SM_JOBS = ("sm_jobs:+cluster.role_arn=arn:aws:iam::123456789012:role/hpctl",
+           "sm_jobs:cluster.sm_jobs_config.output_path=s3://bucket/out")
+SMALL_SM_JOBS = (*SM_JOBS, "sm_jobs:instance_type=ml.c5.xlarge")  # the small checkout's config names none
+PLANNED = {"slurm": True, "k8s": True, "sm_jobs": True}
+NOT_PLANNED = {"slurm": False, "k8s": False, "sm_jobs": False}
 COLLECTIONS = {"hyperpod-v1": 85, "hyperpod": 87}  # supported recipes: v1's 85 hf; v2's 86 LLMFT + 1 hf
 REFUSAL_KINDS = {"nova", "verl", "mtrl", "checkpointless", "evaluation", "trainium", "megatron", "elastic"}
 
@@ -47,7 +53,7 @@ def collection(name: str) -> Path:
 @functools.cache
 def check(name: str) -> tuple[int, dict]:
     """(exit code, --json document) of one check over a whole collection; run once per session."""
-    rc, out = run_main("recipes", "check", str(collection(name)), IMAGE, "--json")
+    rc, out = run_main("recipes", "check", str(collection(name)), IMAGE, *SM_JOBS, "--json")
     return rc, json.loads(out)
 
 
@@ -56,11 +62,11 @@ def report(request) -> tuple[str, int, dict]:
     return (request.param, *check(request.param))
 
 
-def test_every_supported_recipe_plans_for_slurm_and_k8s(report):
+def test_every_supported_recipe_plans_for_slurm_k8s_and_sm_jobs(report):
     name, rc, doc = report
     supported = [r for r in doc["recipes"] if r["supported"]]
     assert len(supported) == COLLECTIONS[name]
-    not_planned = [(r["name"], r["reason"]) for r in supported if r["planned"] != {"slurm": True, "k8s": True}]
+    not_planned = [(r["name"], r["reason"]) for r in supported if r["planned"] != PLANNED]
     assert not_planned == []
     assert all(r["parsed"] and r["valid"] for r in supported)
     # `ok` (and exit 0) also needs the trainer to accept every supported recipe, as `hpctl plan` does
@@ -74,7 +80,7 @@ def test_every_other_recipe_is_refused_with_a_located_reason(report):
     others = [r for r in doc["recipes"] if not r["supported"]]
     assert others
     for r in others:
-        assert r["parsed"] and not r["valid"] and r["planned"] == {"slurm": False, "k8s": False}, r
+        assert r["parsed"] and not r["valid"] and r["planned"] == NOT_PLANNED, r
         assert r["kind"] in REFUSAL_KINDS and r["reason"], r
         assert r["location"].startswith(f"recipes/{r['name']}.yaml:"), r
     assert doc["summary"]["refused"] == len(others)
@@ -85,7 +91,7 @@ def test_the_v2_collection_holds_86_llmft_recipes_and_they_plan():
     _, doc = check("hyperpod")
     llmft = [r for r in doc["recipes"] if r["model_type"] == "llm_finetuning_aws"]
     assert len(llmft) == 86
-    assert all(r["planned"] == {"slurm": True, "k8s": True} for r in llmft)
+    assert all(r["planned"] == PLANNED for r in llmft)
     assert {r["kind"] for r in doc["recipes"] if not r["supported"]} == {
         "nova", "verl", "mtrl", "checkpointless", "evaluation"}
 
@@ -140,9 +146,9 @@ def checkout(tmp_path: Path, recipes: dict[str, str]) -> Path:
 
 def test_a_checkout_that_plans_exits_0_with_the_summary_line(tmp_path):
     root = checkout(tmp_path, {"tiny/mini": MINI_RECIPE, "ft/sft": LLMFT_RECIPE, "nova/sft": NOVA_RECIPE})
-    rc, out = run_main("recipes", "check", str(root), IMAGE, "--no-color")
+    rc, out = run_main("recipes", "check", str(root), IMAGE, *SMALL_SM_JOBS, "--no-color")
     assert rc == 0
-    assert out.splitlines()[-1] == ("3 recipes: 2 supported, 2 planned for slurm and k8s, 1 refused (nova 1); "
+    assert out.splitlines()[-1] == ("3 recipes: 2 supported, 2 planned for slurm, k8s and sm_jobs, 1 refused (nova 1); "
                                     "2 trainable by hpctl's trainer")
     nova = next(line for line in out.splitlines() if "nova/sft" in line)
     assert "Nova recipes run only on" in nova
@@ -153,20 +159,31 @@ def test_a_supported_recipe_that_does_not_plan_fails_the_check(tmp_path):
     broken = MINI_RECIPE.replace("  log_every_n_steps: 1\n", "  log_every_n_steps: often\n")
     line = MINI_RECIPE.splitlines().index("  log_every_n_steps: 1") + 1
     root = checkout(tmp_path, {"tiny/mini": MINI_RECIPE, "tiny/broken": broken, "bad/yaml": "run: [\n"})
-    rc, out = run_main("recipes", "check", str(root), IMAGE, "--json")
+    rc, out = run_main("recipes", "check", str(root), IMAGE, *SMALL_SM_JOBS, "--json")
     rows = {r["name"]: r for r in json.loads(out)["recipes"]}
     assert rc == 1
     assert rows["tiny/broken"]["kind"] == "invalid" and not rows["tiny/broken"]["valid"]
     assert rows["tiny/broken"]["reason"] == "slurm: recipes.trainer.log_every_n_steps: wrong type"
     assert rows["tiny/broken"]["location"] == f"recipes/tiny/broken.yaml:{line}:22"
     assert (rows["bad/yaml"]["parsed"], rows["bad/yaml"]["kind"]) == (False, "unreadable")
-    assert rows["tiny/mini"]["planned"] == {"slurm": True, "k8s": True}
+    assert rows["tiny/mini"]["planned"] == PLANNED
 
 
 def test_without_an_image_the_k8s_plans_fail_and_say_why(tmp_path):
     root = checkout(tmp_path, {"tiny/mini": MINI_RECIPE})
-    rc, out = run_main("recipes", "check", str(root), "--json")
+    rc, out = run_main("recipes", "check", str(root), *SMALL_SM_JOBS, "--json")
     row = json.loads(out)["recipes"][0]
     assert rc == 1
-    assert row["planned"] == {"slurm": True, "k8s": False}
+    assert row["planned"] == {"slurm": True, "k8s": False, "sm_jobs": False}
     assert row["kind"] == "render" and "k8s: cluster.image: a Kubernetes job needs a container image" == row["reason"]
+
+
+def test_without_a_role_the_sm_jobs_plans_fail_and_say_why(tmp_path):
+    """A checkout without cluster/sm_jobs.yaml is checked with the built-in sagemaker cluster;
+    `sm_jobs:`-prefixed overrides reach that cluster only (slurm and k8s have no such keys)."""
+    root = checkout(tmp_path, {"tiny/mini": MINI_RECIPE})
+    rc, out = run_main("recipes", "check", str(root), IMAGE, *SMALL_SM_JOBS[1:], "--json")
+    row = json.loads(out)["recipes"][0]
+    assert rc == 1
+    assert row["planned"] == {"slurm": True, "k8s": True, "sm_jobs": False}
+    assert row["kind"] == "render" and row["reason"] == "sm_jobs: cluster.role_arn: a SageMaker job needs an IAM role to run as"

@@ -314,9 +314,9 @@ def test_data_dirs_may_be_a_list_of_paths():
 
 
 # ---------------------------------------------------------------- clusters
-@pytest.mark.parametrize("kind", ["slurm", "k8s"])
+@pytest.mark.parametrize("kind", ["slurm", "k8s", "sm_jobs"])
 def test_hyperpod_cluster_files_validate(kind):
-    """HyperPod's own cluster/slurm.yaml and cluster/k8s.yaml, with their `- null` list items."""
+    """HyperPod's own cluster/slurm.yaml, cluster/k8s.yaml (with their `- null` list items) and cluster/sm_jobs.yaml."""
     need_v1()
     path = V1 / "cluster" / f"{kind}.yaml"
     assert errors(f"cluster/{kind}.schema.json", read_yaml(path)) == []

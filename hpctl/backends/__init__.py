@@ -8,7 +8,8 @@ from hpctl.errors import HpctlError
 from hpctl.suggest import did_you_mean
 
 # cluster_type -> module under hpctl.backends. Imported lazily so plan pulls in only what it uses.
-MODULES = {"local": "local", "slurm": "slurm", "k8s": "kubernetes", "kubernetes": "kubernetes"}
+MODULES = {"local": "local", "slurm": "slurm", "k8s": "kubernetes", "kubernetes": "kubernetes",
+           "sm_jobs": "sagemaker", "sagemaker": "sagemaker"}
 
 
 def get_backend(cluster_type: str) -> Backend:

@@ -1,0 +1,99 @@
+"""The SageMaker request as plan renders it: pure, byte-identical, checked against botocore's model.
+
+Every refusal here is an HpctlError located at the key (and file:line or override) that caused it.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hpctl.backends import get_backend
+from hpctl.backends.sagemaker import job_name, time_limit_seconds
+from hpctl.compose import compose
+from hpctl.errors import HpctlError
+from hpctl.workspace import Workspace
+
+BASE = ["cluster.image=123456789012.dkr.ecr.us-east-1.amazonaws.com/hpctl:1",
+        "cluster.role_arn=arn:aws:iam::123456789012:role/hpctl", "instance_type=p5.48xlarge",
+        "cluster.sm_jobs_config.output_path=s3://bucket/out", "base_results_dir=/results"]
+
+
+def render(tmp_path, *args: str):
+    spec = compose(["tiny_llama", *BASE, *args], "sagemaker", Workspace(tmp_path))
+    return spec, get_backend(spec.cluster_type).render(spec)
+
+
+def refusal(tmp_path, *args: str) -> str:
+    with pytest.raises(HpctlError) as exc:
+        render(tmp_path, *args)
+    return exc.value.render()
+
+
+def test_the_request_is_deterministic_and_names_what_runs(tmp_path):
+    spec, a = render(tmp_path)
+    _, b = render(tmp_path)
+    assert a.text == b.text and a.files == b.files
+    request = json.loads(a.text)
+    assert request["ResourceConfig"] == {"InstanceType": "ml.p5.48xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 600}  # run.time_limit 0-00:10:00
+    assert request["CheckpointConfig"] == {"S3Uri": "s3://bucket/out/tiny-llama/checkpoints", "LocalPath": "/opt/ml/checkpoints"}
+    [(uri, text)] = a.files.items()
+    assert uri == f"s3://bucket/out/{request['TrainingJobName']}/input/hpctl/job_spec.json"
+    assert json.loads(text) == spec.public_data()
+    _, other = render(tmp_path, "trainer.max_steps=21")
+    assert json.loads(other.text)["TrainingJobName"] != request["TrainingJobName"]  # a new spec, a new job
+
+
+def test_estimator_arguments_map_onto_the_request(tmp_path):
+    kw = "cluster.sm_jobs_config.additional_estimator_kwargs"
+    _, a = render(tmp_path, f"{kw}.max_run=3600", f"+{kw}.use_spot_instances=true", f"+{kw}.subnets=[subnet-1]",
+                  f"+{kw}.security_group_ids=[sg-1]", "cluster.auto_resume.enabled=true", "+cluster.tags.team=llm",
+                  "cluster.sm_jobs_config.tensorboard_config.output_path=s3://bucket/tb",
+                  "cluster.sm_jobs_config.tensorboard_config.container_logs_path=/opt/ml/output/tensorboard")
+    r = json.loads(a.text)
+    assert r["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 3600}
+    assert r["EnableManagedSpotTraining"] is True and r["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
+    assert r["RetryStrategy"] == {"MaximumRetryAttempts": 3} and r["Tags"] == [{"Key": "team", "Value": "llm"}]
+    assert r["TensorBoardOutputConfig"] == {"S3OutputPath": "s3://bucket/tb", "LocalPath": "/opt/ml/output/tensorboard"}
+    assert r["AlgorithmSpecification"]["ContainerArguments"][-2:] == ["--tensorboard-dir", "/opt/ml/output/tensorboard"]
+
+
+def test_file_system_input(tmp_path):
+    fs = "cluster.sm_jobs_config.inputs.file_system"
+    _, a = render(tmp_path, f"{fs}.id=fs-0123456789abcdef0", f"{fs}.type=FSxLustre", f"{fs}.directory_path=/fsx/data")
+    [_, channel] = json.loads(a.text)["InputDataConfig"]
+    assert channel["DataSource"]["FileSystemDataSource"] == {"FileSystemId": "fs-0123456789abcdef0", "FileSystemType": "FSxLustre",
+                                                             "DirectoryPath": "/fsx/data", "FileSystemAccessMode": "ro"}
+    message = refusal(tmp_path, f"{fs}.id=fs-0123456789abcdef0", "cluster.sm_jobs_config.inputs.s3.train=s3://b/t")
+    assert "set either inputs.s3 or inputs.file_system, not both" in message
+
+
+@pytest.mark.parametrize("args, words", [
+    (["instance_type=ml.p5.48xlarg"], ["override", "instance_type", "ResourceConfig.InstanceType", "did you mean 'ml.p5.48xlarge'"]),
+    (["cluster.role_arn=arn:aws:iam::12:role/x"], ["cluster.role_arn", "RoleArn", "pattern"]),
+    (["cluster.auto_resume.enabled=true", "cluster.auto_resume.max_restarts=31"], ["RetryStrategy", "above the maximum 30"]),
+    (["+cluster.sm_jobs_config.inputs.s3.hpctl=s3://b/x"], ["hpctl's own"]),
+    (["+cluster.sm_jobs_config.additional_estimator_kwargs.max_rn=1"], ["unknown estimator argument", "did you mean 'max_run'"]),
+    (["cluster.sm_jobs_config.tensorboard_config.output_path=s3://b/tb"], ["both output_path and container_logs_path"]),
+    (["+env_vars.HF_TOKEN=hf_abc123"], ["env_vars.HF_TOKEN", "secret", "stored in clear", "Secrets Manager"]),
+    (["cluster.role_arn=null"], ["cluster.role_arn", "IAM role"]),
+    (["run.time_limit=soon"], ["recipes.run.time_limit", "not a time limit"]),
+])
+def test_bad_values_are_plan_errors_at_their_key(tmp_path, args, words):
+    message = refusal(tmp_path, *args)
+    for word in words:
+        assert word in message, message
+    assert "hf_abc123" not in message
+
+
+def test_job_names_fit_sagemakers_pattern(tmp_path):
+    spec, _ = render(tmp_path, "run.name=" + "a_very.long name " * 8)
+    name = job_name(spec)
+    assert len(name) <= 63 and name.startswith("a-very-long-name-") and "--" not in name
+
+
+@pytest.mark.parametrize("value, seconds", [("0-00:10:00", 600), ("6-00:00:00", 518400), ("1:30:00", 5400),
+                                            ("90", 5400), ("5:30", 330), ("1-2", 93600), (None, None)])
+def test_slurm_time_limits(value, seconds):
+    assert time_limit_seconds(value) == seconds
