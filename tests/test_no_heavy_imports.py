@@ -78,7 +78,7 @@ def test_builtin_tiny_recipe_commands_import_nothing_heavy(tmp_path):
         ["plan", "-w", ws, "--json", "--cluster", "slurm", *args],
         ["plan", "-w", ws, "--json", "--cluster", "k8s", *args, "+cluster.image=example/hpctl:1"],
         ["plan", "-w", ws, "--json", "--cluster", "sagemaker", *args, "cluster.image=example/hpctl:1",
-         "cluster.role_arn=arn:aws:iam::123456789012:role/hpctl", "instance_type=ml.c5.xlarge",
+         "cluster.role_arn=arn:aws:iam::123456789012:role/hpctl", "instance_type=ml.g5.12xlarge",
          "cluster.sm_jobs_config.output_path=s3://bucket/out"],
         ["explain", "-w", ws, *args, "model.max_position_embeddings"],
         ["recipes", "list", "-w", ws],

@@ -27,7 +27,7 @@ IMAGE = "container=example.com/img:1"  # HyperPod's config.yaml has `container: 
 # A SageMaker job also needs a role and an S3 output path, keys only its cluster file has.
 SM_JOBS = ("sm_jobs:+cluster.role_arn=arn:aws:iam::123456789012:role/hpctl",
            "sm_jobs:cluster.sm_jobs_config.output_path=s3://bucket/out")
-SMALL_SM_JOBS = (*SM_JOBS, "sm_jobs:instance_type=ml.c5.xlarge")  # the small checkout's config names none
+SMALL_SM_JOBS = (*SM_JOBS, "sm_jobs:instance_type=ml.g5.12xlarge")  # the small checkout's config names none
 PLANNED = {"slurm": True, "k8s": True, "sm_jobs": True}
 NOT_PLANNED = {"slurm": False, "k8s": False, "sm_jobs": False}
 COLLECTIONS = {"hyperpod-v1": 85, "hyperpod": 87}  # supported recipes: v1's 85 hf; v2's 86 LLMFT + 1 hf

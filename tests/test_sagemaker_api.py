@@ -30,7 +30,7 @@ REGION = "us-east-1"
 BUCKET = "hpctl-test"
 ARGS = ["tiny_llama", "--cluster", "sagemaker", "cluster.image=123456789012.dkr.ecr.us-east-1.amazonaws.com/hpctl:1",
         "cluster.role_arn=arn:aws:iam::123456789012:role/hpctl", f"cluster.region={REGION}",
-        "instance_type=ml.c5.xlarge", f"cluster.sm_jobs_config.output_path=s3://{BUCKET}/out",
+        "instance_type=ml.g5.12xlarge", f"cluster.sm_jobs_config.output_path=s3://{BUCKET}/out",
         "cluster.sm_jobs_config.inputs.s3.train=s3://hpctl-test/data/train", "base_results_dir=/results"]
 
 
@@ -79,7 +79,7 @@ def test_apply_status_logs_through_moto(aws, tmp_path, run_cli):
     client = boto3.client("sagemaker", region_name=REGION)
     job = client.describe_training_job(TrainingJobName=name)
     assert job["RoleArn"] == request["RoleArn"] == "arn:aws:iam::123456789012:role/hpctl"
-    assert job["ResourceConfig"]["InstanceType"] == "ml.c5.xlarge" and job["ResourceConfig"]["InstanceCount"] == 1
+    assert job["ResourceConfig"]["InstanceType"] == "ml.g5.12xlarge" and job["ResourceConfig"]["InstanceCount"] == 1
     assert job["AlgorithmSpecification"]["TrainingImage"] == request["AlgorithmSpecification"]["TrainingImage"]
     assert [c["ChannelName"] for c in job["InputDataConfig"]] == ["hpctl", "train"]
     bucket, _, key = spec_uri.removeprefix("s3://").partition("/")
@@ -205,7 +205,7 @@ def _described(name: str, primary: str, secondary: str, failure: str | None = No
     job = {"TrainingJobName": name, "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name}",
            "TrainingJobStatus": primary, "SecondaryStatus": secondary,
            "AlgorithmSpecification": {"TrainingInputMode": "File"},
-           "ResourceConfig": {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+           "ResourceConfig": {"InstanceType": "ml.g5.12xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
            "StoppingCondition": {"MaxRuntimeInSeconds": 600}, "CreationTime": datetime(2026, 1, 1, tzinfo=timezone.utc),
            "ModelArtifacts": {"S3ModelArtifacts": f"s3://{BUCKET}/out/{name}/output/model.tar.gz"}}
     if failure:

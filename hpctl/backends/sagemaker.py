@@ -43,6 +43,7 @@ from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED,
                                  Backend, JobRecord, JobStatus)
 from hpctl.errors import HpctlError, Problem
 from hpctl.instances import sagemaker_name
+from hpctl.backends.common import job_env
 from hpctl.spec import REDACTED, Spec, digest, get_path, join, secrets_of
 from hpctl.suggest import did_you_mean
 
@@ -169,12 +170,7 @@ def _environment(spec: Spec) -> dict[str, str]:
                    "stored in clear in the job's description", found=REDACTED,
                    hint="remove it here; give the job's role access to the secret instead (AWS Secrets "
                         "Manager or an IAM policy), and read it in the container")
-    env: dict[str, str] = {}
-    for base in ("env_vars", "cluster.env"):
-        for key, value in (spec.get(base) or {}).items():
-            if value is not None:
-                env[str(key)] = _text(value)
-    return dict(sorted(env.items()))
+    return dict(sorted((v.name, v.value) for v in job_env(spec, platform_network=True)))
 
 
 def _estimator_kwargs(spec: Spec, request: dict[str, Any], sources: dict[str, str]) -> None:
@@ -381,6 +377,7 @@ def _source(path: str, sources: dict[str, str]) -> str | None:
 
 class SageMakerBackend(Backend):
     name = "sm_jobs"
+    platform_network = True  # SageMaker provides EFA and the NCCL environment on its instances
 
     def render(self, spec: Spec) -> Artifact:
         request, sources, spec_uri = request_for(spec)

@@ -36,7 +36,7 @@ OVERRIDES = [
     "trainer.devices=1", "trainer.num_nodes=2", "trainer.max_steps=6", "model.train_batch_size=2",
     "exp_manager.checkpoint_callback_params.every_n_train_steps=2", "exp_manager.checkpoint_callback_params.save_top_k=-1",
     "cluster.image=123456789012.dkr.ecr.us-east-1.amazonaws.com/hpctl:1",
-    "cluster.role_arn=arn:aws:iam::123456789012:role/hpctl", "instance_type=ml.c5.xlarge",
+    "cluster.role_arn=arn:aws:iam::123456789012:role/hpctl", "instance_type=ml.g5.12xlarge",
     "cluster.sm_jobs_config.output_path=s3://bucket/out", "base_results_dir=/results",
 ]
 
