@@ -229,7 +229,7 @@ def _secrets_for(env: Env, p, spec) -> dict[str, str]:
 def _execute(env: Env, p, spec) -> None:
     """Carry out a plan under the state lock: the only place that changes jobs and state."""
     from hpctl.backends import get_backend
-    from hpctl.backends.base import TERMINAL, JobRecord
+    from hpctl.backends.base import NOT_SUBMITTED, TERMINAL, JobRecord
     from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE
     from hpctl.spec import digest
     with env.locked() as state:
@@ -258,6 +258,10 @@ def _execute(env: Env, p, spec) -> None:
                 raise HpctlError(f"job {p.job} is {live.state} now; the plan expected it finished",
                                  hint="run hpctl plan again")
         job_id = backend.submit(p.artifact, _secrets_for(env, p, spec))
+        if job_id == NOT_SUBMITTED:
+            env.out.print(f"Apply complete: wrote {', '.join(p.artifact.files)}; nothing submitted and no job "
+                          "recorded (cluster.slurm_create_submission_file_only is true)", markup=False)
+            return
         state.jobs[p.job] = JobRecord(
             name=p.job, cluster=p.cluster, backend=backend.name, job_id=job_id, spec_digest=digest(p.spec),
             spec=p.spec, artifact=p.artifact.to_json(), results_dir=p.artifact.results_dir, logs=p.artifact.logs,

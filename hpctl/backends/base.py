@@ -16,6 +16,9 @@ from hpctl.spec import Spec
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN = (
     "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "UNKNOWN")
 TERMINAL = {SUCCEEDED, FAILED, CANCELLED}
+# What `submit` returns for an artifact with submit=False (Slurm's
+# cluster.slurm_create_submission_file_only): files written, no job; apply records none.
+NOT_SUBMITTED = "(not submitted)"
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Artifact:
     env: dict[str, str] = field(default_factory=dict)  # env var -> spec key path of the secret
     logs: dict[str, str] = field(default_factory=dict)
     results_dir: str = ""
+    submit: bool = True  # False: `submit` writes the files and hands nothing to the scheduler
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +97,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
-        """Write the artifact's files and submit; return the scheduler's job id.
+        """Write the artifact's files and submit; return the scheduler's job id, or NOT_SUBMITTED
+        when the artifact says not to submit.
 
         `secrets` maps the artifact's `env` variable names to their values.
         """
