@@ -20,6 +20,7 @@ from typing import Any, Mapping
 SHARDING_STRATEGIES = ("full_shard", "hybrid_shard", "shard_grad_op", "_hybrid_shard_zero2", "no_shard")
 SCHEDULES = ("CosineAnnealing", "linear", "LinearAnnealingWithWarmUp", "constant")
 OPTIMIZERS = ("adamw", "adamw_fp32OptState")
+PEFT_TYPES = ("lora", "qlora_4bit")  # qlora_4bit: NF4 base weights (torchao), on GPU or CPU
 # trainer.precision spellings (Lightning's and HyperPod's) mapped to what FSDP2 computes in.
 PRECISIONS = {"bf16": "bf16", "bf16-mixed": "bf16", "bf16-true": "bf16",
               "32": "fp32", "fp32": "fp32", "32-true": "fp32"}
@@ -100,6 +101,9 @@ class LoraConfig:
     # None: peft's default for the architecture; a string is "all-linear" or a full-match regex
     target_modules: list[str] | str | None
     exclude_modules: list[str] | None = None
+    # QLoRA (peft_type qlora_4bit): the frozen linear weights of the decoder blocks are held in
+    # 4-bit NF4 (torchao), the adapters train in the compute precision (qlora.py)
+    quantize_base: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,9 @@ class TrainConfig:
     checkpoint: CheckpointConfig
     lora: LoraConfig | None
     dpo: DpoConfig | None = None
+    # model.multi_modal: a vision-language model (architecture and processor from hf_model) on
+    # image-text samples (multimodal.py)
+    multi_modal: bool = False
 
 
 def load(path: str | Path) -> TrainConfig:
@@ -253,7 +260,7 @@ def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError("model.global_batch_size", f"{global_batch} is not a multiple of model.train_batch_size ({micro})")
 
     parallel = _parallel(r, precision, accelerator)
-    lora = _lora(r, parallel, accelerator)
+    lora = _lora(r, parallel)
     hf_model = r.str("model.hf_model_name_or_path")
     do_finetune = r.bool("model.do_finetune", False)
     if do_finetune and hf_model is None:
@@ -263,6 +270,7 @@ def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError("model.peft.peft_type", "LoRA needs model.do_finetune: true and a base model",
                           "set model.do_finetune and model.hf_model_name_or_path")
 
+    multi_modal = _multi_modal(r, parallel, hf_model)
     model_type = r.str("model.model_type")
     if model_type is None and hf_model is None:
         raise ConfigError("model.model_type", "is required unless model.hf_model_name_or_path gives the architecture")
@@ -294,6 +302,7 @@ def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
         checkpoint=_checkpoint(r, exp_dir),
         lora=lora,
         dpo=_dpo(r),
+        multi_modal=multi_modal,
     )
 
 
@@ -311,8 +320,22 @@ def _refuse_unsupported(r: Reader) -> None:
         if (r.int(key, 1) or 1) > 1:
             raise ConfigError(key, "must be 1: this trainer has no context or expert parallelism",
                               "use tensor_model_parallel_degree and FSDP sharding")
-    if r.bool("model.multi_modal", False):
-        raise ConfigError("model.multi_modal", "multi-modal training is not supported", "set it to false for text-only")
+
+
+def _multi_modal(r: Reader, parallel: ParallelConfig, hf_model: str | None) -> bool:
+    if not r.bool("model.multi_modal", False):
+        return False
+    if hf_model is None:
+        raise ConfigError("model.hf_model_name_or_path", "is required when model.multi_modal is true (the vision-"
+                          "language architecture and its image processor come from that checkpoint directory)",
+                          "point it at a local directory of e.g. Llama-3.2-11B-Vision")
+    if parallel.tp > 1:
+        raise ConfigError("model.tensor_model_parallel_degree", "must be 1 for multi-modal models",
+                          "FSDP shards the vision and language towers")
+    if r.bool("model.data.use_synthetic_data", False):
+        raise ConfigError("model.data.use_synthetic_data", "multi-modal training reads image-text samples",
+                          "set model.data.train_dir to image-text JSONL (adapter/README.md)")
+    return True
 
 
 def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
@@ -333,18 +356,12 @@ def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
     )
 
 
-def _lora(r: Reader, parallel: ParallelConfig, accelerator: str) -> LoraConfig | None:
+def _lora(r: Reader, parallel: ParallelConfig) -> LoraConfig | None:
     peft_type = r.str("model.peft.peft_type")
     if peft_type is None:
         return None
-    if peft_type.lower().startswith("qlora"):
-        if accelerator == "cpu":
-            raise ConfigError("model.peft.peft_type", f"{peft_type} needs a GPU and bitsandbytes (4-bit kernels); "
-                              "this run is on the CPU", "use peft_type: lora for a CPU run")
-        raise ConfigError("model.peft.peft_type", f"{peft_type} (4-bit base weights through bitsandbytes) is not "
-                          "implemented by this trainer", "use peft_type: lora (bf16 base weights, FSDP-sharded)")
-    if peft_type.lower() != "lora":
-        raise ConfigError("model.peft.peft_type", f"{peft_type!r} is not supported", "use lora")
+    if peft_type.lower() not in PEFT_TYPES:
+        raise ConfigError("model.peft.peft_type", f"{peft_type!r} is not supported", f"use one of {', '.join(PEFT_TYPES)}")
     if parallel.tp > 1:
         raise ConfigError("model.peft.peft_type", "LoRA with tensor_model_parallel_degree > 1 is not supported",
                           "set model.tensor_model_parallel_degree: 1; FSDP shards the model")
@@ -353,6 +370,7 @@ def _lora(r: Reader, parallel: ParallelConfig, accelerator: str) -> LoraConfig |
         alpha=r.float("model.peft.alpha", 32.0),
         dropout=r.float("model.peft.dropout", 0.0),
         target_modules=_lora_targets(r.raw("model.peft.target_modules")),
+        quantize_base=peft_type.lower() == "qlora_4bit",
     )
 
 

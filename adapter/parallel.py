@@ -25,6 +25,7 @@ from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distrib
 from torch.distributed.tensor.parallel import (ColwiseParallel, ParallelStyle, RowwiseParallel,
                                                parallelize_module)
 
+from adapter import qlora
 from adapter.config import ConfigError, ParallelConfig
 
 # transformers model_type values whose decoder layers have a tensor-parallel plan here.
@@ -94,6 +95,13 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"{type(model).__name__} has no decoder layer list")
 
 
+def block_lists(model: nn.Module) -> list[nn.ModuleList]:
+    """Every list of transformer blocks: the decoder's, and a vision-language model's vision
+    encoder ones (Mllama: vision `transformer.layers`, `global_transformer.layers`)."""
+    return [module for name, module in model.named_modules()
+            if isinstance(module, nn.ModuleList) and (name.endswith("layers") or name.rpartition(".")[2] == "h")]
+
+
 def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any) -> None:
     """Apply tensor parallelism, activation checkpointing, compile and FSDP2, in that order, in place."""
     layers = decoder_layers(model)
@@ -101,20 +109,22 @@ def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any
         _check_tp(config, layout.shape.tp)
         for layer in layers:
             _tensor_parallel(layer, layout.tp_mesh, config)
-    for index, layer in enumerate(layers):
-        if p.activation_checkpointing:
-            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-            layer = checkpoint_wrapper(layer)
-        if p.compile:
-            layer.compile()
-        layers.register_module(str(index), layer)
+    blocks = block_lists(model)
+    for block_list in blocks:
+        for index, layer in enumerate(block_list):
+            if p.activation_checkpointing:
+                from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+                layer = checkpoint_wrapper(layer)
+            if p.compile:
+                layer.compile()
+            block_list.register_module(str(index), layer)
 
     mixed = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
              if p.precision == "bf16" else MixedPrecisionPolicy())
     options = dict(mesh=layout.fsdp_mesh, mp_policy=mixed,
                    offload_policy=CPUOffloadPolicy() if p.cpu_offload else OffloadPolicy(),
                    reshard_after_forward=p.sharding_strategy not in ("shard_grad_op", "_hybrid_shard_zero2"))
-    for layer in layers:
+    for layer in (layer for block_list in blocks for layer in block_list):
         fully_shard(layer, **options)
     fully_shard(model, **options)
 
@@ -189,6 +199,9 @@ def copy_full_into(param: torch.Tensor, full: torch.Tensor) -> None:
     if isinstance(param, DTensor):
         mesh = param.device_mesh
         full = full.to(mesh.device_type, param.dtype)  # reshard on the mesh device; the shard may be offloaded
+        if qlora.is_nf4(param._local_tensor):  # a QLoRA base weight: quantized whole, then cut
+            qlora.copy_full_into(param, full)
+            return
         local = (DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
                  .redistribute(mesh, param.placements).to_local())
         param.to_local().copy_(local)
