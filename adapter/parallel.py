@@ -121,9 +121,13 @@ def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any
 
     mixed = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
              if p.precision == "bf16" else MixedPrecisionPolicy())
+    # torch's one-rank FSDP2 path cannot unshard a tensor subclass with several all-gather inputs
+    # (QLoRA's NF4 weights): with nothing to shard them over, they stay whole, outside FSDP.
+    ignored = {w for w in model.parameters() if qlora.is_nf4(w)} if layout.fsdp_mesh.size() == 1 else None
     options = dict(mesh=layout.fsdp_mesh, mp_policy=mixed,
                    offload_policy=CPUOffloadPolicy() if p.cpu_offload else OffloadPolicy(),
-                   reshard_after_forward=p.sharding_strategy not in ("shard_grad_op", "_hybrid_shard_zero2"))
+                   reshard_after_forward=p.sharding_strategy not in ("shard_grad_op", "_hybrid_shard_zero2"),
+                   ignored_params=ignored or None)
     for layer in (layer for block_list in blocks for layer in block_list):
         fully_shard(layer, **options)
     fully_shard(model, **options)
@@ -196,12 +200,12 @@ def _local_experts_forward(self: nn.Module, hidden_states: torch.Tensor, top_k_i
 
 def copy_full_into(param: torch.Tensor, full: torch.Tensor) -> None:
     """Write this rank's shard of `full` (the whole parameter) into `param`, whatever its layout."""
+    if qlora.is_nf4(param._local_tensor if isinstance(param, DTensor) else param):  # QLoRA: quantized whole, then cut
+        qlora.copy_full_into(param, full)
+        return
     if isinstance(param, DTensor):
         mesh = param.device_mesh
         full = full.to(mesh.device_type, param.dtype)  # reshard on the mesh device; the shard may be offloaded
-        if qlora.is_nf4(param._local_tensor):  # a QLoRA base weight: quantized whole, then cut
-            qlora.copy_full_into(param, full)
-            return
         local = (DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
                  .redistribute(mesh, param.placements).to_local())
         param.to_local().copy_(local)

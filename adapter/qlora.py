@@ -32,16 +32,18 @@ BLOCK = 64  # weights per absmax scaler: QLoRA's (and bitsandbytes') block size
 SCALER_BLOCKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 
 
-def quantize_base(model: nn.Module, layers: nn.ModuleList, shards: int) -> int:
+def quantize_base(model: nn.Module, layers: nn.ModuleList, shards: int, dtype: torch.dtype) -> int:
     """Replace the frozen linear weights of `layers` with empty NF4 tensors of the same shape,
-    laid out so that FSDP2 can cut them into `shards` equal pieces; returns how many."""
+    laid out so that FSDP2 can cut them into `shards` equal pieces; returns how many. `dtype` is
+    the compute dtype: FSDP2's mixed precision casts parameters of any other dtype before its
+    all-gather, which would dequantize them."""
     from torchao.quantization import to_nf4
     count = 0
     for name, module in layers.named_modules():
         if not isinstance(module, nn.Linear) or ".lora_" in f".{name}" or module.weight.requires_grad:
             continue
         weight = module.weight
-        nf4 = to_nf4(torch.zeros(weight.shape, device="meta"), BLOCK, _scaler_block(name, weight.shape, shards))
+        nf4 = to_nf4(torch.zeros(weight.shape, device="meta", dtype=dtype), BLOCK, _scaler_block(name, weight.shape, shards))
         module.weight = nn.Parameter(nf4, requires_grad=False)
         count += 1
     return count
@@ -65,15 +67,17 @@ def is_nf4(tensor: Any) -> bool:
 
 
 def copy_full_into(param: Any, full: torch.Tensor) -> None:
-    """Fill this rank's NF4 shard of the FSDP2 parameter `param` (a DTensor) from the full weight."""
-    from torch.distributed.tensor import Shard
+    """Fill this rank's NF4 shard of `param` (an FSDP2 DTensor, or a whole NF4 weight that a
+    one-rank FSDP leaves alone) from the full weight."""
+    from torch.distributed.tensor import DTensor, Shard
     from torchao.quantization import to_nf4
-    local = param._local_tensor
-    piece = to_nf4(full.float(), local.block_size, local.scaler_block_size)
-    mesh = param.device_mesh
-    for dim, placement in enumerate(param.placements):
-        if isinstance(placement, Shard):
-            piece = torch.chunk(piece, mesh.size(dim), dim=0)[mesh.get_local_rank(dim)]
+    local = param._local_tensor if isinstance(param, DTensor) else param
+    piece = to_nf4(full.to(local.device, local.dtype), local.block_size, local.scaler_block_size)
+    if isinstance(param, DTensor):
+        mesh = param.device_mesh
+        for dim, placement in enumerate(param.placements):
+            if isinstance(placement, Shard):
+                piece = torch.chunk(piece, mesh.size(dim), dim=0)[mesh.get_local_rank(dim)]
     for inner in ("quantized_scalers", "quantization_factor", "quantized_data"):
         getattr(local, inner).copy_(getattr(piece, inner))
     # Not sharded by FSDP and left on the meta device by `to_empty`: the per-tensor scaler mean

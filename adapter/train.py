@@ -133,7 +133,8 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     if cfg.lora is not None:
         model = lora.apply(model, cfg.lora)
         if cfg.lora.quantize_base:
-            count = qlora.quantize_base(model, parallel.decoder_layers(model), layout.shape.shard)
+            dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
+            count = qlora.quantize_base(model, parallel.decoder_layers(model), layout.shape.shard, dtype)
             if rank == 0:
                 print(f"adapter: QLoRA: {count} frozen linear weights held in 4-bit NF4 (torchao)", flush=True)
     parallel.parallelize(model, layout, cfg.parallel, config)

@@ -41,7 +41,11 @@ LLAMA_3_2_1B = {"model_type": "llama_v3", "hidden_size": 2048, "num_hidden_layer
                 "max_position_embeddings": 131072}
 DRY_RUN = {**LLAMA_3_2_1B, "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8,
            "num_key_value_heads": 2, "intermediate_size": 512, "vocab_size": 1024, "max_context_width": 128}
-VARIANTS = {"plain": (False, False), "ac": (True, False), "compile": (False, True), "ac+compile": (True, True)}
+VARIANTS = {"plain": (False, False), "ac": (True, False), "compile": (False, True), "ac+compile": (True, True),
+            "lora": (False, False), "qlora": (False, False)}
+# LoRA rows (peft's default targets, as HyperPod's QLoRA recipes): QLoRA's peak memory against
+# LoRA's, the base held in 4-bit NF4 (needs peft and torchao; the row says so when they are absent)
+PEFT = {"lora": False, "qlora": True}
 
 
 def recipe(arch: dict, batch: int, checkpointing: bool, compile_: bool, accelerator: str) -> dict:
@@ -59,9 +63,17 @@ def measure(name: str, arch: dict, args: argparse.Namespace, device: torch.devic
     layout = parallel.build_layout(parallel.mesh_shape(cfg.parallel, 1), device.type)
     config = models.hf_config(cfg)
     model = models.build_empty(config)
+    if name in PEFT:
+        from adapter import lora, qlora
+        from adapter.config import LoraConfig
+        model = lora.apply(model, LoraConfig(rank=16, alpha=32.0, dropout=0.0, target_modules=None,
+                                             quantize_base=PEFT[name]))
+        if PEFT[name]:
+            qlora.quantize_base(model, parallel.decoder_layers(model), layout.shape.shard, torch.bfloat16)
     parallel.parallelize(model, layout, cfg.parallel, config)
     models.materialize(model, device, cfg.seed, config.initializer_range, None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01, foreach=True)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01, foreach=True)
     seq = cfg.data.seq_len
     generator = torch.Generator().manual_seed(0)
 
@@ -131,6 +143,8 @@ def main() -> int:
         for variant in names:
             try:
                 result = measure(variant, DRY_RUN if dry else LLAMA_3_2_1B, args, device)
+            except ImportError as exc:  # peft / torchao absent on a bare CUDA image
+                result = {"variant": variant, "error": f"needs {exc.name}"}
             except torch.OutOfMemoryError:
                 result = {"variant": variant, "error": "out of memory"}
                 torch.cuda.empty_cache()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check of the trainer on a lent CUDA machine: bf16 FSDP2, one GPU, Llama 3.2 1B shape, with
-# and without activation checkpointing and torch.compile. Needs torch, transformers, safetensors.
+# and without activation checkpointing and torch.compile; QLoRA vs LoRA peak memory (needs peft,
+# torchao; the rows say so when absent). Needs torch, transformers, safetensors.
 #   bash bench/gpu_check.sh [gpu_check.py args...]      results: ${OUT:-.}/gpu_check.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
