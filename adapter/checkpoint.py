@@ -36,6 +36,10 @@ from adapter.config import CheckpointConfig, ConfigError
 
 MARKER = "COMMITTED"
 MAX_SHARD_BYTES = 5 * 2**30
+# Frozen parameters (LoRA's and QLoRA's base model) are not saved: a run rebuilds them from
+# model.hf_model_name_or_path at start, and QLoRA's 4-bit ones are not DCP-serialisable tensors.
+# Loading is therefore not strict about them; DCP itself fails on a trainable key it lacks.
+STATE = StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -123,7 +127,7 @@ class Checkpointer:
 def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, data: Any,
                    step: int, rank: int, dp_rank: int) -> dict[str, Any]:
     """What a checkpoint holds. Per-rank parts are keyed by rank so DCP keeps each one."""
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=STATE)
     return {"model": model_sd, "optim": optim_sd, "scheduler": scheduler.state_dict(), "train": {"step": step},
             "data": {f"dp_{dp_rank}": pickle.dumps(data.state_dict())},
             "rng": {f"rank_{rank}": pickle.dumps(_rng_state())}}
@@ -132,7 +136,7 @@ def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sch
 def restore(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, data: Any,
             rank: int, dp_rank: int) -> int:
     """Load a checkpoint into the live objects (resharding as needed); returns its step."""
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=STATE)
     available = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
     data_key, rng_key = f"dp_{dp_rank}", f"rank_{rank}"
     state: dict[str, Any] = {"model": model_sd, "optim": optim_sd, "scheduler": scheduler.state_dict(),
@@ -143,7 +147,7 @@ def restore(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     if f"rng.{rng_key}" in available:
         state["rng"] = {rng_key: b""}
     dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=STATE)
     scheduler.load_state_dict(state["scheduler"])
     step = int(state["train"]["step"])
     data.load_state_dict(pickle.loads(state["data"][data_key]) if "data" in state else None, step)

@@ -30,6 +30,7 @@ SHARDING_STRATEGIES = ("full_shard", "hybrid_shard", "shard_grad_op", "_hybrid_s
 SCHEDULES = ("CosineAnnealing", "linear", "LinearAnnealingWithWarmUp", "constant")
 ACCELERATORS = ("gpu", "cpu", "auto")
 OPTIMIZERS = ("adamw", "adamw_fp32OptState")
+PEFT_TYPES = ("lora", "qlora_4bit")  # qlora_4bit: NF4 base weights (torchao), on GPU or CPU
 # trainer.precision spellings (Lightning's and HyperPod's) mapped to what FSDP2 computes in.
 PRECISIONS = {"bf16": "bf16", "bf16-mixed": "bf16", "bf16-true": "bf16",
               "32": "fp32", "fp32": "fp32", "32-true": "fp32"}
@@ -116,6 +117,9 @@ class LoraConfig:
     # None: peft's default for the architecture; a string is "all-linear" or a full-match regex
     target_modules: list[str] | str | None
     exclude_modules: list[str] | None = None
+    # QLoRA (peft_type qlora_4bit): the frozen linear weights of the decoder blocks are held in
+    # 4-bit NF4 (torchao), the adapters train in the compute precision (qlora.py)
+    quantize_base: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,9 @@ class TrainConfig:
     checkpoint: CheckpointConfig
     lora: LoraConfig | None
     dpo: DpoConfig | None = None
+    # model.multi_modal: a vision-language model (architecture and processor from hf_model) on
+    # image-text samples (multimodal.py)
+    multi_modal: bool = False
 
 
 def load(path: str | Path) -> TrainConfig:
@@ -235,12 +242,13 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
         r.refuse("model.global_batch_size", f"{global_batch} is not a multiple of model.train_batch_size ({micro})")
 
     parallel = _parallel(r, precision or "fp32", accelerator)
-    lora = _lora(r, parallel, accelerator)
+    lora = _lora(r, parallel)
     hf_model = r.str("model.hf_model_name_or_path")
     do_finetune = r.bool("model.do_finetune", False)
     if do_finetune and hf_model is None:
         r.refuse("model.hf_model_name_or_path", "is required when model.do_finetune is true",
                  "point it at a local Hugging Face checkpoint directory")
+    multi_modal = _multi_modal(r, parallel, hf_model)
     model_type = r.str("model.model_type")
     arch = dict(recipe.get("model") or {}) if isinstance(recipe.get("model"), Mapping) else {}
     _architecture(r, model_type, hf_model, arch, parallel.tp)
@@ -281,6 +289,7 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
         checkpoint=_checkpoint(r, exp_dir),
         lora=lora,
         dpo=_dpo(r),
+        multi_modal=multi_modal,
     )
     return None if r.errors else cfg
 
@@ -325,8 +334,22 @@ def _refuse_unsupported(r: Reader) -> None:
     if (r.int("model.expert_model_parallel_degree", 1, minimum=1) or 1) > 1:
         r.refuse("model.expert_model_parallel_degree", "must be 1: this trainer has no expert parallelism",
                  "use tensor_model_parallel_degree and FSDP sharding")
-    if r.bool("model.multi_modal", False):
-        r.refuse("model.multi_modal", "multi-modal training is not supported", "set it to false for text-only")
+
+
+def _multi_modal(r: Reader, parallel: ParallelConfig, hf_model: str | None) -> bool:
+    if not r.bool("model.multi_modal", False):
+        return False
+    if hf_model is None:
+        r.refuse("model.hf_model_name_or_path", "is required when model.multi_modal is true (the vision-"
+                 "language architecture and its image processor come from that checkpoint directory)",
+                 "point it at a local directory of e.g. Llama-3.2-11B-Vision")
+    if parallel.tp > 1:
+        r.refuse("model.tensor_model_parallel_degree", "must be 1 for multi-modal models",
+                 "FSDP shards the vision and language towers")
+    if r.bool("model.data.use_synthetic_data", False):
+        r.refuse("model.data.use_synthetic_data", "multi-modal training reads image-text samples",
+                 "set model.data.train_dir to image-text JSONL (adapter/README.md)")
+    return True
 
 
 def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
@@ -377,20 +400,12 @@ def _fp8(r: Reader) -> str | None:
     return "tensorwise"
 
 
-def _lora(r: Reader, parallel: ParallelConfig, accelerator: str) -> LoraConfig | None:
+def _lora(r: Reader, parallel: ParallelConfig) -> LoraConfig | None:
     peft_type = r.str("model.peft.peft_type")
     if peft_type is None:
         return None
-    if peft_type.lower().startswith("qlora"):
-        if accelerator == "cpu":
-            r.refuse("model.peft.peft_type", f"{peft_type} needs a GPU and bitsandbytes (4-bit kernels); "
-                     "this run is on the CPU", "use peft_type: lora for a CPU run")
-        else:
-            r.refuse("model.peft.peft_type", f"{peft_type} (4-bit base weights through bitsandbytes) is not "
-                     "implemented by this trainer", "use peft_type: lora (bf16 base weights, FSDP-sharded)")
-        return None
-    if peft_type.lower() != "lora":
-        r.refuse("model.peft.peft_type", f"{peft_type!r} is not supported", "use lora")
+    if peft_type.lower() not in PEFT_TYPES:
+        r.refuse("model.peft.peft_type", f"{peft_type!r} is not supported", f"use one of {', '.join(PEFT_TYPES)}")
         return None
     if parallel.tp > 1:
         r.refuse("model.peft.peft_type", "LoRA with tensor_model_parallel_degree > 1 is not supported",
@@ -400,6 +415,7 @@ def _lora(r: Reader, parallel: ParallelConfig, accelerator: str) -> LoraConfig |
         alpha=r.float("model.peft.alpha", 32.0) or 32.0,
         dropout=_fraction(r, "model.peft.dropout"),
         target_modules=_lora_targets(r, r.raw("model.peft.target_modules")),
+        quantize_base=peft_type.lower() == "qlora_4bit",
     )
 
 

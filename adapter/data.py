@@ -160,6 +160,10 @@ class TrainData:
             self.loader.load_state_dict(state["loader"])
         else:
             self.sampler.seek(step)
+        # Start the iterator now, before the checkpoint's RNG state is restored: starting it draws
+        # a seed from torch's generator, which a fresh run did before its first step, and a later
+        # draw would shift every random number after resume (LoRA dropout masks).
+        self._iter = iter(self.loader)
 
 
 def val_batches(dataset: Dataset, batch: int, limit: int | None, dp_rank: int, dp_size: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from adapter import qlora
 from adapter.checkpoint import atomic_dir
 from adapter.config import ConfigError, LoraConfig
 from adapter.models import checkpoint_key
@@ -32,12 +33,14 @@ def apply(model: nn.Module, cfg: LoraConfig) -> nn.Module:
 
 
 def merged(full: dict[str, torch.Tensor], cfg: LoraConfig) -> dict[str, torch.Tensor]:
-    """Base weights with W + (alpha / rank) * B @ A folded in, under the base model's HF names."""
+    """Base weights with W + (alpha / rank) * B @ A folded in, under the base model's HF names
+    (QLoRA: the dequantized 4-bit base, so the export computes what training computed)."""
     scale = cfg.alpha / cfg.rank
     out = {}
     for name, tensor in full.items():
         if ".lora_" in name:
             continue
+        tensor = qlora.dense(tensor)  # QLoRA's NF4 base weights, dequantized
         if name.endswith(".base_layer.weight"):
             prefix = name[: -len(".base_layer.weight")]
             a, b = full[f"{prefix}.lora_A.default.weight"], full[f"{prefix}.lora_B.default.weight"]

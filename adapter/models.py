@@ -1,4 +1,5 @@
 """The model table: HyperPod `model_type` -> a transformers causal-LM config, and the model's weights.
+With model.multi_modal the model is the checkpoint's vision-language one (Mllama, Llama 4).
 
 Adding an architecture is one row in ARCHITECTURES: the transformers config class and the recipe
 fields it takes beyond the common decoder ones. A recipe with `hf_model_name_or_path` takes the
@@ -33,7 +34,7 @@ def hf_config(cfg: TrainConfig) -> Any:
     import transformers
     if cfg.hf_model:
         config = transformers.AutoConfig.from_pretrained(resolve_local(cfg.hf_model))
-        config = config.get_text_config() if cfg.model_type == "llama_v4" else config
+        config = config.get_text_config() if cfg.model_type == "llama_v4" and not cfg.multi_modal else config
         if cfg.arch.get("router_aux_loss_coef") is not None and hasattr(config, "router_aux_loss_coef"):
             config.router_aux_loss_coef = float(cfg.arch["router_aux_loss_coef"])  # the recipe's weight wins
     else:
@@ -71,7 +72,8 @@ def _config_kwargs(cfg: TrainConfig, extra: tuple[str, ...]) -> dict[str, Any]:
 
 def arch_fields(cfg: TrainConfig, config: Any) -> dict[str, Any]:
     """Architecture fields for FLOP counting: the recipe's, completed by the built config's."""
-    fields = {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, bool))}
+    # a vision-language model counts its language model's FLOPs
+    fields = {k: v for k, v in config.get_text_config().to_dict().items() if isinstance(v, (int, float, bool))}
     return {**fields, **{k: v for k, v in cfg.arch.items() if v is not None and k not in fields},
             "model_type": cfg.model_type or getattr(config, "model_type", "")}
 
@@ -94,15 +96,16 @@ def _parameters_on_meta() -> Iterator[None]:
 
 
 def build_empty(config: Any) -> nn.Module:
-    """The causal LM with parameters on the meta device (no memory, no initialisation cost)."""
+    """The causal LM (a vision-language model when the config has a vision tower) with parameters
+    on the meta device (no memory, no initialisation cost)."""
     import transformers
+    auto = (transformers.AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None
+            else transformers.AutoModelForCausalLM)
     with _parameters_on_meta():
         try:
-            model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa",
-                                                                  dtype=torch.float32)
+            model = auto.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
         except ValueError:  # no SDPA path (gpt-oss's attention sinks): the reference implementation
-            model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager",
-                                                                  dtype=torch.float32)
+            model = auto.from_config(config, attn_implementation="eager", dtype=torch.float32)
     config.architectures = [type(model).__name__]
     return model
 

@@ -29,8 +29,9 @@ from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distrib
 from torch.distributed.tensor.parallel import (ColwiseParallel, ParallelStyle, RowwiseParallel,
                                                parallelize_module)
 
+from adapter import qlora
 from adapter.architectures import tp_problems
-from adapter.config import MeshShape, ParallelConfig, mesh_shape  # noqa: F401 - mesh_shape is re-exported
+from adapter.config import ConfigError, MeshShape, ParallelConfig, mesh_shape  # noqa: F401 - mesh_shape is re-exported
 
 
 @dataclass
@@ -69,9 +70,17 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"{type(model).__name__} has no decoder layer list")
 
 
+def block_lists(model: nn.Module) -> list[nn.ModuleList]:
+    """Every list of transformer blocks: the decoder's, and a vision-language model's vision
+    encoder ones (Mllama: vision `transformer.layers`, `global_transformer.layers`)."""
+    return [module for name, module in model.named_modules()
+            if isinstance(module, nn.ModuleList) and (name.endswith("layers") or name.rpartition(".")[2] == "h")]
+
+
 def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any) -> list[str]:
     """Apply fp8, tensor parallelism, activation checkpointing, compile, activation offloading and
-    FSDP2, in that order, in place. Returns notes for the log (what fp8 and offloading did)."""
+    FSDP2, in that order, in place, to every list of transformer blocks (fp8, tensor parallelism
+    and offloading to the decoder's). Returns notes for the log (what fp8 and offloading did)."""
     notes = []
     layers = decoder_layers(model)
     if p.fp8:
@@ -93,23 +102,29 @@ def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any
                          f"{p.activation_loading_horizon} layer(s) prefetched ahead in backward")
         else:
             notes.append("offload_activations: nothing to do on a CPU run (activations already live in host memory)")
-    for index, layer in enumerate(layers):
-        if p.activation_checkpointing:
-            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-            layer = checkpoint_wrapper(layer)
-        if p.compile:
-            layer.compile()
-        if offloader is not None:  # outside compile: the hooks run eagerly around the compiled layer
-            from adapter.offload import OffloadActivations
-            layer = OffloadActivations(layer, offloader, index)
-        layers.register_module(str(index), layer)
+    blocks = block_lists(model)
+    for block_list in blocks:
+        for index, layer in enumerate(block_list):
+            if p.activation_checkpointing:
+                from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+                layer = checkpoint_wrapper(layer)
+            if p.compile:
+                layer.compile()
+            if offloader is not None and block_list is layers:  # outside compile: the hooks run eagerly
+                from adapter.offload import OffloadActivations
+                layer = OffloadActivations(layer, offloader, index)
+            block_list.register_module(str(index), layer)
 
     mixed = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
              if p.precision == "bf16" else MixedPrecisionPolicy())
+    # torch's one-rank FSDP2 path cannot unshard a tensor subclass with several all-gather inputs
+    # (QLoRA's NF4 weights): with nothing to shard them over, they stay whole, outside FSDP.
+    ignored = {w for w in model.parameters() if qlora.is_nf4(w)} if layout.fsdp_mesh.size() == 1 else None
     options = dict(mesh=layout.fsdp_mesh, mp_policy=mixed,
                    offload_policy=CPUOffloadPolicy() if p.cpu_offload else OffloadPolicy(),
-                   reshard_after_forward=p.sharding_strategy not in ("shard_grad_op", "_hybrid_shard_zero2"))
-    for layer in layers:
+                   reshard_after_forward=p.sharding_strategy not in ("shard_grad_op", "_hybrid_shard_zero2"),
+                   ignored_params=ignored or None)
+    for layer in (layer for block_list in blocks for layer in block_list):
         fully_shard(layer, **options)
     fully_shard(model, **options)
     return notes
@@ -217,6 +232,9 @@ def _local_experts_forward(self: nn.Module, hidden_states: torch.Tensor, top_k_i
 
 def copy_full_into(param: torch.Tensor, full: torch.Tensor) -> None:
     """Write this rank's shard of `full` (the whole parameter) into `param`, whatever its layout."""
+    if qlora.is_nf4(param._local_tensor if isinstance(param, DTensor) else param):  # QLoRA: quantized whole, then cut
+        qlora.copy_full_into(param, full)
+        return
     if isinstance(param, DTensor):
         mesh = param.device_mesh
         full = full.to(mesh.device_type, param.dtype)  # reshard on the mesh device; the shard may be offloaded

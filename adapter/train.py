@@ -117,7 +117,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     import torch
     import torch.distributed as dist
 
-    from adapter import checkpoint, data, dpo, lora, metrics, models, optim, parallel
+    from adapter import checkpoint, data, dpo, lora, metrics, models, multimodal, optim, parallel, qlora
     from hpctl.modelsize import flops_per_token
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -133,6 +133,11 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     model = models.build_empty(config)
     if cfg.lora is not None:
         model = lora.apply(model, cfg.lora)
+        if cfg.lora.quantize_base:
+            dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
+            count = qlora.quantize_base(model, parallel.decoder_layers(model), layout.shape.shard, dtype)
+            if rank == 0:
+                print(f"adapter: QLoRA: {count} frozen linear weights held in 4-bit NF4 (torchao)", flush=True)
     notes = parallel.parallelize(model, layout, cfg.parallel, config)
     if rank == 0:
         for note in notes:
@@ -144,8 +149,8 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     optimizer, scheduler = optim.build(model.parameters(), cfg.optim)
     reference = dpo.reference_model(cfg, config, layout, device)
 
-    datasets = dpo.build_datasets if cfg.dpo else data.build_datasets
-    train_set, val_set = datasets(cfg.data, config.vocab_size, cfg.seed)
+    datasets = dpo.build_datasets if cfg.dpo else multimodal.build_datasets if cfg.multi_modal else data.build_datasets
+    train_set, val_set = datasets(cfg.data, config.get_text_config().vocab_size, cfg.seed)
     train_data = data.TrainData(train_set, cfg.data, cfg.micro_batch, accum, layout.dp_rank, layout.shape.dp, cfg.seed)
 
     ckpt = checkpoint.Checkpointer(cfg.checkpoint, rank)
@@ -257,7 +262,9 @@ def _micro_loss(model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, An
     mask = mask.to(device) if mask is not None and not bool(mask.all()) else None
     # Predict token t+1 at position t; the last position has no target.
     labels = F.pad(batch["labels"][:, 1:], (0, 1), value=-100).to(device)
-    out = model(input_ids=ids, attention_mask=mask, use_cache=False)
+    from adapter.multimodal import MODEL_INPUTS
+    images = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}  # a vision-language model's inputs
+    out = model(input_ids=ids, attention_mask=mask, use_cache=False, **images)
     logits = out.logits.float()
     ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100, reduction="sum")
     return ce, (labels != -100).sum().to(torch.float32), getattr(out, "aux_loss", None)
@@ -312,7 +319,7 @@ def _tokenizer_files(cfg: TrainConfig) -> list[Any]:
         return []
     directory = resolve_local(cfg.data.tokenizer, "model.data.tokenizer_name_or_path")
     names = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-             "vocab.json", "merges.txt")
+             "vocab.json", "merges.txt", "preprocessor_config.json", "processor_config.json")
     return [directory / n for n in names if (directory / n).is_file()]
 
 

@@ -48,7 +48,11 @@ AC, COMPILE, FP8 = {"activation_checkpointing": True}, {"compile": True}, {"fp8"
 # variant -> the recipe's model keys it sets (HyperPod's own spellings)
 VARIANTS = {"plain": {}, "ac": AC, "compile": COMPILE, "ac+compile": {**AC, **COMPILE},
             "fp8": FP8, "fp8+compile": {**FP8, **COMPILE},
-            "ac+offload": {**AC, "offload_activations": True, "activation_loading_horizon": 2}}
+            "ac+offload": {**AC, "offload_activations": True, "activation_loading_horizon": 2},
+            "lora": {}, "qlora": {}}
+# LoRA rows (peft's default targets, as HyperPod's QLoRA recipes): QLoRA's peak memory against
+# LoRA's, the base held in 4-bit NF4 (needs peft and torchao; the row says so when they are absent)
+PEFT = {"lora": False, "qlora": True}
 
 
 def recipe(arch: dict, batch: int, keys: dict, accelerator: str) -> dict:
@@ -60,15 +64,23 @@ def recipe(arch: dict, batch: int, keys: dict, accelerator: str) -> dict:
 
 
 def measure(name: str, arch: dict, args: argparse.Namespace, device: torch.device) -> dict:
-    if VARIANTS[name].get("fp8") and importlib.util.find_spec("torchao") is None:
+    if (VARIANTS[name].get("fp8") or PEFT.get(name)) and importlib.util.find_spec("torchao") is None:
         return {"variant": name, "skipped": "torchao is not installed (carry its wheel in .whl/)"}
     cfg = from_recipe(recipe(arch, args.batch, VARIANTS[name], "gpu" if device.type == "cuda" else "cpu"))
     layout = parallel.build_layout(parallel.mesh_shape(cfg.parallel, 1), device.type)
     config = models.hf_config(cfg)
     model = models.build_empty(config)
+    if name in PEFT:
+        from adapter import lora, qlora
+        from adapter.config import LoraConfig
+        model = lora.apply(model, LoraConfig(rank=16, alpha=32.0, dropout=0.0, target_modules=None,
+                                             quantize_base=PEFT[name]))
+        if PEFT[name]:
+            qlora.quantize_base(model, parallel.decoder_layers(model), layout.shape.shard, torch.bfloat16)
     notes = parallel.parallelize(model, layout, cfg.parallel, config)
     models.materialize(model, device, cfg.seed, config.initializer_range, None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01, foreach=True)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01, foreach=True)
     seq = cfg.data.seq_len
     generator = torch.Generator().manual_seed(0)
 
@@ -138,6 +150,8 @@ def main() -> int:
         for variant in names:
             try:
                 result = measure(variant, DRY_RUN if dry else LLAMA_3_2_1B, args, device)
+            except ImportError as exc:  # peft / torchao absent on a bare CUDA image
+                result = {"variant": variant, "error": f"needs {exc.name}"}
             except torch.OutOfMemoryError:
                 result = {"variant": variant, "error": "out of memory"}
                 torch.cuda.empty_cache()

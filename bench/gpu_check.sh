@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check of the trainer on a lent CUDA machine: bf16 FSDP2, one GPU, Llama 3.2 1B shape, with
-# and without activation checkpointing and torch.compile, fp8 and activation offloading. Needs torch,
-# transformers, safetensors; fp8 needs torchao: wheels in .whl/ (carried to a bare machine, e.g.
-# `pip download --no-deps torchao==0.18.0 -d .whl`) are installed into /tmp/site first.
+# and without activation checkpointing and torch.compile, fp8 and activation offloading, and QLoRA vs
+# LoRA peak memory. Needs torch, transformers, safetensors; fp8 and QLoRA need torchao (and QLoRA
+# peft): wheels in .whl/ (carried to a bare machine, e.g. `pip download --no-deps torchao==0.18.0 -d
+# .whl`) are installed into /tmp/site first; the rows say so when they are absent.
 #   bash bench/gpu_check.sh [gpu_check.py args...]      results: ${OUT:-.}/gpu_check.json
 set -euo pipefail
 cd "$(dirname "$0")/.."

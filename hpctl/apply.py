@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hpctl.backends import get_backend
+from hpctl.backends.base import NOT_SUBMITTED
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE
 from hpctl.errors import HpctlError, Origin
 from hpctl.records import TERMINAL, JobRecord, record_digest
@@ -102,6 +103,10 @@ def execute(state: "State", plan: "Plan", spec: Spec | None, say: Say) -> None:
         if live.state not in TERMINAL:
             raise HpctlError(f"job {plan.job} is {live.state} now; the plan expected it ended", hint="run hpctl plan again")
     job_id = backend.submit(plan.artifact, secrets_for(plan, spec))
+    if job_id == NOT_SUBMITTED:
+        say(f"Apply complete: wrote {', '.join(plan.artifact.files)}; nothing submitted and no job recorded "
+            "(cluster.slurm_create_submission_file_only is true)")
+        return
     state.jobs[plan.job] = JobRecord(
         name=plan.job, cluster=plan.cluster, backend=backend.name, job_id=job_id, spec_digest=digest(plan.spec),
         spec=plan.spec, artifact=plan.artifact.to_json(), results_dir=plan.artifact.results_dir,

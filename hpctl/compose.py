@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hpctl import compat, instances, interpolate, overrides
+from hpctl import compat, instances, interpolate, overrides, scale
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
 from hpctl.merge import merge
@@ -77,6 +77,7 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
         if not hyperpod and ov.path.split(".")[0] not in root_keys:
             ov = ov.with_path("recipes." + ov.path)
         overrides.apply(data, ov, origins)
+    scale.apply(data, origins)  # the v2 preset for the chosen node count; overrides still win
 
     found = compat.refusal(data)  # before resolving: some of these recipes use resolvers only HyperPod's launchers define
     if found:

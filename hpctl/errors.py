@@ -19,6 +19,7 @@ class Origin:
     override: int | None = None  # 1-based index of the command-line override
     text: str | None = None  # the override as typed, for messages
     derived: str | None = None  # how hpctl computed the value from the one at this position
+    via: str | None = None  # how a file value got here when not at its own path (scale.py's presets)
 
     def __str__(self) -> str:
         if self.derived is not None:
@@ -28,9 +29,8 @@ class Origin:
             return f"override {self.override} ({self.text})" if self.text else f"override {self.override}"
         if self.file is None:
             return "default"
-        if self.line is None:
-            return self.file
-        return f"{self.file}:{self.line}:{self.col or 1}"
+        where = self.file if self.line is None else f"{self.file}:{self.line}:{self.col or 1}"
+        return f"{where} (from {self.via})" if self.via else where
 
     def to_json(self) -> dict:
         if self.derived is not None:
@@ -40,7 +40,8 @@ class Origin:
             return {"kind": "override", "index": self.override, "text": self.text}
         if self.file is None:
             return {"kind": "default"}
-        return {"kind": "file", "file": self.file, "line": self.line, "col": self.col}
+        out = {"kind": "file", "file": self.file, "line": self.line, "col": self.col}
+        return {**out, "via": self.via} if self.via else out
 
 
 DEFAULT = Origin()

@@ -14,6 +14,10 @@ from hpctl.records import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMI
                             UNKNOWN, JobRecord)  # states and records are re-exported for the backends
 from hpctl.spec import Spec
 
+# What `submit` returns for an artifact with submit=False (Slurm's
+# cluster.slurm_create_submission_file_only): files written, no job; apply records none.
+NOT_SUBMITTED = "(not submitted)"
+
 
 @dataclass
 class Artifact:
@@ -35,6 +39,7 @@ class Artifact:
     logs: dict[str, str] = field(default_factory=dict)
     results_dir: str = ""
     meta: dict[str, str] = field(default_factory=dict)
+    submit: bool = True  # False: `submit` writes the files and hands nothing to the scheduler
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +75,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
-        """Write the artifact's files and submit; return the scheduler's job id.
+        """Write the artifact's files and submit; return the scheduler's job id, or NOT_SUBMITTED
+        when the artifact says not to submit.
 
         `secrets` maps the artifact's `env` variable names to their values.
         """

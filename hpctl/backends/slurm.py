@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hpctl.backends.base import (
-    CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN,
+    CANCELLED, FAILED, NOT_SUBMITTED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN,
     Artifact, Backend, JobRecord, JobStatus,
 )
 from hpctl.backends.common import job_env, last_metrics, log_lines, positive_int, secret_vars
@@ -340,6 +340,12 @@ def _log_files(record: JobRecord) -> list[Path]:
     return [Path(logs[n].replace("%j", record.job_id)) for n in names]
 
 
+def _write_files(artifact: Artifact) -> None:
+    for path, text in artifact.files.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+
+
 class SlurmBackend(Backend):
     name = "slurm"
 
@@ -380,17 +386,19 @@ class SlurmBackend(Backend):
             logs["stderr"] = f"{logs_dir}/%j.err"
         return Artifact(kind="sbatch", text=text, language="bash",
                         files={script_path(results_dir, spec.job_name): text},
-                        env=env, logs=logs, results_dir=results_dir)
+                        env=env, logs=logs, results_dir=results_dir,
+                        submit=cluster.get("slurm_create_submission_file_only") is not True)
 
     def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
+        if not artifact.submit:  # HyperPod's slurm_create_submission_file_only: the script, no job
+            _write_files(artifact)
+            return NOT_SUBMITTED
         sbatch = _sbatch()
         missing = sorted(set(artifact.env) - set(secrets))
         if missing:
             raise HpctlError("secrets missing at submit time", found=", ".join(
                 f"{artifact.env[v]} ({v})" for v in missing))
-        for path, text in artifact.files.items():
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
+        _write_files(artifact)
         # slurmd opens --output before the script runs: the directory must exist already.
         Path(artifact.results_dir, "logs").mkdir(parents=True, exist_ok=True)
         script = next(p for p in artifact.files if p.endswith(".sbatch"))

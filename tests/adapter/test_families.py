@@ -106,17 +106,41 @@ def refusal(recipe: str, tmp_path: Path, *overrides: str) -> str:
     return str(exc.value)
 
 
-def test_qlora_on_cpu_is_refused_saying_it_needs_a_gpu(tmp_path: Path) -> None:
-    require(V1)
-    # The recipe also offloads activations, which the trainer refuses first.
-    message = refusal("fine-tuning/llama/hf_llama3_405b_seq8k_gpu_qlora", tmp_path, "recipes.model.offload_activations=false")
-    assert message.startswith("model.peft.peft_type: qlora_4bit needs a GPU and bitsandbytes"), message
+# HyperPod's v1 recipes with model.multi_modal or peft_type qlora_4bit, and what each still needs
+# from features outside this trainer's multi-modal and QLoRA support (None: nothing).
+MULTIMODAL_AND_QLORA = {
+    "training/llama/hf_llama3_2_11b_seq8k_gpu_p5x4_pretrain": None,
+    "training/llama/hf_llama3_2_90b_seq8k_gpu_p5x32_pretrain": None,
+    "fine-tuning/llama/hf_llama4_17b_16e_seq4k_gpu_lora_multimodal_finetuning": None,
+    "fine-tuning/llama/hf_llama4_17b_16e_seq8k_gpu_lora_multimodal_finetuning": None,
+    "fine-tuning/llama/hf_llama3_405b_seq8k_gpu_qlora": "model.offload_activations",
+    "fine-tuning/llama/hf_llama3_405b_seq16k_gpu_qlora": "model.offload_activations",
+    "fine-tuning/llama/hf_llama3_405b_seq32k_gpu_qlora": "model.offload_activations",
+    "fine-tuning/llama/hf_llama3_405b_seq128k_gpu_qlora": "model.offload_activations",
+    "fine-tuning/deepseek/hf_deepseek_r1_671b_seq8k_gpu_qlora": "model.offload_activations",
+}
 
 
-def test_multimodal_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe", sorted(MULTIMODAL_AND_QLORA))
+def test_multimodal_and_qlora_recipes_pass_the_trainer_config(recipe: str, tmp_path: Path) -> None:
+    """As written (accelerator included), with only the paths a user sets: the model directory
+    and the data directory."""
+    from adapter.config import ConfigError, from_recipe
     require(V1)
-    message = refusal("fine-tuning/llama/hf_llama4_17b_16e_seq4k_gpu_lora_multimodal_finetuning", tmp_path)
-    assert message.startswith("model.multi_modal: multi-modal training is not supported"), message
+    spec = compose(V1, recipe, tmp_path, ["recipes.model.hf_model_name_or_path=/models/base",
+                                          "recipes.model.data.train_dir=/data/train"])
+    blocker = MULTIMODAL_AND_QLORA[recipe]
+    if blocker is None:
+        cfg = from_recipe(spec["recipes"])
+        assert cfg.multi_modal or (cfg.lora is not None and cfg.lora.quantize_base)
+        return
+    with pytest.raises(ConfigError) as exc:
+        from_recipe(spec["recipes"])
+    assert exc.value.key == blocker
+    relaxed = compose(V1, recipe, tmp_path, ["recipes.model.hf_model_name_or_path=/models/base",
+                                             "recipes.model.data.train_dir=/data/train", f"recipes.{blocker}=false",
+                                             "recipes.model.context_parallel_degree=1"])
+    assert from_recipe(relaxed["recipes"]).lora.quantize_base
 
 
 def test_llama4_lora_regex_targets_the_text_model(tmp_path: Path) -> None:
