@@ -235,7 +235,11 @@ class Preemption:
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
 
-    def requested(self, device: torch.device) -> bool:
-        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=device)
+    def requested(self) -> bool:
+        """Checked every step, so it never waits for the accelerator: the flag is agreed on over
+        the CPU (gloo) backend, and one process has no one to agree with."""
+        if dist.get_world_size() == 1:
+            return self.signum is not None
+        flag = torch.tensor([1.0 if self.signum is not None else 0.0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())

@@ -52,8 +52,8 @@ Peak. The largest of three moments, on top of the sharded parameters and optimiz
   the loss's backward (all saved activations, the loss tensors and the gathered weights; gradients
   of this step do not exist yet unless gradient accumulation keeps the previous micro batches');
   under checkpointing, the first layers' backward (layer inputs, one rebuilt layer, the gathered
-  weights and by then nearly all gradients); the optimizer step (gradients plus AdamW's foreach
-  temporary, one fp32 copy of the trainable shard).
+  weights and by then nearly all gradients); the optimizer step (the gradients: the trainer's
+  fused AdamW updates in place, with no temporary copy of the shard).
 LoRA / QLoRA (model.peft.peft_type lora, qlora*). Base weights are frozen: fp32 and sharded as
   above (QLoRA: 4-bit NF4 with double quantisation, 0.516 bytes per decoder-layer weight), with no
   gradients or optimizer state. Adapters of rank model.peft.rank (default 16) sit on the decoder
@@ -237,7 +237,7 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> Me
     phases = [
         act_loss + gathered_b + (grads_b if accumulation > 1 else 0.0),  # end of forward, loss backward
         act_recompute + gathered_b + grads_b,  # last layers' backward under checkpointing
-        grads_b + w.step_temp * (not offload),  # optimizer step
+        grads_b,  # optimizer step (fused AdamW: in place)
     ]
     total = (params_b + optimizer_b + max(phases)) / GB + overhead
     fraction = total / device_memory_gb if device_memory_gb else None
@@ -298,7 +298,6 @@ class _Weights:
     params: float
     grads: float
     optimizer: float
-    step_temp: float  # AdamW's foreach temporary at the step
     peft: str | None
     rank: int
 
@@ -318,7 +317,7 @@ def _weights(counts: ParamCounts, lay: Layout, model: Mapping[str, Any]) -> _Wei
     else:
         trainable = root / shard + layers / shard + experts / expert_shard
         params = trainable * 4
-    return _Weights(params, trainable * 4, trainable * ADAM_BYTES, trainable * 4, peft, rank)
+    return _Weights(params, trainable * 4, trainable * ADAM_BYTES, peft, rank)
 
 
 def _gathered(counts: ParamCounts, lay: Layout, dtype: int, mixed: bool, peft: bool) -> float:
