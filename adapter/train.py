@@ -199,9 +199,9 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         validating = val_set is not None and cfg.val_batches != 0 and step % cfg.val_every == 0
-        logging = step % cfg.log_every == 0 or step == cfg.max_steps or validating
+        log_due = step % cfg.log_every == 0 or step == cfg.max_steps or validating
         # .item() waits for the device: only on steps that log, so the host runs ahead in between.
-        values = (loss.item(), grad_norm.item()) if logging else None
+        values = (loss.item(), grad_norm.item()) if log_due else None
         window.add(time.perf_counter() - start, data_wait)
         record = {}
         if values is not None:
