@@ -31,6 +31,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
+from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
 from adapter.config import CheckpointConfig, ConfigError
 
@@ -80,6 +81,12 @@ class Checkpointer:
         self.root = cfg.dir / "sharded"
         # Background saves talk over their own gloo group so they never interleave with training's.
         self.group = dist.new_group(backend="gloo") if cfg.async_save else None
+        # An async save blocks only while it copies the state to host memory; one stager kept for
+        # the run copies into the previous save's buffers (pinned where CUDA is), so no save after
+        # the first allocates or faults in memory (they hold one copy of this rank's state for the run).
+        self.stager = DefaultStager(StagingOptions(use_pinned_memory=torch.cuda.is_available(), use_shared_memory=False,
+                                                   use_async_staging=False, use_non_blocking_copy=False)) \
+            if cfg.async_save else None
         self.pending: tuple[Any, Path, int] | None = None
 
     def save(self, step: int, state: dict[str, Any]) -> None:
@@ -94,7 +101,7 @@ class Checkpointer:
         if decision[0]:
             return  # already committed (e.g. a preemption save right after a periodic one)
         if self.cfg.async_save:
-            result = dcp.async_save(state, checkpoint_id=str(path), process_group=self.group)
+            result = dcp.async_save(state, checkpoint_id=str(path), process_group=self.group, async_stager=self.stager)
             self.pending = (getattr(result, "upload_completion", result), path, step)
         else:
             dcp.save(state, checkpoint_id=str(path))
@@ -239,7 +246,11 @@ class Preemption:
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
 
-    def requested(self, device: torch.device) -> bool:
-        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=device)
+    def requested(self) -> bool:
+        """Checked every step, so it never waits for the accelerator: the flag is agreed on over
+        the CPU (gloo) backend, and one process has no one to agree with."""
+        if dist.get_world_size() == 1:
+            return self.signum is not None
+        flag = torch.tensor([1.0 if self.signum is not None else 0.0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())

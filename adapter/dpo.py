@@ -171,7 +171,7 @@ def train_step(policy: torch.nn.Module, reference: torch.nn.Module | None, optim
     dist.all_reduce(pairs, group=layout.dp_group)
     sums = torch.zeros(4, device=device)  # loss, chosen reward, rejected reward, chosen ahead
     for i, batch in enumerate(batches):
-        policy.set_requires_gradient_sync(i == len(batches) - 1)
+        parallel.set_gradient_sync(policy, i == len(batches) - 1)
         ref_chosen, ref_rejected = _reference_logps(reference, batch, device)
         chosen, rejected, aux = sequence_logps(policy, batch, device)
         losses, chosen_reward, rejected_reward = dpo_loss(chosen, rejected, ref_chosen, ref_rejected,

@@ -4,7 +4,8 @@ status`), one line to stdout, and TensorBoard scalars when exp_manager.create_te
 A record holds: step, max_steps, loss (full float precision, so runs compare exactly), grad_norm,
 lr, tokens_per_s (global), tokens_per_s_per_device, tflops_per_device (achieved, also on CPU),
 mfu (when the device's peak is known: trainer.peak_tflops, else the table below), memory_gb (GPU
-max allocated, CPU peak RSS), step_time_s, data_wait_s, val_loss on validation steps, and for DPO
+max allocated, CPU peak RSS), step_time_s and data_wait_s (means over the steps since the last
+record), val_loss on validation steps, and for DPO
 chosen_reward, rejected_reward, reward_margin and reward_accuracy (dpo.py).
 FLOPs per token come from the architecture (hpctl.modelsize, torch-free): 6 x active matmul
 parameters + attention, i.e. what a full training step costs (LoRA's frozen weights are counted).
@@ -44,6 +45,23 @@ def throughput(tokens: int, seconds: float, world: int, flops_per_token: float, 
     achieved = flops_per_token * per_device / 1e12
     return {"tokens_per_s": tokens / seconds, "tokens_per_s_per_device": per_device,
             "tflops_per_device": achieved, "mfu": achieved / peak if peak else None}
+
+
+class Window:
+    """The steps since the last logged one. A record's step_time_s and data_wait_s are their mean,
+    so logging every n steps (one host sync per n steps) still reports every step's cost."""
+
+    def __init__(self) -> None:
+        self.steps, self.seconds, self.data_wait = 0, 0.0, 0.0
+
+    def add(self, seconds: float, data_wait: float) -> None:
+        self.steps, self.seconds, self.data_wait = self.steps + 1, self.seconds + seconds, self.data_wait + data_wait
+
+    def take(self) -> tuple[float, float]:
+        """(mean step seconds, mean data wait) of the window, which starts over."""
+        out = (self.seconds / self.steps, self.data_wait / self.steps)
+        self.steps, self.seconds, self.data_wait = 0, 0.0, 0.0
+        return out
 
 
 class MetricsLog:

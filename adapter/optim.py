@@ -30,8 +30,10 @@ def lr_at(step: int, lr: float, s: SchedConfig) -> float:
 
 
 def build(params: Iterable[torch.nn.Parameter], o: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over the trainable parameters, and its schedule."""
+    """AdamW over the trainable parameters, and its schedule. The fused kernel (one pass over each
+    parameter, as the HF Trainer's default) is several times faster than foreach on CPU as on GPU,
+    and takes FSDP2's DTensors."""
     optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=o.lr, betas=o.betas, eps=o.eps,
-                                  weight_decay=o.weight_decay, foreach=True)
+                                  weight_decay=o.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, o.lr, o.sched) / o.lr)
     return optimizer, scheduler

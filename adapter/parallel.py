@@ -24,7 +24,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.distributed.fsdp import (CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy,
+                                    fully_shard)
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import (ColwiseParallel, ParallelStyle, RowwiseParallel,
                                                parallelize_module)
@@ -68,6 +69,22 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
         if isinstance(module, nn.ModuleList) and (name.endswith("layers") or name.rpartition(".")[2] == "h"):
             return module
     raise ValueError(f"{type(model).__name__} has no decoder layer list")
+
+
+def wraps_fsdp(layout: Layout, p: ParallelConfig) -> bool:
+    """Whether FSDP2 wraps the model: the fastest correct mode for the world size, decided here.
+
+    One process in fp32 without offload trains the plain module: there FSDP2 would shard over a
+    single rank, i.e. add per-layer hooks, a copy of every parameter at each all-gather and each
+    gradient's reduce-scatter, and DTensor dispatch in the optimizer and clipping, for the same
+    math. bf16 keeps FSDP2 (its MixedPrecisionPolicy is the bf16 path), and so does CPU offload."""
+    return layout.shape.dp * layout.shape.tp > 1 or p.precision == "bf16" or p.cpu_offload
+
+
+def set_gradient_sync(model: nn.Module, enabled: bool) -> None:
+    """Reduce gradients only on the last micro-batch of a step (FSDP2); a plain module has nothing to sync."""
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(enabled)
 
 
 def block_lists(model: nn.Module) -> list[nn.ModuleList]:
@@ -114,6 +131,8 @@ def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any
                 from adapter.offload import OffloadActivations
                 layer = OffloadActivations(layer, offloader, index)
             block_list.register_module(str(index), layer)
+    if not wraps_fsdp(layout, p):
+        return notes
 
     mixed = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
              if p.precision == "bf16" else MixedPrecisionPolicy())
@@ -261,9 +280,9 @@ def clip_grad_norm_(params: Iterable[torch.Tensor], max_norm: float) -> torch.Te
         norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
         total_sq = norm.float() ** 2 if total_sq is None else total_sq + norm.float() ** 2
     total = total_sq.sqrt() if total_sq is not None else torch.zeros(())
-    if max_norm > 0:
-        coef = min(1.0, max_norm / (total.item() + 1e-6))
-        if coef < 1.0:
-            for p in params:
-                p.grad.mul_(coef)
+    if max_norm > 0 and params:
+        # As torch's clip_grad_norm_: a tensor coefficient, no host sync (x * 1.0 is exact).
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for grads in groups.values():
+            torch._foreach_mul_(grads, coef.to(grads[0].device))
     return total

@@ -193,6 +193,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
                 lora.write_adapter(model, full, cfg.checkpoint.dir / "peft" / f"step_{step:08d}")
         dist.barrier()
 
+    window = metrics.Window()  # steps since the last logged one: their time and data wait
     while step < cfg.max_steps:
         step += 1
         start = time.perf_counter()
@@ -206,17 +207,25 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
             extra = {}
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
-        record = {"step": step, "max_steps": cfg.max_steps, "loss": loss.item(), "grad_norm": grad_norm.item(),
-                  "lr": lr, **metrics.throughput(tokens_per_step, time.perf_counter() - start, world, flops, peak),
-                  "memory_gb": metrics.memory_gb(device), "step_time_s": time.perf_counter() - start,
-                  "data_wait_s": data_wait, **extra}
-        if val_set is not None and cfg.val_batches != 0 and step % cfg.val_every == 0:
+        validating = val_set is not None and cfg.val_batches != 0 and step % cfg.val_every == 0
+        log_due = step % cfg.log_every == 0 or step == cfg.max_steps or validating
+        # .item() waits for the device: only on steps that log, so the host runs ahead in between.
+        values = (loss.item(), grad_norm.item()) if log_due else None
+        window.add(time.perf_counter() - start, data_wait)
+        record = {}
+        if values is not None:
+            step_time, data_wait = window.take()
+            record = {"step": step, "max_steps": cfg.max_steps, "loss": values[0], "grad_norm": values[1],
+                      "lr": lr, **metrics.throughput(tokens_per_step, step_time, world, flops, peak),
+                      "memory_gb": metrics.memory_gb(device), "step_time_s": step_time,
+                      "data_wait_s": data_wait, **extra}
+        if validating:
             batches = data.val_batches(val_set, cfg.val_batch, cfg.val_batches, layout.dp_rank, layout.shape.dp)
             val_loss = (dpo.evaluate(model, reference, batches, layout, device, cfg.dpo) if cfg.dpo
                         else _validate(model, batches, layout, device))
             if val_loss is not None:
                 record["val_loss"] = val_loss
-        if step % cfg.log_every == 0 or step == cfg.max_steps or "val_loss" in record:
+        if record:
             log.log(record)
         if cfg.checkpoint.enabled and cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
             ckpt.save(step, state())
@@ -229,7 +238,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
                 print(f"adapter: {FAIL_AT_STEP}={fail_at} reached: exiting with code 3 (fault injection)", flush=True)
             sys.stderr.flush()
             os._exit(3)
-        if preemption.requested(device):
+        if preemption.requested():
             if not cfg.checkpoint.enabled:
                 if rank == 0:
                     print(f"adapter: preempted at step {step}; checkpointing is disabled, nothing saved", flush=True)
@@ -283,7 +292,7 @@ def train_step(model: Any, optimizer: Any, batches: list[dict[str, Any]], layout
     dist.all_reduce(tokens, group=layout.dp_group)
     loss_sum = torch.zeros((), device=device)
     for i, batch in enumerate(batches):
-        model.set_requires_gradient_sync(i == len(batches) - 1)
+        parallel.set_gradient_sync(model, i == len(batches) - 1)
         ce, _, aux = _micro_loss(model, batch, device)
         loss = ce / tokens
         objective = loss * layout.shape.dp

@@ -19,11 +19,15 @@ import tempfile
 from pathlib import Path
 
 from bench import adapter_spec, runner
-from bench.memory_accuracy import SHAPES, model_overrides
+from bench.memory_accuracy import model_overrides
 from bench.report import Row, Section, median
 
-KEY, TITLE = "checkpoint_stall", "4. Checkpoint stall: FSDP2, 2 proc, training blocked per sharded save"
+KEY, TITLE = "checkpoint_stall", "4. Checkpoint stall: FSDP2, 2 proc, 64M-param Llama, blocked per sharded save"
 WARMUP = 2
+# A model large enough that writing dominates a save (about 64M parameters, 0.77 GB with AdamW's
+# state), with short sequences so that its steps stay about a second on a CPU core.
+SHAPE = {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4, "num_attention_heads": 16,
+         "num_key_value_heads": 8, "vocab_size": 8192, "max_position_embeddings": 64}
 
 
 def analyse(gaps: dict[int, float], every: int, last: int) -> dict[str, float | list[float]]:
@@ -39,7 +43,7 @@ def analyse(gaps: dict[int, float], every: int, last: int) -> dict[str, float | 
 
 
 def _run(mode: str, root: Path, steps: int, every: int, quick: bool) -> tuple[dict, int]:
-    overrides = [*model_overrides(SHAPES[quick]), "model.sharding_strategy=full_shard", "model.shard_degree=2",
+    overrides = [*model_overrides(SHAPE), "model.sharding_strategy=full_shard", "model.shard_degree=2",
                  "exp_manager.create_checkpoint_callback=true",
                  "exp_manager.checkpoint_callback_params.save_top_k=2",
                  f"exp_manager.checkpoint_callback_params.every_n_train_steps={every}",
@@ -74,9 +78,11 @@ def run(section: Section, quick: bool) -> None:
         Row("sync save: loop blocked per save, vs one step", sync["stall_s"], "s", sync["step_s"],
             note=f"others used {sync['foreign_cores']:.2f} cores"),
         Row("async save: loop blocked per save, vs one step", asyn["stall_s"], "s", asyn["step_s"],
-            "< sync stall", asyn["stall_s"] < sync["stall_s"], note=f"others used {asyn['foreign_cores']:.2f} cores"),
+            note=f"others used {asyn['foreign_cores']:.2f} cores"),
+        Row("async save blocked vs sync save blocked", asyn["stall_s"], "s", sync["stall_s"], "<= 0.25x",
+            asyn["stall_s"] <= 0.25 * sync["stall_s"]),
         Row("async save: blocked + next step's slowdown, vs one step", asyn["stall_s"] + asyn["spill_s"], "s",
             asyn["step_s"]),
     ]
     section.details = {"steps": steps, "every_n_train_steps": every, "checkpoint_bytes": size,
-                       "shape": SHAPES[quick], **results}
+                       "shape": SHAPE, **results}

@@ -3,6 +3,9 @@
 Both produce a Slurm submission for 16 nodes x 8 GPUs without submitting it:
   hpctl plan llama/llama3_1_8b_pretrain --cluster slurm --json
   torchx run --dryrun -s slurm dist.ddp -j 16x8 --script train.py
+And, on HyperPod's own recipe collection (../shared; skipped with the reason where absent),
+`hpctl plan training/llama/hf_llama3_8b_seq8k_gpu_p5x16_pretrain --workspace ...` against HyperPod's
+launcher writing its sbatch script for the same recipe (bench.hyperpod_launcher).
 Each run is a fresh process started from its console script, in an empty scratch directory (no
 state, no .torchxconfig). Runs are interleaved, alternating which goes first, after one untimed
 run of each to warm the page cache (full run only). Wall time is what the user waits; CPU time (getrusage of
@@ -14,11 +17,12 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench import runner
-from bench.report import Row, Section, median, spread
+from bench import hyperpod_launcher, runner
+from bench.report import Row, Section, Skip, median, spread
 
 RECIPE = "llama/llama3_1_8b_pretrain"
 WALL_GOAL_S = 0.3
+HYPERPOD_WALL_GOAL_S, HYPERPOD_RATIO_GOAL = 0.20, 0.35
 
 
 def _commands() -> dict[str, list[str]]:
@@ -71,11 +75,43 @@ def run(section: Section, quick: bool) -> None:
             note=f"{n} runs each; {sinfo_note}"),
         Row("CPU time, median", ours_cpu, "s", tx_cpu, "<= 1.0x", ours_cpu <= tx_cpu),
     ]
-    section.details = {
+    section.rows += _hyperpod_rows(n, section.details)
+    section.details.update({
         "runs_each": n,
         "commands": {k: " ".join([Path(v[0]).name, *v[1:]]) for k, v in cmds.items()},
         "plan_format_version": plan.get("format_version"),
         "sinfo_s": sinfo,
         **{f"{name}_{metric}": spread(vals) for name, m in samples.items() for metric, vals in m.items()},
         "samples": samples,
-    }
+    })
+
+
+def _hyperpod_rows(n: int, details: dict) -> list[Row]:
+    """hpctl against HyperPod's main.py on the same recipe, interleaved like the torchx runs."""
+    try:
+        cmds = {"hpctl": hyperpod_launcher.hpctl_command(runner.console_script("hpctl"))}
+        with tempfile.TemporaryDirectory(prefix="hpctl-bench-hyperpod-") as tmp:
+            launcher = hyperpod_launcher.staged(Path(tmp) / "launcher")
+            cmds["hyperpod"] = hyperpod_launcher.command(launcher, Path(tmp) / "results")
+            cwd = {"hpctl": Path(tmp), "hyperpod": launcher}
+            for name in cmds:  # one untimed run each: page cache, and proof that both work
+                runner.run(cmds[name], cwd=cwd[name])
+            wall: dict[str, list[float]] = {k: [] for k in cmds}
+            cpu: dict[str, list[float]] = {k: [] for k in cmds}
+            for i in range(n):
+                for name in (["hpctl", "hyperpod"] if i % 2 == 0 else ["hyperpod", "hpctl"]):
+                    t = runner.run(cmds[name], cwd=cwd[name])
+                    wall[name].append(t.wall_s)
+                    cpu[name].append(t.cpu_s)
+    except Skip as exc:
+        details["hyperpod"] = {"skipped": str(exc)}
+        return [Row("HyperPod recipe: hpctl plan vs HyperPod main.py", None, "s", note=f"skipped: {exc}")]
+    ours, theirs = median(wall["hpctl"]), median(wall["hyperpod"])
+    details["hyperpod"] = {"recipe": hyperpod_launcher.RECIPE, "wall_s": wall, "cpu_s": cpu,
+                           "commands": {k: " ".join(v[1:]) for k, v in cmds.items()}}
+    return [Row("HyperPod recipe, wall median: hpctl plan vs HyperPod main.py", ours, "s", theirs,
+                f"<= {HYPERPOD_WALL_GOAL_S} s and <= {HYPERPOD_RATIO_GOAL}x",
+                ours <= HYPERPOD_WALL_GOAL_S and ours <= HYPERPOD_RATIO_GOAL * theirs,
+                note=f"{n} runs each, interleaved; {hyperpod_launcher.RECIPE}"),
+            Row("HyperPod recipe, CPU median: hpctl plan vs HyperPod main.py", median(cpu["hpctl"]), "s",
+                median(cpu["hyperpod"]))]

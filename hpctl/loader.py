@@ -2,7 +2,8 @@
 
 ruamel.yaml's round-trip loader keeps each key's and item's line and column; we turn its nodes
 into plain dicts, lists and scalars and keep a flat map `path -> Origin` beside them, so every
-later stage can point a user at file:line.
+later stage can point a user at file:line. A parsed file is kept in hpctl.cache by its bytes, so a
+repeated plan neither parses it again nor imports ruamel.yaml.
 """
 from __future__ import annotations
 
@@ -13,11 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.scalarbool import ScalarBoolean
-
+from hpctl import cache
 from hpctl.errors import HpctlError, Origin
 from hpctl.spec import join
 
@@ -38,6 +35,9 @@ class Layer:
 
 def load_text(text: str, source: str) -> Layer:
     """Parse YAML text whose top level must be a mapping."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    _import_node_types()
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
@@ -90,13 +90,27 @@ def _parse_bytes(raw: bytes, source: str) -> Layer:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise HpctlError("the file is not UTF-8 text", origin=Origin(source, line)) from None
-    return load_text(text, source)
+    digest = cache.key("layer", raw, source)
+    stored = cache.get("layer", digest)
+    if stored is not None:
+        try:
+            return Layer(stored["data"], {path: Origin(source, *pos) for path, pos in stored["origins"].items()},
+                         source)
+        except (KeyError, TypeError, AttributeError):
+            pass  # a corrupt entry: parse again and overwrite it
+    layer = load_text(text, source)
+    cache.put("layer", digest, {"data": layer.data,
+                                "origins": {p: [o.line, o.col] if o.line else [] for p, o in layer.origins.items()}})
+    return layer
 
 
 def parse_scalar(text: str) -> Any:
     """A command-line value typed as YAML would type it (`5` int, `1e-5` float, `[a, b]` list)."""
     if text == "":
         return ""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+    _import_node_types()
     yaml = YAML(typ="rt")
     try:
         value = yaml.load(text)
@@ -105,6 +119,17 @@ def parse_scalar(text: str) -> Any:
     except RecursionError:
         raise HpctlError(TOO_DEEP, hint="configs nest a few levels; flatten the value") from None
     return _plain(value)
+
+
+CommentedMap: Any = None  # ruamel.yaml's node types, imported by the first parse (a cached plan needs none)
+CommentedSeq: Any = None
+ScalarBoolean: Any = None
+
+
+def _import_node_types() -> None:
+    global CommentedMap, CommentedSeq, ScalarBoolean
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.scalarbool import ScalarBoolean
 
 
 def _position(node: Any, key: Any) -> tuple[int, int] | None:

@@ -26,10 +26,12 @@ Precision. Anything that names 16 bits (bf16, fp16, 16, 16-mixed, ...) is mixed 
   trainable parameter divided by S; computation, activations and the all-gathered weights are
   16-bit. Everything else (32, fp32, 64, ...) is fp32 throughout. fp8 is counted as bf16.
 Gathered weights. Between forward and backward FSDP2 keeps the root module (embedding, final norm,
-  output projection) gathered, and the output projection's full-size gradient waits for the root's
-  reduce-scatter at the end of backward. On top, two decoder layers are gathered at once (the one
-  computing and the one prefetched) and one layer's gradients exist unsharded in the compute dtype
-  and in fp32 for the reduce. With one rank in fp32 no copies are made.
+  output projection) gathered; every decoder layer is resharded after its forward, so at the loss
+  the root is all that is gathered. Once backward reaches the layers (the loss tensors are freed by
+  then), the output projection's full-size gradient waits for the root's reduce-scatter, two
+  decoder layers are gathered at once (the one computing and the one prefetched) and one layer's
+  gradients exist unsharded in the compute dtype and in fp32 for the reduce. shard_grad_op keeps
+  every layer gathered from forward on. With one rank in fp32 the trainer runs no FSDP2 at all.
 Activations. Per token of one micro batch (model.train_batch_size x max_context_width / cp),
   in the compute dtype a (2 or 4 bytes), as counted from the tensors transformers' Llama code saves
   for backward with SDPA attention:
@@ -48,12 +50,13 @@ Activations. Per token of one micro batch (model.train_batch_size x max_context_
   all layers keep theirs. With it each layer keeps only its input (a x h), and one layer's full set
   is rebuilt during backward. HyperPod's offload_activations (with checkpointing) keeps
   activation_loading_horizon + 1 layer inputs on the device.
-Peak. The largest of three moments, on top of the sharded parameters and optimizer state:
-  the loss's backward (all saved activations, the loss tensors and the gathered weights; gradients
+Peak. The largest of four moments, on top of the sharded parameters and optimizer state:
+  the loss's backward (all saved activations, the loss tensors and the gathered root; gradients
   of this step do not exist yet unless gradient accumulation keeps the previous micro batches');
+  the last layer's backward (the activations without the loss tensors, the layers in flight);
   under checkpointing, the first layers' backward (layer inputs, one rebuilt layer, the gathered
-  weights and by then nearly all gradients); the optimizer step (gradients plus AdamW's foreach
-  temporary, one fp32 copy of the trainable shard).
+  weights and by then nearly all gradients); the optimizer step (the gradients: the trainer's
+  fused AdamW updates in place, with no temporary copy of the shard).
 LoRA / QLoRA (model.peft.peft_type lora, qlora*). Base weights are frozen: fp32 and sharded as
   above (QLoRA: 4-bit NF4 with double quantisation, 0.516 bytes per decoder-layer weight), with no
   gradients or optimizer state. Adapters of rank model.peft.rank (default 16) sit on the decoder
@@ -228,16 +231,18 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> Me
     mixed = is_16bit(model.get("precision", trainer.get("precision")))
     dtype = 2 if mixed else 4
     w = _weights(counts, lay, model)
-    gathered_b = _gathered(counts, lay, dtype, mixed, bool(w.peft))
-    act_loss, act_recompute = _activations(counts.arch, lay, model, dtype, accelerator == "gpu" and not mixed)
+    at_loss_b, gathered_b = _gathered(counts, lay, dtype, mixed, bool(w.peft))
+    act_loss, loss_b, act_recompute = _activations(counts.arch, lay, model, dtype, accelerator == "gpu" and not mixed)
 
     accumulation = _accumulation(model, lay)
     offload = bool(model.get("cpu_offload"))
     params_b, grads_b, optimizer_b = (0.0, 0.0, 0.0) if offload else (w.params, w.grads, w.optimizer)
+    earlier = grads_b if accumulation > 1 else 0.0  # the previous micro batches' gradients
     phases = [
-        act_loss + gathered_b + (grads_b if accumulation > 1 else 0.0),  # end of forward, loss backward
+        act_loss + at_loss_b + earlier,  # end of forward, loss backward
+        act_loss - loss_b + gathered_b + earlier,  # the last layer's backward
         act_recompute + gathered_b + grads_b,  # last layers' backward under checkpointing
-        grads_b + w.step_temp * (not offload),  # optimizer step
+        grads_b,  # optimizer step (fused AdamW: in place)
     ]
     total = (params_b + optimizer_b + max(phases)) / GB + overhead
     fraction = total / device_memory_gb if device_memory_gb else None
@@ -298,7 +303,6 @@ class _Weights:
     params: float
     grads: float
     optimizer: float
-    step_temp: float  # AdamW's foreach temporary at the step
     peft: str | None
     rank: int
 
@@ -318,39 +322,44 @@ def _weights(counts: ParamCounts, lay: Layout, model: Mapping[str, Any]) -> _Wei
     else:
         trainable = root / shard + layers / shard + experts / expert_shard
         params = trainable * 4
-    return _Weights(params, trainable * 4, trainable * ADAM_BYTES, trainable * 4, peft, rank)
+    return _Weights(params, trainable * 4, trainable * ADAM_BYTES, peft, rank)
 
 
-def _gathered(counts: ParamCounts, lay: Layout, dtype: int, mixed: bool, peft: bool) -> float:
-    """Bytes FSDP holds unsharded while computing: the root, two layers, and gradients on their way."""
+def _gathered(counts: ParamCounts, lay: Layout, dtype: int, mixed: bool, peft: bool) -> tuple[float, float]:
+    """Bytes FSDP holds unsharded (at the loss: the root; in the layers' backward: the root, two
+    layers, and gradients on their way)."""
     if not mixed and lay.shard == 1:
-        return 0.0
+        return 0.0, 0.0
     a = counts.arch
     layer = (counts.moe_layer_shared / lay.tp + counts.moe_expert * a.experts / (lay.ep * lay.tp)
              if a.moe else counts.dense_layer / lay.tp)
     root = counts.embedding + counts.lm_head + counts.final_norm
-    kept_layers = a.layers if "grad_op" in lay.strategy or "zero2" in lay.strategy else min(2, a.layers)
+    zero2 = "grad_op" in lay.strategy or "zero2" in lay.strategy
+    kept_layers = a.layers if zero2 else min(2, a.layers)
+    at_loss = dtype * (root + (a.layers * layer if zero2 else 0))
     gathered = dtype * (root + kept_layers * layer)
     if not peft:  # the output projection's gradient waits for the root; one layer's in compute and fp32
         gathered += dtype * a.vocab * a.hidden + (dtype + 4) * layer
-    return gathered
+    return at_loss, gathered
 
 
-def _activations(a: Arch, lay: Layout, model: Mapping[str, Any], dtype: int, math_kernel: bool) -> tuple[float, float]:
-    """Activation bytes of one micro batch (end of forward, last layer recomputed under checkpointing)."""
+def _activations(a: Arch, lay: Layout, model: Mapping[str, Any], dtype: int,
+                 math_kernel: bool) -> tuple[float, float, float]:
+    """Activation bytes of one micro batch: (end of forward, of which the loss tensors, last layer
+    recomputed under checkpointing)."""
     seq = _int(model.get("max_context_width"), 1)
     tokens = _int(model.get("train_batch_size"), 1) * seq / lay.cp
     # SDPA's math kernel (fp32 with grouped-query attention on a GPU) keeps heads x seq probabilities.
     math_seq = seq if math_kernel and a.kv_heads < a.heads else 0
     per_layer, final_norm, loss = _activation_bytes_per_token(a, dtype, lay.tp, math_seq)
     if not model.get("activation_checkpointing"):
-        return tokens * (a.layers * per_layer + final_norm + loss), 0.0
+        return tokens * (a.layers * per_layer + final_norm + loss), tokens * loss, 0.0
     kept = a.layers
     if model.get("offload_activations"):
         kept = min(a.layers, _int(model.get("activation_loading_horizon"), 1) + 1)
     inputs = kept * dtype * a.hidden
     backward_scores = 2 * 4 * a.heads * math_seq / lay.tp  # gradients of the probabilities and scores
-    return tokens * (inputs + final_norm + loss), tokens * (inputs + per_layer + backward_scores)
+    return tokens * (inputs + final_norm + loss), tokens * loss, tokens * (inputs + per_layer + backward_scores)
 
 
 def _accumulation(model: Mapping[str, Any], lay: Layout) -> int:

@@ -8,23 +8,28 @@ llmft.schema.json, the others against recipe.schema.json (spec.schema.json's if/
 Each violation becomes a Problem located through the spec's provenance (file:line of the value,
 or of the section holding a missing key), with the expected shape taken from the schema and a
 did-you-mean for unknown keys and enum values.
+
+A spec that passed is remembered in hpctl.cache by the digest of its data and of the schema files,
+so planning it again skips validation and the import of jsonschema.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
-from referencing import Registry, Resource
-
-from hpctl import compat
+from hpctl import cache, compat
 from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.resources import builtin
-from hpctl.spec import REDACTED, Spec, get_path, is_sensitive, iter_leaves, join
+from hpctl.spec import REDACTED, Spec, canonical_json, get_path, is_sensitive, iter_leaves, join
 from hpctl.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
+    from referencing import Registry
 
 SPEC_SCHEMA = "spec.schema.json"
 
@@ -32,6 +37,7 @@ SPEC_SCHEMA = "spec.schema.json"
 @lru_cache(maxsize=1)
 def _registry() -> tuple[Registry, dict[str, dict]]:
     """Every schema file under schemas/, addressable by its path relative to schemas/ and its $id."""
+    from referencing import Registry, Resource
     root = builtin("schemas")
     schemas: dict[str, dict] = {}
     registry = Registry()
@@ -46,7 +52,18 @@ def _registry() -> tuple[Registry, dict[str, dict]]:
     return registry, schemas
 
 
+@lru_cache(maxsize=1)
+def _schemas_digest() -> str:
+    """The digest of every schema file: a cached verdict holds only for the schemas it was made with."""
+    root = builtin("schemas")
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.json")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def _validator(name: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
     registry, schemas = _registry()
     if name not in schemas:
         raise HpctlError(f"schema {name} is missing from this installation")
@@ -62,6 +79,9 @@ def validate(spec: Spec) -> None:
     found = compat.refusal(spec.data)
     if found:
         raise HpctlError(unsupported_problem(found, spec.origin(found.key), get_path(spec.data, found.key)))
+    digest = cache.key("valid", canonical_json(spec.data), _schemas_digest())
+    if cache.get("valid", digest) is True:
+        return
     problems = _non_finite(spec) + [*_problems(_validator(SPEC_SCHEMA), spec.data, "", spec)]
     ctype = spec.data.get("cluster_type")
     _, schemas = _registry()
@@ -70,6 +90,7 @@ def validate(spec: Spec) -> None:
     if problems:
         problems.sort(key=lambda p: (p.key or ""))
         raise HpctlError(problems)
+    cache.put("valid", digest, True)
 
 
 def _non_finite(spec: Spec) -> list[Problem]:
@@ -88,6 +109,7 @@ def unsupported_problem(found: compat.Refusal, origin: Origin | None, value: Any
 
 
 def _problems(validator: Draft202012Validator, instance: Any, base: str, spec: Spec) -> list[Problem]:
+    from jsonschema.exceptions import best_match
     out: list[Problem] = []
     for error in validator.iter_errors(instance):
         if error.validator in ("anyOf", "oneOf") and error.context:

@@ -135,12 +135,14 @@ def test_llama31_8b_on_16x8_h100_full_shard_bf16_seq8k():
     0.25 + 0.25 + 0.50 GB. Activations without checkpointing, per token per layer in bf16:
     norms 2 x 4096 x (4 + 4) + attention 2 x (2 x 4096 + 2 x 1024) + MLP 2 x 4 x 14336 = 200,704 B,
     x 8192 tokens x 32 layers = 52.6 GB; plus the final norm (0.27 GB) and the fp32 loss tensors,
-    12 B x 128,256 vocab x 8192 = 12.6 GB: 65.5 GB. Gathered bf16 weights: embedding + LM head
-    (2.10 GB), two layers (0.87 GB), the LM head's unsharded gradient (1.05 GB) and one layer's
-    gradient in bf16 + fp32 (1.31 GB): 5.33 GB. With 1 GB of runtime that is 72.6 GB: 91% of an
-    80 GB H100, which is why 8k-context 8B recipes turn on activation checkpointing or TP. With
+    12 B x 128,256 vocab x 8192 = 12.6 GB: 65.5 GB. At the loss only the root's bf16 weights are
+    gathered (embedding + LM head, 2.10 GB); once backward reaches the layers, the loss tensors are
+    gone and two layers (0.87 GB), the LM head's unsharded gradient (1.05 GB) and one layer's
+    gradient in bf16 + fp32 (1.31 GB) join them: 5.33 GB at most. So the loss is the peak: with 1 GB
+    of runtime 69.3 GB, 87% of an 80 GB H100, which is why 8k-context 8B recipes turn on activation
+    checkpointing or TP. With
     checkpointing only 32 layer inputs (2.15 GB) stay, and the loss tensors (12.9 GB) dominate:
-    about 22 GB. The same model of bytes measured 0.96-1.07x of max_memory_allocated for a 1.2B
+    about 19 GB. The same model of bytes measured 0.96-1.07x of max_memory_allocated for a 1.2B
     Llama at seq 4096 on an H200 (see hpctl/memory.py).
     """
     est = estimate(spec(), 80.0)
@@ -149,10 +151,10 @@ def test_llama31_8b_on_16x8_h100_full_shard_bf16_seq8k():
     assert est.optimizer_gb == pytest.approx(2 * est.params_gb)
     assert 64 < est.activations_gb < 67
     assert 5.0 < est.gathered_gb < 5.6
-    assert 70 < est.total_gb < 75 and 0.88 < est.fraction < 0.94
+    assert 68.5 < est.total_gb < 70 and 0.85 < est.fraction < 0.88
     checkpointed = estimate(spec(activation_checkpointing=True), 80.0)
     assert 14 < checkpointed.activations_gb < 16
-    assert 20 < checkpointed.total_gb < 24
+    assert 18 < checkpointed.total_gb < 20
     assert "8.03B params" in est.explain and "full_shard over 128" in est.explain and "AC off" in est.explain
 
 
