@@ -25,6 +25,8 @@ Honoured (LLMFT -> trainer):
   network; its tokenizer tokenizes the data), multimodal (refused when true), peft_config (null:
   full fine-tuning; lora with r, lora_alpha, lora_dropout, target_modules incl. "all-linear",
   exclude_modules).
+- mlflow (tracking_uri, run_id) and training_args.use_wandb (the W&B API key, a secret): metrics
+  go to MLflow / W&B (config.tracking, tracking.py).
 - datasets: train_data.file_path / val_data.file_path (JSON lines: `messages`, `prompt` +
   `completion` or `text` rows for SFT, `prompt` + `chosen` + `rejected` for DPO; see data.py and
   dpo.py), train_data.limit, train_val_split_ratio and train_val_split_seed (when val_data is empty).
@@ -32,7 +34,7 @@ Honoured (LLMFT -> trainer):
 Ignored, because they have no effect here or belong to SageMaker's services: display_name, version,
 instance_types, scale_config (per-node-count presets: merged by the launcher before overrides, not
 here), elastic_policy, run.hf_access_token (the trainer reads local files only), force_rerun,
-mlflow, use_wandb, trainer_callbacks, datasets.preprocessor_cfgs and
+trainer_callbacks, datasets.preprocessor_cfgs and
 save_intermediate_processing_steps (the trainer tokenizes itself: chat rows through the tokenizer's
 chat template, prompt tokens masked as Seq2SeqTokensProcessor's ignore_prompt_labels does),
 model_config.{model_save_name, attn_implementation (SDPA, eager for gpt-oss), apply_chat_template,
@@ -59,7 +61,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from adapter import rows
-from adapter.config import ConfigError, Reader, TrainConfig, resolve_local
+from adapter.config import ConfigError, Reader, TrainConfig, resolve_local, tracking
 from adapter.config import from_recipe as from_v1_recipe
 
 TA = "training_config.training_args."
@@ -138,6 +140,7 @@ def from_recipe(recipe: Mapping[str, Any]) -> TrainConfig:
                      mask_prompt=not r.bool(TA + "pretrain_mode", False)),
         dpo=replace(cfg.dpo, reference_free=r.bool(TA + "reference_free", False)) if cfg.dpo else None,
         lora=replace(cfg.lora, exclude_modules=_names(r, PC + "exclude_modules")) if cfg.lora else None,
+        tracking=tracking(recipe),
     )
 
 
