@@ -117,7 +117,20 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None) -> dict[str, A
         "results_dir": r.get("run", {}).get("results_dir"),
         "memory_gb_per_device": round(estimate.total_gb, 2) if known else None,
         "memory_fraction": round(estimate.fraction, 3) if known and estimate.fraction is not None else None,
+        "tracking": tracking_destinations(spec),
     }
+
+
+def tracking_destinations(spec: Spec) -> list[str]:
+    """Where the trainer will send metrics besides metrics.jsonl (MLflow, W&B), as the trainer's
+    own config reads the recipe; a value it refuses is an error at its file:line."""
+    from adapter.config import ConfigError, tracking
+    try:
+        found = tracking(spec.recipe)
+    except ConfigError as exc:
+        path = "recipes." + exc.key
+        raise HpctlError(exc.message, origin=spec.origin(path), key=path, hint=exc.hint) from None
+    return found.destinations() if found else []
 
 
 def _check_problems(spec: Spec, results: list[preflight.Check]) -> list[Problem]:

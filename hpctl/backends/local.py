@@ -81,8 +81,11 @@ class LocalBackend(Backend):
                 "--tee=3", "-m", "adapter.train", "--config", spec_path]
         env = {**(spec.get("env_vars") or {}), **(spec.get("cluster.env") or {})}
         secrets = {secret_env_name(p): p for p in sorted(secrets_of(spec.data))}
+        # A secret env var (a tracking token, HF_TOKEN) is exported from the variable submit passes it in.
+        refs = {k: secret_env_name(f"{base}.{k}") for base in ("env_vars", "cluster.env")
+                for k in spec.get(base) or {} if f"{base}.{k}" in secrets.values()}
         text = render("local.sh.j2", job=spec.job_name, recipe=spec.recipe_name, spec_path=spec_path,
-                      env=sorted((k, "" if v is None else str(v)) for k, v in env.items()),
+                      env=sorted((k, "" if v is None else str(v), refs.get(k)) for k, v in env.items()),
                       command=shlex.join(argv), exit_dir=f"{results}/hpctl")
         return Artifact(
             kind="command", text=text, language="bash",
