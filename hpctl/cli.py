@@ -95,7 +95,7 @@ def _compose(env: Env, args: tuple[str, ...], cluster: str | None):
 def validate(env: Env, args, cluster, as_json) -> int:
     """Schema and pre-flight checks of RECIPE [key=value ...]; exit 0 when valid."""
     from hpctl.checks import memory_estimate, run_checks
-    from hpctl.plan import _check_problems
+    from hpctl.plan import _check_problems, tracking_destinations
     from hpctl.validate import validate as schema_validate
     from dataclasses import asdict
     spec = _compose(env, args, cluster)
@@ -104,6 +104,7 @@ def validate(env: Env, args, cluster, as_json) -> int:
     problems = _check_problems(spec, results)
     if problems:
         raise HpctlError(problems)
+    tracking_destinations(spec)  # a tracking value the trainer refuses (W&B mode, URI) is an error here too
     est = memory_estimate(spec)
     if as_json:
         _print_json({"valid": True, "job": spec.job_name, "recipe": spec.recipe_name,
