@@ -16,7 +16,8 @@ This module is torch-free on purpose: importing it costs milliseconds.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -161,6 +162,7 @@ class TrainConfig:
     # model.multi_modal: a vision-language model (architecture and processor from hf_model) on
     # image-text samples (multimodal.py)
     multi_modal: bool = False
+    tracking: TrackingConfig | None = None  # MLflow / W&B; None: metrics.jsonl (and TensorBoard) only
 
 
 def load(path: str | Path) -> TrainConfig:
@@ -183,7 +185,11 @@ def load(path: str | Path) -> TrainConfig:
     recipe = doc.get("recipes", doc)
     if not isinstance(recipe, dict):
         raise ConfigError("recipes", "must be a mapping")
-    return from_recipe(recipe)
+    cfg = from_recipe(recipe)
+    if cfg.tracking is not None:  # tag runs with the digest hpctl records in state for this spec
+        from hpctl.spec import digest
+        cfg = replace(cfg, tracking=replace(cfg.tracking, spec_digest=digest(doc)))
+    return cfg
 
 
 def from_recipe(recipe: Mapping[str, Any], world_size: int | None = None, files: bool = True) -> TrainConfig:
@@ -207,8 +213,11 @@ def problems(recipe: Mapping[str, Any], world_size: int | None = None, files: bo
 
 def _build(r: Reader, recipe: Mapping[str, Any], world_size: int | None, files: bool) -> TrainConfig | None:
     if r.str("run.model_type") == "llm_finetuning_aws":
-        return llmft.build(r, lambda inner: _from_v1(inner, inner.recipe, world_size), files)
-    return _from_v1(r, recipe, world_size)
+        cfg = llmft.build(r, lambda inner: _from_v1(inner, inner.recipe, world_size), files)
+    else:
+        cfg = _from_v1(r, recipe, world_size)
+    sends = r.guard(None, tracking, recipe)  # both formats: v2 keeps its mlflow section outside the v1 view
+    return None if cfg is None or r.errors else replace(cfg, tracking=sends)
 
 
 def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> TrainConfig | None:
@@ -621,3 +630,167 @@ def grad_accumulation(cfg: TrainConfig, dp_size: int) -> int:
     if cfg.global_batch is None:
         return 1
     return _accumulation(cfg.global_batch, cfg.micro_batch, dp_size)
+
+
+# Experiment tracking: which recipe keys send metrics where (adapter/tracking.py sends them).
+WANDB_MODES = ("online", "offline", "disabled", "shared")
+MLFLOW_SCHEMES = ("http", "https", "file", "databricks", "databricks-uc", "sqlite", "postgresql", "mysql", "mssql")
+SAGEMAKER_MLFLOW_ARN = "arn:aws:sagemaker:"  # SageMaker managed MLflow (needs the sagemaker-mlflow plugin)
+LLMFT_MLFLOW = "training_config.mlflow."
+LLMFT_WANDB = "training_config.training_args.use_wandb"  # OpenRLHF: the W&B API key (a secret)
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    key: str  # the recipe key that turned it on: errors and the plan name it
+    tracking_uri: str | None  # None: MLFLOW_TRACKING_URI in the job's environment, else local_store
+    local_store: str
+    experiment: str
+    run_name: str
+    run_id: str | None  # log into this existing run (else a new one; a resumed job continues its own)
+    tags: dict[str, str]
+    artifact_location: str | None
+
+    def describe(self) -> str:
+        where = self.tracking_uri or f"$MLFLOW_TRACKING_URI, else {self.local_store}"
+        return f"MLflow {where} (experiment {self.experiment})"
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    key: str
+    project: str
+    name: str
+    save_dir: str
+    mode: str | None  # None: W&B's own choice (WANDB_MODE, else online)
+    entity: str | None
+    group: str | None
+    tags: tuple[str, ...]
+    api_key_from: str | None = None  # the recipe key whose secret is the API key (LLMFT use_wandb)
+
+    def describe(self) -> str:
+        return f"W&B project {self.project} ({self.mode or '$WANDB_MODE, else online'}), files in {self.save_dir}"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    mlflow: MlflowConfig | None
+    wandb: WandbConfig | None
+    params: dict[str, str] = field(default_factory=dict)  # the recipe flattened, secrets redacted
+    spec_digest: str | None = None  # set by load(): the digest hpctl's state records for the spec
+
+    def destinations(self) -> list[str]:
+        """Where metrics go besides metrics.jsonl, in words (the plan summary shows these)."""
+        return [sink.describe() for sink in (self.mlflow, self.wandb) if sink is not None]
+
+
+def tracking(recipe: Mapping[str, Any]) -> TrackingConfig | None:
+    """MLflow and W&B as the recipe asks for them, or None. Read without I/O, so hpctl can ask
+    at plan time. v1: exp_manager.create_mlflow_logger + mlflow_logger_kwargs (tracking_uri,
+    experiment_name, run_name, run_id, tags, artifact_location) and create_wandb_logger +
+    wandb_logger_kwargs (project, name, save_dir, mode, entity, group, tags). v2 LLMFT:
+    training_config.mlflow (tracking_uri, run_id) and training_args.use_wandb. Any recipe:
+    run.mlflow_tracking_uri, mlflow_experiment_name, mlflow_run_name (HyperPod's v2 layout).
+    Experiment, project and run names default to run.name."""
+    r = Reader(recipe)
+    name = r.str("run.name") or "train"
+    exp_key = "training_config.training_args.training_dir" if r.str("run.model_type") == "llm_finetuning_aws" \
+        else "exp_manager.exp_dir"
+    exp_dir = r.str(exp_key) or r.str("run.results_dir") or "."
+    mlflow, wandb = _mlflow(r, name, exp_dir), _wandb(r, name, exp_dir)
+    if mlflow is None and wandb is None:
+        return None
+    from hpctl.spec import redact  # the one rule for what is a secret
+    return TrackingConfig(mlflow, wandb, params=flatten(redact(dict(recipe))))
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Mappings become dotted keys; lists and scalars become their JSON text (strings as they are)."""
+    if isinstance(data, Mapping) and data:
+        out: dict[str, str] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data if isinstance(data, str) else json.dumps(data)}
+
+
+def _mlflow(r: Reader, name: str, exp_dir: str) -> MlflowConfig | None:
+    kw = "exp_manager.mlflow_logger_kwargs."
+    if r.bool("exp_manager.create_mlflow_logger", False):
+        key, uri_key = "exp_manager.create_mlflow_logger", kw + "tracking_uri"
+    elif r.str(LLMFT_MLFLOW + "tracking_uri"):
+        key = uri_key = LLMFT_MLFLOW + "tracking_uri"
+    elif r.str("run.mlflow_tracking_uri"):
+        key = uri_key = "run.mlflow_tracking_uri"
+    else:
+        return None
+    uri = r.str(uri_key)
+    tags = r.raw(kw + "tags", {})
+    if not isinstance(tags, Mapping) or any(isinstance(v, (Mapping, list)) for v in tags.values()):
+        raise ConfigError(kw + "tags", f"expected a mapping of tag names to values, found {tags!r}")
+    return MlflowConfig(
+        key=key, tracking_uri=_tracking_uri(uri_key, uri) if uri else None, local_store=f"{exp_dir}/mlruns",
+        experiment=r.str(kw + "experiment_name") or r.str("run.mlflow_experiment_name") or name,
+        run_name=r.str(kw + "run_name") or r.str("run.mlflow_run_name") or name,
+        run_id=r.str(kw + "run_id") or r.str(LLMFT_MLFLOW + "run_id"),
+        tags={str(k): str(v) for k, v in tags.items()},
+        artifact_location=r.str(kw + "artifact_location"),
+    )
+
+
+def _tracking_uri(key: str, uri: str) -> str:
+    """A tracking URI MLflow can use, else ConfigError. Credentials never go in it: the URI is
+    shown in plans and logs, so a password there is refused (MLFLOW_TRACKING_USERNAME/PASSWORD or
+    MLFLOW_TRACKING_TOKEN in env_vars travel as secrets)."""
+    import difflib
+    from urllib.parse import urlsplit
+    if uri.startswith(SAGEMAKER_MLFLOW_ARN):
+        return uri
+    parts = urlsplit(uri)
+    if parts.password:
+        raise ConfigError(key, "carries a password, which plans and logs would show",
+                          "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
+                          "in env_vars from ${oc.env:...}; hpctl passes them as secrets")
+    scheme = parts.scheme.lower()
+    if len(scheme) <= 1:  # a path (or a Windows drive letter): MLflow's local file store
+        return uri
+    if scheme.split("+")[0] not in MLFLOW_SCHEMES:
+        close = difflib.get_close_matches(scheme, MLFLOW_SCHEMES, n=1)
+        hint = (f"did you mean '{close[0]}://'?" if close else
+                f"did you mean 'http://{uri}'?" if parts.path.isdigit() else
+                f"use http(s)://HOST:PORT, a directory, file:, databricks or a SageMaker MLflow ARN")
+        raise ConfigError(key, f"{uri!r} is not a tracking URI MLflow knows (scheme {scheme!r})", hint)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError(key, f"{uri!r} has a malformed port", "write http(s)://HOST:PORT") from None
+    if scheme in ("http", "https") and not parts.hostname:
+        raise ConfigError(key, f"{uri!r} names no host", "write http(s)://HOST:PORT")
+    return uri
+
+
+def _wandb(r: Reader, name: str, exp_dir: str) -> WandbConfig | None:
+    kw = "exp_manager.wandb_logger_kwargs."
+    if r.bool("exp_manager.create_wandb_logger", False):
+        key, api_key_from = "exp_manager.create_wandb_logger", None
+    elif r.raw(LLMFT_WANDB) not in (None, "", False):
+        key = api_key_from = LLMFT_WANDB
+    else:
+        return None
+    mode = r.str(kw + "mode")
+    if mode is not None and mode.lower() not in WANDB_MODES:
+        import difflib
+        close = ["offline"] if mode.lower() == "dryrun" else difflib.get_close_matches(mode.lower(), WANDB_MODES, n=1)
+        raise ConfigError(kw + "mode", f"{mode!r} is not a W&B mode",
+                          f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(WANDB_MODES)}")
+    tags = r.raw(kw + "tags", [])
+    if isinstance(tags, str):
+        tags = [tags]
+    if not isinstance(tags, list) or not all(isinstance(t, (str, int, float)) for t in tags):
+        raise ConfigError(kw + "tags", f"expected a list of tags, found {tags!r}")
+    return WandbConfig(
+        key=key, project=r.str(kw + "project") or name, name=r.str(kw + "name") or name,
+        save_dir=r.str(kw + "save_dir") or exp_dir, mode=mode.lower() if mode else None,
+        entity=r.str(kw + "entity"), group=r.str(kw + "group"), tags=tuple(str(t) for t in tags),
+        api_key_from=api_key_from,
+    )

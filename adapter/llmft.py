@@ -25,6 +25,8 @@ Honoured (LLMFT -> trainer):
   network; its tokenizer tokenizes the data), multimodal (refused when true), peft_config (null:
   full fine-tuning; lora with r, lora_alpha, lora_dropout, target_modules incl. "all-linear",
   exclude_modules).
+- mlflow (tracking_uri, run_id) and training_args.use_wandb (the W&B API key, a secret): metrics
+  go to MLflow / W&B (config.tracking, tracking.py).
 - datasets: train_data.file_path / val_data.file_path (JSON lines: `messages`, `prompt` +
   `completion` or `text` rows for SFT, `prompt` + `chosen` + `rejected` for DPO; see data.py and
   dpo.py), train_data.limit, train_val_split_ratio and train_val_split_seed (when val_data is empty).
@@ -32,7 +34,7 @@ Honoured (LLMFT -> trainer):
 Ignored, because they have no effect here or belong to SageMaker's services: display_name, version,
 instance_types, scale_config (per-node-count presets: merged by the launcher before overrides, not
 here), elastic_policy, run.hf_access_token (the trainer reads local files only), force_rerun,
-mlflow, use_wandb, trainer_callbacks, datasets.preprocessor_cfgs and
+trainer_callbacks, datasets.preprocessor_cfgs and
 save_intermediate_processing_steps (the trainer tokenizes itself: chat rows through the tokenizer's
 chat template, prompt tokens masked as Seq2SeqTokensProcessor's ignore_prompt_labels does),
 model_config.{model_save_name, attn_implementation (SDPA, eager for gpt-oss), apply_chat_template,

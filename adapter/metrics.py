@@ -1,5 +1,6 @@
 """Per-step metrics, written by rank 0 as JSONL (`<results_dir>/metrics.jsonl`, read by `hpctl
-status`), one line to stdout, and TensorBoard scalars when exp_manager.create_tensorboard_logger.
+status`), one line to stdout, TensorBoard scalars when exp_manager.create_tensorboard_logger, and
+MLflow / W&B through tracking.py when the recipe asks for them.
 
 A record holds: step, max_steps, loss (full float precision, so runs compare exactly), grad_norm,
 lr, tokens_per_s (global), tokens_per_s_per_device, tflops_per_device (achieved, also on CPU),
@@ -68,9 +69,11 @@ class MetricsLog:
     """Rank 0 writes; other ranks hold a no-op logger. On resume, records after the resumed step
     (from an attempt that died before its next checkpoint) are dropped so each step appears once."""
 
-    def __init__(self, results_dir: Path, rank: int, tensorboard_dir: Path | None, resumed_step: int) -> None:
+    def __init__(self, results_dir: Path, rank: int, tensorboard_dir: Path | None, resumed_step: int,
+                 tracker: Any = None) -> None:
         self.enabled = rank == 0
         self.writer = None
+        self.tracker = tracker  # tracking.Tracker: sends in the background, never blocks
         if not self.enabled:
             return
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -95,12 +98,16 @@ class MetricsLog:
                 if isinstance(value, (int, float)) and key not in ("step", "max_steps"):
                     self.writer.add_scalar(f"train/{key}" if key != "val_loss" else "val/loss", value, record["step"])
             self.writer.flush()
+        if self.tracker is not None:
+            self.tracker.log(record)
 
     def close(self) -> None:
         if self.enabled:
             self.file.close()
             if self.writer is not None:
                 self.writer.close()
+            if self.tracker is not None:
+                self.tracker.finish()
 
 
 def _line(r: dict[str, Any]) -> str:

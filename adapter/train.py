@@ -83,6 +83,8 @@ def train(cfg: TrainConfig) -> int:
         resolve_local(cfg.hf_model)
     if cfg.data.tokenizer:
         resolve_local(cfg.data.tokenizer, "model.data.tokenizer_name_or_path")
+    from adapter import tracking
+    tracking.check(cfg.tracking)  # a missing MLflow / W&B client, too
     import torch
     import torch.distributed as dist
 
@@ -117,7 +119,8 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     import torch
     import torch.distributed as dist
 
-    from adapter import checkpoint, data, dpo, lora, metrics, models, multimodal, optim, parallel, qlora
+    from adapter import (checkpoint, data, dpo, lora, metrics, models, multimodal, optim, parallel, qlora,
+                         tracking)
     from hpctl.modelsize import flops_per_token
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -163,7 +166,8 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
               f"mesh dp_replicate={layout.shape.replicate} dp_shard={layout.shape.shard} tp={layout.shape.tp}, "
               f"{accum} micro-batch(es) per step", flush=True)
 
-    log = metrics.MetricsLog(cfg.results_dir, rank, cfg.tensorboard_dir, step)
+    log = metrics.MetricsLog(cfg.results_dir, rank, cfg.tensorboard_dir, step,
+                             tracking.start(cfg, rank, resumed=resume is not None))
     preemption = checkpoint.Preemption()
     fail_at = int(os.environ.get(FAIL_AT_STEP) or 0) if resume is None else 0
     flops = flops_per_token(models.arch_fields(cfg, config), cfg.data.seq_len)

@@ -290,10 +290,14 @@ def _refresh(env: Env, names: list[str]) -> list[tuple[Any, Any]]:
     return rows
 
 
-def _status_table(rows) -> Table:
+def _status_table(rows, spark: bool = False) -> Table:
     table = Table("job", "cluster", "id", "state", "step", "loss", "tokens/s", "ETA")
     for record, st in rows:
         m = st.metrics or {}
+        trend = ""
+        if spark:  # the recent losses beside the latest one
+            from hpctl.plot import read_metrics, series, sparkline
+            trend = " " + sparkline(series(read_metrics(record.results_dir, tail_bytes=65536), "loss")[1])
         state = st.state + (f" ({st.backend_state})" if st.backend_state and st.backend_state.upper() != st.state else "")
         if st.exit_code not in (None, 0):
             state += f" exit {st.exit_code}"
@@ -303,7 +307,7 @@ def _status_table(rows) -> Table:
             eta = f"{int((max_steps - step) * m['step_time_s'])}s"
         table.add_row(record.name, record.cluster, record.job_id, state,
                       f"{step}/{max_steps}" if step is not None else "-",
-                      f"{m['loss']:.4f}" if isinstance(m.get("loss"), (int, float)) else "-",
+                      f"{m['loss']:.4f}{trend}" if isinstance(m.get("loss"), (int, float)) else "-",
                       f"{m['tokens_per_s']:.0f}" if isinstance(m.get("tokens_per_s"), (int, float)) else "-", eta)
     return table
 
@@ -312,17 +316,24 @@ def _status_table(rows) -> Table:
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--watch", is_flag=True, help="Refresh every 2 seconds until every job has ended.")
+@click.option("--plot", is_flag=True, help="Also draw JOB's loss, learning rate and tokens/s over steps.")
+@click.option("--plot-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the same plots to a PNG image.")
 @common
-def status(env: Env, job, as_json, watch) -> int:
+def status(env: Env, job, as_json, watch, plot, plot_file) -> int:
     """Status of JOB (or every job in state): scheduler state, step, loss, tokens/s, ETA."""
     from hpctl.backends.base import TERMINAL
     names = [job] if job else []
+    if (plot or plot_file) and not job:
+        raise HpctlError("--plot and --plot-file draw one job", hint="name it: hpctl status JOB --plot")
+    if plot and as_json:
+        raise HpctlError("--plot draws text, which --json output cannot hold", hint="use --plot-file PATH.png")
     if watch and not as_json:
         from rich.live import Live
         with Live(console=env.out, auto_refresh=False) as live:
             while True:
                 rows = _refresh(env, names)
-                live.update(_status_table(rows), refresh=True)
+                live.update(_status_table(rows, spark=True), refresh=True)
                 if all(st.state in TERMINAL for _, st in rows):
                     return 0
                 time.sleep(2)
@@ -332,7 +343,20 @@ def status(env: Env, job, as_json, watch) -> int:
                                "results_dir": r.results_dir, **st.to_json()} for r, st in rows]})
     else:
         env.out.print(_status_table(rows))
+    if plot or plot_file:
+        _plot(env, rows[0][0], plot, plot_file)
     return 0
+
+
+def _plot(env: Env, record, terminal: bool, path: Path | None) -> None:
+    from hpctl import plot
+    records = plot.read_metrics(record.results_dir)
+    if terminal:
+        width = min(env.out.width, 120) if env.out.is_terminal else 100
+        click.echo(plot.terminal(records, record.results_dir, width=width, color=bool(env.out.color_system)), nl=False)
+    if path:
+        plot.image(records, record.results_dir, path, title=f"{record.name} ({record.job_id})")
+        env.err.print(f"wrote {path}", markup=False)
 
 
 @cli.command()

@@ -131,7 +131,20 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "memory_gb_per_device": round(estimate.total_gb, 2) if known else None,
         "memory_fraction": round(estimate.fraction, 3) if known and estimate.fraction is not None else None,
         "network": network_summary(spec, platform_network),
+        "tracking": tracking_destinations(spec),
     }
+
+
+def tracking_destinations(spec: Spec) -> list[str]:
+    """Where the trainer will send metrics besides metrics.jsonl (MLflow, W&B), as the trainer's
+    own config reads the recipe; a value it refuses is an error at its file:line."""
+    from adapter.config import ConfigError, tracking
+    try:
+        found = tracking(spec.recipe)
+    except ConfigError as exc:
+        path = "recipes." + exc.key
+        raise HpctlError(exc.message, origin=spec.origin(path), key=path, hint=exc.hint) from None
+    return found.destinations() if found else []
 
 
 def verify(spec: Spec) -> tuple[list[preflight.Check], Artifact]:

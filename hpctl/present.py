@@ -35,6 +35,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
     mem = "?" if s.get("memory_gb_per_device") is None else f"{s['memory_gb_per_device']} GB"
     if s.get("memory_fraction") is not None:
         mem += f" ({s['memory_fraction']:.0%} of device memory)"
+    tracking = [("tracking", "; ".join(s["tracking"]))] if s.get("tracking") else []
     return [
         ("job", plan.job), ("recipe", plan.recipe), ("cluster", f"{plan.cluster} ({plan.backend})"),
         ("model", f"{s['model']} ({_human(s.get('parameters'))} parameters)"
@@ -42,7 +43,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("devices", f"{s['nodes']} x {s['devices_per_node']} {s['accelerator']}"),
         ("parallelism", par), ("precision", str(s["precision"] or "?")),
         ("steps", str(s["max_steps"] or "?")), ("sequence", str(s["sequence_length"] or "?")),
-        ("results", str(s["results_dir"])), ("memory/device", mem),
+        ("results", str(s["results_dir"])), *tracking, ("memory/device", mem),
     ] + ([("program", s["entry"])] if s.get("entry") else []) \
       + ([("network", s["network"])] if s.get("network") else [])
 

@@ -17,7 +17,9 @@ from hpctl.errors import Origin
 
 # A key is sensitive when its last segment ends in one of these words (hf_access_token, git.token,
 # db_password) but not when the word is only part of another (max_new_tokens, add_special_tokens).
-SENSITIVE = re.compile(r"(^|[_/-])(token|password|passwd|secret|api[_-]?key|access[_-]?key|credentials?)$", re.I)
+# LLMFT's (OpenRLHF's) use_wandb holds the W&B API key.
+SENSITIVE = re.compile(r"(^|[_/-])(token|password|passwd|secret|api[_-]?key|access[_-]?key|credentials?)$"
+                       r"|^use_wandb$", re.I)
 REDACTED = "(sensitive)"
 
 

@@ -1,0 +1,131 @@
+"""A picture of a run from its metrics.jsonl: terminal plots (plotext), a PNG (matplotlib) and the
+loss sparkline of `status --watch`.
+
+Three panels over the optimizer step: training loss with the validation loss where it was
+measured, the learning rate, and throughput (tokens/s, all devices). The plotting libraries are
+imported only when a picture is asked for, so plan and status stay fast.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from hpctl.errors import HpctlError
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+# (y-axis label, [(metrics key, series name)]) per panel, top to bottom.
+PANELS = [("loss", [("loss", "loss"), ("val_loss", "val loss")]),
+          ("learning rate", [("lr", "lr")]),
+          ("tokens/s", [("tokens_per_s", "tokens/s")])]
+
+
+def read_metrics(results_dir: str | Path, tail_bytes: int | None = None) -> list[dict[str, Any]]:
+    """The records of `<results_dir>/metrics.jsonl` (the last `tail_bytes` only, when given); a line
+    being written or damaged is skipped."""
+    path = Path(results_dir, "metrics.jsonl")
+    try:
+        with path.open("rb") as f:
+            if tail_bytes is not None:
+                f.seek(max(0, path.stat().st_size - tail_bytes))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("step"), int):
+            records.append(value)
+    return records
+
+
+def series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of the records that carry a number under `key`."""
+    points = [(r["step"], float(r[key])) for r in records if isinstance(r.get(key), (int, float))
+              and not isinstance(r.get(key), bool) and math.isfinite(r[key])]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def _need(records: list[dict[str, Any]], results_dir: str | Path) -> None:
+    if not records:
+        raise HpctlError(f"no metrics yet in {Path(results_dir, 'metrics.jsonl')}",
+                         hint="the trainer writes a line per logged step; for a job whose results directory "
+                              "is not on this machine, plot where it is mounted")
+
+
+def _library(name: str) -> Any:
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise HpctlError(f"plotting needs the {name.split('.')[0]} package",
+                         hint="pip install 'hpctl[plot]'") from None
+
+
+def terminal(records: list[dict[str, Any]], results_dir: str | Path, width: int = 100, height: int = 14,
+             color: bool = False) -> str:
+    """The three panels as text, one under the other; x axis `step`, y axes named as PANELS."""
+    _need(records, results_dir)
+    plt = _library("plotext")
+    out = []
+    for ylabel, keys in PANELS:
+        figure = plt.figure
+        figure.clear()
+        figure.plot_size(width, height)
+        drawn = [(series(records, key), name) for key, name in keys]
+        drawn = [(xy, name) for xy, name in drawn if xy[0]]
+        for (x, y), name in drawn:
+            signal = figure.signal(x, y)
+            signal.lines()
+            if len(drawn) > 1:
+                signal.label(name)
+            figure.draw(signal)
+        if not drawn:
+            continue
+        figure.label("step", axis=0)
+        figure.label(ylabel, axis=1)
+        out.append(figure.build().string(colorless=not color))
+    return "\n\n".join(out) + "\n"
+
+
+def image(records: list[dict[str, Any]], results_dir: str | Path, path: Path, title: str = "") -> None:
+    """The three panels as a PNG (1200 x 1000 pixels), drawn off-screen."""
+    _need(records, results_dir)
+    matplotlib = _library("matplotlib")
+    matplotlib.use("Agg")
+    pyplot = _library("matplotlib.pyplot")
+    fig, axes = pyplot.subplots(len(PANELS), 1, figsize=(12, 10), dpi=100, sharex=True)
+    try:
+        for ax, (ylabel, keys) in zip(axes, PANELS):
+            for key, name in keys:
+                x, y = series(records, key)
+                if x:
+                    ax.plot(x, y, marker="o" if key == "val_loss" else None, markersize=3, label=name)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            if len(ax.get_lines()) > 1:
+                ax.legend()
+        axes[-1].set_xlabel("step")
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        try:
+            fig.savefig(path, format="png")
+        except OSError as exc:
+            raise HpctlError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        pyplot.close(fig)
+
+
+def sparkline(values: list[float], width: int = 16) -> str:
+    """The last `width` values as block characters scaled between their min and max."""
+    values = [v for v in values if math.isfinite(v)][-width:]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = high - low or 1.0
+    return "".join(BLOCKS[min(len(BLOCKS) - 1, int((v - low) / span * len(BLOCKS)))] for v in values)
