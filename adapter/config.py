@@ -16,7 +16,6 @@ This module is torch-free on purpose: importing it costs milliseconds.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -758,7 +757,7 @@ def _tracking_uri(key: str, uri: str) -> str:
         close = difflib.get_close_matches(scheme, MLFLOW_SCHEMES, n=1)
         hint = (f"did you mean '{close[0]}://'?" if close else
                 f"did you mean 'http://{uri}'?" if parts.path.isdigit() else
-                f"use http(s)://HOST:PORT, a directory, file:, databricks or a SageMaker MLflow ARN")
+                "use http(s)://HOST:PORT, a directory, file:, databricks or a SageMaker MLflow ARN")
         raise ConfigError(key, f"{uri!r} is not a tracking URI MLflow knows (scheme {scheme!r})", hint)
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number

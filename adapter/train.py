@@ -85,11 +85,10 @@ def train(cfg: TrainConfig) -> int:
         resolve_local(cfg.data.tokenizer, "model.data.tokenizer_name_or_path")
     from adapter import tracking
     tracking.check(cfg.tracking)  # a missing MLflow / W&B client, too
-    import torch
     import torch.distributed as dist
 
     from adapter import parallel
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    world = int(os.environ["WORLD_SIZE"])
     shape = parallel.mesh_shape(cfg.parallel, world)
     accum = grad_accumulation(cfg, shape.dp)
     device = _device(cfg.accelerator, int(os.environ["LOCAL_RANK"]))

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hpctl.errors import HpctlError, Origin
+from hpctl.errors import HpctlError
 from hpctl.workspace import Workspace
 
 FORMAT_VERSION = 1

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from hpctl import compat
 from hpctl.backends import get_backend
 from hpctl.compose import compose
 from hpctl.validate import validate

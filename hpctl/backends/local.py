@@ -21,7 +21,6 @@ from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL
                                  JobRecord, JobStatus)
 from hpctl.backends.common import job_env, last_metrics, log_lines, secret_vars
 from hpctl.entry import entry_point
-from hpctl.errors import HpctlError
 from hpctl.spec import Spec
 from hpctl.templating import render
 

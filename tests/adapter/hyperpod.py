@@ -5,6 +5,8 @@ pipeline with overrides, plus tiny local checkpoints and a tokenizer to fine-tun
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,15 @@ def write(spec: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(spec, indent=1))
     return path
+
+
+def train_on_two_ranks(spec: dict[str, Any], path: Path) -> subprocess.CompletedProcess:
+    """Write the spec to `path` and train it with torchrun on 2 CPU processes; fails the test
+    with the output when the trainer does not exit 0."""
+    from tests.adapter.conftest import REPO, env, ok
+    return ok(subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                              "-m", "adapter.train", "--config", str(write(spec, path))],
+                             cwd=REPO, env=env(), capture_output=True, text=True, timeout=300))
 
 
 def tiny_checkpoint(recipe: dict[str, Any], out: Path) -> Path:

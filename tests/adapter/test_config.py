@@ -128,7 +128,7 @@ def test_spec_file_formats(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("recipe_update, message", [
-    ({"model": {"fp8": True}}, "adapter: error: model.fp8: is not supported by this trainer"),
+    ({"model": {"sharding_strategy": "zero3"}}, "adapter: error: model.sharding_strategy: 'zero3' is not supported"),
     ({"model": {"tensor_model_parallel_degree": 2}}, "adapter: error: model.tensor_model_parallel_degree: 2 does not divide the world size 1"),
     ({"model": {"hf_model_name_or_path": "nobody/absent-model"}}, "is neither a local directory nor in the Hugging Face cache"),
 ])

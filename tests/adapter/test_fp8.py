@@ -7,14 +7,12 @@ transformers loads as plain Linear layers."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import REPO, env, ok, records
-from tests.adapter.hyperpod import V1, compose, require, tiny_checkpoint, write
+from tests.adapter.conftest import records
+from tests.adapter.hyperpod import V1, compose, require, tiny_checkpoint, train_on_two_ranks
 from tests.adapter.test_families import SHRINK
 
 RECIPE = "fine-tuning/llama/hf_llama3_8b_seq8k_gpu_fine_tuning"  # fp8: True, activation checkpointing
@@ -23,11 +21,6 @@ STEPS = SHRINK + [  # 3 steps, sizes shrunk; fp8 and activation checkpointing as
     "recipes.exp_manager.checkpoint_callback_params.every_n_train_steps=2",
 ]
 
-
-def _train(spec: dict, path: Path) -> subprocess.CompletedProcess:
-    return ok(subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                              "-m", "adapter.train", "--config", str(write(spec, path))],
-                             cwd=REPO, env=env(), capture_output=True, text=True, timeout=300))
 
 
 @pytest.mark.slow
@@ -40,7 +33,7 @@ def test_fp8_recipe_trains_resumes_exactly_and_exports_full_precision(tmp_path: 
     base = tiny_checkpoint(spec["recipes"], tmp_path / "base")
     overrides = STEPS + [f"recipes.model.hf_model_name_or_path={base}"]
     spec = compose(V1, RECIPE, tmp_path / "straight", overrides)
-    proc = _train(spec, tmp_path / "straight.json")
+    proc = train_on_two_ranks(spec, tmp_path / "straight.json")
     # 2 layers x (q, k, v, o, gate, up, down); the embedding and head stay in full precision
     assert "fp8: 14 Linear layers train in float8 (torchao, tensorwise dynamic scaling, float8 all-gather on)" in proc.stdout
     results = Path(spec["recipes"]["run"]["results_dir"])
@@ -53,7 +46,7 @@ def test_fp8_recipe_trains_resumes_exactly_and_exports_full_precision(tmp_path: 
     resumed_spec = compose(V1, RECIPE, tmp_path / "resumed",
                            overrides + [f"recipes.exp_manager.resume_from_checkpoint={middle}"])
     resumed = Path(resumed_spec["recipes"]["run"]["results_dir"])
-    assert "resumed from" in _train(resumed_spec, tmp_path / "resumed.json").stdout
+    assert "resumed from" in train_on_two_ranks(resumed_spec, tmp_path / "resumed.json").stdout
     assert [r["loss"] for r in records(resumed)] == losses[2:]
 
     export = Path(spec["recipes"]["exp_manager"]["checkpoint_dir"]) / "full" / "step_00000003"

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import REPO, env, losses, ok, records
-from tests.adapter.hyperpod import V1, compose, require, write
+from tests.adapter.conftest import losses, records
+from tests.adapter.hyperpod import V1, compose, require, train_on_two_ranks
 from tests.adapter.test_families import SHRINK
 
 RECIPE = "training/llama/hf_llama3_2_11b_seq8k_gpu_p5x4_pretrain"
@@ -68,11 +66,6 @@ OVERRIDES = [o for o in SHRINK if "model." not in o or "optim" in o or "train_ba
 ]
 
 
-def _train(spec: dict, path: Path) -> subprocess.CompletedProcess:
-    return ok(subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                              "-m", "adapter.train", "--config", str(write(spec, path))],
-                             cwd=REPO, env=env(), capture_output=True, text=True, timeout=300))
-
 
 @pytest.mark.slow
 def test_llama32_vision_recipe_trains_on_image_text(tmp_path: Path) -> None:
@@ -84,7 +77,7 @@ def test_llama32_vision_recipe_trains_on_image_text(tmp_path: Path) -> None:
     spec = compose(V1, RECIPE, tmp_path / "a", OVERRIDES + extra)
     assert spec["recipes"]["model"]["multi_modal"] is True and spec["recipes"]["model"]["do_finetune"] is False
     results = Path(spec["recipes"]["run"]["results_dir"])
-    _train(spec, tmp_path / "a.json")
+    train_on_two_ranks(spec, tmp_path / "a.json")
     loss = [r["loss"] for r in records(results)]
     assert len(loss) == 3 and all(math.isfinite(x) for x in loss) and loss[-1] < loss[0], loss
 
@@ -98,7 +91,7 @@ def test_llama32_vision_recipe_trains_on_image_text(tmp_path: Path) -> None:
     # A second run resuming from step 2 repeats step 3 exactly (the vision tower trains too).
     ckpt = results / "checkpoints" / "sharded" / "step_00000002"
     resumed = compose(V1, RECIPE, tmp_path / "b", OVERRIDES + extra + [f"recipes.exp_manager.resume_from_checkpoint={ckpt}"])
-    assert "at step 2" in _train(resumed, tmp_path / "b.json").stdout
+    assert "at step 2" in train_on_two_ranks(resumed, tmp_path / "b.json").stdout
     again = Path(resumed["recipes"]["run"]["results_dir"])
     assert losses(again) == {3: losses(results)[3]}
     name = "full/step_00000003/model.safetensors"

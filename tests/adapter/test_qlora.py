@@ -4,15 +4,13 @@ only the adapters change, a resumed run is exact, and the adapter export loads w
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.adapter.conftest import REPO, env, losses, ok, records
-from tests.adapter.hyperpod import V1, compose, require, tiny_checkpoint, write
+from tests.adapter.conftest import losses, records
+from tests.adapter.hyperpod import V1, compose, require, tiny_checkpoint, train_on_two_ranks
 from tests.adapter.test_families import SHRINK
 
 RECIPE = "fine-tuning/llama/hf_llama3_405b_seq8k_gpu_qlora"
@@ -22,11 +20,6 @@ OVERRIDES = [o for o in SHRINK if "max_steps" not in o] + [
     "recipes.exp_manager.checkpoint_callback_params.every_n_train_steps=2",
 ]
 
-
-def _train(spec: dict, path: Path) -> subprocess.CompletedProcess:
-    return ok(subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                              "-m", "adapter.train", "--config", str(write(spec, path))],
-                             cwd=REPO, env=env(), capture_output=True, text=True, timeout=300))
 
 
 @pytest.mark.slow
@@ -44,7 +37,7 @@ def test_qlora_recipe_trains_adapters_over_a_4bit_base(tmp_path: Path) -> None:
     base_dir = tiny_checkpoint(spec["recipes"], tmp_path / "base")
     spec = compose(V1, RECIPE, tmp_path / "a", OVERRIDES + [f"recipes.model.hf_model_name_or_path={base_dir}"])
     results = Path(spec["recipes"]["run"]["results_dir"])
-    first = _train(spec, tmp_path / "a.json")
+    first = train_on_two_ranks(spec, tmp_path / "a.json")
     assert "adapter: QLoRA: 14 frozen linear weights held in 4-bit NF4" in first.stdout  # 7 per layer
 
     rows = records(results)
@@ -83,7 +76,7 @@ def test_qlora_recipe_trains_adapters_over_a_4bit_base(tmp_path: Path) -> None:
     # A second run resuming from step 2 repeats steps 3 and 4 exactly.
     resumed_spec = compose(V1, RECIPE, tmp_path / "b", OVERRIDES + [f"recipes.model.hf_model_name_or_path={base_dir}",
                                                                      f"recipes.exp_manager.resume_from_checkpoint={ckpt}"])
-    second = _train(resumed_spec, tmp_path / "b.json")
+    second = train_on_two_ranks(resumed_spec, tmp_path / "b.json")
     assert "resumed from" in second.stdout and "at step 2" in second.stdout
     again = Path(resumed_spec["recipes"]["run"]["results_dir"])
     assert losses(again) == {s: l for s, l in losses(results).items() if s > 2}

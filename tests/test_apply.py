@@ -1,0 +1,98 @@
+"""Apply semantics a team can rely on (hpctl/apply.py).
+
+- apply without a saved plan takes the state lock first, then plans under it: concurrent applies
+  of different jobs in one workspace all succeed and no record is lost;
+- a job that ended FAILED or CANCELLED, re-applied with unchanged inputs, plans as `~` resubmit
+  with the reason (the plan refreshes its status from the scheduler first);
+- validate runs exactly plan's checks, rendering included.
+
+The local backend runs a stand-in for python here (cluster.python): these tests are about hpctl's
+state and plans, not the trainer, so each "job" is a script that exits at once with a set code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hpctl.state import State
+
+
+def stub_python(directory: Path, code: int) -> Path:
+    """A stand-in interpreter: records that it ran, then exits with `code`."""
+    path = directory / f"python-exit-{code}"
+    path.write_text(f"#!/bin/sh\necho ran >> {directory}/runs.log\nexit {code}\n")
+    path.chmod(0o755)
+    return path
+
+
+def wait_ended(run_cli, ws: Path, job: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rc, out, _ = run_cli("status", job, "-w", ws, "--json")
+        state = json.loads(out)["jobs"][0]["state"]
+        if state in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"{job} did not end within {timeout} s")
+
+
+@pytest.mark.slow
+def test_ten_concurrent_applies_of_distinct_jobs_all_apply(tiny_workspace, hpctl_bin, tmp_path):
+    """A sweep from a shell loop: ten `hpctl apply --auto-approve` of different jobs started at
+    once. Each waits for the lock, plans under it and applies: all ten are recorded, the serial
+    grows by exactly ten, and state stays valid."""
+    ws = tiny_workspace()
+    python = stub_python(tmp_path, 0)
+    env = {k: v for k, v in os.environ.items()}
+    procs = [subprocess.Popen([str(hpctl_bin), "apply", "mini", "--auto-approve", "--lock-timeout", "300",
+                               f"cluster.python={python}", f"run.name=sweep-{i}"],
+                              cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(10)]
+    results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
+    for rc, out, err in results:
+        assert rc == 0, err
+        assert "Apply complete: job sweep-" in out and "Traceback" not in err
+    state = State.load(ws / ".hpctl" / "state.json")
+    assert sorted(state.jobs) == sorted(f"sweep-{i}" for i in range(10))
+    assert state.serial == 10
+
+
+@pytest.mark.slow
+def test_a_failed_job_reapplied_unchanged_is_resubmitted_with_the_reason(tiny_workspace, run_cli, tmp_path):
+    ws = tiny_workspace()
+    failing = stub_python(tmp_path, 1)
+    args = ["mini", "-w", ws, f"cluster.python={failing}"]
+    rc, out, err = run_cli("apply", *args, "--auto-approve")
+    assert rc == 0, err
+    assert wait_ended(run_cli, ws, "mini") == "FAILED"
+    # unchanged inputs: not "No changes" but a resubmit, saying why
+    rc, out, err = run_cli("plan", *args)
+    assert rc == 0 and "~ job mini: update" in out, out
+    assert "the job ended FAILED: it will be submitted again unchanged" in out
+    rc, out, err = run_cli("apply", *args, "--auto-approve")
+    assert rc == 0 and "resubmitted" in out, out + err
+    assert (tmp_path / "runs.log").read_text().count("ran") == 2
+    # a cancelled job likewise; one that succeeded is left alone
+    assert wait_ended(run_cli, ws, "mini") == "FAILED"
+    rc, out, _ = run_cli("cancel", "mini", "-w", ws)
+    rc, out, _ = run_cli("plan", *args)
+    assert "the job ended CANCELLED" in out
+    ok = stub_python(tmp_path, 0)
+    rc, out, err = run_cli("apply", "mini", "-w", ws, f"cluster.python={ok}", "--auto-approve")
+    assert rc == 0, err
+    assert wait_ended(run_cli, ws, "mini") == "SUCCEEDED"
+    rc, out, _ = run_cli("plan", "mini", "-w", ws, f"cluster.python={ok}")
+    assert "No changes" in out or "0 to add, 0 to change" in out, out
+
+
+def test_validate_renders_like_plan(tiny_workspace, run_cli):
+    """A Kubernetes job without an image fails at rendering: validate says so as plan does."""
+    ws = tiny_workspace()
+    for command in ("validate", "plan"):
+        rc, out, err = run_cli(command, "mini", "-w", ws, "-c", "k8s")
+        assert rc == 1 and "container image" in err, (command, err)
