@@ -76,7 +76,7 @@ def test_plan_names_where_metrics_go_and_refuses_a_bad_uri_at_its_line(tiny_work
     rc, out, err = run_cli("plan", "-w", ws, "mini", "--no-color", "+env_vars.MLFLOW_TRACKING_TOKEN=tok3n")
     assert rc == 0, err
     assert "tracking       MLflow http://127.0.0.1:5000 (experiment mini); W&B project mini (offline)" in out
-    assert "tok3n" not in out and 'MLFLOW_TRACKING_TOKEN="${HPCTL_SECRET_ENV_VARS_MLFLOW_TRACKING_TOKEN}"' in out
+    assert "tok3n" not in out and 'MLFLOW_TRACKING_TOKEN="${HPCTL_SECRET_ENV_VARS_MLFLOW_TRACKING_TOKEN:?' in out
     rc, out, _ = run_cli("plan", "-w", ws, "mini", "--json")
     assert json.loads(out)["summary"]["tracking"][0].startswith("MLflow http://127.0.0.1:5000")
 

@@ -91,7 +91,7 @@ def test_local_checks_ask_the_jobs_python(tmp_path):
 
 
 def test_unknown_cluster_type():
-    (check,) = run_checks("sagemaker", {})
+    (check,) = run_checks("nomad", {})
     assert not check.ok and "slurm" in check.fix
 
 
