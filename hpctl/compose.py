@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hpctl import compat, instances, interpolate, overrides, scale
+from hpctl.backends import MODULES as BACKENDS
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
 from hpctl.merge import merge
@@ -24,7 +25,6 @@ from hpctl.spec import Spec, get_path, join
 from hpctl.validate import unsupported_problem
 from hpctl.workspace import Workspace
 
-CLUSTER_TYPES = ("local", "slurm", "k8s", "sm_jobs")
 HYDRA_ONLY = ("defaults", "hydra")  # Hydra's own bookkeeping: read, never part of the spec
 DEFAULT_CLUSTER = "local"
 
@@ -107,7 +107,7 @@ def _set_cluster_type(data: dict, origins: dict[str, Origin], name: str, layer: 
     if isinstance(layer.data.get("type"), str):
         data["cluster_type"] = layer.data["type"]
         origins["cluster_type"] = layer.origins.get("type", Origin())
-    elif name in CLUSTER_TYPES:
+    elif name in BACKENDS:
         data["cluster_type"] = name
         origins["cluster_type"] = Origin()
 

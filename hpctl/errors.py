@@ -44,8 +44,6 @@ class Origin:
         return {**out, "via": self.via} if self.via else out
 
 
-DEFAULT = Origin()
-
 
 @dataclass
 class Problem:

@@ -26,8 +26,3 @@ def builtin(kind: str) -> Path:
     """The built-in directory of one kind (see KINDS)."""
     assert kind in KINDS, kind
     return builtin_root() / kind
-
-
-def builtin_config() -> Path:
-    """The built-in general config (the first of the three layers)."""
-    return builtin_root() / "config.yaml"

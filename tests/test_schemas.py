@@ -369,3 +369,11 @@ def test_a_non_hf_v1_recipe_fails_on_its_model_type(recipe, path):
     need_v1()
     found = raw_errors("recipe.schema.json", read_yaml(V1 / "recipes" / recipe))
     assert any(p == path and kw in ("enum", "required") and "model_type" in p + msg for p, kw, msg in found), found
+
+
+def test_cluster_types_are_the_backends():
+    """The schema's cluster_type enum is what hpctl.backends can run, and nothing else."""
+    from hpctl.backends import MODULES
+    from hpctl.resources import builtin
+    schema = json.loads((builtin("schemas") / "spec.schema.json").read_text())
+    assert set(schema["properties"]["cluster_type"]["enum"]) == set(MODULES)

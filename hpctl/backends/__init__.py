@@ -8,8 +8,8 @@ from hpctl.errors import HpctlError
 from hpctl.suggest import did_you_mean
 
 # cluster_type -> module under hpctl.backends. Imported lazily so plan pulls in only what it uses.
-MODULES = {"local": "local", "slurm": "slurm", "k8s": "kubernetes", "kubernetes": "kubernetes",
-           "sm_jobs": "sagemaker", "sagemaker": "sagemaker"}
+# The keys are the spec schema's cluster_type enum (a test holds them equal).
+MODULES = {"local": "local", "slurm": "slurm", "k8s": "kubernetes", "sm_jobs": "sagemaker"}
 
 
 def get_backend(cluster_type: str) -> Backend:
