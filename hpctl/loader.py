@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +24,23 @@ from hpctl.spec import join
 
 MAX_BYTES = 5 * 1024 * 1024  # a config is kilobytes; anything past this is a mistake
 MAX_VALUES = 100_000  # keys and list items; a few nested aliases (the "billion laughs") expand past it
+MAX_DEPTH = 64  # nested mappings and lists; configs use under 10, and each later stage recurses per level
+BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _too_deep_flow(text: str) -> int | None:
+    """The line where [ and { first nest deeper than MAX_DEPTH, else None.
+
+    Counted on the raw text, before ruamel sees it: its scanner takes quadratic time on deep flow
+    nesting (5,000 levels ran for minutes). Brackets inside quoted strings count too, which only
+    matters for a string holding dozens of unmatched ones.
+    """
+    depth = 0
+    for match in BRACKETS.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > MAX_DEPTH:
+            return text.count("\n", 0, match.start()) + 1
+    return None
 
 
 @dataclass
@@ -38,8 +56,14 @@ def load_text(text: str, source: str) -> Layer:
     """Parse YAML text whose top level must be a mapping."""
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    line = _too_deep_flow(text)
+    if line is not None:
+        raise HpctlError(f"values nest more than {MAX_DEPTH} levels deep", origin=Origin(source, line),
+                         hint="a config nests a few levels; check the [ and { brackets")
     try:
         doc = yaml.load(text)
+    except RecursionError:
+        raise HpctlError(f"values nest more than {MAX_DEPTH} levels deep", origin=Origin(source)) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         origin = Origin(source, mark.line + 1, mark.column + 1) if mark else Origin(source)
@@ -93,10 +117,12 @@ def parse_scalar(text: str) -> Any:
     """A command-line value typed as YAML would type it (`5` int, `1e-5` float, `[a, b]` list)."""
     if text == "":
         return ""
+    if _too_deep_flow(text) is not None:
+        return text  # not a config value: kept as typed, validation names the key
     yaml = YAML(typ="rt")
     try:
         value = yaml.load(text)
-    except YAMLError:
+    except (YAMLError, RecursionError):
         return text  # not YAML: keep the text as typed
     return _plain(value)
 
@@ -113,10 +139,13 @@ def _position(node: Any, key: Any) -> tuple[int, int] | None:
         return None
 
 
-def _convert(node: Any, path: str, source: str, origins: dict[str, Origin]) -> Any:
+def _convert(node: Any, path: str, source: str, origins: dict[str, Origin], depth: int = 0) -> Any:
     if len(origins) > MAX_VALUES:
         raise HpctlError(f"the file expands to more than {MAX_VALUES} keys and list items",
                          origin=Origin(source), hint="nested YAML aliases (*name) multiply; write the values out")
+    if depth > MAX_DEPTH:
+        raise HpctlError(f"values nest more than {MAX_DEPTH} levels deep", origin=origins.get(path, Origin(source)),
+                         hint="a config nests a few levels; check the indentation")
     if isinstance(node, CommentedMap):
         out = {}
         for k, v in node.items():
@@ -124,7 +153,7 @@ def _convert(node: Any, path: str, source: str, origins: dict[str, Origin]) -> A
             sub = join(path, key)
             pos = _position(node, k)
             origins[sub] = Origin(source, *pos) if pos else Origin(source)
-            out[key] = _convert(v, sub, source, origins)
+            out[key] = _convert(v, sub, source, origins, depth + 1)
         return out
     if isinstance(node, CommentedSeq):
         out_list = []
@@ -132,7 +161,7 @@ def _convert(node: Any, path: str, source: str, origins: dict[str, Origin]) -> A
             sub = join(path, i)
             pos = _position(node, i)
             origins[sub] = Origin(source, *pos) if pos else Origin(source)
-            out_list.append(_convert(v, sub, source, origins))
+            out_list.append(_convert(v, sub, source, origins, depth + 1))
         return out_list
     return _plain(node)
 
