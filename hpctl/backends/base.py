@@ -61,7 +61,8 @@ class JobRecord:
     status: str = UNKNOWN
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: asdict's deep copy of spec and artifact was half the time of saving 1,000 jobs.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "JobRecord":
@@ -101,6 +102,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def describe(self, record: JobRecord) -> JobStatus:
         """The job's current status."""
+
+    def describe_many(self, records: list[JobRecord]) -> dict[str, JobStatus]:
+        """Statuses of many jobs, by record name. `hpctl status` calls this so a backend can ask
+        its scheduler once for all of them; this default asks once per job."""
+        return {record.name: self.describe(record) for record in records}
 
     @abc.abstractmethod
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:

@@ -261,20 +261,28 @@ def _exit(value: Any) -> tuple[int | None, int | None]:
 
 def parse_squeue_json(text: str, job_id: str) -> SlurmJob | None:
     """The job in `squeue --json` output; 22.05 ignores -j with --json, so filter by id here."""
+    return parse_squeue_jobs(text).get(str(job_id))
+
+
+def parse_squeue_jobs(text: str) -> dict[str, SlurmJob]:
+    """Every job in `squeue --json` output by id; output that is not squeue's JSON gives none."""
     try:
         doc = json.loads(text)
     except ValueError:
-        return None
-    for job in doc.get("jobs") or []:
-        if str(_number(job.get("job_id"))) != str(job_id):
+        return {}
+    jobs = doc.get("jobs") if isinstance(doc, dict) else None
+    found: dict[str, SlurmJob] = {}
+    for job in jobs if isinstance(jobs, list) else []:
+        if not isinstance(job, dict) or _number(job.get("job_id")) is None:
             continue
         state = job.get("job_state")
         states = [str(s) for s in state] if isinstance(state, list) else [str(state)] if state else []
         code, signal = _exit(job.get("exit_code"))
         reason = job.get("state_reason")
-        return SlurmJob(states, code, signal, reason if reason not in (None, "", "None") else None,
-                        _number(job.get("restart_cnt")))
-    return None
+        found.setdefault(str(_number(job.get("job_id"))), SlurmJob(
+            states, code, signal, reason if reason not in (None, "", "None") else None,
+            _number(job.get("restart_cnt"))))
+    return found
 
 
 def parse_scontrol(text: str) -> SlurmJob | None:
@@ -291,11 +299,28 @@ def parse_scontrol(text: str) -> SlurmJob | None:
     return SlurmJob([fields["JobState"]], code, signal, reason, restarts)
 
 
+def parse_scontrol_jobs(text: str) -> dict[str, SlurmJob]:
+    """`scontrol show job` of every job: records start with JobId= and are parsed one by one."""
+    found = {}
+    for chunk in re.split(r"(?m)^(?=\s*JobId=)", text):
+        match = re.match(r"\s*JobId=(\d+)", chunk)
+        job = parse_scontrol(chunk) if match else None
+        if job is not None:
+            found.setdefault(match.group(1), job)
+    return found
+
+
 def parse_sacct(text: str, job_id: str) -> SlurmJob | None:
     """`sacct -n -P -X -o JobID,State,ExitCode,Restarts`: the allocation line of the job."""
+    return parse_sacct_jobs(text).get(str(job_id))
+
+
+def parse_sacct_jobs(text: str) -> dict[str, SlurmJob]:
+    """Every job's allocation line of that sacct output, by id (the first line of each id)."""
+    found: dict[str, SlurmJob] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
-        if len(parts) < 3 or parts[0] != str(job_id):
+        if len(parts) < 3 or parts[0] in found:
             continue
         state = parts[1].split()[0] if parts[1].strip() else ""  # "CANCELLED by 0"
         code = signal = None
@@ -303,8 +328,8 @@ def parse_sacct(text: str, job_id: str) -> SlurmJob | None:
         if match:
             code, signal = int(match.group(1)), int(match.group(2)) or None
         restarts = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
-        return SlurmJob([state], code, signal, None, restarts)
-    return None
+        found[parts[0]] = SlurmJob([state], code, signal, None, restarts)
+    return found
 
 
 def read_exit_marker(results_dir: str, job_id: str) -> int | None:
@@ -490,10 +515,43 @@ class SlurmBackend(Backend):
             return parse_sacct(proc.stdout, job_id)
         return None
 
+    def query_many(self, job_ids: list[str]) -> dict[str, SlurmJob]:
+        """What Slurm knows of many jobs, with at most one call of each client whatever their
+        number: `squeue --json` of all jobs (else `scontrol show job`), then one `sacct -j` for
+        the ids neither knows."""
+        found: dict[str, SlurmJob] = {}
+        proc = _run(["squeue", "--json"])
+        if proc is not None and proc.returncode == 0:
+            found = parse_squeue_jobs(proc.stdout)
+        else:
+            proc = _run(["scontrol", "show", "job"])
+            if proc is not None and proc.returncode == 0:
+                found = parse_scontrol_jobs(proc.stdout)
+        wanted = set(job_ids)
+        found = {k: v for k, v in found.items() if k in wanted}
+        rest = sorted(wanted - set(found), key=int)
+        if rest:
+            proc = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(rest), "-o", "JobID,State,ExitCode,Restarts"])
+            if proc is not None and proc.returncode == 0:
+                found.update({k: v for k, v in parse_sacct_jobs(proc.stdout).items() if k in wanted})
+        return found
+
     def describe(self, record: JobRecord) -> JobStatus:
         status = to_status(self.query(record.job_id), read_exit_marker(record.results_dir, record.job_id))
         status.metrics = last_metrics(record.results_dir)
         return status
+
+    def describe_many(self, records: list[JobRecord]) -> dict[str, JobStatus]:
+        found = self.query_many([r.job_id for r in records if re.fullmatch(r"\d+", r.job_id)])
+        out = {}
+        for record in records:
+            job = found.get(record.job_id)
+            marker = read_exit_marker(record.results_dir, record.job_id) \
+                if job is None or job.state in (SUCCEEDED, FAILED) else None  # only these read it
+            status = to_status(job, marker)
+            status.metrics = last_metrics(record.results_dir)
+            out[record.name] = status
+        return out
 
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
         paths = _log_files(record)
