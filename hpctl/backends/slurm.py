@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -391,15 +392,33 @@ def to_status(job: SlurmJob | None, marker: int | None) -> JobStatus:
 # the backend
 
 
-def _run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str] | None:
-    """Run a Slurm client; None when it is not installed or does not answer in time."""
+# slurmctld down or restarting: the request never reached it, so asking again is safe.
+UNREACHABLE = re.compile(r"Unable to contact slurm controller|Connection refused|Zero Bytes were transmitted",
+                         re.IGNORECASE)
+# The request may have reached it: an sbatch may have been accepted although no reply came.
+NO_REPLY = re.compile(r"Socket timed out|Transport endpoint|timed out on send/recv", re.IGNORECASE)
+RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # backoff between attempts while slurmctld does not answer
+
+
+def _run(argv: list[str], retry: bool = True, **kw: Any) -> subprocess.CompletedProcess[str] | None:
+    """Run a Slurm client; None when it is not installed or does not answer in time. While
+    slurmctld cannot be reached, try again after each of RETRY_DELAYS_S (a restart takes seconds)."""
     exe = shutil.which(argv[0])
     if exe is None:
         return None
-    try:
-        return subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, **kw)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    for delay in (*RETRY_DELAYS_S, None) if retry else (None,):
+        try:
+            proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, **kw)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if proc.returncode == 0 or delay is None or not UNREACHABLE.search(proc.stderr):
+            return proc
+        time.sleep(delay)
+    return proc
+
+
+def _unreachable(proc: subprocess.CompletedProcess[str] | None) -> bool:
+    return proc is not None and proc.returncode != 0 and bool(UNREACHABLE.search(proc.stderr + proc.stdout))
 
 
 def _sbatch() -> str:
@@ -408,6 +427,16 @@ def _sbatch() -> str:
         raise HpctlError("sbatch is not on PATH", hint="run hpctl on a Slurm login node; "
                          "`hpctl doctor --cluster NAME` checks the setup")
     return exe
+
+
+def _job_name(script: str) -> str:
+    """The --job-name of a written sbatch script, for the hint after a lost reply."""
+    match = re.search(r"^#SBATCH --job-name=(.*)$", Path(script).read_text(), re.MULTILINE)
+    return (shlex.split(match.group(1)) or [""])[0] if match else Path(script).stem
+
+
+class Unreachable(Exception):
+    """slurmctld did not answer a status query, even after the retries."""
 
 
 def _log_files(record: JobRecord) -> list[Path]:
@@ -473,11 +502,20 @@ class SlurmBackend(Backend):
         script = next(p for p in artifact.files if p.endswith(".sbatch"))
         env = {**os.environ, **{k: secrets[k] for k in artifact.env}}
         try:
-            proc = subprocess.run([sbatch, "--parsable", "--export=ALL", script], env=env,
-                                  capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+            proc = _run([sbatch, "--parsable", "--export=ALL", script], env=env)
         except subprocess.TimeoutExpired:
+            proc = None
+        if proc is None:
             raise HpctlError(f"sbatch did not answer within {COMMAND_TIMEOUT_S} s",
                              hint="is slurmctld up? try `scontrol ping`") from None
+        if _unreachable(proc):
+            raise HpctlError(f"sbatch could not reach slurmctld ({1 + len(RETRY_DELAYS_S)} attempts); "
+                             "nothing was submitted", found=proc.stderr.strip(),
+                             hint="is slurmctld up? try `scontrol ping`, then apply again")
+        if proc.returncode != 0 and NO_REPLY.search(proc.stderr):
+            raise HpctlError("sbatch got no reply from slurmctld: the job may or may not have been submitted",
+                             found=proc.stderr.strip(),
+                             hint=f"check `squeue --name={shquote(_job_name(script))}` before applying again")
         if proc.returncode != 0:
             raise HpctlError(f"sbatch failed (exit code {proc.returncode})", found=proc.stderr.strip(),
                              hint=f"the script is {script}")
@@ -499,8 +537,11 @@ class SlurmBackend(Backend):
         return out.splitlines()[-1].removeprefix("sbatch: ") if out else "sbatch --test-only: accepted"
 
     def query(self, job_id: str) -> SlurmJob | None:
-        """What Slurm knows of the job: squeue, then scontrol, then sacct (when accounting runs)."""
+        """What Slurm knows of the job: squeue, then scontrol, then sacct (when accounting runs).
+        Raises Unreachable when slurmctld does not answer (after the retries)."""
         proc = _run(["squeue", "--json", "-j", job_id])
+        if _unreachable(proc):
+            raise Unreachable(proc.stderr.strip())
         if proc is not None and proc.returncode == 0:
             job = parse_squeue_json(proc.stdout, job_id)
             if job is not None:
@@ -521,6 +562,8 @@ class SlurmBackend(Backend):
         the ids neither knows."""
         found: dict[str, SlurmJob] = {}
         proc = _run(["squeue", "--json"])
+        if _unreachable(proc):
+            raise Unreachable(proc.stderr.strip())
         if proc is not None and proc.returncode == 0:
             found = parse_squeue_jobs(proc.stdout)
         else:
@@ -537,12 +580,16 @@ class SlurmBackend(Backend):
         return found
 
     def describe(self, record: JobRecord) -> JobStatus:
-        status = to_status(self.query(record.job_id), read_exit_marker(record.results_dir, record.job_id))
-        status.metrics = last_metrics(record.results_dir)
-        return status
+        return self.describe_many([record])[record.name]
 
     def describe_many(self, records: list[JobRecord]) -> dict[str, JobStatus]:
-        found = self.query_many([r.job_id for r in records if re.fullmatch(r"\d+", r.job_id)])
+        try:
+            found = self.query_many([r.job_id for r in records if re.fullmatch(r"\d+", r.job_id)]) \
+                if len(records) > 1 else {r.job_id: j for r in records if (j := self.query(r.job_id)) is not None}
+        except Unreachable as e:
+            detail = f"slurmctld did not answer ({e}); the job's state is unknown until it does"
+            return {r.name: JobStatus(UNKNOWN, backend_state="unreachable", detail=detail,
+                                      metrics=last_metrics(r.results_dir)) for r in records}
         out = {}
         for record in records:
             job = found.get(record.job_id)
@@ -571,6 +618,10 @@ class SlurmBackend(Backend):
         proc = _run(["scancel", record.job_id])
         if proc is None:
             raise HpctlError("scancel is not on PATH or did not answer", hint="run hpctl on a Slurm login node")
+        if _unreachable(proc):
+            raise HpctlError(f"scancel {record.job_id}: slurmctld did not answer ({1 + len(RETRY_DELAYS_S)} "
+                             "attempts); the job was not cancelled", found=proc.stderr.strip(),
+                             hint="try `scontrol ping`, then cancel again")
         if proc.returncode != 0:
             raise HpctlError(f"scancel {record.job_id} failed", found=proc.stderr.strip())
 
