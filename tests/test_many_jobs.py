@@ -1,4 +1,5 @@
-"""Many jobs: `hpctl status` of 1,000 recorded jobs asks each scheduler once, not once per job.
+"""Many jobs: `hpctl status` of 1,000 recorded jobs asks each scheduler once, not once per job;
+and the batched Kubernetes call's faults (API 5xx, throttling, connection refused).
 
 Slurm: `squeue`, `scontrol` and `sacct` are stand-ins on PATH (bench/many_jobs.py, which also
 times this) that log every call. Kubernetes: the recorded API server of test_k8s_api.py answers
@@ -8,11 +9,15 @@ one list call for all the jobs of a namespace. Timings are not asserted here (`p
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
+
+import pytest
 
 from bench.many_jobs import FIRST_ID, make_state, stub_slurm
 from hpctl.backends.base import RUNNING, SUCCEEDED, UNKNOWN
 from hpctl.backends.kubernetes import BACKEND as K8S
+from hpctl.errors import HpctlError
 from hpctl.state import State
 from hpctl.tables import MANY_ROWS
 from test_k8s_api import JOBS, contract, kubeconfig, make_spec, record_of  # noqa: F401 - contract is a fixture
@@ -78,3 +83,24 @@ def test_kubernetes_status_lists_each_namespace_once(contract, tmp_path: Path) -
     assert {k: v.state for k, v in statuses.items()} == {"llama-8b": RUNNING, "llama-8b-2": SUCCEEDED,
                                                         "gone": UNKNOWN}
     assert statuses["gone"].backend_state == "NotFound"
+
+
+@pytest.mark.parametrize("fixture,code", [("server_error.json", "500"), ("throttled.json", "429")])
+def test_kubernetes_api_failure_is_a_clear_error(contract, tmp_path: Path, fixture: str, code: str) -> None:  # noqa: F811
+    recorded, port = contract
+    recorded.on("GET", JOBS, fixture)
+    record = record_of(make_spec(kubeconfig(tmp_path, port)))
+    with pytest.raises(HpctlError) as err:
+        K8S.describe_many([record])
+    text = err.value.render()
+    assert f"Kubernetes API error while trying to list pytorchjobs in ml: {code}" in text
+    assert "try again shortly" in text
+
+
+def test_kubernetes_api_server_refusing_connections(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    record = record_of(make_spec(kubeconfig(tmp_path, port)))
+    with pytest.raises(HpctlError, match="cannot reach the Kubernetes API server"):
+        K8S.describe_many([record])

@@ -430,6 +430,8 @@ def api_errors(what: str, resource: str) -> Iterator[None]:
             hint = "the kubeconfig's user lacks RBAC permission for this; ask the cluster admin"
         elif e.status == 409:
             hint = "it already exists: `hpctl cancel` (or destroy) the old job first"
+        elif e.status == 429 or e.status >= 500:
+            hint = "the API server is overloaded or failing; state is unchanged: try again shortly"
         raise HpctlError(f"Kubernetes API error while trying to {what}: {e.status} {e.reason}: {message}",
                          hint=hint) from e
     except HTTPError as e:
