@@ -64,6 +64,10 @@ def load_text(text: str, source: str) -> Layer:
         doc = yaml.load(text)
     except RecursionError:
         raise HpctlError(f"values nest more than {MAX_DEPTH} levels deep", origin=Origin(source)) from None
+    except (ValueError, KeyError, IndexError, TypeError) as e:  # ruamel builds !!int, !!float, !!bool unguarded
+        line = next((i for i, t in enumerate(text.splitlines(), 1) if "!!" in t), None)
+        raise HpctlError("a value does not fit its YAML tag", origin=Origin(source, line),
+                         found=f"{type(e).__name__}: {e}", hint="remove the !! tag or fix the value") from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         origin = Origin(source, mark.line + 1, mark.column + 1) if mark else Origin(source)
@@ -122,8 +126,8 @@ def parse_scalar(text: str) -> Any:
     yaml = YAML(typ="rt")
     try:
         value = yaml.load(text)
-    except (YAMLError, RecursionError):
-        return text  # not YAML: keep the text as typed
+    except (YAMLError, RecursionError, ValueError, KeyError, IndexError, TypeError):
+        return text  # not YAML (or a value that does not fit its !! tag): keep the text as typed
     return _plain(value)
 
 

@@ -38,6 +38,7 @@ from workspace_inputs import DEFAULT_FILES, MINI_RECIPE, REPO, SHARED, listing, 
 
 LONG = int(os.environ.get("HPCTL_FUZZ_EXAMPLES") or 0)
 LOG = os.environ.get("HPCTL_FUZZ_LOG")
+COUNT = [0]  # examples checked in this process (the long run writes it beside the log)
 FUZZ = settings(max_examples=LONG or 8, deadline=None, derandomize=not LONG, database=None,
                 suppress_health_check=list(HealthCheck), print_blob=True)
 HANG_S = 10.0  # CPU seconds: a busy shared machine stretches wall time, not CPU time
@@ -212,6 +213,9 @@ def check_properties(ws: Path, argv: list[str]) -> dict[str, Any] | None:
     With HPCTL_FUZZ_LOG, a failure is appended to that file instead of raised."""
     if not LOG:
         return _check(ws, argv)
+    COUNT[0] += 1
+    if COUNT[0] % 25 == 0:  # the long run may be stopped at any time: keep its count on disk
+        Path(f"{LOG}.{os.getpid()}.count").write_text(f"{COUNT[0]}\n")
     try:
         return _check(ws, argv)
     except Exception as e:  # noqa: BLE001 - the long run records every failure and goes on
@@ -343,3 +347,13 @@ def test_deep_nesting_is_a_located_error(scratch: Path, where: str, text: str) -
     assert code == 1 and "internal error" not in err, err
     assert (err.startswith("Error: recipes/tiny/mini.yaml:") and "nest more than 64 levels" in err) \
         if where == "recipe" else "wrong type" in err or "unknown key" in err or "override 1" in err, err
+
+
+@pytest.mark.parametrize("snippet", ["x: !!int abc", "x: !!float .", "x: !!bool maybe", "x: !!int 0x"])
+def test_a_value_that_does_not_fit_its_tag_is_a_located_error(scratch: Path, snippet: str) -> None:
+    ws = workspace(scratch, {"recipes/tiny/mini.yaml": MINI_RECIPE + snippet + "\n"})
+    code, _, err = run_cli("validate", "mini", "-w", str(ws))
+    assert code == 1 and err.startswith("Error: recipes/tiny/mini.yaml:46:"), err
+    assert "does not fit its YAML tag" in err and "internal error" not in err
+    code, _, err = run_cli("validate", "mini", "-w", str(workspace(scratch, {})), "trainer.max_steps=" + snippet[3:])
+    assert code == 1 and "override 1" in err and "internal error" not in err, err  # kept as text: a wrong type
