@@ -116,7 +116,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     import torch
     import torch.distributed as dist
 
-    from adapter import checkpoint, data, dpo, lora, metrics, models, optim, parallel
+    from adapter import checkpoint, data, dpo, faults, lora, metrics, models, optim, parallel
     from hpctl.modelsize import flops_per_token
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -209,6 +209,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
                 record["val_loss"] = val_loss
         if step % cfg.log_every == 0 or step == cfg.max_steps or "val_loss" in record:
             log.log(record)
+        faults.crash_if("step", step)
         if cfg.checkpoint.enabled and cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
             ckpt.save(step, state())
         if cfg.checkpoint.export_every_n_steps and step % cfg.checkpoint.export_every_n_steps == 0:
