@@ -357,3 +357,8 @@ def test_a_value_that_does_not_fit_its_tag_is_a_located_error(scratch: Path, sni
     assert "does not fit its YAML tag" in err and "internal error" not in err
     code, _, err = run_cli("validate", "mini", "-w", str(workspace(scratch, {})), "trainer.max_steps=" + snippet[3:])
     assert code == 1 and "override 1" in err and "internal error" not in err, err  # kept as text: a wrong type
+
+
+def test_an_empty_key_is_named(scratch: Path) -> None:
+    ws = workspace(scratch, {"config.yaml": DEFAULT_FILES["config.yaml"] + "? ''\n: {}\n"})
+    assert check_properties(ws, ["validate", "mini"]) is None  # refused, with every problem located
