@@ -29,10 +29,12 @@ from typing import Any, Iterable, Iterator
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
+from adapter import faults
 from adapter.config import CheckpointConfig, ConfigError
 
 MARKER = "COMMITTED"
@@ -104,7 +106,14 @@ class Checkpointer:
             result = dcp.async_save(state, checkpoint_id=str(path), process_group=self.group, async_stager=self.stager)
             self.pending = (getattr(result, "upload_completion", result), path, step)
         else:
-            dcp.save(state, checkpoint_id=str(path))
+            try:
+                dcp.save(state, checkpoint_id=str(path), storage_writer=faults.storage_writer(path, step))
+            except (Exception, CheckpointException) as exc:  # DCP's is a BaseException: the trainer's
+                # handler would let it through as a traceback. A full disk or file-size limit lands here.
+                free = shutil.disk_usage(path.parent).free / 2**30
+                raise RuntimeError(f"the checkpoint of step {step} could not be written to {path} "
+                                   f"({_first_line(exc)}; {free:.2f} GiB free there); "
+                                   "the earlier checkpoints are intact") from exc
             self._commit(path, step)
 
     def wait(self) -> None:
@@ -119,6 +128,7 @@ class Checkpointer:
         if self.rank != 0:
             return
         # DCP's coordinator (rank 0) writes .metadata only after every rank's data is written.
+        faults.crash_if("commit", step)
         tmp = path / (MARKER + ".tmp")
         tmp.write_text(json.dumps({"step": step, "world_size": dist.get_world_size()}) + "\n")
         os.replace(tmp, path / MARKER)
@@ -129,6 +139,18 @@ class Checkpointer:
         for stale in self.root.glob("step_*"):
             if not (stale / MARKER).exists() and stale.name < path.name:
                 shutil.rmtree(stale, ignore_errors=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The innermost cause's first line: DCP wraps an OSError in a CheckpointException of tracebacks."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    failures = getattr(exc, "failures", None)  # CheckpointException: {rank: exception or traceback}
+    if isinstance(failures, dict) and failures:
+        inner = next(iter(failures.values()))
+        exc = inner[0] if isinstance(inner, tuple) and inner else inner
+    text = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, data: Any,

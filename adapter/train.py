@@ -118,8 +118,8 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     import torch
     import torch.distributed as dist
 
-    from adapter import (checkpoint, data, dpo, lora, metrics, models, multimodal, optim, parallel, qlora,
-                         tracking)
+    from adapter import (checkpoint, data, dpo, faults, lora, metrics, models, multimodal, optim, parallel,
+                         qlora, tracking)
     from hpctl.modelsize import flops_per_token
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -230,6 +230,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
                 record["val_loss"] = val_loss
         if record:
             log.log(record)
+        faults.crash_if("step", step)
         if cfg.checkpoint.enabled and cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
             ckpt.save(step, state())
         if cfg.checkpoint.export_every_n_steps and step % cfg.checkpoint.export_every_n_steps == 0:

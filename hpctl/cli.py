@@ -18,6 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from hpctl.errors import HpctlError
 from hpctl.workspace import Workspace
@@ -274,14 +275,20 @@ def destroy(env: Env, job, auto_approve) -> int:
 
 
 def _refresh(env: Env, names: list[str]) -> list[tuple[Any, Any]]:
-    """Ask each job's backend for its status; keep the newest in state (a write only on change)."""
-    from hpctl.apply import backend_of
+    """Ask each backend once for all its jobs' statuses; keep the newest in state (a write only on change)."""
+    from hpctl.backends import get_backend
     rows = []
     with env.locked() as state:
         changed = False
-        for name in names or sorted(state.jobs):
-            record = state.job(name)
-            status = backend_of(record).describe(record)
+        records = [state.job(name) for name in names or sorted(state.jobs)]
+        by_backend: dict[str, list] = {}
+        for record in records:
+            by_backend.setdefault(record.spec.get("cluster_type", record.backend), []).append(record)
+        statuses = {}
+        for cluster_type, group in by_backend.items():
+            statuses.update(get_backend(cluster_type).describe_many(group))
+        for record in records:
+            status = statuses[record.name]
             if status.state != record.status:
                 record.status, changed = status.state, True
             rows.append((record, status))
@@ -290,8 +297,10 @@ def _refresh(env: Env, names: list[str]) -> list[tuple[Any, Any]]:
     return rows
 
 
-def _status_table(rows, spark: bool = False) -> Table:
-    table = Table("job", "cluster", "id", "state", "step", "loss", "tokens/s", "ETA")
+def _status_table(rows, spark: bool = False) -> Table | Text:
+    from hpctl.tables import MANY_ROWS, plain
+    headers = ("job", "cluster", "id", "state", "step", "loss", "tokens/s", "ETA")
+    cells = []
     for record, st in rows:
         m = st.metrics or {}
         trend = ""
@@ -305,10 +314,15 @@ def _status_table(rows, spark: bool = False) -> Table:
         eta = "-"
         if step is not None and max_steps and m.get("step_time_s") and st.state == "RUNNING":
             eta = f"{int((max_steps - step) * m['step_time_s'])}s"
-        table.add_row(record.name, record.cluster, record.job_id, state,
+        cells.append((record.name, record.cluster, record.job_id, state,
                       f"{step}/{max_steps}" if step is not None else "-",
                       f"{m['loss']:.4f}{trend}" if isinstance(m.get("loss"), (int, float)) else "-",
-                      f"{m['tokens_per_s']:.0f}" if isinstance(m.get("tokens_per_s"), (int, float)) else "-", eta)
+                      f"{m['tokens_per_s']:.0f}" if isinstance(m.get("tokens_per_s"), (int, float)) else "-", eta))
+    if len(cells) > MANY_ROWS:
+        return Text(plain(headers, cells))
+    table = Table(*headers)
+    for row in cells:
+        table.add_row(*row)
     return table
 
 
@@ -401,9 +415,15 @@ def state_list(env: Env, as_json) -> int:
     if as_json:
         _print_json({"serial": st.serial, "lineage": st.lineage, "jobs": sorted(st.jobs)})
         return 0
-    table = Table("job", "cluster", "backend", "id", "last status", "applied")
-    for name, r in sorted(st.jobs.items()):
-        table.add_row(name, r.cluster, r.backend, r.job_id, r.status, r.applied_at)
+    from hpctl.tables import MANY_ROWS, plain
+    headers = ("job", "cluster", "backend", "id", "last status", "applied")
+    rows = [(name, r.cluster, r.backend, r.job_id, r.status, r.applied_at) for name, r in sorted(st.jobs.items())]
+    if len(rows) > MANY_ROWS:
+        click.echo(plain(headers, rows))
+        return 0
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*row)
     env.out.print(table)
     return 0
 

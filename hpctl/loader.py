@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -20,8 +21,24 @@ from hpctl.spec import join
 
 MAX_BYTES = 5 * 1024 * 1024  # a config is kilobytes; anything past this is a mistake
 MAX_VALUES = 100_000  # keys and list items; a few nested aliases (the "billion laughs") expand past it
-MAX_DEPTH = 64  # nested mappings and lists; configs nest a handful deep, and every later stage recurses
-TOO_DEEP = f"the document is nested more than {MAX_DEPTH} levels deep"
+MAX_DEPTH = 64  # nested mappings and lists; configs use under 10, and each later stage recurses per level
+TOO_DEEP = f"values nest more than {MAX_DEPTH} levels deep"
+BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _too_deep_flow(text: str) -> int | None:
+    """The line where [ and { first nest deeper than MAX_DEPTH, else None.
+
+    Counted on the raw text, before ruamel sees it: its scanner takes quadratic time on deep flow
+    nesting (5,000 levels ran for minutes). Brackets inside quoted strings count too, which only
+    matters for a string holding dozens of unmatched ones.
+    """
+    depth = 0
+    for match in BRACKETS.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > MAX_DEPTH:
+            return text.count("\n", 0, match.start()) + 1
+    return None
 
 
 @dataclass
@@ -40,10 +57,18 @@ def load_text(text: str, source: str) -> Layer:
     _import_node_types()
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    line = _too_deep_flow(text)
+    if line is not None:
+        raise HpctlError(f"values nest more than {MAX_DEPTH} levels deep", origin=Origin(source, line),
+                         hint="a config nests a few levels; check the [ and { brackets")
     try:
         doc = yaml.load(text)
     except RecursionError:
         raise HpctlError(TOO_DEEP, origin=Origin(source), hint="configs nest a few levels; flatten the value") from None
+    except (ValueError, KeyError, IndexError, TypeError) as e:  # ruamel builds !!int, !!float, !!bool unguarded
+        line = next((i for i, t in enumerate(text.splitlines(), 1) if "!!" in t), None)
+        raise HpctlError("a value does not fit its YAML tag", origin=Origin(source, line),
+                         found=f"{type(e).__name__}: {e}", hint="remove the !! tag or fix the value") from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         origin = Origin(source, mark.line + 1, mark.column + 1) if mark else Origin(source)
@@ -111,11 +136,13 @@ def parse_scalar(text: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
     _import_node_types()
+    if _too_deep_flow(text) is not None:
+        raise HpctlError(TOO_DEEP, hint="configs nest a few levels; flatten the value")
     yaml = YAML(typ="rt")
     try:
         value = yaml.load(text)
-    except YAMLError:
-        return text  # not YAML: keep the text as typed
+    except (YAMLError, ValueError, KeyError, IndexError, TypeError):
+        return text  # not YAML (or a value that does not fit its !! tag): keep the text as typed
     except RecursionError:
         raise HpctlError(TOO_DEEP, hint="configs nest a few levels; flatten the value") from None
     return _plain(value)
@@ -151,6 +178,9 @@ def _convert(node: Any, path: str, source: str, origins: dict[str, Origin], dept
     if len(origins) > MAX_VALUES:
         raise HpctlError(f"the file expands to more than {MAX_VALUES} keys and list items",
                          origin=Origin(source), hint="nested YAML aliases (*name) multiply; write the values out")
+    if depth > MAX_DEPTH:
+        raise HpctlError(f"values nest more than {MAX_DEPTH} levels deep", origin=origins.get(path, Origin(source)),
+                         hint="a config nests a few levels; check the indentation")
     if isinstance(node, CommentedMap):
         out = {}
         for k, v in node.items():

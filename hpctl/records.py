@@ -5,7 +5,7 @@ live here, apart from any one of them, so none has to import another for its voc
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from hpctl.spec import digest
@@ -33,7 +33,8 @@ class JobRecord:
     status: str = UNKNOWN
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: asdict's deep copy of spec and artifact was half the time of saving 1,000 jobs.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "JobRecord":

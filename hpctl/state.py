@@ -74,9 +74,12 @@ class State:
             self.lineage = str(uuid.uuid4())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        # One job per line: indent=2 would take json's pure-Python encoder, seconds for 1,000 jobs.
+        doc = self.to_json()
+        jobs = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in doc.pop("jobs").items())
+        head = json.dumps(doc, sort_keys=True)[:-1]
         with open_private(tmp) as f:
-            json.dump(self.to_json(), f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(f'{head}, "jobs": {{\n{jobs}\n}}}}\n' if jobs else f'{head}, "jobs": {{}}}}\n')
             f.flush()
             os.fsync(f.fileno())
         if self.path.exists():

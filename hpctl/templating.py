@@ -2,11 +2,13 @@
 
 Strict undefined (a template typo is an error, not an empty string), no autoescape (we emit shell
 and YAML, not HTML), and filters that make quoting explicit: anything that reaches a shell line
-goes through `shquote`, anything that reaches YAML through `yamlstr` or `tojson`.
+goes through `shquote`, anything that reaches YAML through `yamlstr` or `tojson`, text in a
+comment line through `oneline`.
 """
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from functools import lru_cache
 from typing import Any
@@ -26,6 +28,12 @@ def yamlstr(value: Any) -> str:
     return json.dumps("" if value is None else str(value), ensure_ascii=True)
 
 
+def oneline(value: Any) -> str:
+    """Text for a comment line: control characters (a newline would end the comment and start a
+    command) are written as escapes, as Python's repr writes them; other text is unchanged."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], "" if value is None else str(value))
+
+
 def tojson(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=True, indent=indent)
 
@@ -40,7 +48,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(shquote=shquote, yamlstr=yamlstr, tojson=tojson)
+    env.filters.update(shquote=shquote, yamlstr=yamlstr, tojson=tojson, oneline=oneline)
     return env
 
 

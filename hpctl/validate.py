@@ -148,7 +148,8 @@ def _explain(error: ValidationError, base: str, spec: Spec) -> list[Problem]:
     if kind == "additionalProperties" and isinstance(error.instance, dict):
         allowed = set(error.schema.get("properties", {}))
         unknown = [k for k in error.instance if k not in allowed]
-        return [Problem(f"unknown key '{k}'", spec.origin(join(path, k)), join(path, k),
+        return [Problem(f"unknown key '{k}'", spec.origin(join(path, k)) or (spec.origin(path) if path else None),
+                        join(path, k) or repr(k),  # an empty key (`? ''` in YAML) is still named
                         expected=f"a key of '{path or 'the top level'}'",
                         found=repr(k), hint=did_you_mean(k, allowed)) for k in unknown]
     if kind == "required":

@@ -85,6 +85,11 @@ class Backend(abc.ABC):
     def describe(self, record: JobRecord) -> JobStatus:
         """The job's current status."""
 
+    def describe_many(self, records: list[JobRecord]) -> dict[str, JobStatus]:
+        """Statuses of many jobs, by record name. `hpctl status` calls this so a backend can ask
+        its scheduler once for all of them; this default asks once per job."""
+        return {record.name: self.describe(record) for record in records}
+
     @abc.abstractmethod
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
         """Lines of the job's log (one rank's where the backend keeps per-rank files)."""

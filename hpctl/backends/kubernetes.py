@@ -430,6 +430,8 @@ def api_errors(what: str, resource: str) -> Iterator[None]:
             hint = "the kubeconfig's user lacks RBAC permission for this; ask the cluster admin"
         elif e.status == 409:
             hint = "it already exists: `hpctl cancel` (or destroy) the old job first"
+        elif e.status == 429 or e.status >= 500:
+            hint = "the API server is overloaded or failing; state is unchanged: try again shortly"
         raise HpctlError(f"Kubernetes API error while trying to {what}: {e.status} {e.reason}: {message}",
                          hint=hint) from e
     except HTTPError as e:
@@ -512,6 +514,28 @@ class KubernetesBackend(Backend):
                                          detail=f"{plural} {namespace}/{name} no longer exists")
                     raise
         return job_state(obj)
+
+    def describe_many(self, records: list[JobRecord]) -> dict[str, JobStatus]:
+        """One list call per API server, namespace and job kind, however many jobs live there."""
+        from kubernetes import client
+
+        groups: dict[tuple[str, str, tuple[str, str, str]], list[tuple[JobRecord, str]]] = {}
+        for record in records:
+            namespace, name, kind = _target(record)
+            cluster = json.dumps(record.spec.get("cluster") or {}, sort_keys=True, default=str)
+            groups.setdefault((cluster, namespace, kind), []).append((record, name))
+        out = {}
+        for (cluster, namespace, (group, version, plural)), members in groups.items():
+            with api_client(json.loads(cluster)) as api:
+                with api_errors(f"list {plural} in {namespace}", f"{group}/{version} {plural}"):
+                    found = client.CustomObjectsApi(api).list_namespaced_custom_object(group, version, namespace,
+                                                                                      plural)
+            by_name = {item["metadata"]["name"]: item for item in found.get("items") or []}
+            for record, name in members:
+                obj = by_name.get(name)
+                out[record.name] = job_state(obj) if obj is not None else JobStatus(
+                    state=UNKNOWN, backend_state="NotFound", detail=f"{plural} {namespace}/{name} no longer exists")
+        return out
 
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
         from kubernetes import client

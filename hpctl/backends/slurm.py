@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,20 +231,28 @@ def _exit(value: Any) -> tuple[int | None, int | None]:
 
 def parse_squeue_json(text: str, job_id: str) -> SlurmJob | None:
     """The job in `squeue --json` output; 22.05 ignores -j with --json, so filter by id here."""
+    return parse_squeue_jobs(text).get(str(job_id))
+
+
+def parse_squeue_jobs(text: str) -> dict[str, SlurmJob]:
+    """Every job in `squeue --json` output by id; output that is not squeue's JSON gives none."""
     try:
         doc = json.loads(text)
     except ValueError:
-        return None
-    for job in doc.get("jobs") or []:
-        if str(_number(job.get("job_id"))) != str(job_id):
+        return {}
+    jobs = doc.get("jobs") if isinstance(doc, dict) else None
+    found: dict[str, SlurmJob] = {}
+    for job in jobs if isinstance(jobs, list) else []:
+        if not isinstance(job, dict) or _number(job.get("job_id")) is None:
             continue
         state = job.get("job_state")
         states = [str(s) for s in state] if isinstance(state, list) else [str(state)] if state else []
         code, signal = _exit(job.get("exit_code"))
         reason = job.get("state_reason")
-        return SlurmJob(states, code, signal, reason if reason not in (None, "", "None") else None,
-                        _number(job.get("restart_cnt")))
-    return None
+        found.setdefault(str(_number(job.get("job_id"))), SlurmJob(
+            states, code, signal, reason if reason not in (None, "", "None") else None,
+            _number(job.get("restart_cnt"))))
+    return found
 
 
 def parse_scontrol(text: str) -> SlurmJob | None:
@@ -259,11 +269,28 @@ def parse_scontrol(text: str) -> SlurmJob | None:
     return SlurmJob([fields["JobState"]], code, signal, reason, restarts)
 
 
+def parse_scontrol_jobs(text: str) -> dict[str, SlurmJob]:
+    """`scontrol show job` of every job: records start with JobId= and are parsed one by one."""
+    found = {}
+    for chunk in re.split(r"(?m)^(?=\s*JobId=)", text):
+        match = re.match(r"\s*JobId=(\d+)", chunk)
+        job = parse_scontrol(chunk) if match else None
+        if job is not None:
+            found.setdefault(match.group(1), job)
+    return found
+
+
 def parse_sacct(text: str, job_id: str) -> SlurmJob | None:
     """`sacct -n -P -X -o JobID,State,ExitCode,Restarts`: the allocation line of the job."""
+    return parse_sacct_jobs(text).get(str(job_id))
+
+
+def parse_sacct_jobs(text: str) -> dict[str, SlurmJob]:
+    """Every job's allocation line of that sacct output, by id (the first line of each id)."""
+    found: dict[str, SlurmJob] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
-        if len(parts) < 3 or parts[0] != str(job_id):
+        if len(parts) < 3 or parts[0] in found:
             continue
         state = parts[1].split()[0] if parts[1].strip() else ""  # "CANCELLED by 0"
         code = signal = None
@@ -271,8 +298,8 @@ def parse_sacct(text: str, job_id: str) -> SlurmJob | None:
         if match:
             code, signal = int(match.group(1)), int(match.group(2)) or None
         restarts = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
-        return SlurmJob([state], code, signal, None, restarts)
-    return None
+        found[parts[0]] = SlurmJob([state], code, signal, None, restarts)
+    return found
 
 
 def read_exit_marker(results_dir: str, job_id: str) -> int | None:
@@ -314,15 +341,33 @@ def to_status(job: SlurmJob | None, marker: int | None) -> JobStatus:
 # the backend
 
 
-def _run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str] | None:
-    """Run a Slurm client; None when it is not installed or does not answer in time."""
+# slurmctld down or restarting: the request never reached it, so asking again is safe.
+UNREACHABLE = re.compile(r"Unable to contact slurm controller|Connection refused|Zero Bytes were transmitted",
+                         re.IGNORECASE)
+# The request may have reached it: an sbatch may have been accepted although no reply came.
+NO_REPLY = re.compile(r"Socket timed out|Transport endpoint|timed out on send/recv", re.IGNORECASE)
+RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # backoff between attempts while slurmctld does not answer
+
+
+def _run(argv: list[str], retry: bool = True, **kw: Any) -> subprocess.CompletedProcess[str] | None:
+    """Run a Slurm client; None when it is not installed or does not answer in time. While
+    slurmctld cannot be reached, try again after each of RETRY_DELAYS_S (a restart takes seconds)."""
     exe = shutil.which(argv[0])
     if exe is None:
         return None
-    try:
-        return subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, **kw)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    for delay in (*RETRY_DELAYS_S, None) if retry else (None,):
+        try:
+            proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, **kw)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if proc.returncode == 0 or delay is None or not UNREACHABLE.search(proc.stderr):
+            return proc
+        time.sleep(delay)
+    return proc
+
+
+def _unreachable(proc: subprocess.CompletedProcess[str] | None) -> bool:
+    return proc is not None and proc.returncode != 0 and bool(UNREACHABLE.search(proc.stderr + proc.stdout))
 
 
 def _sbatch() -> str:
@@ -331,6 +376,16 @@ def _sbatch() -> str:
         raise HpctlError("sbatch is not on PATH", hint="run hpctl on a Slurm login node; "
                          "`hpctl doctor --cluster NAME` checks the setup")
     return exe
+
+
+def _job_name(script: str) -> str:
+    """The --job-name of a written sbatch script, for the hint after a lost reply."""
+    match = re.search(r"^#SBATCH --job-name=(.*)$", Path(script).read_text(), re.MULTILINE)
+    return (shlex.split(match.group(1)) or [""])[0] if match else Path(script).stem
+
+
+class Unreachable(Exception):
+    """slurmctld did not answer a status query, even after the retries."""
 
 
 def _log_files(record: JobRecord) -> list[Path]:
@@ -404,11 +459,20 @@ class SlurmBackend(Backend):
         script = next(p for p in artifact.files if p.endswith(".sbatch"))
         env = {**os.environ, **{k: secrets[k] for k in artifact.env}}
         try:
-            proc = subprocess.run([sbatch, "--parsable", "--export=ALL", script], env=env,
-                                  capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+            proc = _run([sbatch, "--parsable", "--export=ALL", script], env=env)
         except subprocess.TimeoutExpired:
+            proc = None
+        if proc is None:
             raise HpctlError(f"sbatch did not answer within {COMMAND_TIMEOUT_S} s",
                              hint="is slurmctld up? try `scontrol ping`") from None
+        if _unreachable(proc):
+            raise HpctlError(f"sbatch could not reach slurmctld ({1 + len(RETRY_DELAYS_S)} attempts); "
+                             "nothing was submitted", found=proc.stderr.strip(),
+                             hint="is slurmctld up? try `scontrol ping`, then apply again")
+        if proc.returncode != 0 and NO_REPLY.search(proc.stderr):
+            raise HpctlError("sbatch got no reply from slurmctld: the job may or may not have been submitted",
+                             found=proc.stderr.strip(),
+                             hint=f"check `squeue --name={shquote(_job_name(script))}` before applying again")
         if proc.returncode != 0:
             raise HpctlError(f"sbatch failed (exit code {proc.returncode})", found=proc.stderr.strip(),
                              hint=f"the script is {script}")
@@ -430,8 +494,11 @@ class SlurmBackend(Backend):
         return out.splitlines()[-1].removeprefix("sbatch: ") if out else "sbatch --test-only: accepted"
 
     def query(self, job_id: str) -> SlurmJob | None:
-        """What Slurm knows of the job: squeue, then scontrol, then sacct (when accounting runs)."""
+        """What Slurm knows of the job: squeue, then scontrol, then sacct (when accounting runs).
+        Raises Unreachable when slurmctld does not answer (after the retries)."""
         proc = _run(["squeue", "--json", "-j", job_id])
+        if _unreachable(proc):
+            raise Unreachable(proc.stderr.strip())
         if proc is not None and proc.returncode == 0:
             job = parse_squeue_json(proc.stdout, job_id)
             if job is not None:
@@ -446,10 +513,49 @@ class SlurmBackend(Backend):
             return parse_sacct(proc.stdout, job_id)
         return None
 
+    def query_many(self, job_ids: list[str]) -> dict[str, SlurmJob]:
+        """What Slurm knows of many jobs, with at most one call of each client whatever their
+        number: `squeue --json` of all jobs (else `scontrol show job`), then one `sacct -j` for
+        the ids neither knows."""
+        found: dict[str, SlurmJob] = {}
+        proc = _run(["squeue", "--json"])
+        if _unreachable(proc):
+            raise Unreachable(proc.stderr.strip())
+        if proc is not None and proc.returncode == 0:
+            found = parse_squeue_jobs(proc.stdout)
+        else:
+            proc = _run(["scontrol", "show", "job"])
+            if proc is not None and proc.returncode == 0:
+                found = parse_scontrol_jobs(proc.stdout)
+        wanted = set(job_ids)
+        found = {k: v for k, v in found.items() if k in wanted}
+        rest = sorted(wanted - set(found), key=int)
+        if rest:
+            proc = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(rest), "-o", "JobID,State,ExitCode,Restarts"])
+            if proc is not None and proc.returncode == 0:
+                found.update({k: v for k, v in parse_sacct_jobs(proc.stdout).items() if k in wanted})
+        return found
+
     def describe(self, record: JobRecord) -> JobStatus:
-        status = to_status(self.query(record.job_id), read_exit_marker(record.results_dir, record.job_id))
-        status.metrics = last_metrics(record.results_dir)
-        return status
+        return self.describe_many([record])[record.name]
+
+    def describe_many(self, records: list[JobRecord]) -> dict[str, JobStatus]:
+        try:
+            found = self.query_many([r.job_id for r in records if re.fullmatch(r"\d+", r.job_id)]) \
+                if len(records) > 1 else {r.job_id: j for r in records if (j := self.query(r.job_id)) is not None}
+        except Unreachable as e:
+            detail = f"slurmctld did not answer ({e}); the job's state is unknown until it does"
+            return {r.name: JobStatus(UNKNOWN, backend_state="unreachable", detail=detail,
+                                      metrics=last_metrics(r.results_dir)) for r in records}
+        out = {}
+        for record in records:
+            job = found.get(record.job_id)
+            marker = read_exit_marker(record.results_dir, record.job_id) \
+                if job is None or job.state in (SUCCEEDED, FAILED) else None  # only these read it
+            status = to_status(job, marker)
+            status.metrics = last_metrics(record.results_dir)
+            out[record.name] = status
+        return out
 
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
         return log_lines(_log_files(record), follow, lambda: self.describe(record).state in TERMINAL, rank)
@@ -458,6 +564,10 @@ class SlurmBackend(Backend):
         proc = _run(["scancel", record.job_id])
         if proc is None:
             raise HpctlError("scancel is not on PATH or did not answer", hint="run hpctl on a Slurm login node")
+        if _unreachable(proc):
+            raise HpctlError(f"scancel {record.job_id}: slurmctld did not answer ({1 + len(RETRY_DELAYS_S)} "
+                             "attempts); the job was not cancelled", found=proc.stderr.strip(),
+                             hint="try `scontrol ping`, then cancel again")
         if proc.returncode != 0:
             raise HpctlError(f"scancel {record.job_id} failed", found=proc.stderr.strip())
 

@@ -1,0 +1,147 @@
+"""Scheduler faults on Slurm, through the CLI: slurmctld unreachable during apply, status and
+cancel, an sbatch whose reply is lost, squeue output that is not JSON.
+
+The Slurm clients are stand-ins on PATH that replay a script of answers (one per call, the last
+repeating) with the exact error text Slurm prints, and log each call. The retry delays are
+shortened; their number is what the tests count.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hpctl.backends import slurm
+from workspace_inputs import MINI_RECIPE, write_files
+
+UNREACHABLE = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+NO_REPLY = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
+SQUEUE_DOWN = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+STUB = """#!/bin/bash
+name=$(basename "$0")
+echo "$name $*" >> "{dir}/calls.log"
+plan="{dir}/$name.plan"
+line=$(head -n 1 "$plan")
+if [ "$(wc -l < "$plan")" -gt 1 ]; then sed -i 1d "$plan"; fi
+case "$line" in
+  fail:*) echo "${{line#fail:}}" >&2; exit 1 ;;
+  ok:*) printf '%s\\n' "${{line#ok:}}"; exit 0 ;;
+esac
+"""
+
+
+class Slurm:
+    """Stand-in clients: `answers(cmd, *lines)` sets what each next call of cmd does."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "slurm-stubs"
+        self.dir.mkdir()
+        for name in ("sbatch", "squeue", "scontrol", "sacct", "scancel"):
+            (self.dir / name).write_text(STUB.format(dir=self.dir))
+            (self.dir / name).chmod(0o755)
+            self.answers(name, "fail:not scripted")
+
+    def answers(self, cmd: str, *lines: str) -> None:
+        (self.dir / f"{cmd}.plan").write_text("".join(line + "\n" for line in lines))
+
+    def calls(self) -> list[str]:
+        log = self.dir / "calls.log"
+        calls = log.read_text().splitlines() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return [c.split()[0] for c in calls]
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Slurm:
+    stubs = Slurm(tmp_path)
+    monkeypatch.setenv("PATH", f"{stubs.dir}:/usr/bin:/bin")
+    monkeypatch.setattr(slurm, "RETRY_DELAYS_S", (0.01, 0.02, 0.04))
+    return stubs
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    write_files(root, {
+        "config.yaml": f"base_results_dir: {tmp_path}/results\nenv_vars: {{}}\n",
+        "clusters/slurm.yaml": f"type: slurm\ndevices_per_node: 1\ndevice_memory_gb: 16\nworkdir: {tmp_path}\n",
+        "recipes/tiny/mini.yaml": MINI_RECIPE,
+    })
+    return root
+
+
+def state_of(ws: Path) -> dict:
+    path = ws / ".hpctl" / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def test_sbatch_retries_while_slurmctld_is_unreachable(fake, ws, run_cli):
+    fake.answers("sbatch", f"fail:{UNREACHABLE}", f"fail:{UNREACHABLE}", "ok:4242")
+    rc, out, err = run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)
+    assert rc == 0, err
+    assert "created as slurm job 4242" in out
+    assert fake.calls() == ["sbatch"] * 3
+    assert state_of(ws)["jobs"]["mini"]["job_id"] == "4242"
+
+
+def test_sbatch_gives_up_clearly_and_state_is_untouched(fake, ws, run_cli):
+    fake.answers("sbatch", f"fail:{UNREACHABLE}")
+    rc, out, err = run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)
+    assert rc == 1 and "Traceback" not in err
+    assert "sbatch could not reach slurmctld (4 attempts); nothing was submitted" in err
+    assert "scontrol ping" in err
+    assert fake.calls() == ["sbatch"] * 4
+    assert state_of(ws) == {}
+
+
+def test_lost_sbatch_reply_is_not_retried(fake, ws, run_cli):
+    """The controller may have queued the job: submitting again could run it twice."""
+    fake.answers("sbatch", f"fail:{NO_REPLY}")
+    rc, _, err = run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)
+    assert rc == 1 and "may or may not have been submitted" in err
+    assert "squeue --name=mini" in err  # the script's --job-name
+    assert fake.calls() == ["sbatch"]
+    assert state_of(ws) == {}
+
+
+def test_status_and_cancel_while_slurmctld_is_down_then_back(fake, ws, run_cli, tmp_path):
+    fake.answers("sbatch", "ok:77")
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)[0] == 0
+    fake.calls()
+    serial = state_of(ws)["serial"]
+
+    fake.answers("squeue", f"fail:{SQUEUE_DOWN}")
+    rc, out, err = run_cli("status", "--json", "-w", ws)
+    assert rc == 0, err
+    job = json.loads(out)["jobs"][0]
+    assert job["state"] == "UNKNOWN" and job["backend_state"] == "unreachable"
+    assert "slurmctld did not answer" in job["detail"]
+    assert fake.calls() == ["squeue"] * 4  # bounded: the retries, then no scontrol/sacct storm
+
+    fake.answers("scancel", f"fail:scancel: error: {SQUEUE_DOWN}")
+    rc, _, err = run_cli("cancel", "mini", "-w", ws)
+    assert rc == 1 and "the job was not cancelled" in err and "Traceback" not in err
+    assert fake.calls() == ["scancel"] * 4
+    assert state_of(ws)["jobs"]["mini"]["status"] != "CANCELLED"
+    assert state_of(ws)["serial"] >= serial  # readable, and only moved forward
+
+    running = {"jobs": [{"job_id": 77, "job_state": ["RUNNING"]}]}
+    fake.answers("squeue", f"fail:{SQUEUE_DOWN}", "ok:" + json.dumps(running))  # back after one retry
+    rc, out, _ = run_cli("status", "--json", "-w", ws)
+    assert rc == 0 and json.loads(out)["jobs"][0]["state"] == "RUNNING"
+    assert state_of(ws)["jobs"]["mini"]["status"] == "RUNNING"
+    fake.answers("scancel", "ok:")
+    assert run_cli("cancel", "mini", "-w", ws)[0] == 0
+    assert state_of(ws)["jobs"]["mini"]["status"] == "CANCELLED"
+
+
+def test_unparseable_squeue_output_falls_back(fake, ws, run_cli):
+    fake.answers("sbatch", "ok:88")
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)[0] == 0
+    fake.answers("squeue", "ok:squeue: warning: <html>not json")
+    fake.answers("scontrol", "ok:JobId=88 JobName=hpctl-mini JobState=PENDING Reason=Priority")
+    rc, out, err = run_cli("status", "--json", "-w", ws)
+    assert rc == 0, err
+    job = json.loads(out)["jobs"][0]
+    assert (job["state"], job["detail"]) == ("PENDING", "reason Priority")
