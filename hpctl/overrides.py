@@ -13,7 +13,7 @@ from typing import Any
 
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import parse_scalar
-from hpctl.spec import REDACTED, get_path, is_sensitive, join
+from hpctl.spec import REDACTED, get_path, is_sensitive, iter_leaves, join
 from hpctl.suggest import did_you_mean
 
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.([A-Za-z0-9_][A-Za-z0-9_\-]*))*$")
@@ -37,6 +37,9 @@ class Override:
         return Override(self.kind, path, self.value, self.has_value, self.index, self.text)
 
 
+MAX_SHOWN = 120  # characters of an override quoted in messages and provenance
+
+
 def parse(text: str, index: int) -> Override:
     """One `key=value` argument, or a clear error saying what form was expected."""
     kind = SET
@@ -58,11 +61,15 @@ def parse(text: str, index: int) -> Override:
                          origin=Origin(override=index, text=text),
                          expected="dot-separated names and list indices, e.g. recipes.trainer.max_steps",
                          found=key or "(empty)")
+    if len(text) > MAX_SHOWN:  # messages quote the override; a 10,000-character one is noise
+        text = text[:MAX_SHOWN] + "..."
     try:
         value = parse_scalar(raw) if eq else None
     except HpctlError as e:  # the value alone is bad (nested too deeply): say which override
         raise HpctlError(e.problems[0].message, origin=Origin(override=index, text=text), key=key,
                          hint=e.problems[0].hint) from None
+    if any(is_sensitive(path) for path, _ in iter_leaves(value)):  # a secret inside a mapping value
+        text = f"{'~' if kind == DELETE else '++' if kind == FORCE else '+' if kind == ADD else ''}{key}={REDACTED}"
     return Override(kind, key, value, bool(eq), index, text)
 
 

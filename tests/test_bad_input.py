@@ -158,9 +158,9 @@ CORPUS = [
          ["override 1", "recipes.model.hidden_size", "[trainer]", "not divisible by num_attention_heads"]),
     Case("odd-head-dim", ["mini", "+model.head_dim=7"], ["override 1", "recipes.model.head_dim", "[trainer]", "odd"]),
     # --- pathological documents --------------------------------------------------------------
-    Case("deeply-nested-recipe", ["mini"], [RECIPE, "nested"],
+    Case("deeply-nested-recipe", ["mini"], [RECIPE, "nest more than 64 levels"],
          {RECIPE: MINI_RECIPE + "deep: " + "[" * 5000 + "]" * 5000 + "\n"}),
-    Case("deeply-nested-override", ["mini", "+model.deep=" + "[" * 5000 + "]" * 5000], ["override 1", "nested"]),
+    Case("deeply-nested-override", ["mini", "+model.deep=" + "[" * 5000 + "]" * 5000], ["override 1", "nest more than 64 levels"]),
     Case("memory-over-the-device", ["mini", "model.hidden_size=65536"], ["[memory]", "more memory than the device has"]),
 ]
 assert len(CORPUS) >= 30 and len({c.id for c in CORPUS}) == len(CORPUS)

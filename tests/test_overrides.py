@@ -233,3 +233,19 @@ def test_secret_values_never_appear_in_origins_or_messages():
         with pytest.raises(HpctlError) as exc:
             overrides.apply(root, overrides.parse(text, 1), {})
         assert "ghp_" not in exc.value.render()
+
+
+def test_a_secret_inside_a_mapping_value_is_never_quoted():
+    """`+env_vars={WANDB_API_KEY: k3y}` names no sensitive key itself, but its value holds one:
+    messages and provenance show the override without the value."""
+    from hpctl.overrides import parse
+    ov = parse("+env_vars={WANDB_API_KEY: k3y-value}", 1)
+    assert ov.value == {"WANDB_API_KEY": "k3y-value"}
+    assert "k3y-value" not in ov.text and "k3y-value" not in str(ov.origin)
+    assert str(ov.origin) == "override 1 (+env_vars=(sensitive))"
+
+
+def test_a_huge_override_is_quoted_short():
+    from hpctl.overrides import parse
+    ov = parse("+model.notes=" + "x" * 5000, 1)
+    assert len(ov.text) <= 130 and ov.text.endswith("...") and ov.value == "x" * 5000
