@@ -264,10 +264,12 @@ def check_trainer(spec: Spec, host: HostInfo | None) -> list[Check]:
     A custom entry point (git.entry_script / entry_module) runs another program: it decides."""
     if not runs_adapter(spec.data):
         return []
-    from adapter.config import problems  # torch-free; imported here so `hpctl` starts fast
+    from adapter.config import from_recipe, problems  # torch-free; imported here so `hpctl` starts fast
     found = problems(spec.recipe, world_size(spec), files=_is_local(spec))
-    return [Check("trainer", ERROR, e.message, [f"recipes.{e.key}"], e.hint)
-            for e in found]
+    if found:
+        return [Check("trainer", ERROR, e.message, [f"recipes.{e.key}"], e.hint) for e in found]
+    note = from_recipe(spec.recipe, world_size(spec), files=False).parallel.offload_note
+    return [Check("trainer", INFO, note, ["recipes.model.offload_activations"])] if note else []
 
 
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [

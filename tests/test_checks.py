@@ -300,3 +300,10 @@ def test_detected_host_is_sane():
     host = detect_host()
     assert host.cpu_count >= 1 and (host.memory_gb or 0) > 0
     assert (host.gpu_count == 0) == (host.gpu_memory_gb is None)
+
+
+def test_activation_offloading_is_stated_as_info():
+    """The trainer accepts it everywhere; the plan says what it does (nothing on a CPU-only run)."""
+    [c] = trainer(make(**{"recipes.model.offload_activations": True}))
+    assert c.severity == "info" and "on a CPU-only run" in c.message
+    assert c.keys == ["recipes.model.offload_activations"]
