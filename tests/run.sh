@@ -17,4 +17,4 @@ bash tests/slurm/cluster.sh start
 trap 'bash tests/slurm/cluster.sh stop' EXIT
 
 export PATH="$PWD/.venv/bin:$PATH"
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -p no:cacheprovider --durations=25 "$@"
