@@ -24,6 +24,7 @@ SHARED = REPO.parent / "shared"
 LAUNCHER = SHARED / "peer-launchers" / "hyperpod-v1"
 RECIPES = SHARED / "peer-recipes" / "hyperpod-v1"
 RECIPE = "training/llama/hf_llama3_8b_seq8k_gpu_p5x16_pretrain"
+DATA = "model.data.train_dir=/fsx/data"  # the input HyperPod's README sets too; a job cannot start without it
 VENV = Path(os.environ.get("HPCTL_BENCH_HYPERPOD_VENV", "/tmp/hpl"))
 REQUIREMENTS = ["hydra-core==1.3.2", "omegaconf>=2.2,<2.3", "boto3", "pynvml", "requests", "tqdm", "zstandard"]
 
@@ -58,9 +59,9 @@ def command(launcher: Path, results_dir: Path) -> list[str]:
     without submitting."""
     return [str(python()), str(launcher / "main.py"), f"recipes={RECIPE}", "cluster=slurm", "cluster_type=slurm",
             f"base_results_dir={results_dir}", "container=/fsx/images/adapter.sqsh", "recipes.run.name=llama-8b",
-            "cluster.slurm_create_submission_file_only=True"]
+            f"recipes.{DATA}", "cluster.slurm_create_submission_file_only=True"]
 
 
 def hpctl_command(hpctl: str) -> list[str]:
     """hpctl planning the same recipe from the same recipe collection."""
-    return [hpctl, "plan", RECIPE, "--cluster", "slurm", "--workspace", str(RECIPES), "--json"]
+    return [hpctl, "plan", RECIPE, "--cluster", "slurm", "--workspace", str(RECIPES), DATA, "--json"]

@@ -67,7 +67,7 @@ def test_markdown_has_fenced_artifact(tmp_path, capsys):
     assert "```bash" in out and "#SBATCH" in out and "**Plan: 1 to add" in out
 
 
-def test_saved_plan_show_and_stale_refusal(tmp_path, capsys):
+def test_saved_plan_show_and_stale_refusal(tmp_path, capsys, monkeypatch):
     planfile = tmp_path / "p.plan"
     rc, _, _ = run(["plan", "tiny_llama", "-c", "slurm", "-w", str(tmp_path), "--out", str(planfile)], capsys)
     assert rc == 0 and planfile.exists()
@@ -81,12 +81,17 @@ def test_saved_plan_show_and_stale_refusal(tmp_path, capsys):
                          artifact={}, results_dir="/r", logs={}, applied_at="2026-12-01T00:00:00Z", status="RUNNING")
 
     # another job applied meanwhile: state moved on, but this plan's job did not, so it still applies
-    # (here it reaches sbatch, which this machine lacks: the submission was tried, not refused as stale)
+    # (here it reaches a stand-in sbatch that refuses: the submission was tried, not refused as stale)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: stand-in refuses' >&2\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     with locked(tmp_path / ".hpctl" / "state.json") as st:
         st.jobs["other-job"] = record("other-job")
         st.save()
     rc, _, err = run(["apply", str(planfile), "-w", str(tmp_path)], capsys)
-    assert "stale" not in err and "sbatch" in err
+    assert "the plan is stale" not in err and "stand-in refuses" in err
     # the plan's own job applied meanwhile: refused, naming the job and what changed; nothing submitted
     with locked(tmp_path / ".hpctl" / "state.json") as st:
         st.jobs["tiny-llama"] = record("tiny-llama")
