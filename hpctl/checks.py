@@ -264,13 +264,13 @@ def check_trainer(spec: Spec, host: HostInfo | None) -> list[Check]:
     A custom entry point (git.entry_script / entry_module) runs another program: it decides."""
     if not runs_adapter(spec.data):
         return []
-    from adapter.config import from_recipe, problems  # torch-free; imported here so `hpctl` starts fast
-    found = problems(spec.recipe, world_size(spec), files=_is_local(spec))
-    if found:
-        return [Check("trainer", ERROR, e.message, [f"recipes.{e.key}"], e.hint) for e in found]
-    note = from_recipe(spec.recipe, world_size(spec), files=False).parallel.offload_note
+    from adapter.config import ConfigError, from_recipe  # torch-free; imported here so `hpctl` starts fast
+    try:  # one read of the recipe: every refusal, or the config whose notes the plan states
+        cfg = from_recipe(spec.recipe, world_size(spec), files=_is_local(spec))
+    except ConfigError as exc:
+        return [Check("trainer", ERROR, e.message, [f"recipes.{e.key}"], e.hint) for e in exc.errors]
+    note = cfg.parallel.offload_note
     return [Check("trainer", INFO, note, ["recipes.model.offload_activations"])] if note else []
-
 
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_trainer,
