@@ -25,10 +25,11 @@ Precision. Anything that names 16 bits (bf16, fp16, 16, 16-mixed, ...) is mixed 
   master copy), sharded gradients are fp32 and AdamW keeps two fp32 states, i.e. 16 bytes per
   trainable parameter divided by S; computation, activations and the all-gathered weights are
   16-bit. Everything else (32, fp32, 64, ...) is fp32 throughout. fp8 is counted as bf16.
-Gathered weights. Between forward and backward FSDP2 keeps the root module (embedding, final norm,
-  output projection) gathered; every decoder layer is resharded after its forward, so at the loss
-  the root is all that is gathered. Once backward reaches the layers (the loss tensors are freed by
-  then), the output projection's full-size gradient waits for the root's reduce-scatter, two
+Gathered weights. The trainer asks FSDP2 to reshard every module after its forward, the root
+  (embedding, final norm, output projection) included, so at the loss nothing is gathered: the root
+  is gathered again only once the loss's gradient reaches the logits. Once backward reaches the
+  layers (the loss tensors are freed by then), the output projection's full-size gradient waits for
+  the root's reduce-scatter, two
   decoder layers are gathered at once (the one computing and the one prefetched) and one layer's
   gradients exist unsharded in the compute dtype and in fp32 for the reduce. shard_grad_op keeps
   every layer gathered from forward on. With one rank in fp32 the trainer runs no FSDP2 at all.
@@ -55,7 +56,8 @@ Peak. The largest of four moments, on top of the sharded parameters and optimize
   of this step do not exist yet unless gradient accumulation keeps the previous micro batches');
   the last layer's backward (the activations without the loss tensors, the layers in flight);
   under checkpointing, the first layers' backward (layer inputs, one rebuilt layer, the gathered
-  weights and by then nearly all gradients); the optimizer step (the gradients: the trainer's
+  weights and by then the gradients of every later layer, not yet the root's, which backward
+  reaches last); the optimizer step (the gradients: the trainer's
   fused AdamW updates in place, with no temporary copy of the shard).
 LoRA / QLoRA (model.peft.peft_type lora, qlora*). Base weights are frozen: fp32 and sharded as
   above (QLoRA: 4-bit NF4 with double quantisation, 0.516 bytes per decoder-layer weight), with no
@@ -63,8 +65,17 @@ LoRA / QLoRA (model.peft.peft_type lora, qlora*). Base weights are frozen: fp32 
   projections named by model.peft.target_modules (default q_proj and v_proj, peft's choice for
   Llama-like models; a projection counts when a target mentions its transformers name, so
   regular expressions over module paths work too, and when none is named every projection counts)
-  and train in fp32 with AdamW; routed experts get no adapters. Activations are
-  counted as in full training, which slightly overstates them.
+  and train in fp32 with AdamW; routed experts get no adapters. A frozen projection saves no input
+  for backward (its weight gradient is never formed), so LoRA's activations are smaller than full
+  training's: each RMSNorm keeps only its fp32 input (4h; its outputs feed frozen weights), the
+  SwiGLU MLP keeps gate, up and act(gate) but not the down projection's input, attention is as
+  above, and the adapters add, per group of targeted projections that read the same tensor (q/k/v:
+  the first norm's output; gate/up: the second's; down: the product; o_proj reads SDPA's output,
+  already kept), one copy of that input (with dropout, one per projection plus its mask: 1 byte
+  per element from CUDA's fused dropout, a scaled-noise tensor in the compute dtype on CPU), and
+  rank x a per projection for lora_A's output. The first layer's first norm reads the frozen
+  embedding's output, so autograd keeps nothing for it. tests/test_memory.py checks these bytes
+  against what autograd really saves.
 Offload. model.cpu_offload moves the sharded parameters, gradients and optimizer state to the host.
 Overhead. gpu: 1.0 GB (CUDA context and NCCL buffers); cpu: 0.4 GB (interpreter, torch and
   transformers loaded).
@@ -91,6 +102,7 @@ LOSS_BYTES_PER_LOGIT = 12  # fp32 log-softmax output, its gradient, the logits' 
 OVERHEAD_GB = {"gpu": 1.0, "cpu": 0.4}
 DEFAULT_LORA_RANK = 16
 DEFAULT_LORA_TARGETS = ["q_proj", "v_proj"]  # peft's default for Llama, Mistral, Mixtral and Qwen2
+MLP_NAMES = frozenset({"gate_proj", "up_proj", "down_proj"})
 
 
 @dataclass(frozen=True)
@@ -170,16 +182,29 @@ class MemoryEstimate:
         return self.total_gb - self.overhead_gb
 
 
-def _lora(model: Mapping[str, Any]) -> tuple[str | None, int, list[str] | None]:
-    """(peft type or None, rank, target module patterns or None for the default)."""
+@dataclass(frozen=True)
+class _Lora:
+    kind: str  # lora, qlora_4bit, ...
+    rank: int
+    targets: list[str] | None  # target module patterns; None for peft's default
+    dropout: float
+    gpu: bool  # CUDA's fused dropout keeps a 1-byte mask; the CPU's keeps its scaled noise tensor
+
+
+def _lora(model: Mapping[str, Any], gpu: bool) -> _Lora | None:
+    """The recipe's LoRA adapters, or None when it trains every weight."""
     peft = model.get("peft") or {}
-    kind = str(peft.get("peft_type") or "").lower() or None
-    if kind is not None and "lora" not in kind:
-        kind = None
+    kind = str(peft.get("peft_type") or "").lower()
+    if "lora" not in kind:
+        return None
     targets = peft.get("target_modules")
     if isinstance(targets, str):  # e.g. "all-linear", which names no projection: all of them count
         targets = [targets]
-    return kind, _int(peft.get("rank"), DEFAULT_LORA_RANK), targets
+    try:
+        dropout = float(peft.get("dropout") or 0.0)
+    except (TypeError, ValueError):
+        dropout = 0.0
+    return _Lora(kind, _int(peft.get("rank"), DEFAULT_LORA_RANK), targets, dropout, gpu)
 
 
 def _targeted(modules: list[Linear], targets: list[str] | None) -> list[Linear]:
@@ -191,12 +216,16 @@ def _targeted(modules: list[Linear], targets: list[str] | None) -> list[Linear]:
     return [m for m in dense if m.name.rsplit(".", 1)[-1] in named] or dense
 
 
-def _activation_bytes_per_token(a: Arch, dtype: int, tp: int, math_seq: int) -> tuple[float, float, float]:
+def _activation_bytes_per_token(a: Arch, dtype: int, tp: int, math_seq: int,
+                                lora: _Lora | None = None) -> tuple[float, float, float]:
     """(one decoder layer without checkpointing, final norm, loss) in bytes per token.
 
     `math_seq`: the key length when attention runs SDPA's math kernel (fp32 probabilities of every
-    head over every key are kept), 0 for the fused kernels that keep none."""
-    norm = a.hidden * (4 + 2 * dtype)
+    head over every key are kept), 0 for the fused kernels that keep none. `lora`: the adapters
+    when the base is frozen (its projections then save no inputs)."""
+    norm = a.hidden * (4 + 2 * dtype) if lora is None else a.hidden * 4
+    # Under LoRA the first layer's first norm reads the frozen embedding's output: autograd records nothing.
+    norms = 2 * norm if lora is None else norm * (2 - 1 / max(a.layers, 1))
     q_dim = a.heads * a.head_dim
     if a.mla:
         kv_dim = a.heads * a.v_head_dim  # k and v are expanded per head
@@ -206,10 +235,32 @@ def _activation_bytes_per_token(a: Arch, dtype: int, tp: int, math_seq: int) -> 
         kv_dim = a.kv_heads * a.head_dim
         attention = dtype * (2 * q_dim + 2 * kv_dim) / tp
     attention += 4 * a.heads * math_seq / tp
-    dense_mlp = dtype * 4 * a.intermediate / tp
-    moe_mlp = dtype * (a.top_k * (4 * a.moe_intermediate + 2 * a.hidden) + 4 * a.shared_intermediate) / tp
+    swiglu = 4 if lora is None else 3  # a frozen down projection does not keep the product
+    dense_mlp = dtype * swiglu * a.intermediate / tp
+    moe_mlp = dtype * (a.top_k * (swiglu * a.moe_intermediate + 2 * a.hidden) + swiglu * a.shared_intermediate) / tp
     mlp = (dense_mlp * (a.layers - a.moe_layers) + moe_mlp * a.moe_layers) / max(a.layers, 1)
-    return 2 * norm + attention + mlp, norm, LOSS_BYTES_PER_LOGIT * a.vocab
+    adapters = _adapter_inputs(a, dtype, tp, lora) if lora is not None else 0.0
+    return norms + attention + mlp + adapters, norm, LOSS_BYTES_PER_LOGIT * a.vocab
+
+
+def _block(name: str) -> str:
+    """Where a projection reads its input from: attention, or one MLP (dense or shared experts)."""
+    prefix, _, last = name.rpartition(".")
+    return f"{prefix}.mlp" if last in MLP_NAMES else f"{prefix}.attention"
+
+
+def _adapter_inputs(a: Arch, dtype: int, tp: int, lora: _Lora) -> float:
+    """Bytes per token per layer that LoRA's adapters keep for backward (see the docstring)."""
+    targeted = _targeted(linears(a), lora.targets)
+    per_layer = 0.0
+    if lora.dropout:  # each projection's own dropout output and its mask
+        mask = 1 if lora.gpu else dtype
+        per_layer += sum((dtype + mask) * m.in_features * m.count for m in targeted)
+    else:  # one copy per distinct input: same block and width means the same tensor
+        groups = {(_block(m.name), m.in_features): m.count for m in targeted if not m.name.endswith("o_proj")}
+        per_layer += sum(dtype * width * count for (_, width), count in groups.items())
+    per_layer += sum(dtype * lora.rank * m.count for m in targeted)  # lora_A's outputs
+    return per_layer / max(a.layers, 1) / tp
 
 
 def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> MemoryEstimate:
@@ -230,18 +281,21 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> Me
     lay = layout(spec_data)
     mixed = is_16bit(model.get("precision", trainer.get("precision")))
     dtype = 2 if mixed else 4
-    w = _weights(counts, lay, model)
-    at_loss_b, gathered_b = _gathered(counts, lay, dtype, mixed, bool(w.peft))
-    act_loss, loss_b, act_recompute = _activations(counts.arch, lay, model, dtype, accelerator == "gpu" and not mixed)
+    w = _weights(counts, lay, _lora(model, accelerator == "gpu"))
+    at_loss_b, gathered_b = _gathered(counts, lay, dtype, mixed, w.peft is not None)
+    act_loss, loss_b, act_recompute = _activations(counts.arch, lay, model, dtype, accelerator == "gpu" and not mixed,
+                                                   w.peft)
 
     accumulation = _accumulation(model, lay)
     offload = bool(model.get("cpu_offload"))
     params_b, grads_b, optimizer_b = (0.0, 0.0, 0.0) if offload else (w.params, w.grads, w.optimizer)
     earlier = grads_b if accumulation > 1 else 0.0  # the previous micro batches' gradients
+    # By the first layer's backward every later layer's gradient exists; the root's comes last.
+    layer_grads_b = grads_b if accumulation > 1 else (0.0 if offload else w.layer_grads) * (1 - 1 / max(counts.arch.layers, 1))
     phases = [
         act_loss + at_loss_b + earlier,  # end of forward, loss backward
         act_loss - loss_b + gathered_b + earlier,  # the last layer's backward
-        act_recompute + gathered_b + grads_b,  # last layers' backward under checkpointing
+        act_recompute + gathered_b + layer_grads_b,  # the first layers' backward under checkpointing
         grads_b,  # optimizer step (fused AdamW: in place)
     ]
     total = (params_b + optimizer_b + max(phases)) / GB + overhead
@@ -253,7 +307,7 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> Me
         "bf16 mixed (fp32 master, grads, AdamW)" if mixed else "fp32",
         f"{lay.strategy} over {lay.shard}" + (f", tp {lay.tp}" if lay.tp > 1 else "")
         + (f", ep {lay.ep}" if lay.ep > 1 else "") + (f", cp {lay.cp}" if lay.cp > 1 else ""),
-        f"{w.peft} r{w.rank}" if w.peft else None,
+        f"{w.peft.kind} r{w.peft.rank}" if w.peft else None,
         f"mb {_int(model.get('train_batch_size'), 1)} x seq {_int(model.get('max_context_width'), 1)}",
         "AC on" if model.get("activation_checkpointing") else "AC off",
         "params/grads/optimizer offloaded to host" if offload else None,
@@ -303,26 +357,27 @@ class _Weights:
     params: float
     grads: float
     optimizer: float
-    peft: str | None
-    rank: int
+    layer_grads: float  # of the decoder layers only (the root's come last in backward)
+    peft: _Lora | None
 
 
-def _weights(counts: ParamCounts, lay: Layout, model: Mapping[str, Any]) -> _Weights:
+def _weights(counts: ParamCounts, lay: Layout, peft: _Lora | None) -> _Weights:
     a = counts.arch
     shard, expert_shard = lay.shard, max(lay.shard // lay.ep, 1)
     root = counts.embedding + counts.lm_head + counts.final_norm  # whole across tp
     layers = (counts.layers_total - counts.experts_total) / lay.tp
     experts = counts.experts_total / (lay.ep * lay.tp)
-    peft, rank, targets = _lora(model)
     if peft:
-        adapted = _targeted(linears(a), targets)
-        trainable = sum(rank * (m.in_features + m.out_features) * m.count for m in adapted) / lay.tp / shard
-        base_bytes = NF4_BYTES if "qlora" in peft else 4
+        adapted = _targeted(linears(a), peft.targets)
+        trainable = sum(peft.rank * (m.in_features + m.out_features) * m.count for m in adapted) / lay.tp / shard
+        base_bytes = NF4_BYTES if "qlora" in peft.kind else 4
         params = root * 4 / shard + (layers / shard + experts / expert_shard) * base_bytes + trainable * 4
+        in_layers = trainable
     else:
-        trainable = root / shard + layers / shard + experts / expert_shard
+        in_layers = layers / shard + experts / expert_shard
+        trainable = root / shard + in_layers
         params = trainable * 4
-    return _Weights(params, trainable * 4, trainable * ADAM_BYTES, peft, rank)
+    return _Weights(params, trainable * 4, trainable * ADAM_BYTES, in_layers * 4, peft)
 
 
 def _gathered(counts: ParamCounts, lay: Layout, dtype: int, mixed: bool, peft: bool) -> tuple[float, float]:
@@ -336,7 +391,7 @@ def _gathered(counts: ParamCounts, lay: Layout, dtype: int, mixed: bool, peft: b
     root = counts.embedding + counts.lm_head + counts.final_norm
     zero2 = "grad_op" in lay.strategy or "zero2" in lay.strategy
     kept_layers = a.layers if zero2 else min(2, a.layers)
-    at_loss = dtype * (root + (a.layers * layer if zero2 else 0))
+    at_loss = dtype * (root + a.layers * layer) if zero2 else 0.0  # zero2 reshards nothing after forward
     gathered = dtype * (root + kept_layers * layer)
     if not peft:  # the output projection's gradient waits for the root; one layer's in compute and fp32
         gathered += dtype * a.vocab * a.hidden + (dtype + 4) * layer
@@ -344,14 +399,14 @@ def _gathered(counts: ParamCounts, lay: Layout, dtype: int, mixed: bool, peft: b
 
 
 def _activations(a: Arch, lay: Layout, model: Mapping[str, Any], dtype: int,
-                 math_kernel: bool) -> tuple[float, float, float]:
+                 math_kernel: bool, lora: _Lora | None) -> tuple[float, float, float]:
     """Activation bytes of one micro batch: (end of forward, of which the loss tensors, last layer
     recomputed under checkpointing)."""
     seq = _int(model.get("max_context_width"), 1)
     tokens = _int(model.get("train_batch_size"), 1) * seq / lay.cp
     # SDPA's math kernel (fp32 with grouped-query attention on a GPU) keeps heads x seq probabilities.
     math_seq = seq if math_kernel and a.kv_heads < a.heads else 0
-    per_layer, final_norm, loss = _activation_bytes_per_token(a, dtype, lay.tp, math_seq)
+    per_layer, final_norm, loss = _activation_bytes_per_token(a, dtype, lay.tp, math_seq, lora)
     if not model.get("activation_checkpointing"):
         return tokens * (a.layers * per_layer + final_norm + loss), tokens * loss, 0.0
     kept = a.layers
