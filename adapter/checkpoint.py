@@ -29,12 +29,13 @@ from typing import Any, Iterable, Iterator
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.tensor import DTensor
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
-from adapter import faults
+from adapter import faults, qlora
 from adapter.config import CheckpointConfig, ConfigError
 
 MARKER = "COMMITTED"
@@ -200,8 +201,29 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def gather_full(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The whole model's weights on rank 0's CPU (empty elsewhere); every rank must call it."""
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    """The whole model's weights on rank 0's CPU (empty elsewhere); every rank must call it.
+
+    QLoRA's 4-bit weights are dequantized on each rank and gathered as plain tensors: DTensor's
+    all-gather of torchao's NF4 tensor issues one functional collective per inner tensor and never
+    waits on them (torch reports "unwaited collective calls" at exit), so the gathered 4-bit data
+    could be read before gloo or NCCL has filled it. Each shard holds whole quantization blocks
+    (adapter.qlora), so dequantizing shards gives exactly the rows of the dequantized whole."""
+    if not any(qlora.is_nf4(p.to_local() if isinstance(p, DTensor) else p) for p in model.parameters()):
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    full = {}
+    for key, value in get_model_state_dict(model).items():
+        if isinstance(value, DTensor):
+            local = value.to_local()
+            if qlora.is_nf4(local):
+                local = local.get_original_weight()
+                value = DTensor.from_local(local, value.device_mesh, value.placements, run_check=False,
+                                           shape=value.shape, stride=torch.empty(value.shape, device="meta").stride())
+            value = value.full_tensor()
+        elif qlora.is_nf4(value):
+            value = value.get_original_weight()
+        if dist.get_rank() == 0:
+            full[key] = value.cpu()
+    return full
 
 
 @contextmanager
