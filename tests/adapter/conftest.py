@@ -83,7 +83,10 @@ def srun_style(recipe: dict[str, Any], spec_name: str = "spec.json", **extra_env
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """The run exited 0 and left no collective unwaited (torch reports those when the process
+    group is destroyed: their outputs may have been read before they were filled)."""
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "unwaited collective" not in (proc.stderr or ""), proc.stderr[-3000:]
     return proc
 
 
