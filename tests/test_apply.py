@@ -76,9 +76,9 @@ def test_a_failed_job_reapplied_unchanged_is_resubmitted_with_the_reason(tiny_wo
     assert "the job ended FAILED: it will be submitted again unchanged" in out
     rc, out, err = run_cli("apply", *args, "--auto-approve")
     assert rc == 0 and "resubmitted" in out, out + err
+    assert wait_ended(run_cli, ws, "mini") == "FAILED"  # first: the job runs detached, after apply returns
     assert (tmp_path / "runs.log").read_text().count("ran") == 2
     # a cancelled job likewise; one that succeeded is left alone
-    assert wait_ended(run_cli, ws, "mini") == "FAILED"
     rc, out, _ = run_cli("cancel", "mini", "-w", ws)
     rc, out, _ = run_cli("plan", *args)
     assert "the job ended CANCELLED" in out

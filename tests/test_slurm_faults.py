@@ -92,7 +92,7 @@ def test_sbatch_gives_up_clearly_and_state_is_untouched(fake, ws, run_cli):
     assert "sbatch could not reach slurmctld (4 attempts); nothing was submitted" in err
     assert "scontrol ping" in err
     assert fake.calls() == ["sbatch"] * 4
-    assert state_of(ws) == {}
+    assert state_of(ws)["jobs"] == {}  # created with its lineage before sbatch (the tag names it); no job
 
 
 def test_lost_sbatch_reply_is_not_retried(fake, ws, run_cli):
@@ -102,7 +102,7 @@ def test_lost_sbatch_reply_is_not_retried(fake, ws, run_cli):
     assert rc == 1 and "may or may not have been submitted" in err
     assert "squeue --name=mini" in err  # the script's --job-name
     assert fake.calls() == ["sbatch"]
-    assert state_of(ws) == {}
+    assert state_of(ws)["jobs"] == {}  # created with its lineage before sbatch (the tag names it); no job
 
 
 def test_status_and_cancel_while_slurmctld_is_down_then_back(fake, ws, run_cli, tmp_path):
