@@ -15,7 +15,7 @@ import pytest
 
 from hpctl.backends import slurm
 from hpctl.backends.base import TaggedJob
-from hpctl.backends.common import JobTag
+from hpctl.backends.common import JobTag, job_tag
 from workspace_inputs import MINI_RECIPE, write_files
 
 UNREACHABLE = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
@@ -206,3 +206,35 @@ def test_tagged_jobs_are_read_from_squeue_comments():
                       f"12_3|PENDING|{tag.comment}", f"9|COMPLETING|{tag.value} spec=ffffffffffff", "garbage"])
     assert slurm.parse_tagged(text, tag) == [TaggedJob("9", "RUNNING", "ffffffffffff"),
                                              TaggedJob("90", "RUNNING", "0123456789ab")]
+
+
+def test_a_lost_job_of_another_spec_is_adopted_and_the_plan_replaces_it(fake, ws, run_cli):
+    """The tagged job found was submitted with other inputs (its comment's spec part differs):
+    it is adopted all the same, and the plan cancels and replaces it, as for any running job
+    whose inputs changed. `hpctl plan` shows this without writing state."""
+    fake.answers("sbatch", "ok:100")
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws, "run.name=other")[0] == 0
+    tag = job_tag(state_of(ws)["lineage"], "mini", {})
+    fake.answers("squeue", f"ok:555|RUNNING|{tag.value} spec=ffffffffffff")
+    rc, out, err = run_cli("plan", "mini", "--cluster", "slurm", "-w", ws)
+    assert rc == 0, err
+    assert "adopted job mini (slurm job 555, RUNNING) found on the scheduler but missing from state; " \
+           "it was submitted with another spec than this plan's" in err
+    assert "-/+ job mini: replace (the job is RUNNING: it will be cancelled and submitted again)" in out
+    assert sorted(state_of(ws)["jobs"]) == ["other"]
+
+
+def test_a_replacement_submitted_but_not_recorded_is_adopted_over_the_ended_record(fake, ws, run_cli):
+    """State records job 4242, which ended FAILED; an update that died after sbatch left 4243
+    running under the same tag. The plan adopts 4243 (not the ended one) and changes nothing."""
+    fake.answers("sbatch", "ok:4242")
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)[0] == 0
+    comment = re.search(r"--comment=(\S+ spec=\S+) ", fake.argv("sbatch")[0]).group(1)
+    failed = {"jobs": [{"job_id": 4242, "job_state": ["FAILED"], "exit_code": 256}]}
+    fake.answers("squeue", "ok:" + json.dumps(failed), f"ok:4243|RUNNING|{comment}")
+    fake.calls()
+    rc, out, err = run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)
+    assert rc == 0, err
+    assert "adopted job mini (slurm job 4243, RUNNING)" in err and "No changes" in out
+    assert fake.calls() == ["squeue", "squeue"]  # the refresh, then the tag: no sbatch
+    assert state_of(ws)["jobs"]["mini"]["job_id"] == "4243"
