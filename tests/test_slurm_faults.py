@@ -223,6 +223,17 @@ def test_a_lost_job_of_another_spec_is_adopted_and_the_plan_replaces_it(fake, ws
     assert "-/+ job mini: replace (the job is RUNNING: it will be cancelled and submitted again)" in out
     assert sorted(state_of(ws)["jobs"]) == ["other"]
 
+    saved = ws / "mini.plan"  # a saved plan made with the adoption applies: apply adopts the same record
+    assert run_cli("plan", "mini", "--cluster", "slurm", "-w", ws, "--out", saved)[0] == 0
+    fake.answers("scancel", "ok:")
+    fake.answers("sbatch", "ok:556")
+    fake.calls()
+    rc, out, err = run_cli("apply", saved, "-w", ws)
+    assert rc == 0, err
+    assert "cancelled 555" in out and "replaced as slurm job 556" in out
+    assert fake.calls() == ["squeue", "scancel", "sbatch"]
+    assert state_of(ws)["jobs"]["mini"]["job_id"] == "556"
+
 
 def test_a_replacement_submitted_but_not_recorded_is_adopted_over_the_ended_record(fake, ws, run_cli):
     """State records job 4242, which ended FAILED; an update that died after sbatch left 4243
