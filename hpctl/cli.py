@@ -244,7 +244,7 @@ def apply(env: Env, args, cluster, auto_approve) -> int:
         if spec is not None and spec.inputs != p.inputs:
             raise HpctlError("the plan is stale: its input files changed since it was made", hint="run hpctl plan again")
         with env.locked() as state:
-            if adopt_lost(state, p, say):
+            if adopt_lost(state, p, lambda line: env.err.print(line, markup=False)):  # as _make_plan says it
                 state.save()
             check_fresh(p, state, str(env.state_path))
             execute(state, p, spec, say)

@@ -14,12 +14,19 @@ from __future__ import annotations
 import os
 import signal
 
+from hpctl.errors import HpctlError
+from hpctl.suggest import did_you_mean
+
 VARIABLE = "HPCTL_APPLY_CRASH_AT"
 POINTS = ("before_submit", "after_submit", "during_state_write")
 
 
 def crash_if(point: str) -> None:
-    """SIGKILL this process when HPCTL_APPLY_CRASH_AT names this point."""
-    assert point in POINTS, point
-    if os.environ.get(VARIABLE) == point:
+    """SIGKILL this process when HPCTL_APPLY_CRASH_AT names this point. Any other value is an
+    error, so a misspelt point cannot make a crash test pass without crashing."""
+    value = os.environ.get(VARIABLE)
+    if value and value not in POINTS:
+        raise HpctlError(f"{VARIABLE}={value} names no crash point", key=VARIABLE, expected=", ".join(POINTS),
+                         hint=did_you_mean(value, POINTS))
+    if value == point:
         os.kill(os.getpid(), signal.SIGKILL)
