@@ -109,12 +109,25 @@ class State:
             except OSError:  # a filesystem without hard links: a copy does as well
                 shutil.copy2(self.path, link)
             os.replace(link, backup)
+            with contextlib.suppress(FileNotFoundError):  # rename(2) does nothing when the backup
+                os.unlink(link)  # already is this file (a write killed before its rename)
         crash_if("during_state_write")
         os.replace(tmp, self.path)
         with contextlib.suppress(OSError):
             dfd = os.open(self.path.parent, os.O_RDONLY)
             os.fsync(dfd)
             os.close(dfd)
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Temp files of writers killed mid-write (`.state.json.<pid>.tmp` or `.backup`): the
+        state they were writing never became the state, so they are only litter. A live pid's
+        are another writer's on this host and kept."""
+        for leftover in self.path.parent.glob(f".{self.path.name}.*"):
+            pid = leftover.name[len(self.path.name) + 2:].partition(".")[0]
+            if leftover.suffix in (".tmp", ".backup") and pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
 
 def _alive(pid: int) -> bool:

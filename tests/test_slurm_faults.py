@@ -195,6 +195,7 @@ def test_apply_killed_at_each_step_never_submits_twice(fake, ws, run_cli, run_hp
     assert state["jobs"]["mini"]["job_id"] == "4242" and state["jobs"]["mini"]["status"] == "PENDING"
     assert sorted(state["jobs"]) == ["mini", "other"] and state["lineage"] == json.loads(before)["lineage"]
     assert not (ws / ".hpctl" / "state.json.lock").exists()
+    assert sorted(p.name for p in (ws / ".hpctl").iterdir()) == ["state.json", "state.json.backup"]  # no litter
 
 
 def test_tagged_jobs_are_read_from_squeue_comments():
