@@ -9,6 +9,11 @@ forgotten, or created by someone else), never because another job moved state on
 Before planning, the job's recorded status is refreshed from its scheduler (Terraform's refresh):
 a job that ended FAILED or CANCELLED since it was last looked at plans as `~` resubmit, so
 `hpctl apply` of unchanged inputs brings it back to running and it resumes from its checkpoint.
+
+Every submitted job carries a tag naming (state lineage, job) (backends.common.job_tag), put where
+its scheduler keeps it. When hpctl dies after the scheduler accepted a job but before state
+recorded it, the next plan or apply of that job asks the scheduler for the tag (`adopt_lost`) and
+records the job it finds instead of submitting a second one.
 """
 from __future__ import annotations
 
@@ -18,9 +23,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hpctl.backends import get_backend
-from hpctl.backends.base import NOT_SUBMITTED
+from hpctl.backends.base import NOT_SUBMITTED, Backend, TaggedJob
+from hpctl.backends.common import job_tag
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE
 from hpctl.errors import HpctlError, Origin
+from hpctl.faults import crash_if
 from hpctl.records import TERMINAL, JobRecord, record_digest
 from hpctl.spec import REDACTED, Spec, digest, get_path
 
@@ -48,6 +55,53 @@ def refresh(state: "State", job: str) -> None:
     except HpctlError as e:
         print(f"warning: could not refresh the status of {job} ({e.problems[0].message}); "
               f"using the recorded {record.status}", file=sys.stderr)
+
+
+ADOPTED = "(adopted)"  # applied_at of an adopted record: when it was submitted is not known
+
+
+def adopt_lost(state: "State", plan: "Plan", say: Say) -> bool:
+    """Record in `state` (in memory; the caller saves) a job that an apply submitted for
+    `plan.job` but died before recording: the newest job the scheduler holds under the job's tag
+    when state has no record of it, or the newest live one when state's record has ended (an
+    update or replace that died after submitting). True when one was adopted.
+
+    A job whose spec differs from the plan's is adopted with its artifact unknown, so the plan
+    shows the update or replace that brings it to the plan. Best effort: a scheduler that cannot
+    be asked gives a warning, not a failure, so planning offline still works."""
+    record = state.jobs.get(plan.job)
+    if not state.lineage or plan.change.action == DESTROY or (record is not None and record.status not in TERMINAL):
+        return False
+    backend = get_backend(plan.spec.get("cluster_type", plan.backend))
+    tag = job_tag(state.lineage, plan.job, plan.spec)
+    try:
+        found = backend.find_tagged(plan.artifact, tag)
+    except HpctlError as e:
+        print(f"warning: could not ask the scheduler for an unrecorded job {plan.job} ({e.problems[0].message})",
+              file=sys.stderr)
+        return False
+    if record is not None:
+        found = [j for j in found if j.job_id != record.job_id and j.state not in TERMINAL]
+    if not found:
+        return False
+    state.jobs[plan.job] = adopted_record(plan, backend, found[-1], same_spec=found[-1].spec == tag.spec)
+    say(f"adopted job {plan.job} ({backend.name} job {found[-1].job_id}, {found[-1].state}) found on the "
+        "scheduler but missing from state" + ("" if found[-1].spec == tag.spec else
+                                              "; it was submitted with another spec than this plan's"))
+    return True
+
+
+def adopted_record(plan: "Plan", backend: Backend, job: TaggedJob, same_spec: bool) -> JobRecord:
+    """The record of an adopted job. Deterministic, so a plan saved with it applies while it
+    stands (check_fresh). With another spec, the artifact's text is unknown (empty): the diff
+    then shows the job changes."""
+    artifact = plan.artifact.to_json()
+    if not same_spec:
+        artifact["text"] = ""
+    return JobRecord(name=plan.job, cluster=plan.cluster, backend=backend.name, job_id=job.job_id,
+                     spec_digest=digest(plan.spec) if same_spec else f"(unknown: submitted with spec {job.spec})",
+                     spec=plan.spec, artifact=artifact, results_dir=plan.artifact.results_dir,
+                     logs=plan.artifact.logs, applied_at=ADOPTED, status=job.state)
 
 
 def check_fresh(plan: "Plan", state: "State", state_path: str) -> None:
@@ -102,7 +156,11 @@ def execute(state: "State", plan: "Plan", spec: Spec | None, say: Say) -> None:
         live = backend.describe(record)
         if live.state not in TERMINAL:
             raise HpctlError(f"job {plan.job} is {live.state} now; the plan expected it ended", hint="run hpctl plan again")
-    job_id = backend.submit(plan.artifact, secrets_for(plan, spec))
+    secrets = secrets_for(plan, spec)
+    tag = job_tag(state.fix_lineage(), plan.job, plan.spec)  # the lineage is on disk before the job exists
+    crash_if("before_submit")
+    job_id = backend.submit(plan.artifact, secrets, tag)
+    crash_if("after_submit")
     if job_id == NOT_SUBMITTED:
         say(f"Apply complete: wrote {', '.join(plan.artifact.files)}; nothing submitted and no job recorded "
             "(cluster.slurm_create_submission_file_only is true)")

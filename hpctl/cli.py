@@ -150,14 +150,23 @@ def explain(env: Env, args, cluster, as_json) -> int:
 
 
 def _make_plan(env: Env, args, cluster, destroy: bool = False, state=None):
-    """Compose, refresh the job's status from its scheduler, and plan against `state` (read
-    without the lock unless the caller holds it)."""
-    from hpctl.apply import refresh
+    """Compose, refresh the job's status from its scheduler, adopt a job submitted but never
+    recorded, and plan against `state`. Without a `state` it is read without the lock and an
+    adoption is only shown; under the caller's lock an adoption is written at once."""
+    from hpctl.apply import adopt_lost, refresh
     from hpctl.plan import build
     spec = _compose(env, args, cluster)
-    state = state if state is not None else env.state()
+    locked, state = state is not None, state if state is not None else env.state()
     refresh(state, spec.job_name)
-    return build(spec, state, destroy=destroy, args=list(args), workspace=str(env.workspace.root)), spec
+
+    def plan():
+        return build(spec, state, destroy=destroy, args=list(args), workspace=str(env.workspace.root))
+    p = plan()
+    if adopt_lost(state, p, lambda line: env.err.print(line, markup=False)):
+        if locked:
+            state.save()
+        p = plan()
+    return p, spec
 
 
 def _emit_plan(env: Env, plan, fmt: str) -> None:
@@ -222,7 +231,7 @@ def show(env: Env, planfile, fmt) -> int:
 @common
 def apply(env: Env, args, cluster, auto_approve) -> int:
     """Submit RECIPE [key=value ...] after showing its plan, or a saved PLANFILE as it is."""
-    from hpctl.apply import check_fresh, execute
+    from hpctl.apply import adopt_lost, check_fresh, execute
     from hpctl.plan import Plan
     from hpctl.present import print_plan
     say = lambda line: env.out.print(line, markup=False)  # noqa: E731
@@ -235,6 +244,8 @@ def apply(env: Env, args, cluster, auto_approve) -> int:
         if spec is not None and spec.inputs != p.inputs:
             raise HpctlError("the plan is stale: its input files changed since it was made", hint="run hpctl plan again")
         with env.locked() as state:
+            if adopt_lost(state, p, lambda line: env.err.print(line, markup=False)):  # as _make_plan says it
+                state.save()
             check_fresh(p, state, str(env.state_path))
             execute(state, p, spec, say)
         return 0

@@ -15,7 +15,7 @@ from hpctl import entry
 from hpctl import memory
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
-from hpctl.backends.common import check_no_secrets, network_summary
+from hpctl.backends.common import check_no_secrets, job_tag, network_summary
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
 from hpctl.errors import HpctlError, Origin
 from hpctl.modelsize import param_count
@@ -176,8 +176,11 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
     record = state.jobs.get(spec.job_name)
     change = diff(spec.job_name, public, artifact.text, record, destroy=destroy)
     estimate = preflight.memory_estimate(spec)
+    summary = summarize(spec, estimate, backend.platform_network)
+    # The tag apply gives the job; a workspace's first apply fixes the lineage it is made of.
+    summary["tag"] = job_tag(state.lineage, spec.job_name, public).comment if state.lineage else None
     return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,
-                spec.provenance_json(), artifact, change, summarize(spec, estimate, backend.platform_network),
+                spec.provenance_json(), artifact, change, summary,
                 [asdict(c) for c in results], state.serial, state.lineage, spec.inputs,
                 redact_args(args or []), workspace, record_digest(record))
 

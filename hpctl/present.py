@@ -45,7 +45,8 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("steps", str(s["max_steps"] or "?")), ("sequence", str(s["sequence_length"] or "?")),
         ("results", str(s["results_dir"])), *tracking, ("memory/device", mem),
     ] + ([("program", s["entry"])] if s.get("entry") else []) \
-      + ([("network", s["network"])] if s.get("network") else [])
+      + ([("network", s["network"])] if s.get("network") else []) \
+      + [("tag", s["tag"] or "made at the workspace's first apply")]
 
 
 def change_lines(change: Change) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import IO, Any
 
 from hpctl.records import JobRecord
 from hpctl.errors import HpctlError, Origin
+from hpctl.faults import crash_if
 from hpctl.suggest import did_you_mean
 
 VERSION = 1
@@ -67,11 +69,26 @@ class State:
                              hint=did_you_mean(name, self.jobs) or "run `hpctl state list` to see the jobs")
         return self.jobs[name]
 
+    def fix_lineage(self) -> str:
+        """The lineage, made (and written, with the state) if this state never was: apply calls
+        this before it submits, so the job's tag names a lineage the state file keeps even when
+        hpctl dies before the job is recorded."""
+        if not self.lineage:
+            self.lineage = str(uuid.uuid4())
+            self._write()  # serial 0: the state exists, no change was made to it yet
+        return self.lineage
+
     def save(self) -> None:
-        """Atomic write: temp file, fsync, keep the previous copy as a backup, rename."""
+        """Write the state with its serial bumped (see _write)."""
         self.serial += 1
         if not self.lineage:
             self.lineage = str(uuid.uuid4())
+        self._write()
+
+    def _write(self) -> None:
+        """Atomic write: temp file, fsync, keep the previous copy as a backup, rename. The state
+        file exists at every moment: the backup is a second link to the previous file, never a
+        rename of it, so a crash anywhere in here leaves the previous state where it was."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         # One job per line: indent=2 would take json's pure-Python encoder, seconds for 1,000 jobs.
@@ -83,12 +100,34 @@ class State:
             f.flush()
             os.fsync(f.fileno())
         if self.path.exists():
-            os.replace(self.path, self.path.with_name(self.path.name + ".backup"))
+            backup = self.path.with_name(self.path.name + ".backup")
+            link = self.path.with_name(f".{self.path.name}.{os.getpid()}.backup")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
+            try:
+                os.link(self.path, link)
+            except OSError:  # a filesystem without hard links: a copy does as well
+                shutil.copy2(self.path, link)
+            os.replace(link, backup)
+            with contextlib.suppress(FileNotFoundError):  # rename(2) does nothing when the backup
+                os.unlink(link)  # already is this file (a write killed before its rename)
+        crash_if("during_state_write")
         os.replace(tmp, self.path)
         with contextlib.suppress(OSError):
             dfd = os.open(self.path.parent, os.O_RDONLY)
             os.fsync(dfd)
             os.close(dfd)
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Temp files of writers killed mid-write (`.state.json.<pid>.tmp` or `.backup`): the
+        state they were writing never became the state, so they are only litter. A live pid's
+        are another writer's on this host and kept."""
+        for leftover in self.path.parent.glob(f".{self.path.name}.*"):
+            pid = leftover.name[len(self.path.name) + 2:].partition(".")[0]
+            if leftover.suffix in (".tmp", ".backup") and pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
 
 def _alive(pid: int) -> bool:

@@ -5,6 +5,8 @@ depend on the built-in catalog and never write into the repository.
 """
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from workspace_inputs import DEFAULT_FILES, SHARED, write_files
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -39,6 +43,18 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
         out, err = capsys.readouterr()
         code = exc.value.code
         return (code if isinstance(code, int) else (0 if code is None else 1)), out, err
+    return run
+
+
+@pytest.fixture
+def run_hpctl() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `python -m hpctl ARGV` as its own process (this checkout's code), with `env` added to
+    the environment: for tests that have hpctl kill itself."""
+    def run(*argv: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                   **(env or {})}
+        return subprocess.run([sys.executable, "-m", "hpctl", *map(str, argv)], env=environ,
+                              capture_output=True, text=True, timeout=300)
     return run
 
 

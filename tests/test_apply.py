@@ -76,9 +76,9 @@ def test_a_failed_job_reapplied_unchanged_is_resubmitted_with_the_reason(tiny_wo
     assert "the job ended FAILED: it will be submitted again unchanged" in out
     rc, out, err = run_cli("apply", *args, "--auto-approve")
     assert rc == 0 and "resubmitted" in out, out + err
+    assert wait_ended(run_cli, ws, "mini") == "FAILED"  # first: the job runs detached, after apply returns
     assert (tmp_path / "runs.log").read_text().count("ran") == 2
     # a cancelled job likewise; one that succeeded is left alone
-    assert wait_ended(run_cli, ws, "mini") == "FAILED"
     rc, out, _ = run_cli("cancel", "mini", "-w", ws)
     rc, out, _ = run_cli("plan", *args)
     assert "the job ended CANCELLED" in out
@@ -96,3 +96,40 @@ def test_validate_renders_like_plan(tiny_workspace, run_cli):
     for command in ("validate", "plan"):
         rc, out, err = run_cli(command, "mini", "-w", ws, "-c", "k8s")
         assert rc == 1 and "container image" in err, (command, err)
+
+
+def test_a_local_job_submitted_but_not_recorded_is_adopted_not_run_again(tiny_workspace, run_cli, run_hpctl, tmp_path):
+    """A fresh workspace's first `hpctl apply`, SIGKILLed once the job runs but before state
+    records it. The state file was made, with its lineage, before the job started: `hpctl plan`
+    finds the running job by the tag in its environment and shows it adopted (writing nothing),
+    `hpctl apply` records it, and the job ran once."""
+    ws = tiny_workspace()
+    runs = tmp_path / "runs.log"
+    python = tmp_path / "python-sleeps"
+    python.write_text(f"#!/bin/sh\necho ran >> {runs}\nexec sleep 60\n")
+    python.chmod(0o755)
+    args = ["mini", "-w", ws, f"cluster.python={python}"]
+    killed = run_hpctl("apply", *args, "--auto-approve", env={"HPCTL_APPLY_CRASH_AT": "after_submit"})
+    assert killed.returncode == -9, killed.stderr
+    path = ws / ".hpctl" / "state.json"
+    state = State.load(path)
+    assert (state.jobs, state.serial, bool(state.lineage)) == ({}, 0, True)
+    try:
+        deadline = time.monotonic() + 30
+        while not runs.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = path.read_bytes()
+        rc, out, err = run_cli("plan", *args)
+        assert rc == 0, err
+        assert "adopted job mini (local job " in err and "found on the scheduler but missing from state" in err
+        assert "No changes" in out and path.read_bytes() == before
+        rc, out, err = run_cli("apply", *args, "--auto-approve")
+        assert rc == 0 and "No changes" in out, out + err
+        record = State.load(path).jobs["mini"]
+        assert (record.status, record.applied_at, State.load(path).lineage) == ("RUNNING", "(adopted)", state.lineage)
+        assert f"local job {record.job_id}," in err
+        rc, out, err = run_cli("plan", *args)  # recorded now: nothing more to adopt
+        assert "adopted" not in err and "No changes" in out
+    finally:
+        assert run_cli("cancel", "mini", "-w", ws)[0] == 0
+    assert runs.read_text().count("ran") == 1

@@ -26,8 +26,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from hpctl.backends.base import FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, JobRecord
-from hpctl.backends.kubernetes import BACKEND, job_state, node_of
+from hpctl.backends.base import FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, JobRecord, TaggedJob
+from hpctl.backends.common import JobTag
+from hpctl.backends.kubernetes import BACKEND, LABEL_NAME, job_state, node_of
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec
 
@@ -144,6 +145,28 @@ def test_submit_creates_secret_configmap_then_job(contract, tmp_path):
         "kubeflow.org/v1", "PyTorchJob", NS, NAME)
     assert set(job["spec"]["pytorchReplicaSpecs"]) == {"Master", "Worker"}
     assert all(r["query"] == {} for r in recorded.requests)
+
+
+def test_a_tagged_job_is_labelled_and_found_by_one_selector_list(contract, tmp_path):
+    """apply's tag goes on the job object as labels (valid label values); find_tagged asks with
+    one list call selecting the tag's label, and reads the job's state and spec label back."""
+    recorded, port = contract
+    recorded.on("POST", f"{CORE}/configmaps", "configmap_created.json")
+    recorded.on("POST", JOBS, "pytorchjob_created.json")
+    recorded.on("GET", JOBS, "pytorchjob_list_tagged.json")
+    spec = make_spec(kubeconfig(tmp_path, port))
+    del spec.data["env_vars"]["HF_TOKEN"]
+    artifact = BACKEND.render(spec)
+    tag = JobTag("hpctl-0123456789abcdef01234567", "89abcdef0123")
+
+    BACKEND.submit(artifact, {}, tag)
+    labels = recorded.requests[-1]["body"]["metadata"]["labels"]
+    assert labels == {"app": NAME, "hpctl/tag": tag.value, "hpctl/spec": tag.spec}
+    assert all(LABEL_NAME.match(v) and len(v) <= 63 for v in labels.values())
+
+    assert BACKEND.find_tagged(artifact, tag) == [TaggedJob(f"{NS}/{NAME}", RUNNING, tag.spec)]
+    assert recorded.calls()[-1] == ("GET", JOBS)
+    assert recorded.requests[-1]["query"]["labelSelector"] == [f"hpctl/tag={tag.value}"]
 
 
 def test_submit_without_secrets_replaces_a_leftover_configmap(contract, tmp_path):

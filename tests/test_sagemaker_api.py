@@ -229,3 +229,29 @@ def test_doctor_checks_credentials_region_role_and_image(aws, tmp_path, run_cli)
     rc, out, _ = run_cli("doctor", "-w", ws, "--cluster", "sagemaker", "--json")
     failed = {c["name"] for c in json.loads(out)["checks"] if not c["ok"]}
     assert rc == 1 and failed == {"role_arn form", "image is an ECR URI in the job's region"}
+
+
+def test_apply_killed_after_create_training_job_adopts_it_by_tag(aws, tmp_path, run_cli, run_hpctl):
+    """`hpctl apply` (its own process, against moto's server) SIGKILLed after CreateTrainingJob
+    returned, before state recorded the job: the job carries the tag in its Tags, the next apply
+    finds it with one Search by that tag, adopts it (Completed: moto runs no container) and sends
+    no second CreateTrainingJob (moto would accept one of the same name and renew its CreationTime)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    args = [*ARGS, "run.name=crash-llama"]
+    killed = run_hpctl("apply", "-w", ws, "--auto-approve", *args, env={"HPCTL_APPLY_CRASH_AT": "after_submit"})
+    assert killed.returncode == -9, killed.stderr
+    assert _state(ws)["jobs"] == {}
+    client = boto3.client("sagemaker", region_name=REGION)
+    [name] = [j["TrainingJobName"] for j in client.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
+              if j["TrainingJobName"].startswith("crash-llama-")]
+    job = client.describe_training_job(TrainingJobName=name)
+    tags = {t["Key"]: t["Value"] for t in client.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]}
+    assert tags[sm.TAG_KEY].startswith("hpctl-") and len(tags[sm.SPEC_KEY]) == 12
+
+    rc, out, err = run_cli("apply", "-w", ws, "--auto-approve", *args)
+    assert rc == 0, err
+    assert f"adopted job crash-llama (sm_jobs job {name}, SUCCEEDED) found on the scheduler but missing from state" in err
+    assert "No changes" in out
+    assert _state(ws)["jobs"]["crash-llama"]["job_id"] == name
+    assert client.describe_training_job(TrainingJobName=name)["CreationTime"] == job["CreationTime"]

@@ -8,11 +8,14 @@ shortened; their number is what the tests count.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from hpctl.backends import slurm
+from hpctl.backends.base import TaggedJob
+from hpctl.backends.common import JobTag, job_tag
 from workspace_inputs import MINI_RECIPE, write_files
 
 UNREACHABLE = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
@@ -50,6 +53,12 @@ class Slurm:
         calls = log.read_text().splitlines() if log.exists() else []
         log.unlink(missing_ok=True)
         return [c.split()[0] for c in calls]
+
+    def argv(self, cmd: str) -> list[str]:
+        """The arguments of each call of `cmd` logged since the last `calls()`."""
+        log = self.dir / "calls.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [line.partition(" ")[2] for line in lines if line.partition(" ")[0] == cmd]
 
 
 @pytest.fixture
@@ -92,7 +101,7 @@ def test_sbatch_gives_up_clearly_and_state_is_untouched(fake, ws, run_cli):
     assert "sbatch could not reach slurmctld (4 attempts); nothing was submitted" in err
     assert "scontrol ping" in err
     assert fake.calls() == ["sbatch"] * 4
-    assert state_of(ws) == {}
+    assert state_of(ws)["jobs"] == {}  # created with its lineage before sbatch (the tag names it); no job
 
 
 def test_lost_sbatch_reply_is_not_retried(fake, ws, run_cli):
@@ -102,7 +111,7 @@ def test_lost_sbatch_reply_is_not_retried(fake, ws, run_cli):
     assert rc == 1 and "may or may not have been submitted" in err
     assert "squeue --name=mini" in err  # the script's --job-name
     assert fake.calls() == ["sbatch"]
-    assert state_of(ws) == {}
+    assert state_of(ws)["jobs"] == {}  # created with its lineage before sbatch (the tag names it); no job
 
 
 def test_status_and_cancel_while_slurmctld_is_down_then_back(fake, ws, run_cli, tmp_path):
@@ -145,3 +154,99 @@ def test_unparseable_squeue_output_falls_back(fake, ws, run_cli):
     assert rc == 0, err
     job = json.loads(out)["jobs"][0]
     assert (job["state"], job["detail"]) == ("PENDING", "reason Priority")
+
+
+@pytest.mark.parametrize("point", ["before_submit", "after_submit", "during_state_write"])
+def test_apply_killed_at_each_step_never_submits_twice(fake, ws, run_cli, run_hpctl, point):
+    """`hpctl apply` (its own process) SIGKILLs itself at POINT (HPCTL_APPLY_CRASH_AT). The state
+    file is the previous one, byte for byte; the dead process's lock is broken by the next apply,
+    which finds a job sbatch accepted by its --comment (one squeue) and adopts it: sbatch ran
+    once for the job, whatever the point."""
+    fake.answers("sbatch", "ok:100", "ok:4242", "ok:4343")
+    fake.answers("squeue", "ok:")  # no job of this user carries the tag yet
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws, "run.name=other")[0] == 0
+    path = ws / ".hpctl" / "state.json"
+    before = path.read_bytes()
+    fake.calls()
+
+    killed = run_hpctl("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws,
+                       env={"HPCTL_APPLY_CRASH_AT": point})
+    assert killed.returncode == -9, killed.stderr
+    assert path.read_bytes() == before and sorted(state_of(ws)["jobs"]) == ["other"]
+    assert json.loads((ws / ".hpctl" / "state.json.lock").read_text())["pid"] > 0  # left behind
+    submitted = fake.argv("sbatch")
+    assert len(submitted) == (0 if point == "before_submit" else 1)
+    if submitted:
+        comment = re.search(r"--comment=(hpctl-[0-9a-f]+ spec=[0-9a-f]+) ", submitted[0]).group(1)
+        fake.answers("squeue", f"ok:4242|PENDING|{comment}")  # the stand-in answers one line a call
+    fake.calls()
+
+    rc, out, err = run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)
+    assert rc == 0, err
+    assert "breaking a stale state lock" in err
+    if submitted:
+        assert "adopted job mini (slurm job 4242, PENDING) found on the scheduler but missing from state" in err
+        assert "No changes" in out
+        assert fake.calls() == ["squeue"]
+    else:
+        assert "created as slurm job 4242" in out
+        assert fake.calls() == ["squeue", "sbatch"]
+    state = state_of(ws)
+    assert state["jobs"]["mini"]["job_id"] == "4242" and state["jobs"]["mini"]["status"] == "PENDING"
+    assert sorted(state["jobs"]) == ["mini", "other"] and state["lineage"] == json.loads(before)["lineage"]
+    assert not (ws / ".hpctl" / "state.json.lock").exists()
+    assert sorted(p.name for p in (ws / ".hpctl").iterdir()) == ["state.json", "state.json.backup"]  # no litter
+
+
+def test_tagged_jobs_are_read_from_squeue_comments():
+    """`squeue --format=%i|%T|%k` lines: only this tag's jobs (not another workspace's, not an
+    array task), oldest first, with the spec part of the comment and hpctl's state."""
+    tag = JobTag("hpctl-" + "a" * 24, "0123456789ab")
+    other = JobTag("hpctl-" + "b" * 24, "0123456789ab")
+    text = "\n".join([f"90|RUNNING|{tag.comment}", "77|RUNNING|a user's own comment", f"78|PENDING|{other.comment}",
+                      f"12_3|PENDING|{tag.comment}", f"9|COMPLETING|{tag.value} spec=ffffffffffff", "garbage"])
+    assert slurm.parse_tagged(text, tag) == [TaggedJob("9", "RUNNING", "ffffffffffff"),
+                                             TaggedJob("90", "RUNNING", "0123456789ab")]
+
+
+def test_a_lost_job_of_another_spec_is_adopted_and_the_plan_replaces_it(fake, ws, run_cli):
+    """The tagged job found was submitted with other inputs (its comment's spec part differs):
+    it is adopted all the same, and the plan cancels and replaces it, as for any running job
+    whose inputs changed. `hpctl plan` shows this without writing state."""
+    fake.answers("sbatch", "ok:100")
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws, "run.name=other")[0] == 0
+    tag = job_tag(state_of(ws)["lineage"], "mini", {})
+    fake.answers("squeue", f"ok:555|RUNNING|{tag.value} spec=ffffffffffff")
+    rc, out, err = run_cli("plan", "mini", "--cluster", "slurm", "-w", ws)
+    assert rc == 0, err
+    assert "adopted job mini (slurm job 555, RUNNING) found on the scheduler but missing from state; " \
+           "it was submitted with another spec than this plan's" in err
+    assert "-/+ job mini: replace (the job is RUNNING: it will be cancelled and submitted again)" in out
+    assert sorted(state_of(ws)["jobs"]) == ["other"]
+
+    saved = ws / "mini.plan"  # a saved plan made with the adoption applies: apply adopts the same record
+    assert run_cli("plan", "mini", "--cluster", "slurm", "-w", ws, "--out", saved)[0] == 0
+    fake.answers("scancel", "ok:")
+    fake.answers("sbatch", "ok:556")
+    fake.calls()
+    rc, out, err = run_cli("apply", saved, "-w", ws)
+    assert rc == 0, err
+    assert "cancelled 555" in out and "replaced as slurm job 556" in out
+    assert fake.calls() == ["squeue", "scancel", "sbatch"]
+    assert state_of(ws)["jobs"]["mini"]["job_id"] == "556"
+
+
+def test_a_replacement_submitted_but_not_recorded_is_adopted_over_the_ended_record(fake, ws, run_cli):
+    """State records job 4242, which ended FAILED; an update that died after sbatch left 4243
+    running under the same tag. The plan adopts 4243 (not the ended one) and changes nothing."""
+    fake.answers("sbatch", "ok:4242")
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)[0] == 0
+    comment = re.search(r"--comment=(\S+ spec=\S+) ", fake.argv("sbatch")[0]).group(1)
+    failed = {"jobs": [{"job_id": 4242, "job_state": ["FAILED"], "exit_code": 256}]}
+    fake.answers("squeue", "ok:" + json.dumps(failed), f"ok:4243|RUNNING|{comment}")
+    fake.calls()
+    rc, out, err = run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)
+    assert rc == 0, err
+    assert "adopted job mini (slurm job 4243, RUNNING)" in err and "No changes" in out
+    assert fake.calls() == ["squeue", "squeue"]  # the refresh, then the tag: no sbatch
+    assert state_of(ws)["jobs"]["mini"]["job_id"] == "4243"

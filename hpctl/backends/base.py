@@ -8,11 +8,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpctl.records import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL,  # noqa: F401
                             UNKNOWN, JobRecord)  # states and records are re-exported for the backends
 from hpctl.spec import Spec
+
+if TYPE_CHECKING:
+    from hpctl.backends.common import JobTag
 
 # What `submit` returns for an artifact with submit=False (Slurm's
 # cluster.slurm_create_submission_file_only): files written, no job; apply records none.
@@ -63,6 +66,16 @@ class JobStatus:
         return asdict(self)
 
 
+@dataclass
+class TaggedJob:
+    """A job the scheduler holds under an hpctl tag: its id, hpctl's state for it, and the spec
+    part of its tag (common.JobTag.spec; "" when the scheduler kept none)."""
+
+    job_id: str
+    state: str
+    spec: str = ""
+
+
 class Backend(abc.ABC):
     """One scheduler. Adding a backend touches no other backend."""
 
@@ -74,12 +87,21 @@ class Backend(abc.ABC):
         """Turn a resolved spec into the launch artifact. Pure: no I/O, no clock, no randomness."""
 
     @abc.abstractmethod
-    def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
+    def submit(self, artifact: Artifact, secrets: dict[str, str], tag: "JobTag | None" = None) -> str:
         """Write the artifact's files and submit; return the scheduler's job id, or NOT_SUBMITTED
         when the artifact says not to submit.
 
-        `secrets` maps the artifact's `env` variable names to their values.
+        `secrets` maps the artifact's `env` variable names to their values. `tag` (apply always
+        gives one) goes where the scheduler keeps it, so `find_tagged` finds the job even when
+        state never recorded it.
         """
+
+    @abc.abstractmethod
+    def find_tagged(self, artifact: Artifact, tag: "JobTag") -> list[TaggedJob]:
+        """The jobs the scheduler still knows that carry `tag.value`, asked once, oldest first,
+        each with its state (Slurm's squeue and the local process table know only jobs not yet
+        ended). `artifact` (the planned one) says where to look: namespace, region. Raises
+        HpctlError when the scheduler cannot be asked."""
 
     @abc.abstractmethod
     def describe(self, record: JobRecord) -> JobStatus:

@@ -17,6 +17,7 @@ Secret; local: the launch script's environment). Spec secrets outside the enviro
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Any
 
 from hpctl import instances
 from hpctl.errors import HpctlError
-from hpctl.spec import Spec, join, secret_env_name
+from hpctl.spec import Spec, digest, join, secret_env_name
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 USER_ENV = ("env_vars", "cluster.env")  # in order: the cluster's env wins
@@ -177,6 +178,48 @@ def network_summary(spec: Spec, platform_network: bool = False) -> str | None:
             (f"; overridden: {', '.join(overridden)}" if overridden else "") + \
             (f"; removed: {', '.join(gone)}" if gone else "") + ")"
     return f"{head}; {tail}" if head else tail
+
+
+# ---- the tag every submitted job carries, so a job whose apply died before state was written is found ----
+
+TAG_PREFIX = "hpctl-"
+TAG_DIGITS = 24  # of sha256(lineage, job): 96 bits, so two workspaces' jobs never share a tag
+SPEC_DIGITS = 12  # of the spec's digest: enough to tell whether an adopted job ran the planned spec
+
+
+@dataclass(frozen=True)
+class JobTag:
+    """What a backend writes where its scheduler keeps it (Slurm's --comment, Kubernetes labels,
+    SageMaker tags, the local process's environment). `value` names (state lineage, job name)
+    and is a valid value in all four places (at most 63 of [a-z0-9-]); `spec` is the start of the
+    submitted spec's digest, so an adopted job can be compared with the plan."""
+
+    value: str
+    spec: str
+
+    @property
+    def comment(self) -> str:
+        """Both in one string, for schedulers that keep one free-text field (Slurm's comment)."""
+        return f"{self.value} spec={self.spec}"
+
+    @classmethod
+    def from_comment(cls, text: str) -> "JobTag | None":
+        value, _, spec = text.strip().partition(" spec=")
+        return cls(value, spec) if value.startswith(TAG_PREFIX) else None
+
+
+def job_tag(lineage: str, job: str, public_spec: dict[str, Any]) -> JobTag:
+    """The tag of job `job` of the state of `lineage`, submitted with `public_spec`. The one owner
+    of the tag's form: apply tags with it, the backends search with it."""
+    if not lineage:
+        raise ValueError("a job is tagged only once its state has a lineage")
+    value = hashlib.sha256(f"{lineage}\0{job}".encode()).hexdigest()[:TAG_DIGITS]
+    return JobTag(TAG_PREFIX + value, spec_tag(public_spec))
+
+
+def spec_tag(public_spec: dict[str, Any]) -> str:
+    """The spec part of a tag: the first SPEC_DIGITS hex digits of the spec's digest."""
+    return digest(public_spec).split(":", 1)[1][:SPEC_DIGITS]
 
 
 # ---- scheduler-side helpers shared by the backends' status and logs ----

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from hpctl.backends.base import (
-    FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus)
-from hpctl.backends.common import USER_ENV_PREFIXES, job_env, positive_int, secret_vars
+    FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus, TaggedJob)
+from hpctl.backends.common import USER_ENV_PREFIXES, JobTag, job_env, positive_int, secret_vars
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec, get_path, is_sensitive, join
@@ -42,6 +42,7 @@ AUTO_RESUME = "sagemaker.amazonaws.com/enable-job-auto-resume"
 MAX_RETRY = "sagemaker.amazonaws.com/job-max-retry-count"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_LABEL = "app"  # set by hpctl on the job and its pods; logs finds pods by it
+TAG_LABEL, SPEC_LABEL = "hpctl/tag", "hpctl/spec"  # apply's JobTag, on the job object (find_tagged)
 
 # job_kind -> (API group, version, plural)
 KINDS = {
@@ -462,10 +463,13 @@ class KubernetesBackend(Backend):
             logs=logs, results_dir=text(spec.get("recipes.run.results_dir")),
             meta={"name": ctx["name"], "namespace": ctx["namespace"], "kind": ctx["kind"]})
 
-    def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
+    def submit(self, artifact: Artifact, secrets: dict[str, str], tag: JobTag | None = None) -> str:
         from kubernetes import client
 
         config_map, job = documents(artifact.text)
+        if tag is not None:
+            job["metadata"]["labels"] = {**(job["metadata"].get("labels") or {}),
+                                         TAG_LABEL: tag.value, SPEC_LABEL: tag.spec}
         cluster = json.loads(config_map["data"][SPEC_FILE]).get("cluster") or {}
         namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
         missing = sorted(set(artifact.env) - set(secrets))
@@ -483,6 +487,23 @@ class KubernetesBackend(Backend):
             with api_errors(f"create {job['kind']} {namespace}/{name}", f"{group}/{version} {plural}"):
                 client.CustomObjectsApi(api).create_namespaced_custom_object(group, version, namespace, plural, job)
         return f"{namespace}/{name}"
+
+    def find_tagged(self, artifact: Artifact, tag: JobTag) -> list[TaggedJob]:
+        """One list call in the job's namespace, selecting the tag's label."""
+        from kubernetes import client
+
+        config_map, job = documents(artifact.text)
+        cluster = json.loads(config_map["data"][SPEC_FILE]).get("cluster") or {}
+        namespace = job["metadata"]["namespace"]
+        group, version, plural = KINDS[job["kind"]]
+        with api_client(cluster) as api:
+            with api_errors(f"list {plural} in {namespace} labelled {TAG_LABEL}={tag.value}",
+                            f"{group}/{version} {plural}"):
+                found = client.CustomObjectsApi(api).list_namespaced_custom_object(
+                    group, version, namespace, plural, label_selector=f"{TAG_LABEL}={tag.value}")
+        items = sorted(found.get("items") or [], key=lambda o: str(o["metadata"].get("creationTimestamp") or ""))
+        return [TaggedJob(f"{namespace}/{o['metadata']['name']}", job_state(o).state,
+                          str((o["metadata"].get("labels") or {}).get(SPEC_LABEL) or "")) for o in items]
 
     @staticmethod
     def _create_or_replace(create: Any, replace: Any, namespace: str, body: dict[str, Any]) -> None:

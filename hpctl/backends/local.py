@@ -4,6 +4,9 @@ apply writes the spec and a launch script into the results dir and starts the sc
 session, logging to `<results>/logs/stdout.log`. The job id is the script's pid; the script
 records torchrun's exit code in `<results>/hpctl/exit.<pid>`, and cancel leaves
 `cancelled.<pid>` beside it, so status is known after the process is gone.
+
+The tag apply gives (common.JobTag) is kept where the local "scheduler", the kernel, keeps it:
+the script's environment (HPCTL_JOB_TAG), read back from /proc by `find_tagged`.
 """
 from __future__ import annotations
 
@@ -18,13 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
-                                 JobRecord, JobStatus)
-from hpctl.backends.common import job_env, last_metrics, log_lines, secret_vars
+                                 JobRecord, JobStatus, TaggedJob)
+from hpctl.backends.common import JobTag, job_env, last_metrics, log_lines, secret_vars
 from hpctl.entry import entry_point
 from hpctl.spec import Spec
 from hpctl.templating import render
 
 GRACE_SECONDS = 30.0
+TAG_ENV = "HPCTL_JOB_TAG"
 
 
 class LocalBackend(Backend):
@@ -49,7 +53,7 @@ class LocalBackend(Backend):
                    f"{results}/hpctl/launch.sh": text},
             env=secrets, logs={"stdout": f"{results}/logs/stdout.log"}, results_dir=results)
 
-    def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
+    def submit(self, artifact: Artifact, secrets: dict[str, str], tag: JobTag | None = None) -> str:
         for path, content in artifact.files.items():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(content)
@@ -59,8 +63,29 @@ class LocalBackend(Backend):
         with open(log, "ab") as out:
             proc = subprocess.Popen(["bash", script], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd=artifact.results_dir,
-                                    env={**os.environ, **secrets})
+                                    env={**os.environ, **secrets, **({TAG_ENV: tag.comment} if tag else {})})
         return str(proc.pid)
+
+    def find_tagged(self, artifact: Artifact, tag: JobTag) -> list[TaggedJob]:
+        """The running launch scripts (session leaders: submit starts each in its own session)
+        whose environment carries the tag, oldest first. Ended ones are gone from /proc."""
+        wanted = f"{TAG_ENV}=".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if stat[3] != entry.name or stat[0] == "Z":  # fields 3 (state) and 6 (session id)
+                    continue
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except (OSError, IndexError):
+                continue  # gone meanwhile, or another user's
+            seen = next((JobTag.from_comment(v[len(wanted):].decode(errors="replace"))
+                         for v in environ if v.startswith(wanted)), None)
+            if seen is not None and seen.value == tag.value:
+                found.append((int(stat[19]), TaggedJob(entry.name, RUNNING, seen.spec)))  # field 22: start time
+        return [job for _, job in sorted(found, key=lambda f: f[0])]
 
     def _markers(self, record: JobRecord) -> tuple[Path, Path]:
         d = Path(record.results_dir) / "hpctl"

@@ -40,10 +40,10 @@ from typing import Any
 from adapter import sagemaker as container
 from adapter.config import Reader
 from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact,
-                                 Backend, JobRecord, JobStatus)
+                                 Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.errors import HpctlError, Problem
 from hpctl.instances import sagemaker_name
-from hpctl.backends.common import job_env
+from hpctl.backends.common import JobTag, job_env
 from hpctl.spec import REDACTED, Spec, digest, get_path, join, secrets_of
 from hpctl.suggest import did_you_mean
 
@@ -54,6 +54,7 @@ DEFAULT_MAX_RUN = 86400  # the SDK's default StoppingCondition
 DEFAULT_VOLUME_GB = 30  # the SDK's default volume size
 MAX_NAME = 63
 NAME_DIGITS = 8
+TAG_KEY, SPEC_KEY = "hpctl:tag", "hpctl:spec"  # apply's JobTag, as request Tags (find_tagged searches them)
 
 # The PyTorch estimator's arguments (HyperPod's additional_estimator_kwargs) hpctl maps onto the
 # request: name -> (request path, expected Python type). Anything else is refused by name.
@@ -397,8 +398,11 @@ class SageMakerBackend(Backend):
             logs={"cloudwatch": f"{LOG_GROUP} {name}/algo-*"},
             results_dir=_s3_join(request["OutputDataConfig"]["S3OutputPath"], name))
 
-    def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
+    def submit(self, artifact: Artifact, secrets: dict[str, str], tag: JobTag | None = None) -> str:
         request = json.loads(artifact.text)
+        if tag is not None:
+            request["Tags"] = [*request.get("Tags", []), {"Key": TAG_KEY, "Value": tag.value},
+                               {"Key": SPEC_KEY, "Value": tag.spec}]
         region = _region_of(artifact)
         with aws_errors(f"upload the job spec for {request['TrainingJobName']}"):
             s3 = client("s3", region)
@@ -408,6 +412,17 @@ class SageMakerBackend(Backend):
         with aws_errors(f"create training job {request['TrainingJobName']}"):
             client("sagemaker", region).create_training_job(**request)
         return request["TrainingJobName"]
+
+    def find_tagged(self, artifact: Artifact, tag: JobTag) -> list[TaggedJob]:
+        """One Search of training jobs by the tag (SageMaker keeps ended jobs and their tags)."""
+        expression = {"Filters": [{"Name": f"Tags.{TAG_KEY}", "Operator": "Equals", "Value": tag.value}]}
+        with aws_errors(f"search training jobs tagged {TAG_KEY}={tag.value}"):
+            found = client("sagemaker", _region_of(artifact)).search(Resource="TrainingJob", SearchExpression=expression)
+        jobs = sorted((r["TrainingJob"] for r in found.get("Results") or [] if r.get("TrainingJob")),
+                      key=lambda j: str(j.get("CreationTime") or ""))
+        return [TaggedJob(j["TrainingJobName"], job_status(j).state,
+                          next((t["Value"] for t in j.get("Tags") or [] if t.get("Key") == SPEC_KEY), ""))
+                for j in jobs]
 
     def describe(self, record: JobRecord) -> JobStatus:
         with aws_errors(f"describe training job {record.job_id}"):

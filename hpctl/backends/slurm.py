@@ -23,9 +23,9 @@ from typing import Any
 
 from hpctl.backends.base import (
     CANCELLED, FAILED, NOT_SUBMITTED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN,
-    Artifact, Backend, JobRecord, JobStatus,
+    Artifact, Backend, JobRecord, JobStatus, TaggedJob,
 )
-from hpctl.backends.common import job_env, last_metrics, log_lines, positive_int, secret_vars
+from hpctl.backends.common import JobTag, job_env, last_metrics, log_lines, positive_int, secret_vars
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.resources import builtin_root
@@ -302,6 +302,19 @@ def parse_sacct_jobs(text: str) -> dict[str, SlurmJob]:
     return found
 
 
+def parse_tagged(text: str, tag: JobTag) -> list[TaggedJob]:
+    """The jobs of `squeue --format=%i|%T|%k` output whose comment carries `tag`, oldest first;
+    array tasks (`12_3`) are not hpctl's and are skipped."""
+    found = []
+    for line in text.splitlines():
+        job_id, _, rest = line.strip().partition("|")
+        state, _, comment = rest.partition("|")
+        seen = JobTag.from_comment(comment)
+        if seen is not None and seen.value == tag.value and job_id.isdigit():
+            found.append(TaggedJob(job_id, SlurmJob([state]).state, seen.spec))
+    return sorted(found, key=lambda j: int(j.job_id))
+
+
 def read_exit_marker(results_dir: str, job_id: str) -> int | None:
     """The srun exit code the script wrote at its end, or None when there is none (yet)."""
     try:
@@ -444,7 +457,7 @@ class SlurmBackend(Backend):
                         env=env, logs=logs, results_dir=results_dir,
                         submit=cluster.get("slurm_create_submission_file_only") is not True)
 
-    def submit(self, artifact: Artifact, secrets: dict[str, str]) -> str:
+    def submit(self, artifact: Artifact, secrets: dict[str, str], tag: JobTag | None = None) -> str:
         if not artifact.submit:  # HyperPod's slurm_create_submission_file_only: the script, no job
             _write_files(artifact)
             return NOT_SUBMITTED
@@ -459,7 +472,8 @@ class SlurmBackend(Backend):
         script = next(p for p in artifact.files if p.endswith(".sbatch"))
         env = {**os.environ, **{k: secrets[k] for k in artifact.env}}
         try:
-            proc = _run([sbatch, "--parsable", "--export=ALL", script], env=env)
+            comment = [f"--comment={tag.comment}"] if tag else []  # the command line wins over the script's
+            proc = _run([sbatch, "--parsable", "--export=ALL", *comment, script], env=env)
         except subprocess.TimeoutExpired:
             proc = None
         if proc is None:
@@ -472,7 +486,8 @@ class SlurmBackend(Backend):
         if proc.returncode != 0 and NO_REPLY.search(proc.stderr):
             raise HpctlError("sbatch got no reply from slurmctld: the job may or may not have been submitted",
                              found=proc.stderr.strip(),
-                             hint=f"check `squeue --name={shquote(_job_name(script))}` before applying again")
+                             hint=f"apply again: it finds the job by its comment if slurmctld queued it, and "
+                                  f"submits none twice (or check `squeue --name={shquote(_job_name(script))}`)")
         if proc.returncode != 0:
             raise HpctlError(f"sbatch failed (exit code {proc.returncode})", found=proc.stderr.strip(),
                              hint=f"the script is {script}")
@@ -480,6 +495,16 @@ class SlurmBackend(Backend):
         if not re.fullmatch(r"\d+", job_id):
             raise HpctlError("sbatch did not print a job id", found=repr(proc.stdout.strip()))
         return job_id
+
+    def find_tagged(self, artifact: Artifact, tag: JobTag) -> list[TaggedJob]:
+        """One `squeue` of this user's jobs with their comments (`%k`); squeue lists only jobs not
+        yet ended, which are the ones that may be adopted."""
+        proc = _run(["squeue", "--me", "--noheader", "--format=%i|%T|%k"])
+        if proc is None or _unreachable(proc) or proc.returncode != 0:
+            raise HpctlError("squeue could not list the jobs, so a job submitted but not recorded cannot "
+                             "be looked for", found=proc.stderr.strip() if proc else "squeue is not on PATH",
+                             hint="is slurmctld up? try `scontrol ping`")
+        return parse_tagged(proc.stdout, tag)
 
     def test_only(self, artifact: Artifact) -> str:
         """`sbatch --test-only` of the script (read from stdin, nothing written): Slurm's estimate."""
