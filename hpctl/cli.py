@@ -9,30 +9,40 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from functools import wraps
+from functools import cached_property, wraps
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from hpctl.errors import HpctlError
 from hpctl.workspace import Workspace
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 FORMAT_VERSION = 1
 
 
 @dataclass
 class Env:
+    """What every command gets. The consoles are made on first use: rich is imported only by
+    commands that print for people (`--json` output and plain errors never load it)."""
+
     workspace: Workspace
-    out: Console
-    err: Console
+    no_color: bool
     state_path: Path
     lock_timeout: float
+
+    @cached_property
+    def out(self) -> "Console":
+        return _console(self.no_color)
+
+    @cached_property
+    def err(self) -> "Console":
+        return _console(self.no_color, stderr=True)
 
     def state(self):
         from hpctl.state import State
@@ -43,7 +53,8 @@ class Env:
         return locked(self.state_path, self.lock_timeout)
 
 
-def _console(no_color: bool, stderr: bool = False) -> Console:
+def _console(no_color: bool, stderr: bool = False) -> "Console":
+    from rich.console import Console
     stream = sys.stderr if stderr else sys.stdout
     tty = stream.isatty()
     return Console(file=stream, no_color=no_color or not tty, highlight=False, soft_wrap=not tty,
@@ -63,8 +74,7 @@ def common(fn: Callable) -> Callable:
     @wraps(fn)
     def wrapper(workspace, state_path, lock_timeout, no_color, debug, **kw):
         ws = Workspace(workspace)
-        env = Env(ws, _console(no_color), _console(no_color, stderr=True),
-                  state_path or ws.state_dir / "state.json", lock_timeout)
+        env = Env(ws, no_color, state_path or ws.state_dir / "state.json", lock_timeout)
         return fn(env, **kw)
     return wrapper
 
@@ -108,6 +118,7 @@ def validate(env: Env, args, cluster, as_json) -> int:
                      "checks": [asdict(c) for c in results], "memory": asdict(est),
                      "spec": spec.public_data(), "provenance": spec.provenance_json()})
         return 0
+    from rich.markup import escape
     for c in results:
         color = {"warning": "yellow", "info": "dim"}.get(c.severity, "red")
         env.out.print(f"[{color}]{c.severity}[/{color}] {escape(f'[{c.id}] {c.message}')}")
@@ -170,12 +181,13 @@ def _make_plan(env: Env, args, cluster, destroy: bool = False, state=None):
 
 
 def _emit_plan(env: Env, plan, fmt: str) -> None:
-    from hpctl.present import plan_markdown, print_plan
-    if fmt == "json":
+    if fmt == "json":  # for machines: without rich
         click.echo(json.dumps(plan.to_json(), indent=2, sort_keys=True))
     elif fmt == "markdown":
+        from hpctl.present import plan_markdown
         click.echo(plan_markdown(plan), nl=False)
     else:
+        from hpctl.present import print_plan
         print_plan(plan, env.out)
 
 
@@ -308,7 +320,10 @@ def _refresh(env: Env, names: list[str]) -> list[tuple[Any, Any]]:
     return rows
 
 
-def _status_table(rows, spark: bool = False) -> Table | Text:
+def _status_table(rows, spark: bool = False) -> "Table | Text":
+    from rich.table import Table
+    from rich.text import Text
+
     from hpctl.tables import MANY_ROWS, plain
     headers = ("job", "cluster", "id", "state", "step", "loss", "tokens/s", "ETA")
     cells = []
@@ -432,6 +447,7 @@ def state_list(env: Env, as_json) -> int:
     if len(rows) > MANY_ROWS:
         click.echo(plain(headers, rows))
         return 0
+    from rich.table import Table
     table = Table(*headers)
     for row in rows:
         table.add_row(*row)
@@ -474,6 +490,7 @@ def recipes_list(env: Env, as_json) -> int:
     if as_json:
         _print_json({"recipes": rows})
         return 0
+    from rich.table import Table
     table = Table("name", "family", "params", "type", "nodes x devices", "seq")
     for r in rows:
         table.add_row(r["name"], str(r["family"]), r["params_h"], r["type"], r["layout"], str(r["seq"]))
@@ -509,6 +526,9 @@ def recipes_check(env: Env, directory, overrides, as_json) -> int:
         _print_json({"directory": str(directory.resolve()), "overrides": list(overrides),
                      "recipes": [asdict(r) for r in rows], "summary": summary})
         return 0 if summary["ok"] else 1
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
     mark = {True: "[green]yes[/green]", False: "[red]no[/red]"}
     table = Table(box=box.SIMPLE, caption=f"{', '.join(CHECK_CLUSTERS)}: planned for that cluster")
     table.add_column("recipe", overflow="fold")
@@ -541,6 +561,7 @@ def doctor(env: Env, cluster, as_json) -> int:
     if as_json:
         _print_json({"cluster": found.name, "checks": [asdict(c) for c in results]})
     else:
+        from rich.table import Table
         table = Table("check", "", "detail", "fix")
         for c in results:
             table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAIL[/red]", c.detail, "" if c.ok else c.fix)
@@ -561,8 +582,11 @@ def main(argv: list[str] | None = None) -> None:
     except HpctlError as e:
         if _wants_json(argv):  # machine readers get the located problems on stdout too
             _print_json({"error": True, "problems": [p.to_json() for p in e.problems]})
-        _console("--no-color" in argv, stderr=True).print(f"[red]Error:[/red] {escape(e.render())}", highlight=False) \
-            if sys.stderr.isatty() else print(f"Error: {e.render()}", file=sys.stderr)
+        if sys.stderr.isatty():
+            from rich.markup import escape
+            _console("--no-color" in argv, stderr=True).print(f"[red]Error:[/red] {escape(e.render())}", highlight=False)
+        else:
+            print(f"Error: {e.render()}", file=sys.stderr)
         sys.exit(1)
     except click.exceptions.Abort:
         print("Aborted.", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,12 @@ from workspace_inputs import REPO
 HEAVY = ("torch", "transformers", "kubernetes", "boto3")  # SageMaker plans read botocore's model only
 
 SCRIPT = r"""
-import importlib, io, json, sys, contextlib
+import importlib, io, json, os, sys, contextlib
 sys.path.insert(0, sys.argv[1])
 for name in sys.argv[3:]:
     importlib.import_module(name)
 from hpctl.cli import main
-HEAVY = ("torch", "transformers", "kubernetes", "boto3")
+HEAVY = tuple(json.loads(os.environ["PROBE_MODULES"]))
 results = []
 for argv in json.loads(sys.argv[2]):
     out, err = io.StringIO(), io.StringIO()
@@ -39,9 +40,13 @@ print(json.dumps(results))
 """
 
 
-def _run(commands: list[list[str]], cwd: Path, preimport: tuple[str, ...] = ()) -> list[dict]:
+def _run(commands: list[list[str]], cwd: Path, preimport: tuple[str, ...] = (),
+         modules: tuple[str, ...] = HEAVY) -> list[dict]:
+    """Run the commands in one fresh interpreter; each result lists which of `modules` (top-level
+    names) were imported by then."""
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(REPO), json.dumps(commands), *preimport], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PROBE_MODULES": json.dumps(modules)})
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])
 
@@ -96,3 +101,22 @@ def test_the_probe_can_see_a_heavy_import(tmp_path):
     [dirty] = _run([["--version"]], cwd=tmp_path, preimport=("torch",))
     assert clean["rc"] == dirty["rc"] == 0
     assert clean["heavy"] == [] and "torch" in dirty["heavy"]
+
+
+@pytest.mark.slow
+def test_json_output_never_loads_rich(tmp_path):
+    """Machine-readable output (and plain errors) skip rich: it is a third of hpctl's start-up."""
+    args = ["tiny/tiny_llama", "trainer.devices=1", "model.shard_degree=1"]
+    ws = str(tmp_path)
+    results = _run([
+        ["plan", "-w", ws, "--json", *args],
+        ["plan", "-w", ws, "--json", "--cluster", "slurm", *args],
+        ["validate", "-w", ws, "--json", *args],
+        ["state", "list", "-w", ws, "--json"],
+    ], cwd=tmp_path, modules=("rich",))
+    for r in results:
+        assert r["rc"] == 0 and r["heavy"] == [], r
+    [error] = _run([["plan", "-w", ws, "--json", "tiny/tiny_lama"]], cwd=tmp_path, modules=("rich",))
+    assert error["rc"] == 1 and error["heavy"] == [], error
+    [text] = _run([["plan", "-w", ws, *args]], cwd=tmp_path, modules=("rich",))
+    assert text["rc"] == 0 and "rich" in text["heavy"]  # the probe sees rich where it is used
