@@ -18,7 +18,7 @@ from workspace_inputs import MINI_RECIPE, write_files
 UNREACHABLE = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
 NO_REPLY = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
 SQUEUE_DOWN = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
-# `squeue --json` of Slurm 22.05 with slurmctld stopped (tests/slurm/test_slurm_faults.py): exit 0,
+# `squeue --json` of Slurm 22.05 with slurmctld stopped (tests/slurm/test_slurmctld_faults.py): exit 0,
 # nothing on stderr, the failure only in the document's errors.
 SQUEUE_JSON_DOWN = json.dumps({
     "meta": {"plugin": {"type": "openapi/v0.0.38", "name": "Slurm OpenAPI v0.0.38"}},

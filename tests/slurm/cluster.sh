@@ -8,6 +8,8 @@
 #   tests/slurm/cluster.sh stop     # kills only the daemons this script started (pid files)
 #   tests/slurm/cluster.sh stop-controller   # only slurmctld (fault tests); jobs keep running on the slurmd's
 #   tests/slurm/cluster.sh start-controller  # slurmctld again, recovering its saved job state
+#   tests/slurm/cluster.sh pause-controller  # SIGSTOP slurmctld: it hangs, requests wait unanswered
+#   tests/slurm/cluster.sh resume-controller # SIGCONT: it goes on with what waited
 #
 # State, spool, logs and pid files live under $HPCTL_SLURM_DIR (default /tmp/hpctl-slurm).
 # Clients (sbatch, squeue, ...) read /etc/slurm/slurm.conf, the compiled-in default, so this
@@ -181,6 +183,12 @@ start_controller() {
   return 1
 }
 
+# A hung slurmctld (SIGSTOP): connections are still accepted, so clients send and wait for a reply.
+signal_controller() {
+  pid_alive "$BASE/slurmctld.pid" || { say "slurmctld is not running"; return 1; }
+  kill "-$1" "$(cat "$BASE/slurmctld.pid")"
+}
+
 status() {
   scontrol ping
   sinfo -N
@@ -193,5 +201,7 @@ case "${1:-}" in
   status) status ;;
   stop-controller) stop_controller ;;
   start-controller) start_controller ;;
-  *) echo "usage: $0 start|stop|status|stop-controller|start-controller" >&2; exit 2 ;;
+  pause-controller) signal_controller STOP ;;
+  resume-controller) signal_controller CONT ;;
+  *) echo "usage: $0 start|stop|status|{stop,start,pause,resume}-controller" >&2; exit 2 ;;
 esac

@@ -48,8 +48,8 @@ def slurm_cluster() -> None:
 
 
 def controller(action: str) -> None:
-    """`cluster.sh stop-controller` or `start-controller`: only slurmctld goes or comes back
-    (with its saved state); munged, the slurmd's and the jobs they run carry on."""
+    """`cluster.sh ACTION-controller`: only slurmctld stops, starts again (with its saved state),
+    pauses (SIGSTOP: it hangs) or resumes; munged, the slurmd's and the jobs they run carry on."""
     subprocess.run(["bash", str(CLUSTER_SH), f"{action}-controller"], check=True, timeout=60)
 
 

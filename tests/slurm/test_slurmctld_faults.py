@@ -1,6 +1,7 @@
 """Scheduler faults on the real Slurm of tests/slurm/cluster.sh, through the CLI: slurmctld stopped
-(`cluster.sh stop-controller`) while `hpctl status`, `logs`, `cancel` and `apply` run, and
-started again (with its saved state) inside apply's retry window. tests/test_slurm_faults.py
+(`cluster.sh stop-controller`) while `hpctl status`, `logs`, `cancel` and `apply` run, started
+again (with its saved state) inside apply's retry window, and hung (SIGSTOP) while `sbatch`
+waits for its reply. tests/test_slurm_faults.py
 covers the same with stand-in clients (and an sbatch that hangs, and squeue output that is not
 JSON); this shows what the real 22.05 clients print and that a job survives the outage.
 
@@ -162,3 +163,31 @@ def test_a_transient_sbatch_failure_is_retried_and_submits_once(code: Path, quic
     gate.touch()
     job = ws.wait("blip", timeout_s=60)
     assert (job["state"], job["exit_code"]) == ("SUCCEEDED", 0), ws.log("blip")
+
+
+def test_an_sbatch_without_reply_is_not_repeated_and_its_hint_finds_the_job(code: Path, quick, gate, tmp_path):
+    """slurmctld hangs: sbatch's request waits in the socket, sbatch gives up after MessageTimeout
+    ("Socket timed out on send/recv operation"), and slurmctld, going on, accepts the job after
+    all. So hpctl submits nothing more, records nothing, and the squeue its message names finds
+    the one job."""
+    ws = Workspace(tmp_path / "ws", env=quick)
+    controller("pause")
+    try:
+        apply = ws.hpctl("apply", *gated("mute", code, gate), "--auto-approve", check=False)
+    finally:
+        controller("resume")
+    assert apply.returncode == 1, apply.stdout + apply.stderr
+    assert "sbatch got no reply from slurmctld: the job may or may not have been submitted" in apply.stderr
+    assert "Socket timed out on send/recv operation" in apply.stderr and "trying again" not in apply.stderr
+    assert not (ws.root / ".hpctl" / "state.json").exists() or ws.state()["jobs"] == {}
+
+    name = re.search(r"squeue --name=(\S+)`", apply.stderr).group(1)
+    deadline, ids = time.monotonic() + 30, []
+    while not ids and time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i %o"],
+                               capture_output=True, text=True, check=True, timeout=30)
+        ids = [line.split()[0] for line in queue.stdout.splitlines()
+               if line.split()[1:] == [str(ws.results("mute") / "hpctl" / "mute.sbatch")]]
+        time.sleep(0.2)
+    assert len(ids) == 1, queue.stdout  # accepted once, although sbatch never heard so
+    subprocess.run(["scancel", ids[0]], check=True, timeout=30)
