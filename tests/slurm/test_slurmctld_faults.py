@@ -1,7 +1,7 @@
 """Scheduler faults on the real Slurm of tests/slurm/cluster.sh, through the CLI: slurmctld stopped
 (`cluster.sh stop-controller`) while `hpctl status`, `logs`, `cancel` and `apply` run, started
 again (with its saved state) inside apply's retry window, and hung (SIGSTOP) while `sbatch`
-waits for its reply. tests/test_slurm_faults.py
+waits for its reply; and `squeue --json` without its plugin. tests/test_slurm_faults.py
 covers the same with stand-in clients (and an sbatch that hangs, and squeue output that is not
 JSON); this shows what the real 22.05 clients print and that a job survives the outage.
 
@@ -79,6 +79,22 @@ def spawn():
             proc.communicate()
 
 
+@pytest.fixture
+def no_json(tmp_path: Path) -> dict[str, str]:
+    """SLURM_CONF of a site whose Slurm lacks the JSON serializer: a PluginDir with every plugin but
+    serializer/*, so `squeue --json` fails ("Unable to find plugin: serializer/json", exit 1)."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    default = Path(subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True,
+                                  timeout=30).stdout.split("PluginDir", 1)[1].split("=", 1)[1].split()[0])
+    for plugin in default.glob("*.so"):
+        if not plugin.name.startswith("serializer_"):
+            (plugins / plugin.name).symlink_to(plugin)
+    conf = re.sub(r"(?m)^PluginDir=.*\n", "", Path("/etc/slurm/slurm.conf").read_text())
+    (tmp_path / "slurm-nojson.conf").write_text(conf + f"PluginDir={plugins}\n")
+    return {"SLURM_CONF": str(tmp_path / "slurm-nojson.conf")}
+
+
 def gated(name: str, code: Path, gate: Path) -> list[str]:
     """A 2-node job of the built-in tiny_llama on the built-in slurm cluster, running the stand-in."""
     return ["tiny_llama", "--cluster", "slurm", f"run.name={name}", "trainer.accelerator=cpu",
@@ -137,7 +153,9 @@ def test_slurmctld_down_during_status_logs_cancel_and_apply_then_back(code: Path
     assert out.count("waiting for") == 2 and "stand-in rank 0 done" not in out
 
 
-def test_a_transient_sbatch_failure_is_retried_and_submits_once(code: Path, quick, gate, spawn, tmp_path):
+def test_a_transient_sbatch_failure_is_retried_and_submits_once(code: Path, quick, no_json, gate, spawn, tmp_path):
+    """slurmctld down for sbatch's first attempt and back before the next: one job, recorded. While
+    it runs, a squeue whose --json cannot work leaves its status to scontrol."""
     ws, err = Workspace(tmp_path / "ws", env=quick), tmp_path / "apply.err"
     controller("stop")
     try:
@@ -160,9 +178,16 @@ def test_a_transient_sbatch_failure_is_retried_and_submits_once(code: Path, quic
     assert [line.split()[0] for line in queue.stdout.splitlines() if line.split()[1:] == [str(script)]] == [job_id]
 
     started(ws, "blip")
+    # squeue --json unusable (no JSON plugin at this site): status falls back to scontrol
+    fallback = Workspace(ws.root, env=no_json)
+    assert "Unable to find plugin: serializer/json" in subprocess.run(
+        ["squeue", "--json"], capture_output=True, text=True, env=fallback.env, timeout=30).stderr
+    assert fallback.status("blip")["state"] == "RUNNING"
     gate.touch()
     job = ws.wait("blip", timeout_s=60)
     assert (job["state"], job["exit_code"]) == ("SUCCEEDED", 0), ws.log("blip")
+    job = fallback.status("blip")
+    assert (job["state"], job["exit_code"], job["backend_state"]) == ("SUCCEEDED", 0, "COMPLETED")
 
 
 def test_an_sbatch_without_reply_is_not_repeated_and_its_hint_finds_the_job(code: Path, quick, gate, tmp_path):
