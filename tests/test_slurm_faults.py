@@ -181,3 +181,15 @@ def test_a_client_that_hangs_is_stopped_and_sbatch_is_not_repeated(fake, ws, run
     assert "may or may not have been submitted" in err and "no answer within 0.5 s" in err
     assert fake.calls() == ["sbatch"]
     assert state_of(ws) == {}
+
+
+def test_scancel_without_reply_is_not_repeated_and_says_the_job_may_still_run(fake, ws, run_cli):
+    """Recorded from 22.05 with slurmctld hung (SIGSTOP): scancel exits 140 after MessageTimeout."""
+    fake.answers("sbatch", "ok:55")
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)[0] == 0
+    fake.calls()
+    fake.answers("scancel", "fail:scancel: error: Kill job error on job id 55: Socket timed out on send/recv operation")
+    rc, _, err = run_cli("cancel", "mini", "-w", ws)
+    assert rc == 1 and "no reply from slurmctld; the job may or may not be cancelled" in err and "hpctl status" in err
+    assert fake.calls() == ["scancel"]
+    assert state_of(ws)["jobs"]["mini"]["status"] != "CANCELLED"
