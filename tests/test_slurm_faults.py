@@ -21,6 +21,13 @@ from workspace_inputs import MINI_RECIPE, write_files
 UNREACHABLE = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
 NO_REPLY = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
 SQUEUE_DOWN = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+# `squeue --json` of Slurm 22.05 with slurmctld stopped (tests/slurm/test_slurmctld_faults.py): exit 0,
+# nothing on stderr, the failure only in the document's errors.
+SQUEUE_JSON_DOWN = json.dumps({
+    "meta": {"plugin": {"type": "openapi/v0.0.38", "name": "Slurm OpenAPI v0.0.38"}},
+    "errors": [{"description": "Failed while looking for jobs", "error_number": -1,
+                "error": "Unspecified error", "source": "slurm_load_jobs"}],
+    "jobs": []})
 STUB = """#!/bin/bash
 name=$(basename "$0")
 echo "$name $*" >> "{dir}/calls.log"
@@ -250,3 +257,44 @@ def test_a_replacement_submitted_but_not_recorded_is_adopted_over_the_ended_reco
     assert "adopted job mini (slurm job 4243, RUNNING)" in err and "No changes" in out
     assert fake.calls() == ["squeue", "squeue"]  # the refresh, then the tag: no sbatch
     assert state_of(ws)["jobs"]["mini"]["job_id"] == "4243"
+
+
+def test_squeue_json_reporting_its_failure_with_exit_0_is_slurmctld_unreachable(fake, ws, run_cli):
+    """22.05's shape: no "Unable to contact" text anywhere, yet the job list is not an answer."""
+    fake.answers("sbatch", "ok:99")
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)[0] == 0
+    fake.calls()
+    fake.answers("squeue", "ok:" + SQUEUE_JSON_DOWN)
+    rc, out, err = run_cli("status", "--json", "-w", ws)
+    assert rc == 0, err
+    job = json.loads(out)["jobs"][0]
+    assert (job["state"], job["backend_state"]) == ("UNKNOWN", "unreachable")
+    assert "Failed while looking for jobs (slurm_load_jobs)" in job["detail"]
+    assert fake.calls() == ["squeue"] * 4  # retried like a refused connection; no scontrol/sacct after it
+    assert err.count("slurmctld did not answer") == 3 and "attempt 4 of 4" in err
+
+
+def test_a_client_that_hangs_is_stopped_and_sbatch_is_not_repeated(fake, ws, run_cli, monkeypatch):
+    """slurmctld hung (SIGSTOP, overload): the call is bounded by COMMAND_TIMEOUT_S and an sbatch
+    stopped that way may have been accepted, so it is reported, not retried."""
+    monkeypatch.setattr(slurm, "COMMAND_TIMEOUT_S", 0.5)
+    fake.answers("sbatch", "hang:")
+    (fake.dir / "sbatch").write_text((fake.dir / "sbatch").read_text().replace(
+        "case \"$line\" in", "case \"$line\" in\n  hang:*) exec sleep 30 ;;"))
+    rc, _, err = run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)
+    assert rc == 1 and "Traceback" not in err
+    assert "may or may not have been submitted" in err and "no answer within 0.5 s" in err
+    assert fake.calls() == ["sbatch"]
+    assert state_of(ws)["jobs"] == {}  # the lineage was written before the submit; no job
+
+
+def test_scancel_without_reply_is_not_repeated_and_says_the_job_may_still_run(fake, ws, run_cli):
+    """Recorded from 22.05 with slurmctld hung (SIGSTOP): scancel exits 140 after MessageTimeout."""
+    fake.answers("sbatch", "ok:55")
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)[0] == 0
+    fake.calls()
+    fake.answers("scancel", "fail:scancel: error: Kill job error on job id 55: Socket timed out on send/recv operation")
+    rc, _, err = run_cli("cancel", "mini", "-w", ws)
+    assert rc == 1 and "no reply from slurmctld; the job may or may not be cancelled" in err and "hpctl status" in err
+    assert fake.calls() == ["scancel"]
+    assert state_of(ws)["jobs"]["mini"]["status"] != "CANCELLED"

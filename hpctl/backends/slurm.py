@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -354,33 +355,74 @@ def to_status(job: SlurmJob | None, marker: int | None) -> JobStatus:
 # the backend
 
 
-# slurmctld down or restarting: the request never reached it, so asking again is safe.
+# slurmctld down or restarting: the request never reached it, so asking again is safe. Each
+# failed attempt already took the client about MessageTimeout seconds (it retries the connect).
 UNREACHABLE = re.compile(r"Unable to contact slurm controller|Connection refused|Zero Bytes were transmitted",
                          re.IGNORECASE)
 # The request may have reached it: an sbatch may have been accepted although no reply came.
-NO_REPLY = re.compile(r"Socket timed out|Transport endpoint|timed out on send/recv", re.IGNORECASE)
+NO_REPLY = re.compile(r"Socket timed out|Transport endpoint|timed out on send/recv|no answer within", re.IGNORECASE)
 RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # backoff between attempts while slurmctld does not answer
+TIMED_OUT = 124  # the exit status `_run` gives a client it stopped after COMMAND_TIMEOUT_S (as timeout(1) does)
 
 
-def _run(argv: list[str], retry: bool = True, **kw: Any) -> subprocess.CompletedProcess[str] | None:
-    """Run a Slurm client; None when it is not installed or does not answer in time. While
-    slurmctld cannot be reached, try again after each of RETRY_DELAYS_S (a restart takes seconds)."""
-    exe = shutil.which(argv[0])
-    if exe is None:
+def _load_error(proc: subprocess.CompletedProcess[str]) -> str | None:
+    """What `squeue --json` says when it could not load the jobs: 22.05 then exits 0, prints
+    nothing on stderr and reports it in the document's `errors` (slurmctld down gives "Failed
+    while looking for jobs" from slurm_load_jobs), with an empty job list."""
+    if proc.returncode != 0 or "--json" not in proc.args:
         return None
-    for delay in (*RETRY_DELAYS_S, None) if retry else (None,):
-        try:
-            proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, **kw)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        if proc.returncode == 0 or delay is None or not UNREACHABLE.search(proc.stderr):
-            return proc
-        time.sleep(delay)
-    return proc
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        return None
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list) or not errors or doc.get("jobs"):
+        return None
+    return "; ".join(f"{e.get('description') or e.get('error')} ({e.get('source')})" if isinstance(e, dict) else str(e)
+                     for e in errors)
 
 
 def _unreachable(proc: subprocess.CompletedProcess[str] | None) -> bool:
-    return proc is not None and proc.returncode != 0 and bool(UNREACHABLE.search(proc.stderr + proc.stdout))
+    """Whether slurmctld could not be reached: the request never arrived, so it is safe to repeat."""
+    if proc is None:
+        return False
+    return (proc.returncode != 0 and bool(UNREACHABLE.search(proc.stderr + proc.stdout))) or bool(_load_error(proc))
+
+
+def _no_answer(proc: subprocess.CompletedProcess[str] | None) -> bool:
+    """Whether slurmctld gave no answer at all: unreachable, or no reply in time (when it hangs)."""
+    return _unreachable(proc) or (proc is not None and proc.returncode != 0 and bool(NO_REPLY.search(proc.stderr)))
+
+
+def _said(proc: subprocess.CompletedProcess[str]) -> str:
+    """What the client printed about its failure, for messages."""
+    return proc.stderr.strip() or _load_error(proc) or proc.stdout.strip()
+
+
+def _run(argv: list[str], retry: bool = True, **kw: Any) -> subprocess.CompletedProcess[str] | None:
+    """Run a Slurm client; None when it is not installed. While slurmctld cannot be reached, try
+    again after each of RETRY_DELAYS_S (a restart takes seconds), saying so on stderr. A client
+    that does not finish within COMMAND_TIMEOUT_S (slurmctld hangs) is stopped and not retried:
+    it gets exit status TIMED_OUT and a "no answer within" message (NO_REPLY)."""
+    exe = shutil.which(argv[0])
+    if exe is None:
+        return None
+    name = Path(argv[0]).name
+    delays = (*RETRY_DELAYS_S, None) if retry else (None,)
+    for attempt, delay in enumerate(delays, 1):
+        try:
+            proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, **kw)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(argv, TIMED_OUT, "", f"{name}: no answer within {COMMAND_TIMEOUT_S} s "
+                                               "(slurmctld may hang); stopped")
+        except OSError as e:
+            return subprocess.CompletedProcess(argv, 127, "", f"{name}: {e}")
+        if delay is None or not _unreachable(proc):
+            return proc
+        print(f"hpctl: {name}: slurmctld did not answer ({_said(proc)}); "
+              f"trying again in {delay:g} s (attempt {attempt + 1} of {len(delays)})", file=sys.stderr)
+        time.sleep(delay)
+    return proc
 
 
 def _sbatch() -> str:
@@ -471,21 +513,17 @@ class SlurmBackend(Backend):
         Path(artifact.results_dir, "logs").mkdir(parents=True, exist_ok=True)
         script = next(p for p in artifact.files if p.endswith(".sbatch"))
         env = {**os.environ, **{k: secrets[k] for k in artifact.env}}
-        try:
-            comment = [f"--comment={tag.comment}"] if tag else []  # the command line wins over the script's
-            proc = _run([sbatch, "--parsable", "--export=ALL", *comment, script], env=env)
-        except subprocess.TimeoutExpired:
-            proc = None
+        comment = [f"--comment={tag.comment}"] if tag else []  # the command line wins over the script's
+        proc = _run([sbatch, "--parsable", "--export=ALL", *comment, script], env=env)
         if proc is None:
-            raise HpctlError(f"sbatch did not answer within {COMMAND_TIMEOUT_S} s",
-                             hint="is slurmctld up? try `scontrol ping`") from None
+            raise HpctlError("sbatch is not on PATH", hint="run hpctl on a Slurm login node")
         if _unreachable(proc):
             raise HpctlError(f"sbatch could not reach slurmctld ({1 + len(RETRY_DELAYS_S)} attempts); "
-                             "nothing was submitted", found=proc.stderr.strip(),
+                             "nothing was submitted", found=_said(proc),
                              hint="is slurmctld up? try `scontrol ping`, then apply again")
         if proc.returncode != 0 and NO_REPLY.search(proc.stderr):
             raise HpctlError("sbatch got no reply from slurmctld: the job may or may not have been submitted",
-                             found=proc.stderr.strip(),
+                             found=_said(proc),
                              hint=f"apply again: it finds the job by its comment if slurmctld queued it, and "
                                   f"submits none twice (or check `squeue --name={shquote(_job_name(script))}`)")
         if proc.returncode != 0:
@@ -522,8 +560,8 @@ class SlurmBackend(Backend):
         """What Slurm knows of the job: squeue, then scontrol, then sacct (when accounting runs).
         Raises Unreachable when slurmctld does not answer (after the retries)."""
         proc = _run(["squeue", "--json", "-j", job_id])
-        if _unreachable(proc):
-            raise Unreachable(proc.stderr.strip())
+        if _no_answer(proc):
+            raise Unreachable(_said(proc))
         if proc is not None and proc.returncode == 0:
             job = parse_squeue_json(proc.stdout, job_id)
             if job is not None:
@@ -544,8 +582,8 @@ class SlurmBackend(Backend):
         the ids neither knows."""
         found: dict[str, SlurmJob] = {}
         proc = _run(["squeue", "--json"])
-        if _unreachable(proc):
-            raise Unreachable(proc.stderr.strip())
+        if _no_answer(proc):
+            raise Unreachable(_said(proc))
         if proc is not None and proc.returncode == 0:
             found = parse_squeue_jobs(proc.stdout)
         else:
@@ -588,13 +626,16 @@ class SlurmBackend(Backend):
     def cancel(self, record: JobRecord) -> None:
         proc = _run(["scancel", record.job_id])
         if proc is None:
-            raise HpctlError("scancel is not on PATH or did not answer", hint="run hpctl on a Slurm login node")
+            raise HpctlError("scancel is not on PATH", hint="run hpctl on a Slurm login node")
         if _unreachable(proc):
             raise HpctlError(f"scancel {record.job_id}: slurmctld did not answer ({1 + len(RETRY_DELAYS_S)} "
-                             "attempts); the job was not cancelled", found=proc.stderr.strip(),
+                             "attempts); the job was not cancelled", found=_said(proc),
                              hint="try `scontrol ping`, then cancel again")
+        if proc.returncode != 0 and NO_REPLY.search(proc.stderr):
+            raise HpctlError(f"scancel {record.job_id}: no reply from slurmctld; the job may or may not be cancelled",
+                             found=_said(proc), hint="`hpctl status` shows whether it still runs; cancel again if so")
         if proc.returncode != 0:
-            raise HpctlError(f"scancel {record.job_id} failed", found=proc.stderr.strip())
+            raise HpctlError(f"scancel {record.job_id} failed", found=_said(proc))
 
 
 BACKEND = SlurmBackend()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,18 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def crash_seeds(default: str) -> list[int]:
+    """Seeds of the random-rank kill tests (local and Slurm): HPCTL_CRASH_SEEDS=5,6,7 runs more
+    than the default that CI runs."""
+    return [int(s) for s in os.environ.get("HPCTL_CRASH_SEEDS", default).split(",")]
+
+
+def crash_point(seed: int, last_step: int) -> tuple[int, int]:
+    """(rank, step) of a seed's SIGKILL (HPCTL_CRASH_AT=step@STEP@RANK) in a 2-rank run: odd
+    seeds kill rank 1, even ones rank 0, after a step from 1 to last_step."""
+    return seed % 2, random.Random(seed).randint(1, last_step)
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -10,15 +10,14 @@ More seeds for the random kill (seed 5: rank 1 after step 5): HPCTL_CRASH_SEEDS=
 """
 from __future__ import annotations
 
-import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import REPO, env, export_dir, losses, ok, sharded, tiny_recipe, torchrun
+from tests.adapter.conftest import (REPO, crash_point, crash_seeds, env, export_dir, losses, ok, sharded, tiny_recipe,
+                                   torchrun)
 
 pytestmark = pytest.mark.slow
 
@@ -87,16 +86,12 @@ def test_sigkill_inside_a_save_never_loses_the_last_complete_checkpoint(tmp_path
     assert [p.name for p in (tmp_path / "commit" / "sharded").iterdir()] == ["step_00000009"]
 
 
-def _seeds() -> list[int]:
-    return [int(s) for s in os.environ.get("HPCTL_CRASH_SEEDS", "5").split(",")]
-
-
-@pytest.mark.parametrize("seed", _seeds())
+@pytest.mark.parametrize("seed", crash_seeds("5"))
 def test_random_rank_killed_at_a_random_step_resumes_bitwise(fsdp2: Path, tmp_path: Path, seed: int) -> None:
     """2 processes, 6 steps, checkpoints every 3: SIGKILL one rank after a random step; the rerun
     (what `hpctl apply` does again in the same results dir) ends with the weights of the
     uninterrupted run."""
-    rank, step = seed % 2, random.Random(seed).randint(1, 5)  # odd seeds kill rank 1, even ones rank 0
+    rank, step = crash_point(seed, 5)
     results = tmp_path / "results"
     recipe = tiny_recipe(results)
     first = torchrun(recipe, 2, HPCTL_CRASH_AT=f"step@{step}@{rank}")

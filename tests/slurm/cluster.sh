@@ -6,6 +6,10 @@
 #   tests/slurm/cluster.sh start    # installs slurm-wlm + munge if missing, starts, waits for idle
 #   tests/slurm/cluster.sh status   # scontrol ping, sinfo, squeue; exit 0 when the controller answers
 #   tests/slurm/cluster.sh stop     # kills only the daemons this script started (pid files)
+#   tests/slurm/cluster.sh stop-controller   # only slurmctld (fault tests); jobs keep running on the slurmd's
+#   tests/slurm/cluster.sh start-controller  # slurmctld again, recovering its saved job state
+#   tests/slurm/cluster.sh pause-controller  # SIGSTOP slurmctld: it hangs, requests wait unanswered
+#   tests/slurm/cluster.sh resume-controller # SIGCONT: it goes on with what waited
 #
 # State, spool, logs and pid files live under $HPCTL_SLURM_DIR (default /tmp/hpctl-slurm).
 # Clients (sbatch, squeue, ...) read /etc/slurm/slurm.conf, the compiled-in default, so this
@@ -167,6 +171,24 @@ stop() {
   kill_pidfiles "$BASE/munged.pid"   # only present when this script started munged
 }
 
+# Fault tests: slurmctld alone goes away (SIGTERM: it saves its state) and comes back with that
+# state (no -i), while munged and the slurmd's, and so the jobs they run, carry on.
+stop_controller() { kill_pidfiles "$BASE/slurmctld.pid"; }
+
+start_controller() {
+  if pid_alive "$BASE/slurmctld.pid"; then say "slurmctld already running"; return 0; fi
+  slurmctld
+  for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && return 0; sleep 0.1; done
+  say "slurmctld does not answer after 10 s; see $BASE/log/slurmctld.log"
+  return 1
+}
+
+# A hung slurmctld (SIGSTOP): connections are still accepted, so clients send and wait for a reply.
+signal_controller() {
+  pid_alive "$BASE/slurmctld.pid" || { say "slurmctld is not running"; return 1; }
+  kill "-$1" "$(cat "$BASE/slurmctld.pid")"
+}
+
 status() {
   scontrol ping
   sinfo -N
@@ -177,5 +199,9 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  stop-controller) stop_controller ;;
+  start-controller) start_controller ;;
+  pause-controller) signal_controller STOP ;;
+  resume-controller) signal_controller CONT ;;
+  *) echo "usage: $0 start|stop|status|{stop,start,pause,resume}-controller" >&2; exit 2 ;;
 esac

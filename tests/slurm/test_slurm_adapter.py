@@ -2,20 +2,24 @@
 cluster, through the real CLI (`python -m hpctl` subprocesses), running the real trainer
 (`adapter.train`) as a 2-node x 1-process CPU FSDP job on the two slurmd's of tests/slurm/cluster.sh.
 
-The three finite jobs (an uninterrupted reference, a job failing by fault injection, and the same
-failure with auto-resume) are applied together at the start, in one workspace, so their start-up
-(mostly importing torch and transformers) overlaps; each test then waits for its own job.
+The finite jobs (an uninterrupted reference, a job failing by fault injection, and one with
+auto-resume whose random rank is SIGKILLed at a random step, one per crash seed) are applied
+together at the start, in one workspace, so their start-up (mostly importing torch and
+transformers) overlaps; each test then waits for its own job.
+
+More crash seeds (each one more 2-node job): HPCTL_CRASH_SEEDS=9,10,11 pytest tests/slurm/test_slurm_adapter.py
 """
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+
+from tests.adapter.conftest import crash_point, crash_seeds
+from tests.slurm.conftest import TERMINAL, Workspace
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -23,7 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 8
 CHECKPOINT_EVERY = 2
 FAIL_AT = 3  # HPCTL_FAIL_AT_STEP: the run dies right after step 3, its newest checkpoint is step 2
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
 def overrides(name: str, *extra: str, max_steps: int = MAX_STEPS) -> list[str]:
@@ -40,65 +43,25 @@ def overrides(name: str, *extra: str, max_steps: int = MAX_STEPS) -> list[str]:
 
 
 FAULT = f"+cluster.env.HPCTL_FAIL_AT_STEP={FAIL_AT}"
+CRASH_SEEDS = crash_seeds("9")  # seed 9: rank 1 (on n2) after step 4, before step 4's checkpoint
+
+
+def crash(seed: int) -> str:
+    rank, step = crash_point(seed, MAX_STEPS - 1)
+    return f"+cluster.env.HPCTL_CRASH_AT=step@{step}@{rank}"
+
+
 JOBS = {
     "ref": overrides("ref"),
     "fail": overrides("fail", FAULT),
-    "resume": overrides("resume", FAULT, "cluster.auto_resume.enabled=true"),
+    **{f"resume{seed}": overrides(f"resume{seed}", crash(seed), "cluster.auto_resume.enabled=true")
+       for seed in CRASH_SEEDS},
 }
-
-
-class Workspace:
-    """One hpctl workspace driven through the CLI, remembering each job's states as polled."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.seen: dict[str, list[str]] = {}
-
-    def hpctl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([sys.executable, "-m", "hpctl", *args, "--workspace", str(self.root), "--no-color"],
-                           capture_output=True, text=True, timeout=timeout)
-        assert "Traceback" not in r.stderr, r.stderr
-        if check:
-            assert r.returncode == 0, r.stdout + r.stderr
-        return r
-
-    def apply(self, name: str, args: list[str]) -> str:
-        out = self.hpctl("apply", *args, "--auto-approve").stdout
-        assert f"Apply complete: job {name} created as slurm job " in out, out
-        return out
-
-    def status(self, name: str) -> dict[str, Any]:
-        doc = json.loads(self.hpctl("status", name, "--json").stdout)
-        (job,) = doc["jobs"]
-        seen = self.seen.setdefault(name, [])
-        if not seen or seen[-1] != job["state"]:
-            seen.append(job["state"])
-        return job
-
-    def wait(self, name: str, until: Callable[[dict[str, Any]], bool] = lambda j: j["state"] in TERMINAL,
-             timeout_s: float = 240) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            job = self.status(name)
-            if until(job):
-                return job
-            time.sleep(1)
-        pytest.fail(f"job {name}: states {self.seen[name]} after {timeout_s} s\n{self.log(name)}")
-
-    def results(self, name: str) -> Path:
-        return self.root / "results" / name
-
-    def metrics(self, name: str) -> list[dict[str, Any]]:
-        path = self.results(name) / "metrics.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-    def log(self, name: str) -> str:
-        return "\n".join(p.read_text() for p in sorted((self.results(name) / "logs").glob("*.out")))
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory, slurm_cluster: None):
-    """A workspace with the three finite jobs applied; any job still running at the end is cancelled."""
+    """A workspace with the finite jobs applied; any job still running at the end is cancelled."""
     workspace = Workspace(tmp_path_factory.mktemp("slurm-adapter"))
     for name, args in JOBS.items():
         workspace.apply(name, args)
@@ -165,25 +128,33 @@ def test_fault_injection_without_auto_resume_fails(ws):
     assert f"FAILED exit {code}" in ws.hpctl("status", "fail").stdout
 
 
-def test_auto_resume_requeues_and_matches_the_uninterrupted_run(ws):
-    job = ws.wait("resume", timeout_s=300)
-    assert (job["state"], job["exit_code"]) == ("SUCCEEDED", 0), ws.log("resume")
-    assert job["detail"] == "restarts 1"
-    text = ws.hpctl("logs", "resume").stdout  # one log file, appended to by both runs
-    checkpoint = ws.results("resume") / "checkpoints" / "sharded" / f"step_{CHECKPOINT_EVERY:08d}"
-    for expected in (f"HPCTL_FAIL_AT_STEP={FAIL_AT} reached", "hpctl: requeueing after exit code",
-                     "run 1 on n[1-2]", f"adapter: resumed from {checkpoint} at step {CHECKPOINT_EVERY}",
+@pytest.mark.parametrize("seed", CRASH_SEEDS)
+def test_auto_resume_after_a_rank_is_killed_at_a_random_step_matches_the_uninterrupted_run(ws, seed):
+    """SIGKILL (no cleanup, as the OOM killer would) of one rank after a random step: srun's
+    --kill-on-bad-exit ends the other node's rank, the script requeues, the rerun (disarmed by
+    SLURM_RESTART_COUNT) resumes from the last checkpoint before the kill, trains every dropped
+    step again, and ends with the uninterrupted run's numbers and final weights, bit for bit
+    (same seed, same config, resumed model/optimizer/data/RNG state)."""
+    rank, step = crash_point(seed, MAX_STEPS - 1)
+    name = f"resume{seed}"
+    job = ws.wait(name, timeout_s=300)
+    assert (job["state"], job["exit_code"], job["detail"]) == ("SUCCEEDED", 0, "restarts 1"), ws.log(name)
+    text = ws.hpctl("logs", name).stdout  # one log file, appended to by both runs
+    last = (step - 1) // CHECKPOINT_EVERY * CHECKPOINT_EVERY  # the kill comes before step's own checkpoint
+    resumed_from = f"adapter: resumed from {ws.results(name) / 'checkpoints' / 'sharded' / f'step_{last:08d}'} " \
+        f"at step {last}" if last else "adapter: starting fresh at step 0"
+    for expected in (f"[rank{rank}]: adapter: HPCTL_CRASH_AT: SIGKILL at step of step {step}",
+                     "hpctl: requeueing after exit code", "run 1 on n[1-2]", resumed_from,
                      f"adapter: finished at step {MAX_STEPS}", "hpctl: exit code 0"):
         assert expected in text, expected
+    assert "SIGKILL" not in text.split("run 1 on n[1-2]")[1]  # the rerun is not crashed again
 
-    # Every step once (the failed run's step 3 was dropped and trained again), and bit for bit the
-    # uninterrupted run's numbers: same seed, same config, resumed model/optimizer/data/RNG state.
-    resumed = by_step(ws.metrics("resume"))
     ws.wait("ref")  # (when this test runs alone)
-    reference = by_step(ws.metrics("ref"))
-    assert [row[0] for row in resumed] == list(range(1, MAX_STEPS + 1))
+    resumed, reference = by_step(ws.metrics(name)), by_step(ws.metrics("ref"))
+    assert [row[0] for row in resumed] == list(range(1, MAX_STEPS + 1))  # every step once
     assert resumed == reference
-    assert resumed[-1][1] == reference[-1][1]
+    final = Path("checkpoints") / "full" / f"step_{MAX_STEPS:08d}" / "model.safetensors"
+    assert (ws.results(name) / final).read_bytes() == (ws.results("ref") / final).read_bytes()
 
 
 def test_cancel_of_a_running_job(ws):
