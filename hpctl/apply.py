@@ -51,7 +51,7 @@ def refresh(state: "State", job: str) -> None:
     if record is None or record.status in TERMINAL:
         return
     try:
-        record.status = backend_of(record).describe(record).state
+        record.observe(backend_of(record).describe(record).state)
     except HpctlError as e:
         print(f"warning: could not refresh the status of {job} ({e.problems[0].message}); "
               f"using the recorded {record.status}", file=sys.stderr)

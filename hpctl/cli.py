@@ -312,8 +312,7 @@ def _refresh(env: Env, names: list[str]) -> list[tuple[Any, Any]]:
             statuses.update(get_backend(cluster_type).describe_many(group))
         for record in records:
             status = statuses[record.name]
-            if status.state != record.status:
-                record.status, changed = status.state, True
+            changed = record.observe(status.state) or changed
             rows.append((record, status))
         if changed:
             state.save()

@@ -40,6 +40,14 @@ class JobRecord:
     def from_json(cls, d: dict[str, Any]) -> "JobRecord":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
+    def observe(self, state: str) -> bool:
+        """Keep a status the scheduler reported; True when it changed. UNKNOWN (the scheduler did
+        not answer) is not an observation: the last known status stays."""
+        if state == UNKNOWN or state == self.status:
+            return False
+        self.status = state
+        return True
+
     def identity(self) -> dict[str, Any]:
         """What names this application of the job: a saved plan is stale when it changed (the job
         was applied again, or forgotten), not when only its last observed status did."""

@@ -134,6 +134,8 @@ def test_status_and_cancel_while_slurmctld_is_down_then_back(fake, ws, run_cli, 
     assert job["state"] == "UNKNOWN" and job["backend_state"] == "unreachable"
     assert "slurmctld did not answer" in job["detail"]
     assert fake.calls() == ["squeue"] * 4  # bounded: the retries, then no scontrol/sacct storm
+    assert state_of(ws)["jobs"]["mini"]["status"] == "PENDING"  # no answer is no news: the last known stays
+    assert state_of(ws)["serial"] == serial
 
     fake.answers("scancel", f"fail:scancel: error: {SQUEUE_DOWN}")
     rc, _, err = run_cli("cancel", "mini", "-w", ws)
