@@ -54,7 +54,7 @@ ADAPTER_FASTEST = (
     Contender("adapter no_shard, 2 proc", "adapter", 2, ("model.sharding_strategy=no_shard", "model.shard_degree=null"),
               full_only=True),
 )
-HF = (Contender("HF Trainer 1 proc", "hf", 1), Contender("HF Trainer DDP, 2 proc", "hf", 2))
+HF = (Contender("HF Trainer 1 proc", "hf", 1), Contender("HF Trainer DDP, 2 proc", "hf", 2, full_only=True))
 PLAIN_1 = Contender("plain loop 1 proc (floor)", "plain", 1)
 PLAIN_FSDP2 = Contender("plain FSDP2 loop, 2 proc", "plain", 2, fsdp2=True)
 
@@ -99,8 +99,7 @@ def _step_times_worker(c: Contender, data_file: Path, root: Path, steps: int) ->
 def run(section: Section, quick: bool) -> None:
     runs, warmup, measured = (1, 1, 3) if quick else (5, 3, 8)
     steps = warmup + measured
-    contenders = [ADAPTER_FSDP2, *(c for c in ADAPTER_FASTEST if not (quick and c.full_only)), *HF, PLAIN_1,
-                  PLAIN_FSDP2]
+    contenders = [c for c in (ADAPTER_FSDP2, *ADAPTER_FASTEST, *HF, PLAIN_1, PLAIN_FSDP2) if not (quick and c.full_only)]
     results = Results()
     deadline = time.monotonic() + PATIENCE_S
     with tempfile.TemporaryDirectory(prefix="hpctl-bench-tput-") as tmp:
