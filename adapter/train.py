@@ -164,8 +164,8 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     step = checkpoint.restore(resume, model, optimizer, scheduler, train_data, rank, layout.dp_rank) if resume else 0
     if rank == 0:
         print(f"adapter: {'resumed from ' + str(resume) if resume else 'starting fresh'} at step {step}; "
-              f"mesh dp_replicate={layout.shape.replicate} dp_shard={layout.shape.shard} cp={layout.shape.cp} "
-              f"tp={layout.shape.tp}, "
+              f"mesh dp_replicate={layout.shape.replicate} dp_shard={layout.shape.shard} "
+              f"{f'cp={layout.shape.cp} ' if layout.shape.cp > 1 else ''}tp={layout.shape.tp}, "
               f"{accum} micro-batch(es) per step", flush=True)
 
     log = metrics.MetricsLog(cfg.results_dir, rank, cfg.tensorboard_dir, step,
