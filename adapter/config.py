@@ -403,8 +403,10 @@ CP_CPU_REASON = ("torch's context parallelism (ring attention) has no CPU attent
 def _context_parallel(r: Reader, p: ParallelConfig, seq_len: int | None, multi_modal: bool) -> None:
     """Rules of context parallelism that need more than the parallel section: each rank holds
     2 chunks of seq_len / (2 cp) tokens (torch's head-tail load balancing, which evens out causal
-    attention's work), and only text models whose attention is plain causal SDPA split their
-    sequences (architectures.cp_problems has the per-family rule)."""
+    attention's work); the attention runs in bf16, where CUDA's flash kernel (grouped-query heads
+    included) is what ring attention splits (its rules cover flash, efficient and cuDNN; the
+    efficient kernel has no grouped-query support, the math fallback no rule); and only text
+    models whose attention is plain causal SDPA split their sequences (architectures.cp_problems)."""
     if p.cp <= 1:
         return
     if seq_len is not None and seq_len % (2 * p.cp):
@@ -413,6 +415,11 @@ def _context_parallel(r: Reader, p: ParallelConfig, seq_len: int | None, multi_m
         r.refuse("model.max_context_width", f"{seq_len} is not divisible by 2 x context_parallel_degree "
                  f"({step}): each of the {p.cp} ranks holds two equal chunks of every sequence",
                  f"nearest valid: {f'{lower} or ' if lower else ''}{lower + step}")
+    if p.precision != "bf16":
+        r.refuse("trainer.precision", f"{p.precision} with context_parallel_degree {p.cp}: ring attention splits "
+                 "CUDA's flash kernel (bf16), whereas fp32 attention of grouped-query models (transformers passes "
+                 "enable_gqa) falls back to the math kernel, which it cannot split",
+                 "use bf16 (FSDP2 still reduces gradients in fp32)")
     if multi_modal:
         r.refuse(CP, f"{p.cp}: multi-modal models do not split sequences (their cross-attention reads "
                  "the whole image)", "set model.context_parallel_degree: 1")

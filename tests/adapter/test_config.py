@@ -97,7 +97,8 @@ def test_fp8_offloading_and_context_parallelism(tmp_path: Path) -> None:
     assert "no CPU attention kernel" in on_cpu.message
     assert "_scaled_dot_product_flash_attention_for_cpu" in on_cpu.message and on_cpu.hint
     for accelerator in ("gpu", "auto"):
-        cfg = from_recipe(tiny_recipe(tmp_path, trainer={"accelerator": accelerator}, model={"context_parallel_degree": 2}))
+        cfg = from_recipe(tiny_recipe(tmp_path, trainer={"accelerator": accelerator, "precision": "bf16"},
+                                      model={"context_parallel_degree": 2}))
         assert cfg.parallel.cp == 2
 
 
@@ -108,16 +109,19 @@ def test_fp8_offloading_and_context_parallelism(tmp_path: Path) -> None:
     ({"model_type": "gpt_oss", "num_local_experts": 4, "num_experts_per_tok": 2}, "model.context_parallel_degree",
      "not gpt_oss"),
     ({"dpo": {"enabled": True}}, "model.context_parallel_degree", "DPO"),
+    ({}, "trainer.precision", "use bf16"),
 ])
 def test_context_parallel_rules(tmp_path: Path, model: dict, key: str, words: str) -> None:
     """cp 4 on GPUs: the sequence splits into 2 x 4 equal chunks; only plain causal attention splits."""
-    error = refused(tmp_path, trainer={"accelerator": "gpu"}, model={"context_parallel_degree": 4, **model})
+    trainer = {"accelerator": "gpu", "precision": "32" if key == "trainer.precision" else "bf16"}
+    error = refused(tmp_path, trainer=trainer, model={"context_parallel_degree": 4, **model})
     assert error.key == key and words in str(error), str(error)
 
 
 def test_context_parallel_families_that_split(tmp_path: Path) -> None:
     for model in ({}, {"model_type": "mistral", "sliding_window": None}, {"model_type": "qwen_v2"}):
-        cfg = from_recipe(tiny_recipe(tmp_path, trainer={"accelerator": "gpu"}, model={"context_parallel_degree": 4, **model}))
+        cfg = from_recipe(tiny_recipe(tmp_path, trainer={"accelerator": "gpu", "precision": "bf16"},
+                                      model={"context_parallel_degree": 4, **model}))
         assert cfg.parallel.cp == 4
 
 
@@ -146,7 +150,7 @@ def test_mesh_shapes_with_context_parallelism() -> None:
     256) on 32 and 64 p5 nodes, its 405B QLoRA ones (cp 8 and 16, shard 16) on 2."""
     from adapter.config import MeshShape, mesh_shape
     def parallel(cp: int, **model: object) -> object:
-        return from_recipe(tiny_recipe(Path("/r"), trainer={"accelerator": "gpu"},
+        return from_recipe(tiny_recipe(Path("/r"), trainer={"accelerator": "gpu", "precision": "bf16"},
                                        model={"context_parallel_degree": cp, **model})).parallel
     hybrid = {"sharding_strategy": "hybrid_shard", "shard_degree": 256}
     assert mesh_shape(parallel(2, **hybrid), 256) == MeshShape(replicate=1, shard=128, tp=1, cp=2)

@@ -184,7 +184,7 @@ def test_a_cpu_device_with_cp_stops_before_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no CPU attention kernel"):
         check_device(MeshShape(1, 1, 1, cp=2), "cpu")
     # rank 0 of 2 alone: the device is checked before the process group forms
-    spec = write_spec(tiny_recipe(tmp_path / "results", trainer={"accelerator": "auto", "devices": 2},
+    spec = write_spec(tiny_recipe(tmp_path / "results", trainer={"accelerator": "auto", "devices": 2, "precision": "bf16"},
                                   model={"context_parallel_degree": 2}), tmp_path / "spec.json")
     proc = subprocess.run([sys.executable, "-m", "adapter.train", "--config", str(spec)], cwd=REPO,
                           env=env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="2", CUDA_VISIBLE_DEVICES=""),
