@@ -96,3 +96,28 @@ def tp_problems(hf_model_type: str, sizes: Mapping[str, Any], tp: int) -> list[C
                                    f"use a tensor-parallel degree that divides {value}"))
             break
     return out
+
+
+# transformers model_type values whose attention context parallelism can split: plain causal SDPA
+# (no sliding window, attention sinks or cross-attention), which torch's ring attention replaces.
+CP_FAMILIES = ("llama", "mistral", "qwen2", "mixtral")
+CP = "model.context_parallel_degree"
+
+
+def cp_problems(hf_model_type: str, sizes: Mapping[str, Any], cp: int) -> list[ConfigError]:
+    """Whether ring attention can split this model's sequences `cp` ways: the family attends with
+    plain causal SDPA, and no sliding window is on (a windowed mask is not the causal mask ring
+    attention computes)."""
+    if cp <= 1:
+        return []
+    if hf_model_type not in CP_FAMILIES:
+        return [ConfigError(CP, f"context parallelism is implemented for {', '.join(CP_FAMILIES)} models "
+                                f"(plain causal attention), not {hf_model_type}", "set it to 1")]
+    if hf_model_type == "qwen2":  # Qwen2 windows only with use_sliding_window (off by default)
+        windowed = bool(sizes.get("use_sliding_window"))
+    else:  # transformers' Mistral and Mixtral window by default (4096) unless sliding_window is null
+        windowed = hf_model_type != "llama" and ("sliding_window" not in sizes or sizes["sliding_window"] is not None)
+    if windowed:
+        return [ConfigError(CP, f"{cp}: ring attention computes the full causal mask, not a sliding window",
+                            "set model.sliding_window: null (or use_sliding_window: false), or set it to 1")]
+    return []

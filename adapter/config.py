@@ -50,6 +50,7 @@ class ParallelConfig:
     # offload_note); the horizon is how many layers ahead backward brings them back.
     offload_activations: bool = False
     activation_loading_horizon: int = 2
+    cp: int = 1  # model.context_parallel_degree: ranks that split each sequence (ring attention)
 
     @property
     def offload_note(self) -> str | None:
@@ -257,9 +258,10 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
         r.refuse("model.hf_model_name_or_path", "is required when model.do_finetune is true",
                  "point it at a local Hugging Face checkpoint directory")
     multi_modal = _multi_modal(r, parallel, hf_model)
+    _context_parallel(r, parallel, seq_len, multi_modal)
     model_type = r.str("model.model_type")
     arch = dict(recipe.get("model") or {}) if isinstance(recipe.get("model"), Mapping) else {}
-    _architecture(r, model_type, hf_model, arch, parallel.tp)
+    _architecture(r, model_type, hf_model, arch, parallel)
     max_positions = r.int("model.max_position_embeddings", minimum=1)
     if seq_len is not None and max_positions is not None and seq_len > max_positions:
         r.refuse("model.max_context_width", f"{seq_len} exceeds model.max_position_embeddings ({max_positions}): "
@@ -302,7 +304,8 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
     return None if r.errors else cfg
 
 
-def _architecture(r: Reader, model_type: str | None, hf_model: str | None, arch: dict[str, Any], tp: int) -> None:
+def _architecture(r: Reader, model_type: str | None, hf_model: str | None, arch: dict[str, Any],
+                  parallel: ParallelConfig) -> None:
     """The model family is one the trainer builds, with the fields and shapes it needs. A recipe
     with hf_model_name_or_path takes its architecture from that checkpoint, read only in the job."""
     if hf_model is not None:
@@ -327,7 +330,8 @@ def _architecture(r: Reader, model_type: str | None, hf_model: str | None, arch:
         if arch.get(key) is not None:
             r.int(f"model.{key}", minimum=1)
     for error in architectures.arithmetic_problems(model_type, arch) + \
-            architectures.tp_problems(entry[2], arch, tp):
+            architectures.tp_problems(entry[2], arch, parallel.tp) + \
+            architectures.cp_problems(entry[2], arch, parallel.cp):
         r.refuse(error.key, error.message, error.hint)
 
 
@@ -367,15 +371,10 @@ def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
     cpu_offload = r.bool("model.cpu_offload", False)
     if cpu_offload and accelerator == "cpu":
         r.refuse("model.cpu_offload", "needs trainer.accelerator gpu (the parameters already live on the CPU)")
-    cp = r.int("model.context_parallel_degree", 1, minimum=1) or 1
+    cp = r.int(CP, 1, minimum=1) or 1
     if cp > 1 and accelerator == "cpu":
-        r.refuse("model.context_parallel_degree", f"{cp} needs trainer.accelerator gpu: torch's context "
-                 "parallelism (ring attention) has no CPU attention kernel (torch 2.13 registers no "
-                 "sharding for aten._scaled_dot_product_flash_attention_for_cpu)",
+        r.refuse(CP, f"{cp} needs trainer.accelerator gpu: {CP_CPU_REASON}",
                  "set model.context_parallel_degree: 1 for a CPU run")
-    elif cp > 1:
-        r.refuse("model.context_parallel_degree", f"{cp}: context parallelism is not implemented by this "
-                 "trainer yet", "set it to 1 and shard with FSDP / tensor_model_parallel_degree")
     return ParallelConfig(
         tp=r.int("model.tensor_model_parallel_degree", 1, minimum=1) or 1,
         sharding_strategy=strategy,
@@ -387,7 +386,46 @@ def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
         fp8=_fp8(r),
         offload_activations=r.bool("model.offload_activations", False),
         activation_loading_horizon=r.int("model.activation_loading_horizon", 2, minimum=1) or 2,
+        cp=cp,
     )
+
+
+CP = "model.context_parallel_degree"
+# What torch 2.13 does with ring attention on a CPU (gloo) mesh, measured: SDPA on CPU runs
+# aten._scaled_dot_product_flash_attention_for_cpu, for which the context-parallel dispatcher has
+# no rule (its rules cover the CUDA flash, efficient and cuDNN kernels), and the math fallback
+# mixes plain tensors into DTensor ops. The trainer says the same at run time (parallel.py).
+CP_CPU_REASON = ("torch's context parallelism (ring attention) has no CPU attention kernel: "
+                 "\"Operator aten._scaled_dot_product_flash_attention_for_cpu.default does not have a "
+                 "sharding strategy registered\" (torch 2.13)")
+
+
+def _context_parallel(r: Reader, p: ParallelConfig, seq_len: int | None, multi_modal: bool) -> None:
+    """Rules of context parallelism that need more than the parallel section: each rank holds
+    2 chunks of seq_len / (2 cp) tokens (torch's head-tail load balancing, which evens out causal
+    attention's work); the attention runs in bf16, where CUDA's flash kernel (grouped-query heads
+    included) is what ring attention splits (its rules cover flash, efficient and cuDNN; the
+    efficient kernel has no grouped-query support, the math fallback no rule); and only text
+    models whose attention is plain causal SDPA split their sequences (architectures.cp_problems)."""
+    if p.cp <= 1:
+        return
+    if seq_len is not None and seq_len % (2 * p.cp):
+        step = 2 * p.cp
+        lower = seq_len // step * step
+        r.refuse("model.max_context_width", f"{seq_len} is not divisible by 2 x context_parallel_degree "
+                 f"({step}): each of the {p.cp} ranks holds two equal chunks of every sequence",
+                 f"nearest valid: {f'{lower} or ' if lower else ''}{lower + step}")
+    if p.precision != "bf16":
+        r.refuse("trainer.precision", f"{p.precision} with context_parallel_degree {p.cp}: ring attention splits "
+                 "CUDA's flash kernel (bf16), whereas fp32 attention of grouped-query models (transformers passes "
+                 "enable_gqa) falls back to the math kernel, which it cannot split",
+                 "use bf16 (FSDP2 still reduces gradients in fp32)")
+    if multi_modal:
+        r.refuse(CP, f"{p.cp}: multi-modal models do not split sequences (their cross-attention reads "
+                 "the whole image)", "set model.context_parallel_degree: 1")
+    if r.bool("model.dpo.enabled", False):
+        r.refuse(CP, f"{p.cp}: DPO scores whole sequences per pair and does not split them",
+                 "set model.context_parallel_degree: 1")
 
 
 # HyperPod's fp8 keys are Transformer Engine's delayed scaling (a scale from the max amax of the
@@ -585,32 +623,51 @@ def _val_batches(r: Reader) -> int | None:
 
 @dataclass(frozen=True)
 class MeshShape:
+    """The device mesh dp_replicate x dp_shard x cp x tp, row-major over the global ranks."""
+
     replicate: int
     shard: int
     tp: int
+    cp: int = 1
 
     @property
     def dp(self) -> int:
+        """Data-parallel size: how many different batches a micro-step reads (cp ranks share one)."""
         return self.replicate * self.shard
+
+    @property
+    def fsdp_shards(self) -> int:
+        """How many pieces FSDP2 cuts each parameter into: dp_shard x cp (context-parallel ranks
+        hold the same weights, so they shard them too, as torchtitan does)."""
+        return self.shard * self.cp
 
 
 def mesh_shape(p: ParallelConfig, world: int) -> MeshShape:
-    """The (dp_replicate, dp_shard, tp) shape for this world size, or a ConfigError saying why not.
-    parallel.py builds the device mesh from it; hpctl asks it at plan time with the planned world."""
+    """The (dp_replicate, dp_shard, cp, tp) shape for this world size, or a ConfigError saying why
+    not. parallel.py builds the device mesh from it; hpctl asks it at plan time with the planned
+    world. model.shard_degree counts FSDP's shard group, dp_shard x cp, as HyperPod's does."""
     if world % p.tp:
         raise ConfigError("model.tensor_model_parallel_degree",
                           f"{p.tp} does not divide the world size {world} (trainer.devices x trainer.num_nodes)",
                           "choose a tensor-parallel degree that divides the number of processes")
-    dp = world // p.tp
+    if world % (p.tp * p.cp):
+        raise ConfigError(CP, f"{p.cp} x tensor_model_parallel_degree ({p.tp}) does not divide the world size "
+                          f"{world} (trainer.devices x trainer.num_nodes)",
+                          "choose degrees whose product divides the number of processes")
+    dp = world // (p.tp * p.cp)
     if p.sharding_strategy == "no_shard":
-        return MeshShape(dp, 1, p.tp)
+        return MeshShape(dp, 1, p.tp, p.cp)
     if p.sharding_strategy in ("full_shard", "shard_grad_op"):
-        return MeshShape(1, dp, p.tp)
-    shard = p.shard_degree or dp
-    if shard > dp or dp % shard:
-        raise ConfigError("model.shard_degree", f"{shard} must divide the data-parallel size {dp} "
-                          f"(world {world} / tensor parallel {p.tp})", "set model.shard_degree to a divisor of it")
-    return MeshShape(dp // shard, shard, p.tp)
+        return MeshShape(1, dp, p.tp, p.cp)
+    group = dp * p.cp
+    shard = p.shard_degree or group
+    if shard > group or group % shard or shard % p.cp:
+        within = f"data-parallel size {dp}" if p.cp == 1 else f"data-parallel x context-parallel size {group}"
+        cp_rule = "" if p.cp == 1 else f" and be a multiple of context_parallel_degree ({p.cp})"
+        raise ConfigError("model.shard_degree", f"{shard} must divide the {within} "
+                          f"(world {world} / tensor parallel {p.tp}{'' if p.cp == 1 else f' / context parallel {p.cp}'})"
+                          f"{cp_rule}", "set model.shard_degree to such a divisor")
+    return MeshShape(group // shard, shard // p.cp, p.tp, p.cp)
 
 
 def _accumulation(global_batch: int, micro: int, dp_size: int) -> int:

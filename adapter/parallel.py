@@ -1,12 +1,15 @@
 """Parallelism, in one place: the device mesh, tensor parallel plans, activation checkpointing,
 torch.compile and FSDP2. No other module knows how the model is split.
 
-The mesh has three named dimensions, row-major over the global ranks:
-  dp_replicate x dp_shard x tp
-from model.sharding_strategy / shard_degree (data parallel) and tensor_model_parallel_degree.
-FSDP2 shards each decoder layer and then the root over (dp_replicate, dp_shard): one dimension is
-plain FSDP, two is hybrid sharding (HSDP). Tensor parallelism splits attention heads and MLP
-width (Mixtral: whole experts) over `tp`; the embedding and LM head stay replicated in tp.
+The mesh has four named dimensions, row-major over the global ranks:
+  dp_replicate x dp_shard x cp x tp
+from model.sharding_strategy / shard_degree (data parallel), context_parallel_degree and
+tensor_model_parallel_degree. FSDP2 shards each decoder layer and then the root over
+(dp_replicate, dp_shard x cp): one dimension is plain FSDP, two is hybrid sharding (HSDP); the cp
+ranks of a group read the same batch, each holding 2 chunks of every sequence, and ring attention
+(torch's context_parallel, see sequence_shards) lets their queries see each other's keys. Tensor
+parallelism splits attention heads and MLP width (Mixtral: whole experts) over `tp`; the embedding
+and LM head stay replicated in tp.
 
 fp8 (torchao float8 training, tensorwise dynamic scaling) swaps the decoder layers' Linears for
 torchao's Float8Linear before anything else, so TP uses torchao's float8 styles and FSDP2
@@ -14,10 +17,11 @@ all-gathers the weights in float8. torchao is imported only when fp8 is on.
 """
 from __future__ import annotations
 
+import contextlib
 import types
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -31,8 +35,10 @@ from torch.distributed.tensor.parallel import (ColwiseParallel, ParallelStyle, R
                                                parallelize_module)
 
 from adapter import qlora
-from adapter.architectures import tp_problems
-from adapter.config import ConfigError, MeshShape, ParallelConfig, mesh_shape  # noqa: F401 - mesh_shape is re-exported
+from adapter.architectures import cp_problems, tp_problems
+from adapter.config import CP_CPU_REASON, ConfigError, MeshShape, ParallelConfig, mesh_shape  # noqa: F401 - mesh_shape is re-exported
+
+DIMS = ("dp_replicate", "dp_shard", "cp", "tp")
 
 
 @dataclass
@@ -41,25 +47,87 @@ class Layout:
 
     shape: MeshShape
     mesh: DeviceMesh
-    dp_group: Any  # the ranks holding the same tensor-parallel slice: loss and token counts reduce here
-    dp_rank: int
+    dp_group: Any  # ranks reading different batches (same cp and tp place): the batch's token counts reduce here
+    dp_rank: int  # which batch this rank reads; the cp ranks of a group read the same one
+    loss_group: Any = None  # ranks holding different tokens (dp x cp, same tp place): loss sums reduce here; None: dp_group
+    shard_cp_mesh: DeviceMesh | None = None  # dp_shard x cp flattened, FSDP2's shard dimension when cp > 1
+
+    @property
+    def token_group(self) -> Any:
+        return self.dp_group if self.loss_group is None else self.loss_group
 
     @property
     def fsdp_mesh(self) -> DeviceMesh:
-        return self.mesh["dp_shard"] if self.shape.replicate == 1 else self.mesh["dp_replicate", "dp_shard"]
+        if self.shard_cp_mesh is None:
+            return self.mesh["dp_shard"] if self.shape.replicate == 1 else self.mesh["dp_replicate", "dp_shard"]
+        if self.shape.replicate == 1:
+            return self.shard_cp_mesh
+        # HSDP over (dp_replicate, dp_shard x cp), from the flattened mesh itself: torch deprecates
+        # slicing flattened dimensions out of the root mesh
+        return DeviceMesh._concatenate([self.mesh["dp_replicate"], self.shard_cp_mesh])
 
     @property
     def tp_mesh(self) -> DeviceMesh:
         return self.mesh["tp"]
 
+    @property
+    def cp_mesh(self) -> DeviceMesh:
+        return self.mesh["cp"]
+
+
+def rank_coords(shape: MeshShape, rank: int) -> dict[str, int]:
+    """This rank's index along each mesh dimension (row-major, as init_device_mesh lays them out)."""
+    coords = {}
+    for name, size in reversed(list(zip(DIMS, (shape.replicate, shape.shard, shape.cp, shape.tp)))):
+        coords[name] = rank % size
+        rank //= size
+    return {name: coords[name] for name in DIMS}
+
+
+def peer_groups(shape: MeshShape, across: tuple[str, ...]) -> list[list[int]]:
+    """Every group of ranks that differ only along the `across` dimensions: data-parallel peers
+    are ("dp_replicate", "dp_shard"); the ranks holding different tokens add "cp"."""
+    world = shape.dp * shape.cp * shape.tp
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for rank in range(world):
+        coords = rank_coords(shape, rank)
+        groups.setdefault(tuple(v for k, v in coords.items() if k not in across), []).append(rank)
+    return list(groups.values())
+
+
+def check_device(shape: MeshShape, device_type: str) -> None:
+    """Ring attention needs CUDA's attention kernels; a CPU run with cp > 1 (accelerator auto on a
+    machine without GPUs: config.py refuses accelerator cpu) stops before any work."""
+    if shape.cp > 1 and device_type != "cuda":
+        raise ConfigError("model.context_parallel_degree", f"{shape.cp} needs CUDA devices: {CP_CPU_REASON}",
+                          "set model.context_parallel_degree: 1 for a CPU run")
+
 
 def build_layout(shape: MeshShape, device_type: str) -> Layout:
-    mesh = init_device_mesh(device_type, (shape.replicate, shape.shard, shape.tp),
-                            mesh_dim_names=("dp_replicate", "dp_shard", "tp"))
-    # Ranks are row-major, so data-parallel peers share rank % tp.
-    dp_group, _ = dist.new_subgroups_by_enumeration(
-        [list(range(t, shape.dp * shape.tp, shape.tp)) for t in range(shape.tp)])
-    return Layout(shape=shape, mesh=mesh, dp_group=dp_group, dp_rank=dist.get_rank() // shape.tp)
+    """The mesh and groups; any device type (the mesh logic is tested on CPU), see check_device."""
+    mesh = init_device_mesh(device_type, (shape.replicate, shape.shard, shape.cp, shape.tp), mesh_dim_names=DIMS)
+    dp_group, _ = dist.new_subgroups_by_enumeration(peer_groups(shape, ("dp_replicate", "dp_shard")))
+    loss_group = shard_cp = None
+    if shape.cp > 1:
+        shard_cp = mesh["dp_shard", "cp"]._flatten("dp_shard_cp")  # FSDP2's shard dimension (torchtitan's layout)
+        loss_group, _ = dist.new_subgroups_by_enumeration(peer_groups(shape, ("dp_replicate", "dp_shard", "cp")))
+    return Layout(shape=shape, mesh=mesh, dp_group=dp_group, dp_rank=dist.get_rank() // (shape.cp * shape.tp),
+                  loss_group=loss_group, shard_cp_mesh=shard_cp)
+
+
+@contextlib.contextmanager
+def sequence_shards(layout: Layout, tensors: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    """Context parallelism around one micro-batch's forward and backward: `tensors` ([batch, seq]
+    each: input ids, labels, position ids) are cut in place to this rank's two chunks of every
+    sequence (torch's head-tail load balancing: chunk i and 2 cp - 1 - i of 2 cp), and SDPA
+    becomes ring attention over the cp ranks while the block runs. Without cp, nothing changes."""
+    if layout.shape.cp == 1:
+        yield tensors
+        return
+    from torch.distributed.tensor.experimental import context_parallel
+    with context_parallel(layout.cp_mesh, buffers=tensors, buffer_seq_dims=[1] * len(tensors),
+                          no_restore_buffers=set(tensors)):
+        yield tensors
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -78,7 +146,7 @@ def wraps_fsdp(layout: Layout, p: ParallelConfig) -> bool:
     single rank, i.e. add per-layer hooks, a copy of every parameter at each all-gather and each
     gradient's reduce-scatter, and DTensor dispatch in the optimizer and clipping, for the same
     math. bf16 keeps FSDP2 (its MixedPrecisionPolicy is the bf16 path), and so does CPU offload."""
-    return layout.shape.dp * layout.shape.tp > 1 or p.precision == "bf16" or p.cpu_offload
+    return layout.shape.dp * layout.shape.cp * layout.shape.tp > 1 or p.precision == "bf16" or p.cpu_offload
 
 
 def set_gradient_sync(model: nn.Module, enabled: bool) -> None:
@@ -102,11 +170,12 @@ def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any
     layers = decoder_layers(model)
     if p.fp8:
         _check_fp8_device(layout.mesh.device_type)
-        converted = _float8(layers, fsdp_all_gather=layout.shape.shard > 1)
+        sharded = layout.shape.fsdp_shards > 1
+        converted = _float8(layers, fsdp_all_gather=sharded)
         notes.append(f"fp8: {converted} Linear layers train in float8 (torchao, {p.fp8} dynamic scaling, "
-                     f"float8 all-gather {'on' if layout.shape.shard > 1 else 'off: parameters are not sharded'})")
+                     f"float8 all-gather {'on' if sharded else 'off: parameters are not sharded'})")
+    _check_architecture(config, layout.shape)
     if layout.shape.tp > 1:
-        _check_tp(config, layout.shape.tp)
         for layer in layers:
             _tensor_parallel(layer, layout.tp_mesh, config, float8=p.fp8 is not None)
     offloader = None
@@ -180,10 +249,11 @@ def _float8(layers: nn.ModuleList, fsdp_all_gather: bool) -> int:
     return sum(isinstance(m, Float8Linear) for m in layers.modules())
 
 
-def _check_tp(config: Any, tp: int) -> None:
-    """The plan-time rule (architectures.tp_problems) again on the built config: a checkpoint's
-    config.json is only read here."""
-    problems = tp_problems(getattr(config, "model_type", ""), config.to_dict(), tp)
+def _check_architecture(config: Any, shape: MeshShape) -> None:
+    """The plan-time rules (architectures.tp_problems, cp_problems) again on the built config: a
+    checkpoint's config.json is only read here."""
+    model_type, sizes = getattr(config, "model_type", ""), config.to_dict()
+    problems = tp_problems(model_type, sizes, shape.tp) + cp_problems(model_type, sizes, shape.cp)
     if problems:
         raise problems[0]
 

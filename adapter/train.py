@@ -19,13 +19,14 @@ started fresh: a resumed run (a requeued job) ignores it and proceeds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from adapter.config import ConfigError, TrainConfig, grad_accumulation, load, resolve_local
 
@@ -92,6 +93,7 @@ def train(cfg: TrainConfig) -> int:
     shape = parallel.mesh_shape(cfg.parallel, world)
     accum = grad_accumulation(cfg, shape.dp)
     device = _device(cfg.accelerator, int(os.environ["LOCAL_RANK"]))
+    parallel.check_device(shape, device.type)
     if device.type == "cuda":
         dist.init_process_group("cuda:nccl,cpu:gloo", device_id=device)
     else:
@@ -137,7 +139,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
         model = lora.apply(model, cfg.lora)
         if cfg.lora.quantize_base:
             dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
-            count = qlora.quantize_base(model, parallel.decoder_layers(model), layout.shape.shard, dtype)
+            count = qlora.quantize_base(model, parallel.decoder_layers(model), layout.shape.fsdp_shards, dtype)
             if rank == 0:
                 print(f"adapter: QLoRA: {count} frozen linear weights held in 4-bit NF4 (torchao)", flush=True)
     notes = parallel.parallelize(model, layout, cfg.parallel, config)
@@ -162,7 +164,8 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     step = checkpoint.restore(resume, model, optimizer, scheduler, train_data, rank, layout.dp_rank) if resume else 0
     if rank == 0:
         print(f"adapter: {'resumed from ' + str(resume) if resume else 'starting fresh'} at step {step}; "
-              f"mesh dp_replicate={layout.shape.replicate} dp_shard={layout.shape.shard} tp={layout.shape.tp}, "
+              f"mesh dp_replicate={layout.shape.replicate} dp_shard={layout.shape.shard} "
+              f"{f'cp={layout.shape.cp} ' if layout.shape.cp > 1 else ''}tp={layout.shape.tp}, "
               f"{accum} micro-batch(es) per step", flush=True)
 
     log = metrics.MetricsLog(cfg.results_dir, rank, cfg.tensorboard_dir, step,
@@ -266,28 +269,48 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     return 0
 
 
-def _micro_loss(model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, Any, Any]:
-    """(sum of token cross-entropies, labelled tokens, MoE load-balancing loss or None) of one batch."""
+@contextlib.contextmanager
+def _micro_loss(model: Any, batch: dict[str, Any], device: Any, layout: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """(sum of token cross-entropies, labelled tokens, MoE load-balancing loss or None) of this
+    rank's tokens of one batch. With context parallelism the rank holds part of each sequence and
+    its backward must run inside this block too (ring attention's backward exchanges keys)."""
     import torch
     import torch.nn.functional as F
-    ids = batch["input_ids"].to(device)
+
+    from adapter import parallel
+    ids = batch["input_ids"].to(device, copy=layout.shape.cp > 1)  # cp cuts in place: never the batch's own
     mask = batch.get("attention_mask")
     mask = mask.to(device) if mask is not None and not bool(mask.all()) else None
-    # Predict token t+1 at position t; the last position has no target.
+    # Predict token t+1 at position t; the last position has no target. Shifted before any split.
     labels = F.pad(batch["labels"][:, 1:], (0, 1), value=-100).to(device)
     from adapter.multimodal import MODEL_INPUTS
     images = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}  # a vision-language model's inputs
-    out = model(input_ids=ids, attention_mask=mask, use_cache=False, **images)
-    logits = out.logits.float()
-    ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100, reduction="sum")
-    return ce, (labels != -100).sum().to(torch.float32), getattr(out, "aux_loss", None)
+    inputs: dict[str, Any] = {}
+    split = [ids, labels]
+    if layout.shape.cp > 1:
+        if mask is not None and bool((mask[:, 1:] > mask[:, :-1]).any()):
+            raise ValueError("context parallelism needs right-padded samples (attention_mask 1s then 0s)")
+        # Right padding under causal attention never reaches a real token, so no mask is needed.
+        # The rank's tokens are not contiguous: position ids carry their global positions (RoPE),
+        # and an all-ones mask keeps transformers from reading position jumps as packed sequences.
+        positions = torch.arange(ids.shape[1], device=device).expand_as(ids).contiguous()
+        split.append(positions)
+        inputs["position_ids"] = positions
+    with parallel.sequence_shards(layout, split):
+        if layout.shape.cp > 1:
+            mask = torch.ones_like(ids)
+        out = model(input_ids=ids, attention_mask=mask, use_cache=False, **inputs, **images)
+        logits = out.logits.float()
+        ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100, reduction="sum")
+        yield ce, (labels != -100).sum().to(torch.float32), getattr(out, "aux_loss", None)
 
 
 def train_step(model: Any, optimizer: Any, batches: list[dict[str, Any]], layout: Any, grad_clip: float,
                 device: Any, aux_coef: float) -> tuple[Any, Any]:
     """One optimizer step over the accumulated micro-batches. The loss is the mean over every
-    labelled token of the global batch, whatever the layout: each micro-batch's sum is divided by
-    the global token count, and scaled by the data-parallel size that FSDP's gradient mean divides by."""
+    labelled token of the global batch, whatever the layout: each micro-batch's sum (over this
+    rank's tokens: all of its batch's, or its cp share) is divided by the global token count, and
+    scaled by the number of ranks FSDP's gradient mean divides by (data parallel x context parallel)."""
     import torch
     import torch.distributed as dist
 
@@ -297,14 +320,14 @@ def train_step(model: Any, optimizer: Any, batches: list[dict[str, Any]], layout
     loss_sum = torch.zeros((), device=device)
     for i, batch in enumerate(batches):
         parallel.set_gradient_sync(model, i == len(batches) - 1)
-        ce, _, aux = _micro_loss(model, batch, device)
-        loss = ce / tokens
-        objective = loss * layout.shape.dp
-        if aux_coef and aux is not None:
-            objective = objective + aux_coef * aux / len(batches)
-        objective.backward()
+        with _micro_loss(model, batch, device, layout) as (ce, _, aux):
+            loss = ce / tokens
+            objective = loss * layout.shape.dp * layout.shape.cp
+            if aux_coef and aux is not None:
+                objective = objective + aux_coef * aux / len(batches)
+            objective.backward()
         loss_sum += loss.detach()
-    dist.all_reduce(loss_sum, group=layout.dp_group)
+    dist.all_reduce(loss_sum, group=layout.token_group)
     grad_norm = parallel.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -319,9 +342,9 @@ def _validate(model: Any, batches: Any, layout: Any, device: Any) -> float | Non
     totals = torch.zeros(2, device=device)
     with torch.no_grad():
         for batch in batches:
-            ce, count, _ = _micro_loss(model, batch, device)
-            totals += torch.stack([ce, count.to(device)])
-    dist.all_reduce(totals, group=layout.dp_group)
+            with _micro_loss(model, batch, device, layout) as (ce, count, _):
+                totals += torch.stack([ce, count.to(device)])
+    dist.all_reduce(totals, group=layout.token_group)
     model.train()
     return (totals[0] / totals[1]).item() if totals[1] > 0 else None
 

@@ -84,7 +84,8 @@ def test_lora_on_a_random_base_is_accepted(tmp_path: Path) -> None:
 
 def test_fp8_offloading_and_context_parallelism(tmp_path: Path) -> None:
     """HyperPod's fp8 keys become torchao's tensorwise recipe (the amax history has no equivalent);
-    offloading is read with a note the plan can state; CP > 1 is refused, with torch's reason on CPUs."""
+    offloading is read with a note the plan can state; CP > 1 is refused on CPUs with torch's reason,
+    accepted for GPUs (and auto, which the run checks: tests/adapter/test_context_parallel.py)."""
     hyperpod = {"fp8": True, "fp8_amax_history_len": 1024, "fp8_amax_compute_algo": "max",
                 "offload_activations": True, "activation_loading_horizon": 3}
     p = from_recipe(tiny_recipe(tmp_path, model=hyperpod)).parallel
@@ -94,8 +95,34 @@ def test_fp8_offloading_and_context_parallelism(tmp_path: Path) -> None:
     assert plain.fp8 is None and plain.offload_note is None
     on_cpu = refused(tmp_path, model={"context_parallel_degree": 2})
     assert "no CPU attention kernel" in on_cpu.message
-    on_gpu = refused(tmp_path, trainer={"accelerator": "gpu"}, model={"context_parallel_degree": 2})
-    assert on_gpu.key == "model.context_parallel_degree" and "not implemented" in on_gpu.message
+    assert "_scaled_dot_product_flash_attention_for_cpu" in on_cpu.message and on_cpu.hint
+    for accelerator in ("gpu", "auto"):
+        cfg = from_recipe(tiny_recipe(tmp_path, trainer={"accelerator": accelerator, "precision": "bf16"},
+                                      model={"context_parallel_degree": 2}))
+        assert cfg.parallel.cp == 2
+
+
+@pytest.mark.parametrize("model, key, words", [
+    ({"max_context_width": 60}, "model.max_context_width", "nearest valid: 56 or 64"),
+    ({"model_type": "mistral"}, "model.context_parallel_degree", "sliding window"),
+    ({"model_type": "qwen_v2", "use_sliding_window": True}, "model.context_parallel_degree", "sliding window"),
+    ({"model_type": "gpt_oss", "num_local_experts": 4, "num_experts_per_tok": 2}, "model.context_parallel_degree",
+     "not gpt_oss"),
+    ({"dpo": {"enabled": True}}, "model.context_parallel_degree", "DPO"),
+    ({}, "trainer.precision", "use bf16"),
+])
+def test_context_parallel_rules(tmp_path: Path, model: dict, key: str, words: str) -> None:
+    """cp 4 on GPUs: the sequence splits into 2 x 4 equal chunks; only plain causal attention splits."""
+    trainer = {"accelerator": "gpu", "precision": "32" if key == "trainer.precision" else "bf16"}
+    error = refused(tmp_path, trainer=trainer, model={"context_parallel_degree": 4, **model})
+    assert error.key == key and words in str(error), str(error)
+
+
+def test_context_parallel_families_that_split(tmp_path: Path) -> None:
+    for model in ({}, {"model_type": "mistral", "sliding_window": None}, {"model_type": "qwen_v2"}):
+        cfg = from_recipe(tiny_recipe(tmp_path, trainer={"accelerator": "gpu", "precision": "bf16"},
+                                      model={"context_parallel_degree": 4, **model}))
+        assert cfg.parallel.cp == 4
 
 
 def test_lora_with_tensor_parallelism_is_refused(tmp_path: Path) -> None:
@@ -116,6 +143,27 @@ def test_mesh_shapes() -> None:
     assert mesh_shape(from_recipe(tiny_recipe(Path("/r"))).parallel, 4) == MeshShape(1, 4, 1)
     ddp = from_recipe(tiny_recipe(Path("/r"), model={"sharding_strategy": "no_shard"})).parallel
     assert mesh_shape(ddp, 4) == MeshShape(4, 1, 1)
+
+
+def test_mesh_shapes_with_context_parallelism() -> None:
+    """HyperPod's shard_degree counts FSDP's group, dp_shard x cp: its 70B 16k recipes (cp 2, shard
+    256) on 32 and 64 p5 nodes, its 405B QLoRA ones (cp 8 and 16, shard 16) on 2."""
+    from adapter.config import MeshShape, mesh_shape
+    def parallel(cp: int, **model: object) -> object:
+        return from_recipe(tiny_recipe(Path("/r"), trainer={"accelerator": "gpu", "precision": "bf16"},
+                                       model={"context_parallel_degree": cp, **model})).parallel
+    hybrid = {"sharding_strategy": "hybrid_shard", "shard_degree": 256}
+    assert mesh_shape(parallel(2, **hybrid), 256) == MeshShape(replicate=1, shard=128, tp=1, cp=2)
+    assert mesh_shape(parallel(2, **hybrid), 512) == MeshShape(replicate=2, shard=128, tp=1, cp=2)
+    hybrid16 = {"sharding_strategy": "hybrid_shard", "shard_degree": 16}
+    assert mesh_shape(parallel(8, **hybrid16), 16) == MeshShape(replicate=1, shard=2, tp=1, cp=8)
+    assert mesh_shape(parallel(16, **hybrid16), 16) == MeshShape(replicate=1, shard=1, tp=1, cp=16)
+    assert mesh_shape(parallel(2, tensor_model_parallel_degree=2), 8) == MeshShape(1, 2, 2, cp=2)
+    assert mesh_shape(parallel(2, sharding_strategy="no_shard"), 4) == MeshShape(2, 1, 1, cp=2)
+    with pytest.raises(ConfigError, match="multiple of context_parallel_degree"):
+        mesh_shape(parallel(4, sharding_strategy="hybrid_shard", shard_degree=2), 8)
+    with pytest.raises(ConfigError, match=r"2 x tensor_model_parallel_degree \(2\) does not divide the world size 6"):
+        mesh_shape(parallel(2, tensor_model_parallel_degree=2), 6)
 
 
 def test_spec_file_formats(tmp_path: Path) -> None:

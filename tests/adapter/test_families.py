@@ -106,41 +106,33 @@ def refusal(recipe: str, tmp_path: Path, *overrides: str) -> str:
     return str(exc.value)
 
 
-# HyperPod's v1 recipes with model.multi_modal or peft_type qlora_4bit, and what each still needs
-# from features outside this trainer's multi-modal and QLoRA support (None: nothing; the long-
-# sequence QLoRA recipes also ask for context parallelism, which the trainer does not have yet).
+# HyperPod's v1 recipes with model.multi_modal or peft_type qlora_4bit, and the context-parallel
+# degree each asks for (the long-sequence QLoRA ones split sequences with ring attention).
 MULTIMODAL_AND_QLORA = {
-    "training/llama/hf_llama3_2_11b_seq8k_gpu_p5x4_pretrain": None,
-    "training/llama/hf_llama3_2_90b_seq8k_gpu_p5x32_pretrain": None,
-    "fine-tuning/llama/hf_llama4_17b_16e_seq4k_gpu_lora_multimodal_finetuning": None,
-    "fine-tuning/llama/hf_llama4_17b_16e_seq8k_gpu_lora_multimodal_finetuning": None,
-    "fine-tuning/llama/hf_llama3_405b_seq8k_gpu_qlora": None,
-    "fine-tuning/llama/hf_llama3_405b_seq16k_gpu_qlora": None,
-    "fine-tuning/llama/hf_llama3_405b_seq32k_gpu_qlora": "model.context_parallel_degree",
-    "fine-tuning/llama/hf_llama3_405b_seq128k_gpu_qlora": "model.context_parallel_degree",
-    "fine-tuning/deepseek/hf_deepseek_r1_671b_seq8k_gpu_qlora": None,
+    "training/llama/hf_llama3_2_11b_seq8k_gpu_p5x4_pretrain": 1,
+    "training/llama/hf_llama3_2_90b_seq8k_gpu_p5x32_pretrain": 1,
+    "fine-tuning/llama/hf_llama4_17b_16e_seq4k_gpu_lora_multimodal_finetuning": 1,
+    "fine-tuning/llama/hf_llama4_17b_16e_seq8k_gpu_lora_multimodal_finetuning": 1,
+    "fine-tuning/llama/hf_llama3_405b_seq8k_gpu_qlora": 1,
+    "fine-tuning/llama/hf_llama3_405b_seq16k_gpu_qlora": 1,
+    "fine-tuning/llama/hf_llama3_405b_seq32k_gpu_qlora": 8,
+    "fine-tuning/llama/hf_llama3_405b_seq128k_gpu_qlora": 16,
+    "fine-tuning/deepseek/hf_deepseek_r1_671b_seq8k_gpu_qlora": 1,
 }
 
 
 @pytest.mark.parametrize("recipe", sorted(MULTIMODAL_AND_QLORA))
 def test_multimodal_and_qlora_recipes_pass_the_trainer_config(recipe: str, tmp_path: Path) -> None:
     """As written (accelerator included), with only the paths a user sets: the model directory
-    and the data directory."""
-    from adapter.config import ConfigError, from_recipe
+    and the data directory; with the world size the recipe's nodes start (the mesh rules too)."""
+    from adapter.config import from_recipe
     require(V1)
     spec = compose(V1, recipe, tmp_path, ["recipes.model.hf_model_name_or_path=/models/base",
                                           "recipes.model.data.train_dir=/data/train"])
-    blocker = MULTIMODAL_AND_QLORA[recipe]
-    if blocker is None:
-        cfg = from_recipe(spec["recipes"])
-        assert cfg.multi_modal or (cfg.lora is not None and cfg.lora.quantize_base)
-        return
-    with pytest.raises(ConfigError) as exc:
-        from_recipe(spec["recipes"])
-    assert exc.value.key == blocker
-    relaxed = compose(V1, recipe, tmp_path, ["recipes.model.hf_model_name_or_path=/models/base",
-                                             "recipes.model.data.train_dir=/data/train", f"recipes.{blocker}=1"])
-    assert from_recipe(relaxed["recipes"]).lora.quantize_base
+    trainer = spec["recipes"]["trainer"]
+    cfg = from_recipe(spec["recipes"], trainer["devices"] * trainer["num_nodes"])
+    assert cfg.multi_modal or (cfg.lora is not None and cfg.lora.quantize_base)
+    assert cfg.parallel.cp == MULTIMODAL_AND_QLORA[recipe]
 
 
 def test_llama4_lora_regex_targets_the_text_model(tmp_path: Path) -> None:
