@@ -154,7 +154,7 @@ def check_host_capacity(spec: Spec, host: HostInfo | None) -> list[Check]:
 def _derived(spec: Spec, path: str) -> str:
     """', from instance type NAME' when hpctl filled the value from the instance type."""
     origin = spec.origin(path)
-    return f", {origin.derived}" if origin is not None and origin.derived else ""
+    return f", {origin.via}" if origin is not None and origin.via else ""
 
 
 def device_memory_gb(spec: Spec, host: HostInfo | None) -> tuple[float | None, str]:

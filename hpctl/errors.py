@@ -18,29 +18,27 @@ class Origin:
     col: int | None = None  # 1-based
     override: int | None = None  # 1-based index of the command-line override
     text: str | None = None  # the override as typed, for messages
-    derived: str | None = None  # how hpctl computed the value from the one at this position
-    via: str | None = None  # how a file value got here when not at its own path (scale.py's presets)
+    via: str | None = None  # how the value got here from that position: "from instance type X" (computed
+    # from it), "from scale_config for N nodes" (moved from another key); shown after the position
 
     def __str__(self) -> str:
-        if self.derived is not None:
-            where = str(Origin(self.file, self.line, self.col, self.override, self.text))
-            return f"{where} ({self.derived})" if where != "default" else self.derived
         if self.override is not None:
-            return f"override {self.override} ({self.text})" if self.text else f"override {self.override}"
-        if self.file is None:
-            return "default"
-        where = self.file if self.line is None else f"{self.file}:{self.line}:{self.col or 1}"
-        return f"{where} (from {self.via})" if self.via else where
+            where = f"override {self.override} ({self.text})" if self.text else f"override {self.override}"
+        elif self.file is None:
+            where = "default"
+        else:
+            where = self.file if self.line is None else f"{self.file}:{self.line}:{self.col or 1}"
+        if not self.via:
+            return where
+        return self.via if where == "default" else f"{where} ({self.via})"
 
     def to_json(self) -> dict:
-        if self.derived is not None:
-            return {**Origin(self.file, self.line, self.col, self.override, self.text).to_json(),
-                    "derived": self.derived}
         if self.override is not None:
-            return {"kind": "override", "index": self.override, "text": self.text}
-        if self.file is None:
-            return {"kind": "default"}
-        out = {"kind": "file", "file": self.file, "line": self.line, "col": self.col}
+            out = {"kind": "override", "index": self.override, "text": self.text}
+        elif self.file is None:
+            out = {"kind": "default"}
+        else:
+            out = {"kind": "file", "file": self.file, "line": self.line, "col": self.col}
         return {**out, "via": self.via} if self.via else out
 
 

@@ -120,4 +120,4 @@ def fill_cluster(data: dict, chains: dict[str, list[Origin]]) -> None:
             origin.override is not None or (origin.file is not None and not origin.file.startswith(BUILTIN_PREFIX)))
         if not user_set:
             cluster[key] = getattr(instance, attr)
-            chains[path] = [replace(where, derived=f"from instance type {instance.name}")]
+            chains[path] = [replace(where, via=f"from instance type {instance.name}")]

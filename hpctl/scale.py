@@ -47,7 +47,7 @@ def _merge(dst: dict[str, Any], src: dict[str, Any], path: str, src_path: str, o
             del origins[p]
         for p, origin in list(origins.items()):
             if p == from_sub or p.startswith(from_sub + "."):
-                origins[sub + p[len(from_sub):]] = dataclasses.replace(origin, via=f"scale_config for {nodes} nodes")
+                origins[sub + p[len(from_sub):]] = dataclasses.replace(origin, via=f"from scale_config for {nodes} nodes")
 
 
 def _overridden(origins: dict[str, Origin], path: str) -> bool:

@@ -94,7 +94,7 @@ def test_instance_type_fills_the_cluster_with_provenance(tmp_path):
             spec.get("cluster.efa_per_node")) == (8, 48, 4)
     origin = spec.origin("cluster.device_memory_gb")
     assert str(origin) == "override 4 (instance_type=ml.g6e.48xlarge) (from instance type g6e.48xlarge)"
-    assert spec.provenance_json()["cluster.efa_per_node"][0]["derived"] == "from instance type g6e.48xlarge"
+    assert spec.provenance_json()["cluster.efa_per_node"][0]["via"] == "from instance type g6e.48xlarge"
 
 
 def test_the_users_cluster_values_win_over_the_instance(tmp_path):
@@ -106,7 +106,7 @@ def test_the_users_cluster_values_win_over_the_instance(tmp_path):
     assert spec.get("cluster.devices_per_node") == 4  # the workspace's own cluster file
     assert spec.get("cluster.device_memory_gb") == 70  # an override
     assert spec.get("cluster.efa_per_node") == 0  # the workspace's file says 0 (no EFA device plugin, say)
-    assert spec.origin("cluster.devices_per_node").derived is None
+    assert spec.origin("cluster.devices_per_node").via is None
 
 
 def test_efa_set_to_zero_by_the_user_turns_the_network_environment_off(tmp_path):
