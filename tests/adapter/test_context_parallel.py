@@ -14,7 +14,7 @@ from adapter.config import ConfigError, MeshShape
 from tests.adapter.conftest import REPO, env, tiny_recipe, write_spec
 
 WORKER = r"""
-import sys
+import os, sys
 import torch, torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import fully_shard
@@ -115,7 +115,7 @@ dist.init_process_group("gloo")
 for spec in sys.argv[1:]:
     replicate, shard, cp = (int(x) for x in spec.split(","))
     check(MeshShape(replicate=replicate, shard=shard, tp=1, cp=cp))
-print("ok", dist.get_rank(), flush=True)
+os.write(1, f"ok {dist.get_rank()}\n".encode())  # one write: the four ranks share the pipe
 dist.destroy_process_group()
 """
 
