@@ -302,7 +302,11 @@ def _micro_loss(model: Any, batch: dict[str, Any], device: Any, layout: Any) -> 
         out = model(input_ids=ids, attention_mask=mask, use_cache=False, **inputs, **images)
         logits = out.logits.float()
         ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100, reduction="sum")
-        yield ce, (labels != -100).sum().to(torch.float32), getattr(out, "aux_loss", None)
+        aux = getattr(out, "aux_loss", None)
+        # The caller's backward runs inside this block: holding the logits (vocab x tokens, and
+        # their fp32 copy under bf16) through it would add them to the step's peak memory.
+        del out, logits
+        yield ce, (labels != -100).sum().to(torch.float32), aux
 
 
 def train_step(model: Any, optimizer: Any, batches: list[dict[str, Any]], layout: Any, grad_clip: float,

@@ -14,6 +14,7 @@ moto does not emulate, and how these tests stand in for it:
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -167,12 +168,14 @@ def test_describe_maps_sagemaker_states(stubbed, primary, secondary, failure, st
     ("AccessDeniedException", "User is not authorized to perform sagemaker:CreateTrainingJob", "IAM policy"),
     ("ThrottlingException", "Rate exceeded", "throttling"),
     ("ResourceInUse", "Training job names must be unique within an AWS account and region", "name exists"),
+    ("InternalFailure", "An internal error occurred", "adopted, never created twice"),
+    ("ServiceUnavailable", "Service is unavailable", "adopted, never created twice"),
 ])
 def test_create_errors_are_one_clear_message(stubbed, tmp_path, run_cli, code, message, expect):
     """CreateTrainingJob refusals through the Stubber (moto accepts a duplicate name and never
     denies or throttles): one message with AWS's code and a fix, exit 1, nothing recorded."""
     stubbed.add_client_error("create_training_job", service_error_code=code, service_message=message,
-                             http_status_code=400)
+                             http_status_code=503 if code == "ServiceUnavailable" else 500 if code == "InternalFailure" else 400)
     ws = tmp_path / "ws"
     ws.mkdir()
     rc, out, err = run_cli("apply", "-w", ws, "--auto-approve", *ARGS)
@@ -191,6 +194,24 @@ def test_no_credentials_is_one_clear_message(aws, monkeypatch, tmp_path, run_cli
     rc, _, err = run_cli("apply", "-w", ws, "--auto-approve", *ARGS)
     assert rc == 1 and "Traceback" not in err
     assert "no AWS credentials found" in err and "AWS_ACCESS_KEY_ID" in err
+
+
+def test_a_refused_connection_is_one_clear_message(aws, monkeypatch, tmp_path, run_cli):
+    """The real clients against a port nothing listens on (botocore's retries cut to one attempt):
+    apply says which call could not connect and what to check, and records nothing."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    rc, _, err = run_cli("apply", "-w", ws, "--auto-approve", *ARGS)
+    assert rc == 1 and "Traceback" not in err
+    assert "Error: cannot upload the job spec for tiny-llama-" in err  # the first call: the spec to S3
+    assert "Could not connect to the endpoint URL" in err
+    assert "network path to AWS" in err
+    assert not (ws / ".hpctl" / "state.json").exists() or _state(ws)["jobs"] == {}
 
 
 def test_a_job_unknown_to_sagemaker_says_so(aws):

@@ -493,6 +493,9 @@ HINTS = {
     "ThrottlingException": "AWS is throttling the calls: wait a little and retry",
     "ResourceNotFound": "no such training job in this account and region (check cluster.region)",
     "ValidationException": "SageMaker refused a value of the request",
+    **dict.fromkeys(("InternalFailure", "InternalServerError", "ServiceUnavailable"),
+                    "AWS failed the call on its side after botocore's retries: try again in a minute (a job that "
+                    "was created all the same is found by its tags and adopted, never created twice)"),
     "NoSuchBucket": "the bucket of output_path does not exist (or is in another account)",
 }
 
