@@ -9,6 +9,7 @@ holder; a lock left by a dead process on this host is broken with a warning.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -49,7 +50,8 @@ class State:
         if not path.exists():
             return cls(path)
         try:
-            doc = json.loads(path.read_text())
+            with _no_cyclic_gc():
+                doc = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise HpctlError(f"state file is unreadable: {e}", origin=Origin(str(path)),
                              hint="restore it from its backup (state.json.backup) or move it away") from None
@@ -92,8 +94,9 @@ class State:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         # One job per line: indent=2 would take json's pure-Python encoder, seconds for 1,000 jobs.
-        doc = self.to_json()
-        jobs = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in doc.pop("jobs").items())
+        with _no_cyclic_gc():
+            doc = self.to_json()
+            jobs = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in doc.pop("jobs").items())
         head = json.dumps(doc, sort_keys=True)[:-1]
         with open_private(tmp) as f:
             f.write(f'{head}, "jobs": {{\n{jobs}\n}}}}\n' if jobs else f'{head}, "jobs": {{}}}}\n')
@@ -181,3 +184,17 @@ def _read_holder(lock: Path) -> dict | None:
         return json.loads(lock.read_text())
     except (OSError, ValueError):
         return None
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Reading or writing a big state makes containers by the hundred thousand: each allocation
+    burst starts a cyclic-GC pass over everything built so far, so the time per job grew with the
+    job count. JSON makes no cycles, so the collector is paused meanwhile (then resumed as it was)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
