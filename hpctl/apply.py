@@ -84,10 +84,10 @@ def adopt_lost(state: "State", plan: "Plan", say: Say) -> bool:
         found = [j for j in found if j.job_id != record.job_id and j.state not in TERMINAL]
     if not found:
         return False
-    state.jobs[plan.job] = adopted_record(plan, backend, found[-1], same_spec=found[-1].spec == tag.spec)
-    say(f"adopted job {plan.job} ({backend.name} job {found[-1].job_id}, {found[-1].state}) found on the "
-        "scheduler but missing from state" + ("" if found[-1].spec == tag.spec else
-                                              "; it was submitted with another spec than this plan's"))
+    job, same_spec = found[-1], found[-1].spec == tag.spec
+    state.jobs[plan.job] = adopted_record(plan, backend, job, same_spec)
+    say(f"adopted job {plan.job} ({backend.name} job {job.job_id}, {job.state}) found on the scheduler but "
+        "missing from state" + ("" if same_spec else "; it was submitted with another spec than this plan's"))
     return True
 
 
@@ -157,7 +157,8 @@ def execute(state: "State", plan: "Plan", spec: Spec | None, say: Say) -> None:
         if live.state not in TERMINAL:
             raise HpctlError(f"job {plan.job} is {live.state} now; the plan expected it ended", hint="run hpctl plan again")
     secrets = secrets_for(plan, spec)
-    tag = job_tag(state.fix_lineage(), plan.job, plan.spec)  # the lineage is on disk before the job exists
+    # The lineage is on disk before the job exists. A files-only artifact submits nothing: no tag, no state.
+    tag = job_tag(state.fix_lineage(), plan.job, plan.spec) if plan.artifact.submit else None
     crash_if("before_submit")
     job_id = backend.submit(plan.artifact, secrets, tag)
     crash_if("after_submit")

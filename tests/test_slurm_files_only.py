@@ -20,6 +20,7 @@ def test_apply_writes_the_script_and_submits_nothing(tmp_path: Path, run_cli, mo
     assert script.read_text().startswith("#!/bin/bash")
     assert f"Apply complete: wrote {script}; nothing submitted" in out
     assert not (tmp_path / "sbatch-ran").exists()
+    assert not (tmp_path / ".hpctl" / "state.json").exists()  # nothing submitted: no state, no lineage
     code, out, _ = run_cli("plan", "tiny_llama", "-c", "slurm", "-w", tmp_path, "--no-color",
                            "cluster.slurm_create_submission_file_only=true")
     assert code == 0 and "+ job tiny-llama: create" in out  # no job was recorded

@@ -540,7 +540,7 @@ class SlurmBackend(Backend):
         proc = _run(["squeue", "--me", "--noheader", "--format=%i|%T|%k"])
         if proc is None or _unreachable(proc) or proc.returncode != 0:
             raise HpctlError("squeue could not list the jobs, so a job submitted but not recorded cannot "
-                             "be looked for", found=proc.stderr.strip() if proc else "squeue is not on PATH",
+                             "be looked for", found=_said(proc) if proc else "squeue is not on PATH",
                              hint="is slurmctld up? try `scontrol ping`")
         return parse_tagged(proc.stdout, tag)
 
