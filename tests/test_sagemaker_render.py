@@ -60,11 +60,18 @@ def test_estimator_arguments_map_onto_the_request(tmp_path):
 
 
 def test_file_system_input(tmp_path):
+    """One channel named `training`, as the SageMaker SDK names the FileSystemInput HyperPod's launcher
+    gives fit(); the job must be in the file system's VPC, which botocore's model cannot check."""
     fs = "cluster.sm_jobs_config.inputs.file_system"
-    _, a = render(tmp_path, f"{fs}.id=fs-0123456789abcdef0", f"{fs}.type=FSxLustre", f"{fs}.directory_path=/fsx/data")
+    kw = "cluster.sm_jobs_config.additional_estimator_kwargs"
+    given = [f"{fs}.id=fs-0123456789abcdef0", f"{fs}.type=FSxLustre", f"{fs}.directory_path=/fsx/data"]
+    _, a = render(tmp_path, *given, f"+{kw}.subnets=[subnet-1]", f"+{kw}.security_group_ids=[sg-1]")
     [_, channel] = json.loads(a.text)["InputDataConfig"]
+    assert channel["ChannelName"] == "training"
     assert channel["DataSource"]["FileSystemDataSource"] == {"FileSystemId": "fs-0123456789abcdef0", "FileSystemType": "FSxLustre",
                                                              "DirectoryPath": "/fsx/data", "FileSystemAccessMode": "ro"}
+    message = refusal(tmp_path, *given)
+    assert f"{fs}: a file-system input needs the job in its VPC" in message and f"+{kw}.subnets=" in message
     message = refusal(tmp_path, f"{fs}.id=fs-0123456789abcdef0", "cluster.sm_jobs_config.inputs.s3.train=s3://b/t")
     assert "set either inputs.s3 or inputs.file_system, not both" in message
 

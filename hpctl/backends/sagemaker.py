@@ -55,6 +55,9 @@ DEFAULT_VOLUME_GB = 30  # the SDK's default volume size
 MAX_NAME = 63
 NAME_DIGITS = 8
 TAG_KEY, SPEC_KEY = "hpctl:tag", "hpctl:spec"  # apply's JobTag, as request Tags (find_tagged searches them)
+# The channel of a file-system input: HyperPod's launcher passes its one FileSystemInput to the SDK's
+# fit(), which names it "training", so the recipe finds the data at /opt/ml/input/data/training.
+FS_CHANNEL = "training"
 
 # The PyTorch estimator's arguments (HyperPod's additional_estimator_kwargs) hpctl maps onto the
 # request: name -> (request path, expected Python type). Anything else is refused by name.
@@ -156,7 +159,7 @@ def _channels(spec: Spec) -> list[dict[str, Any]]:
         if missing:
             raise _err(spec, f"{SMC}.inputs.file_system", "a file-system input needs id, type and directory_path",
                        found="missing " + ", ".join(missing))
-        channels.append({"ChannelName": "train", "InputMode": "File", "DataSource": {"FileSystemDataSource": {
+        channels.append({"ChannelName": FS_CHANNEL, "InputMode": "File", "DataSource": {"FileSystemDataSource": {
             "FileSystemId": _text(fs["id"]), "FileSystemType": _text(fs["type"]),
             "DirectoryPath": _text(fs["directory_path"]), "FileSystemAccessMode": "ro"}}})
     return channels
@@ -274,6 +277,12 @@ def request_for(spec: Spec) -> tuple[dict[str, Any], dict[str, str], str]:
         request["RetryStrategy"] = {"MaximumRetryAttempts": auto.get("max_restarts") or 1}
         sources["RetryStrategy.MaximumRetryAttempts"] = "cluster.auto_resume.max_restarts"
     _estimator_kwargs(spec, request, sources)
+    file_system = any("FileSystemDataSource" in c["DataSource"] for c in request["InputDataConfig"])
+    if file_system and "VpcConfig" not in request:
+        # SageMaker reaches FSx and EFS only inside their VPC; botocore's model cannot say so
+        raise _err(spec, f"{SMC}.inputs.file_system", "a file-system input needs the job in its VPC",
+                   hint=f"+{KWARGS}.subnets=[subnet-...] +{KWARGS}.security_group_ids=[sg-...] "
+                        "(the file system's subnets and a security group that reaches it)")
     tags = [{"Key": str(k), "Value": _text(v)} for k, v in sorted((cluster.get("tags") or {}).items())]
     if tags or request.get("Tags"):
         request["Tags"] = tags + request.get("Tags", [])
