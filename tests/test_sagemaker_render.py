@@ -81,6 +81,13 @@ def test_file_system_input(tmp_path):
     (["cluster.role_arn=arn:aws:iam::12:role/x"], ["cluster.role_arn", "RoleArn", "pattern"]),
     (["cluster.auto_resume.enabled=true", "cluster.auto_resume.max_restarts=31"], ["RetryStrategy", "above the maximum 30"]),
     (["+cluster.sm_jobs_config.inputs.s3.hpctl=s3://b/x"], ["hpctl's own"]),
+    (["cluster.sm_jobs_config.inputs.s3.train=s3://b/t", "cluster.sm_jobs_config.inputs.s3.val=b/v"],  # the channel's own key
+     ["(cluster.sm_jobs_config.inputs.s3.val=b/v): cluster.sm_jobs_config.inputs.s3.val:", "InputDataConfig.2"]),
+    (["cluster.sm_jobs_config.inputs.file_system.id=fs-0123456789abcdef0", "cluster.sm_jobs_config.inputs.file_system.type=Lustre",
+      "cluster.sm_jobs_config.inputs.file_system.directory_path=/fsx",
+      "+cluster.sm_jobs_config.additional_estimator_kwargs.subnets=[subnet-1]",
+      "+cluster.sm_jobs_config.additional_estimator_kwargs.security_group_ids=[sg-1]"],
+     ["(cluster.sm_jobs_config.inputs.file_system.type=Lustre): cluster.sm_jobs_config.inputs.file_system.type:", "did you mean 'FSxLustre'"]),
     (["+cluster.sm_jobs_config.additional_estimator_kwargs.max_rn=1"], ["unknown estimator argument", "did you mean 'max_run'"]),
     (["cluster.sm_jobs_config.tensorboard_config.output_path=s3://b/tb"], ["both output_path and container_logs_path"]),
     (["+env_vars.HF_TOKEN=hf_abc123"], ["env_vars.HF_TOKEN", "secret", "stored in clear", "Secrets Manager"]),

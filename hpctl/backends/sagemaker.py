@@ -58,6 +58,7 @@ TAG_KEY, SPEC_KEY = "hpctl:tag", "hpctl:spec"  # apply's JobTag, as request Tags
 # The channel of a file-system input: HyperPod's launcher passes its one FileSystemInput to the SDK's
 # fit(), which names it "training", so the recipe finds the data at /opt/ml/input/data/training.
 FS_CHANNEL = "training"
+FS_KEYS = {"FileSystemId": "id", "FileSystemType": "type", "DirectoryPath": "directory_path"}
 
 # The PyTorch estimator's arguments (HyperPod's additional_estimator_kwargs) hpctl maps onto the
 # request: name -> (request path, expected Python type). Anything else is refused by name.
@@ -268,6 +269,13 @@ def request_for(spec: Spec) -> tuple[dict[str, Any], dict[str, str], str]:
                     "CheckpointConfig.S3Uri": "cluster.checkpoint_s3_uri", "TrainingJobName": "recipes.run.name",
                     "StoppingCondition.MaxRuntimeInSeconds": "recipes.run.time_limit",
                     "Environment": "env_vars", "InputDataConfig": f"{SMC}.inputs"})
+    for i, channel in enumerate(request["InputDataConfig"][1:], start=1):  # each channel's own key
+        source = channel["DataSource"].get("FileSystemDataSource")
+        if source is None:
+            sources[f"InputDataConfig.{i}"] = join(f"{SMC}.inputs.s3", channel["ChannelName"])
+        else:
+            for member, key in FS_KEYS.items():
+                sources[f"InputDataConfig.{i}.DataSource.FileSystemDataSource.{member}"] = f"{SMC}.inputs.file_system.{key}"
     if tb_given:
         request["TensorBoardOutputConfig"] = {"S3OutputPath": str(tb["output_path"]),
                                               "LocalPath": str(tb["container_logs_path"])}
@@ -375,12 +383,13 @@ def field_problems(member: str, value: Any) -> list[str]:
 
 
 def _source(path: str, sources: dict[str, str]) -> str | None:
-    """The spec key behind a request path (or its closest parent)."""
+    """The spec key behind a request path or its closest parent: a list item's own (an input
+    channel's) before the list's."""
     parts = path.split(".")
     while parts:
-        joined = ".".join(p for p in parts if not p.isdigit() and not p.endswith("(key)"))
-        if joined in sources:
-            return sources[joined]
+        for joined in (".".join(parts), ".".join(p for p in parts if not p.isdigit() and not p.endswith("(key)"))):
+            if joined in sources:
+                return sources[joined]
         parts.pop()
     return None
 
