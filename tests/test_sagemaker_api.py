@@ -167,6 +167,8 @@ def test_describe_maps_sagemaker_states(stubbed, primary, secondary, failure, st
 @pytest.mark.parametrize("code, message, expect", [
     ("AccessDeniedException", "User is not authorized to perform sagemaker:CreateTrainingJob", "IAM policy"),
     ("ThrottlingException", "Rate exceeded", "throttling"),
+    ("ResourceLimitExceeded", "The account-level service limit 'ml.g5.12xlarge for training job usage' is 0 Instances",
+     "Service Quotas"),
     ("ResourceInUse", "Training job names must be unique within an AWS account and region", "name exists"),
     ("InternalFailure", "An internal error occurred", "adopted, never created twice"),
     ("ServiceUnavailable", "Service is unavailable", "adopted, never created twice"),

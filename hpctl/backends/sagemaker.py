@@ -509,6 +509,9 @@ HINTS = {
     "ResourceInUse": "a training job of this name exists: this exact spec was applied before (SageMaker "
                      "never reuses a name); see `hpctl status`, or change the spec to submit a new job",
     "ThrottlingException": "AWS is throttling the calls: wait a little and retry",
+    "ResourceLimitExceeded": "the account's quota for this instance type (or for training jobs) is too low: ask for "
+                             "more in the Service Quotas console (SageMaker, '<instance type> for training job "
+                             "usage'), or plan a smaller instance_type or trainer.num_nodes",
     "ResourceNotFound": "no such training job in this account and region (check cluster.region)",
     "ValidationException": "SageMaker refused a value of the request",
     **dict.fromkeys(("InternalFailure", "InternalServerError", "ServiceUnavailable"),
