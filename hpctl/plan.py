@@ -177,6 +177,8 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
     change = diff(spec.job_name, public, artifact.text, record, destroy=destroy)
     estimate = preflight.memory_estimate(spec)
     summary = summarize(spec, estimate, backend.platform_network)
+    # where the backend says the results land (a SageMaker job's are in S3, not at run.results_dir)
+    summary["results_dir"] = artifact.results_dir or summary["results_dir"]
     # The tag apply gives the job; a workspace's first apply fixes the lineage it is made of.
     summary["tag"] = job_tag(state.lineage, spec.job_name, public).comment if state.lineage else None
     return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,

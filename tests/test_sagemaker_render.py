@@ -111,3 +111,13 @@ def test_job_names_fit_sagemakers_pattern(tmp_path):
                                             ("90", 5400), ("5:30", 330), ("1-2", 93600), (None, None)])
 def test_slurm_time_limits(value, seconds):
     assert time_limit_seconds(value) == seconds
+
+
+def test_the_plan_says_the_results_are_in_s3(tmp_path, run_cli):
+    """The container writes its results under /opt/ml, which SageMaker uploads to the output path:
+    the plan's results line names that S3 prefix, not the recipe's run.results_dir."""
+    rc, out, err = run_cli("plan", "tiny_llama", "--cluster", "sagemaker", "-w", tmp_path, *BASE, "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    name = json.loads(doc["artifact"]["text"])["TrainingJobName"]
+    assert doc["summary"]["results_dir"] == f"s3://bucket/out/{name}" != doc["spec"]["recipes"]["run"]["results_dir"]
