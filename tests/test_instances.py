@@ -155,6 +155,23 @@ def test_no_efa_no_network_environment_and_sagemaker_gets_none(tmp_path):
         "the platform provides EFA and its NCCL environment; hpctl sets none")
 
 
+def test_sagemaker_sends_no_network_environment_and_its_plan_says_the_platform_provides_it(tmp_path, run_cli):
+    """The SageMaker backend itself (not job_env's flag alone): its request's Environment has none of
+    the EFA/NCCL defaults on an EFA instance, the user's own value still goes, and the plan says why."""
+    rc, out, err = run_cli("plan", "--json", "tiny_llama", "--cluster", "sagemaker", "-w", tmp_path,
+                           "instance_type=ml.p5.48xlarge", "base_results_dir=/results",
+                           "cluster.image=123456789012.dkr.ecr.us-east-1.amazonaws.com/hpctl:1",
+                           "cluster.role_arn=arn:aws:iam::123456789012:role/hpctl",
+                           "cluster.sm_jobs_config.output_path=s3://bucket/out", "+env_vars.NCCL_SOCKET_IFNAME=eth0")
+    assert rc == 0, err
+    plan = json.loads(out)
+    environment = json.loads(plan["artifact"]["text"])["Environment"]
+    assert environment["NCCL_SOCKET_IFNAME"] == "eth0"
+    assert not ({"FI_PROVIDER", "FI_EFA_USE_DEVICE_RDMA", *NCCL_ENV} - {"NCCL_SOCKET_IFNAME"}) & set(environment)
+    assert plan["summary"]["network"] == ("p5.48xlarge: 8 x H100 80 GB, 32 EFA with GPUDirect RDMA; "
+                                          "the platform provides EFA and its NCCL environment; hpctl sets none")
+
+
 def test_the_plan_shows_the_instance_and_its_network(tmp_path, run_cli):
     args = ["llama3_1_8b_pretrain", "--cluster", "k8s", "-w", tmp_path, *FIXED, "instance_type=p5.48xlarge"]
     rc, out, err = run_cli("plan", "--format", "markdown", *args)
