@@ -256,5 +256,9 @@ def test_hyperpods_environment_and_device_requests_are_in_hpctls_artifacts(hyper
         assert container["resources"]["requests"] == container["resources"]["limits"] == golden["k8s"]["resources"]
     else:
         env = _sbatch_exports(text)
-        assert f"#SBATCH --nodes={golden['nodes']}" in text
+        slurm = golden["slurm"]
+        for name, value in slurm["sbatch"].items():  # --nodes, --exclusive, --mem
+            assert f"#SBATCH --{name}{'=' + value if value else ''}\n" in text, name
+        # HyperPod gives its docker container `--gpus N`; hpctl asks Slurm for them
+        assert f"#SBATCH --gpus-per-node={slurm['gpus_per_node']}\n" in text
     assert {k: env.get(k) for k in want} == want
