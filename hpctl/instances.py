@@ -69,6 +69,7 @@ CATALOGUE: dict[str, Instance] = {
     **_family("B200", 180, {"48xlarge": (8, 8)}, True, "p6-b200"),
     **_family("A10G", 24, _G_SIZES, False, "g5"),
     **_family("L4", 24, _G_SIZES, False, "g6"),
+    **_family("L4", 24, {"4xlarge": (1, 0), "8xlarge": (1, 1)}, False, "gr6"),  # g6 with more memory per vCPU
     **_family("L40S", 48, {**_G_SIZES, "24xlarge": (4, 2), "48xlarge": (8, 4)}, False, "g6e"),
 }
 

@@ -130,7 +130,8 @@ def recipe_of(spec_data: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def devices_per_node(spec_data: Mapping[str, Any]) -> int:
     """Processes per node: a local cluster's nproc_per_node when set, else trainer.devices."""
-    cluster = spec_data.get("cluster") or {}
+    cluster = spec_data.get("cluster")
+    cluster = cluster if isinstance(cluster, Mapping) else {}  # not a mapping: the schema reports it
     trainer = recipe_of(spec_data).get("trainer") or {}
     local = cluster.get("type", spec_data.get("cluster_type")) == "local"
     return _int(cluster.get("nproc_per_node") if local else None, 0) or _int(trainer.get("devices"), 1)

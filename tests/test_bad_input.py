@@ -91,6 +91,9 @@ CORPUS = [
     Case("section-replaced-by-a-scalar", ["mini"], [f"{RECIPE}:43:9", "recipes.model.data", "wrong type"],
          {RECIPE: _recipe("  data:\n    train_dir: null\n    use_synthetic_data: true\n", "  data: 5\n")}),
     Case("unknown-cluster-type", ["mini", "cluster_type=bcm"], ["override 1", "cluster_type", "not allowed"]),
+    # HyperPod's `cluster=NAME` after hpctl's positional recipe replaces the cluster mapping with a string
+    Case("cluster-replaced-by-a-name", ["mini", "cluster=slurm"],
+         ["override 1 (cluster=slurm)", "cluster", "wrong type"]),
     Case("section-set-to-null-by-override", ["mini", "exp_manager=null"],
          ["override 1", "recipes.exp_manager", "wrong type"]),
     Case("wrong-type-by-override", ["mini", "trainer.log_every_n_steps=abc"],

@@ -54,6 +54,7 @@ def _sbatch_exports(text: str) -> dict[str, str]:
     ("p4d.24xlarge", 8, 40, 4, True), ("ml.p4de.24xlarge", 8, 80, 4, True), ("p5.48xlarge", 8, 80, 32, True),
     ("p5e.48xlarge", 8, 141, 32, True), ("p5en.48xlarge", 8, 141, 16, True), ("p6-b200.48xlarge", 8, 180, 8, True),
     ("g5.xlarge", 1, 24, 0, False), ("g5.48xlarge", 8, 24, 1, False), ("g6.12xlarge", 4, 24, 1, False),
+    ("gr6.4xlarge", 1, 24, 0, False), ("gr6.8xlarge", 1, 24, 1, False),
     ("g6e.48xlarge", 8, 48, 4, False), ("ML.G6E.24XLARGE", 4, 48, 2, False),
 ])
 def test_catalogue_facts_in_either_spelling(name, devices, memory, efa, rdma):
@@ -62,20 +63,31 @@ def test_catalogue_facts_in_either_spelling(name, devices, memory, efa, rdma):
 
 
 def test_catalogue_agrees_with_hyperpods_tables(hyperpod_launcher):
-    """Every GPU type HyperPod's launcher lists has the same accelerator and EFA counts here."""
+    """Every accelerated type HyperPod's launcher lists (its accelerator table, and the GPU and
+    Trainium types of its EFA tables) is here or refused, with the same accelerator and EFA counts
+    and GPUDirect RDMA. HyperPod's efa.py INSTANCE_TO_DEVICE_COUNT says 2 GPUs for g6e.12xlarge
+    where its accelerator_devices.py (and AWS) say 4: the accelerator table is the one compared."""
     ns: dict = {}
     exec((hyperpod_launcher / "launcher" / "efa.py").read_text(), ns)
     exec((hyperpod_launcher / "launcher" / "accelerator_devices.py").read_text(), ns)
+    compared = 0
     for name, instance in instances.CATALOGUE.items():
         if name not in ns["acceleratorDevices"]:
             continue  # newer than HyperPod's v1 tables (p6-b200)
-        if name in ns["acceleratorDevices"]:
-            assert instance.devices == ns["acceleratorDevices"][name], name
+        assert instance.devices == ns["acceleratorDevices"][name], name
         efa = 0 if name not in ns["efa_supported_instance"] else ns["instanceWithMultipleEFAs"].get(name, 1)
         assert instance.efa == efa, name
         assert instance.gpudirect_rdma == (name in ns["instanceWithRDMASupport"]), name
-    for name in ns["acceleratorDevices"]:
-        assert instances.lookup(name) or instances.refusal(name) or name.startswith("gr6"), name
+        compared += 1
+    assert compared == len(instances.CATALOGUE) - 1  # all but p6-b200
+    listed = {*ns["acceleratorDevices"], *ns["instanceWithMultipleEFAs"], *ns["instanceWithRDMASupport"]}
+    # Named only in the multi-EFA and RDMA tables: HyperPod's launcher knows neither their accelerators
+    # nor (efa_supported_instance lacks them) any EFA, so it cannot launch them either; hpctl leaves
+    # them out (leave instance_type unset and set the cluster's numbers).
+    half_listed = listed - set(ns["acceleratorDevices"]) - ns["efa_supported_instance"]
+    assert half_listed == {"p5.4xlarge", "p5.24xlarge"}
+    for name in sorted(listed - half_listed):
+        assert instances.lookup(name) or instances.refusal(name), name
 
 
 @pytest.mark.parametrize("name,kind", [("trn1.32xlarge", "trainium"), ("ml.trn2.48xlarge", "trainium"),
@@ -155,6 +167,23 @@ def test_no_efa_no_network_environment_and_sagemaker_gets_none(tmp_path):
         "the platform provides EFA and its NCCL environment; hpctl sets none")
 
 
+def test_sagemaker_sends_no_network_environment_and_its_plan_says_the_platform_provides_it(tmp_path, run_cli):
+    """The SageMaker backend itself (not job_env's flag alone): its request's Environment has none of
+    the EFA/NCCL defaults on an EFA instance, the user's own value still goes, and the plan says why."""
+    rc, out, err = run_cli("plan", "--json", "tiny_llama", "--cluster", "sagemaker", "-w", tmp_path,
+                           "instance_type=ml.p5.48xlarge", "base_results_dir=/results",
+                           "cluster.image=123456789012.dkr.ecr.us-east-1.amazonaws.com/hpctl:1",
+                           "cluster.role_arn=arn:aws:iam::123456789012:role/hpctl",
+                           "cluster.sm_jobs_config.output_path=s3://bucket/out", "+env_vars.NCCL_SOCKET_IFNAME=eth0")
+    assert rc == 0, err
+    plan = json.loads(out)
+    environment = json.loads(plan["artifact"]["text"])["Environment"]
+    assert environment["NCCL_SOCKET_IFNAME"] == "eth0"
+    assert not ({"FI_PROVIDER", "FI_EFA_USE_DEVICE_RDMA", *NCCL_ENV} - {"NCCL_SOCKET_IFNAME"}) & set(environment)
+    assert plan["summary"]["network"] == ("p5.48xlarge: 8 x H100 80 GB, 32 EFA with GPUDirect RDMA; "
+                                          "the platform provides EFA and its NCCL environment; hpctl sets none")
+
+
 def test_the_plan_shows_the_instance_and_its_network(tmp_path, run_cli):
     args = ["llama3_1_8b_pretrain", "--cluster", "k8s", "-w", tmp_path, *FIXED, "instance_type=p5.48xlarge"]
     rc, out, err = run_cli("plan", "--format", "markdown", *args)
@@ -227,5 +256,9 @@ def test_hyperpods_environment_and_device_requests_are_in_hpctls_artifacts(hyper
         assert container["resources"]["requests"] == container["resources"]["limits"] == golden["k8s"]["resources"]
     else:
         env = _sbatch_exports(text)
-        assert f"#SBATCH --nodes={golden['nodes']}" in text
+        slurm = golden["slurm"]
+        for name, value in slurm["sbatch"].items():  # --nodes, --exclusive, --mem
+            assert f"#SBATCH --{name}{'=' + value if value else ''}\n" in text, name
+        # HyperPod gives its docker container `--gpus N`; hpctl asks Slurm for them
+        assert f"#SBATCH --gpus-per-node={slurm['gpus_per_node']}\n" in text
     assert {k: env.get(k) for k in want} == want
