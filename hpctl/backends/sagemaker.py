@@ -43,7 +43,7 @@ from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED,
                                  Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.errors import HpctlError, Problem
 from hpctl.instances import sagemaker_name
-from hpctl.backends.common import JobTag, job_env
+from hpctl.backends.common import JobTag, job_env, rank_lines
 from hpctl.spec import REDACTED, Spec, digest, get_path, join, secrets_of
 from hpctl.suggest import did_you_mean
 
@@ -435,13 +435,8 @@ class SageMakerBackend(Backend):
         if rank is not None and not 0 <= rank < nodes * devices:
             raise HpctlError("no such rank", found=str(rank), expected=f"0..{nodes * devices - 1}")
         host = f"algo-{(rank or 0) // devices + 1}"
-        prefix = None if rank is None else f"[rank{rank}]: "
         done = lambda: self.describe(record).state in TERMINAL  # noqa: E731
-        for line in follow_stream(client("logs", _region(record)), record.job_id, host, follow, done):
-            if prefix is None:
-                yield line
-            elif line.startswith(prefix):
-                yield line[len(prefix):]
+        yield from rank_lines(follow_stream(client("logs", _region(record)), record.job_id, host, follow, done), rank)
 
     def cancel(self, record: JobRecord) -> None:
         sm = client("sagemaker", _region(record))
