@@ -76,25 +76,55 @@ SHARDING = {"FULL_SHARD": "full_shard", "HYBRID_SHARD": "hybrid_shard", "SHARD_G
 SCHEDULES = {"cosine": "CosineAnnealing", "linear": "linear", "constant": "constant"}
 COSINE_MIN_LR_RATE = 0.1  # OpenRLHF's cosine_with_min_lr
 
-# v1 key (what config.from_recipe reports) -> the LLMFT key it was translated from.
+# v1 key (what config.from_recipe reports) -> the LLMFT key it was translated from; a section's
+# entry covers the keys under it that have none of their own (llmft_key), and run.* keys are the
+# same in both. Every key _v1_recipe writes resolves to an LLMFT key (tests/adapter/test_llmft.py),
+# so a refusal of the translated recipe is reported at a key of the user's recipe, never at a v1
+# key it lacks.
 LLMFT_KEY = {
     "trainer.devices": "trainer.devices", "trainer.num_nodes": "trainer.num_nodes",
-    "trainer.accelerator": "trainer.accelerator", "trainer.max_steps": "trainer.max_steps",
-    "model.hf_model_name_or_path": MC + "model_name_or_path",
-    "model.data.tokenizer_name_or_path": MC + "model_name_or_path",
-    "model.train_batch_size": TA + "micro_train_batch_size", "model.global_batch_size": TA + "train_batch_size",
-    "model.max_context_width": TA + "max_len", "model.seed": TA + "seed",
-    "model.optim.lr": TA + "learning_rate", "model.optim.betas": TA + "adam_betas",
-    "model.optim.weight_decay": TA + "weight_decay", "model.optim.sched": TA + "lr_warmup_ratio",
-    "model.sharding_strategy": FSDP + "sharding_strategy", "model.shard_degree": FSDP + "sharding_strategy",
-    "model.cpu_offload": FSDP + "cpu_offload",
-    "model.peft.peft_type": PC + "peft_type", "model.peft.rank": PC + "r", "model.peft.alpha": PC + "lora_alpha",
-    "model.peft.dropout": PC + "lora_dropout", "model.peft.target_modules": PC + "target_modules",
-    "model.dpo.beta": TA + "beta", "model.dpo.label_smoothing": TA + "label_smoothing",
-    "model.data.train_dir": DS + "train_data.file_path", "model.data.val_dir": DS + "val_data.file_path",
+    "trainer.accelerator": "trainer.accelerator", "trainer.precision": "trainer.accelerator",
+    "trainer.max_steps": "trainer.max_steps", "trainer.log_every_n_steps": TA + "logging_steps",
+    "trainer.val_check_interval": TA + "eval_steps", "trainer.limit_val_batches": TA + "eval_steps",
+    "exp_manager.exp_dir": TA + "training_dir", "exp_manager.create_tensorboard_logger": TA + "use_tensorboard",
+    "exp_manager.summary_writer_kwargs": TA + "use_tensorboard",
+    "exp_manager.create_checkpoint_callback": TA + "disable_ds_ckpt",
+    "exp_manager.checkpoint_callback_params": TA + "save_steps",
     "exp_manager.checkpoint_callback_params.save_top_k": TA + "max_ckpt_num",
     "exp_manager.resume_from_checkpoint": TA + "resume_checkpoint_path",
+    "exp_manager.export_full_model": TA + "save_hf_ckpt",
+    "model.do_finetune": MC + "model_name_or_path", "model.hf_model_name_or_path": MC + "model_name_or_path",
+    "model.data": DS + "train_data.file_path", "model.data.tokenizer_name_or_path": MC + "model_name_or_path",
+    "model.data.train_dir": DS + "train_data.file_path", "model.data.val_dir": DS + "val_data.file_path",
+    "model.train_batch_size": TA + "micro_train_batch_size", "model.val_batch_size": TA + "micro_train_batch_size",
+    "model.global_batch_size": TA + "train_batch_size",
+    "model.max_context_width": TA + "max_len", "model.seed": TA + "seed",
+    "model.grad_clip": TA + "gradient_clipping_threshold",
+    "model.activation_checkpointing": TA + "gradient_checkpointing",
+    "model.router_aux_loss_coef": TA + "aux_loss_coef",
+    "model.optim": TA + "learning_rate", "model.optim.betas": TA + "adam_betas",
+    "model.optim.weight_decay": TA + "weight_decay", "model.optim.sched": TA + "lr_warmup_ratio",
+    "model.optim.sched.name": TA + "lr_scheduler", "model.optim.sched.min_lr": TA + "learning_rate",
+    "model.optim.sched.max_steps": "trainer.max_steps",
+    "model.sharding_strategy": FSDP + "sharding_strategy", "model.shard_degree": FSDP + "sharding_strategy",
+    "model.cpu_offload": FSDP + "cpu_offload",
+    "model.peft": MC + "peft_config",
+    "model.peft.peft_type": PC + "peft_type", "model.peft.rank": PC + "r", "model.peft.alpha": PC + "lora_alpha",
+    "model.peft.dropout": PC + "lora_dropout", "model.peft.target_modules": PC + "target_modules",
+    "model.dpo": TA + "trainer_type",
+    "model.dpo.beta": TA + "beta", "model.dpo.label_smoothing": TA + "label_smoothing",
 }
+
+
+def llmft_key(key: str) -> str:
+    """The LLMFT key a v1 key of the translated recipe came from: its own entry, else its nearest
+    section's (model.optim.sched.warmup_steps -> lr_warmup_ratio); unmapped keys stay as they are."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        found = LLMFT_KEY.get(".".join(parts[:n]))
+        if found is not None:
+            return found
+    return key
 
 
 def build(r: Reader, from_v1: Callable[[Reader], "TrainConfig | None"], files: bool) -> "TrainConfig | None":
@@ -143,7 +173,7 @@ def build(r: Reader, from_v1: Callable[[Reader], "TrainConfig | None"], files: b
     inner = Reader(v1)
     cfg = from_v1(inner)
     for error in inner.errors:
-        r.refuse(LLMFT_KEY.get(error.key, error.key), error.message, error.hint)
+        r.refuse(llmft_key(error.key), error.message, error.hint)
     if cfg is None or r.errors:
         return None
     return replace(

@@ -119,3 +119,24 @@ def test_a_secret_where_no_reference_can_go_is_refused(tiny_workspace, monkeypat
         check_no_secrets(spec, ["image: registry_secret_value"])
     assert "container: a secret would be written into the launch artifact" in str(err.value)
     assert "registry_secret_value" not in str(err.value)
+
+
+SAGEMAKER = ["-c", "sagemaker", "cluster.image=123456789012.dkr.ecr.us-east-1.amazonaws.com/hpctl:1",
+             "cluster.role_arn=arn:aws:iam::123456789012:role/hpctl", "instance_type=p5.48xlarge",
+             "cluster.sm_jobs_config.output_path=s3://bucket/out"]
+SOURCES = ["git.token", "env_vars.HF_TOKEN", "env_vars.WANDB_KEY", "cluster.env.DB_PASSWORD"]
+
+
+@pytest.mark.parametrize("kept", SOURCES)
+def test_sagemaker_refuses_a_secret_from_each_place_without_showing_it(workspace, run_cli, kept):
+    """SageMaker keeps a job's environment in clear in its description, so it takes no secret: one
+    from each place (a sensitive key, env_vars by sensitive name or by ${oc.env:...}, the cluster's
+    env) is a plan error at its key, and neither validate's nor plan's output holds the value."""
+    others = [f"~{key}" for key in SOURCES[:3] if key != kept]
+    extra = [CLUSTER_ENV] if kept.startswith("cluster.") else []
+    for command in ("validate", "plan"):
+        rc, out, err = run_cli(command, "tiny/mini", "-w", workspace, *SAGEMAKER, *others, *extra)
+        assert rc == 1 and kept in err and "stored in clear" in err, (command, err)
+        _assert_clean(out + err, f"sagemaker {command}")
+    rc, out, err = run_cli("plan", "tiny/mini", "-w", workspace, *SAGEMAKER, *[f"~{k}" for k in SOURCES[:3]])
+    assert rc == 0, err  # the control: without the secret the same job plans

@@ -3,8 +3,9 @@ recipe the trainer refuses is refused by the plan first, at the same key.
 
 adapter.config owns the trainer's rules; hpctl asks it at plan time (checks.check_trainer). These
 tests hold the two ends together:
-- each refusal case of the trainer's own tests (tests/adapter/test_config.py REFUSALS) fails
-  `hpctl validate` at the same recipe key;
+- each refusal case of the trainer's own tests (tests/adapter/test_config.py REFUSALS, and
+  tests/adapter/hyperpod.py LLMFT_REFUSALS for v2 recipes) fails `hpctl validate` at the same
+  recipe key;
 - every recipe that validates (the built-in catalog, HyperPod's v1 and v2 collections, generated
   variants) is accepted by the trainer's config when read from the spec file the job receives;
 - the schemas' enums and bounds for trainer-owned settings equal the trainer's constants.
@@ -31,6 +32,7 @@ from hpctl.plan import verify
 from hpctl.resources import builtin
 from hpctl.workspace import Workspace
 from tests.adapter.conftest import deep_merge, tiny_recipe
+from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT
 from tests.adapter.test_config import REFUSALS
 
 LOCAL = "type: local\npython: null\nenv: {}\ndevices_per_node: null\ndevice_memory_gb: 16\nnproc_per_node: null\n"
@@ -65,6 +67,46 @@ def test_every_trainer_refusal_is_a_plan_error_at_the_same_key(tmp_path: Path, s
     assert f"recipes.{key}" in keys, (key, [p.render() for p in exc.value.problems])
     located = next(p for p in exc.value.problems if p.key == f"recipes.{key}")
     assert located.origin is not None and located.origin.file == "recipes/tiny.yaml", located.render()
+
+
+def _llmft_problems(shared_dir: Path, cluster: str, *overrides: str) -> list:
+    """The located problems `hpctl validate` reports for HyperPod's v2 SFT-LoRA recipe with
+    `overrides` (HyperPod's form), its user inputs filled by recipes check's stand-ins."""
+    root = shared_dir / "peer-recipes" / "hyperpod"
+    if not (root / "recipes" / f"{SFT}.yaml").is_file():
+        pytest.skip(f"{root} is absent")
+    stand_ins = catalog.stand_ins(load_file(root / "recipes" / f"{SFT}.yaml").data)
+    try:
+        verify(compose([f"recipes={SFT}", f"cluster={cluster}", "container=example.com/img:1", *stand_ins,
+                        *(f"++{o}" for o in overrides)], None, Workspace(root), env={}))
+    except HpctlError as exc:
+        return exc.problems
+    return []
+
+
+@pytest.mark.parametrize("override, key", LLMFT_REFUSALS)
+def test_every_llmft_refusal_is_a_plan_error_at_the_same_key(shared_dir: Path, tmp_path: Path, override: str,
+                                                             key: str) -> None:
+    """The v2 (llm_finetuning_aws) refusals of the trainer's tests, through `hpctl validate`: at the
+    LLMFT key, located in the recipe or the override, and caused by the override alone. Files are
+    read for local jobs only, so the missing base model is a local case, against real files."""
+    cluster, base = "slurm", []
+    if key.endswith("model_name_or_path"):
+        (tmp_path / "model").mkdir()
+        (tmp_path / "train.jsonl").write_text('{"prompt": "a", "completion": "b"}\n' * 4)
+        cluster = "local"
+        base = ["recipes.trainer.accelerator=cpu", "recipes.trainer.devices=1",
+                f"recipes.training_config.model_config.model_name_or_path={tmp_path / 'model'}",
+                f"recipes.training_config.datasets.train_data.file_path={tmp_path / 'train.jsonl'}"]
+    assert f"recipes.{key}" not in [p.key for p in _llmft_problems(shared_dir, cluster, *base)]
+    problems = _llmft_problems(shared_dir, cluster, *base, override)
+    located = next((p for p in problems if p.key == f"recipes.{key}"), None)
+    assert located is not None, (key, [p.render() for p in problems])
+    origin = located.origin
+    assert origin is not None and (origin.override is not None or (origin.file or "").startswith("recipes/")), \
+        located.render()
+    assert all(p.key.startswith(("recipes.training_config.", "recipes.run.", "recipes.trainer.", "cluster"))
+               for p in problems), [p.render() for p in problems]
 
 
 def test_every_refusal_is_reported_at_once(tmp_path: Path) -> None:

@@ -43,8 +43,8 @@ from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED,
                                  Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.errors import HpctlError, Problem
 from hpctl.instances import sagemaker_name
-from hpctl.backends.common import JobTag, job_env
-from hpctl.spec import REDACTED, Spec, digest, get_path, join, secrets_of
+from hpctl.backends.common import JobTag, job_env, rank_lines
+from hpctl.spec import REDACTED, Spec, digest, get_path, join
 from hpctl.suggest import did_you_mean
 
 SMC = "cluster.sm_jobs_config"
@@ -168,8 +168,9 @@ def _channels(spec: Spec) -> list[dict[str, Any]]:
 
 def _environment(spec: Spec) -> dict[str, str]:
     """env_vars then cluster.env (null values dropped). Secrets cannot be sent: SageMaker keeps the
-    environment in clear in the job's description."""
-    found = sorted(p for p, v in secrets_of(spec.data).items() if Reader({"v": v}).str("v") is not None)
+    environment in clear in the job's description. Every secret counts, by key name or by source
+    (a value read from a sensitive environment variable), or the job would get it empty."""
+    found = sorted(p for p, v in spec.secrets().items() if Reader({"v": v}).str("v") is not None)
     if found:  # a value the trainer reads as absent ("None", as HyperPod's falcon recipe writes) is no secret
         raise _err(spec, found[0], "a secret cannot be sent to a SageMaker training job: its environment is "
                    "stored in clear in the job's description", found=REDACTED,
@@ -453,13 +454,8 @@ class SageMakerBackend(Backend):
         if rank is not None and not 0 <= rank < nodes * devices:
             raise HpctlError("no such rank", found=str(rank), expected=f"0..{nodes * devices - 1}")
         host = f"algo-{(rank or 0) // devices + 1}"
-        prefix = None if rank is None else f"[rank{rank}]: "
         done = lambda: self.describe(record).state in TERMINAL  # noqa: E731
-        for line in follow_stream(client("logs", _region(record)), record.job_id, host, follow, done):
-            if prefix is None:
-                yield line
-            elif line.startswith(prefix):
-                yield line[len(prefix):]
+        yield from rank_lines(follow_stream(client("logs", _region(record)), record.job_id, host, follow, done), rank)
 
     def cancel(self, record: JobRecord) -> None:
         sm = client("sagemaker", _region(record))

@@ -16,6 +16,20 @@ SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 V1 = SHARED / "peer-recipes" / "hyperpod-v1"
 V2 = SHARED / "peer-recipes" / "hyperpod"
 
+SFT = "fine-tuning/llama/llmft_llama3_2_1b_instruct_seq4k_gpu_sft_lora"
+TA = "recipes.training_config.training_args."
+# The trainer's refusals of LLMFT settings (override, the LLMFT key refused): tests/adapter/test_llmft.py
+# asserts the trainer's config refuses each; tests/test_trainer_contract.py that `hpctl validate` does.
+LLMFT_REFUSALS = [
+    ("recipes.training_config.model_config.multimodal=true", "training_config.model_config.multimodal"),
+    (TA + "ring_attn_size=2", "training_config.training_args.ring_attn_size"),
+    (TA + "packing_samples=true", "training_config.training_args.packing_samples"),
+    (TA + "learning_rate=-1", "training_config.training_args.learning_rate"),  # from the v1 check, renamed
+    (TA + "lr_scheduler=polynomial", "training_config.training_args.lr_scheduler"),
+    ("recipes.training_config.model_config.peft_config.use_dora=true", "training_config.model_config.peft_config.use_dora"),
+    ("recipes.training_config.datasets.train_data.file_path=", "training_config.datasets.train_data.file_path"),
+    ("recipes.training_config.model_config.model_name_or_path=/absent/model", "training_config.model_config.model_name_or_path"),
+]
 
 def require(collection: Path) -> None:
     if not (collection / "recipes").is_dir():

@@ -14,11 +14,9 @@ import torch
 
 from adapter.config import ConfigError, from_recipe
 from tests.adapter.conftest import REPO, env, ok, records
-from tests.adapter.hyperpod import V2, chat_tokenizer, compose, require, write
+from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT, TA, V2, chat_tokenizer, compose, require, write
 
-SFT = "fine-tuning/llama/llmft_llama3_2_1b_instruct_seq4k_gpu_sft_lora"
 DPO = "fine-tuning/llama/llmft_llama3_2_1b_instruct_seq4k_gpu_dpo"
-TA = "recipes.training_config.training_args."
 ANSWERS = {"cat": "yes good", "dog": "no bad", "tree": "yes bad", "mat": "no good"}
 WRONG = {"cat": "no bad", "dog": "yes good", "tree": "no good", "mat": "yes bad"}
 
@@ -99,21 +97,33 @@ def test_dpo_recipe_translation(tmp_path: Path, base_model: Path, data: dict[str
     assert cfg.parallel.sharding_strategy == "hybrid_shard" and cfg.max_steps == 8
 
 
-@pytest.mark.parametrize("override, key", [
-    ("recipes.training_config.model_config.multimodal=true", "training_config.model_config.multimodal"),
-    (TA + "ring_attn_size=2", "training_config.training_args.ring_attn_size"),
-    (TA + "packing_samples=true", "training_config.training_args.packing_samples"),
-    (TA + "learning_rate=-1", "training_config.training_args.learning_rate"),  # from the v1 check, renamed
-    (TA + "lr_scheduler=polynomial", "training_config.training_args.lr_scheduler"),
-    ("recipes.training_config.model_config.peft_config.use_dora=true", "training_config.model_config.peft_config.use_dora"),
-    ("recipes.training_config.datasets.train_data.file_path=", "training_config.datasets.train_data.file_path"),
-    ("recipes.training_config.model_config.model_name_or_path=/absent/model", "training_config.model_config.model_name_or_path"),
-])
+@pytest.mark.parametrize("override, key", LLMFT_REFUSALS)
 def test_refusals_name_the_llmft_key(tmp_path: Path, base_model: Path, data: dict[str, Path], override: str,
                                      key: str) -> None:
     with pytest.raises(ConfigError) as exc:
         from_recipe(spec(tmp_path, SFT, base_model, data["sft"], override)["recipes"])
     assert exc.value.key == key
+
+
+def test_every_key_of_the_translation_names_an_llmft_key() -> None:
+    """A refusal of the translated v1 recipe is reported at the LLMFT key the value came from: every
+    key the translation writes (SFT, DPO, LoRA) resolves to one of the recipe's own sections, so
+    none is reported at a v1 key (model.grad_clip, model.optim.sched.min_lr) the recipe lacks."""
+    from adapter.llmft import _v1_recipe, llmft_key
+    from adapter.reader import Reader
+    recipe = {"run": {"name": "x", "results_dir": "/r"}, "trainer": {"devices": 2},
+              "training_config": {"model_config": {"peft_config": {"peft_type": "lora"}},
+                                  "training_args": {"use_tensorboard": "tb"}}}
+
+    def leaves(node: dict, path: str = "") -> list[str]:
+        return [leaf for k, v in node.items()
+                for leaf in (leaves(v, f"{path}{k}.") if isinstance(v, dict) and v else [f"{path}{k}"])]
+    keys = {key for trainer_type in ("sft", "dpo")
+            for key in leaves(_v1_recipe(Reader(recipe), "/m", trainer_type, "/t.jsonl", None, 1, 2, 4, 1))}
+    assert "model.grad_clip" in keys and "model.optim.sched.min_lr" in keys
+    own = {"trainer.devices", "trainer.num_nodes", "trainer.max_steps", "trainer.accelerator"}  # LLMFT's trainer keys
+    unmapped = sorted(k for k in keys if not (llmft_key(k).startswith(("training_config.", "run.")) or llmft_key(k) in own))
+    assert unmapped == []
 
 
 def test_sft_samples_mask_the_prompt(base_model: Path) -> None:
