@@ -196,7 +196,7 @@ def check_memory(spec: Spec, host: HostInfo | None) -> list[Check]:
     derived = _derived(spec, DEVICE_MEMORY) if source == DEVICE_MEMORY else ""
     if est.fraction > 1.0:
         # Memory hpctl took from the instance catalogue (not asserted by the user) only warns: the
-        # estimate models hpctl's own trainer, and HyperPod's p5 recipes exceed it (see README).
+        # estimate models hpctl's own trainer, and four of HyperPod's p5 recipes exceed it (see README).
         return [Check("memory", WARNING if derived else ERROR, f"the job needs more memory than the device has "
                       f"({source}{derived}): {est.explain}{fix}", keys)]
     if est.fraction > 0.9:
