@@ -33,7 +33,7 @@ BUFFER = 100_000  # records held per destination while it is unreachable; the ol
 FLUSH_TIMEOUT_S = 60.0
 MAX_BACKOFF_S = 60.0
 BATCH = 50  # records per request (MLflow takes at most 1000 metrics per log_batch)
-FINISHED, KILLED = "FINISHED", "KILLED"
+FINISHED, KILLED, FAILED = "FINISHED", "KILLED", "FAILED"
 NOT_METRICS = ("step", "max_steps")
 
 
@@ -89,13 +89,15 @@ class Tracker:
         for sender in self.senders:
             sender.put(record)
 
-    def finish(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+    def finish(self, timeout: float = FLUSH_TIMEOUT_S, failed: bool = False) -> None:
         """Send what is left (bounded by `timeout`), close the runs, report what was not sent. A run
-        that ends before max_steps (preempted, failed) is marked KILLED; its resume reopens it."""
+        that ends before max_steps is marked KILLED (preempted, stopped) or FAILED (training
+        raised); a resume reopens it."""
         done = bool(self.last) and self.last.get("step") == self.last.get("max_steps")
+        status = FAILED if failed else FINISHED if done else KILLED
         outputs = {**_outputs(self.checkpoint_dir), "hpctl.metrics": str(self.results_dir / "metrics.jsonl")}
         for sender in self.senders:
-            sender.close(FINISHED if done else KILLED, outputs)
+            sender.close(status, outputs)
         deadline = time.monotonic() + timeout
         for sender in self.senders:
             sender.thread.join(max(0.0, deadline - time.monotonic()))

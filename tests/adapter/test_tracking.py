@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pytest
 
 from adapter.config import ConfigError, from_recipe, tracking
-from tests.adapter.conftest import deep_merge, export_dir, records, srun_style, tiny_recipe
+from tests.adapter.conftest import REPO, deep_merge, env, export_dir, records, srun_style, tiny_recipe, write_spec
 from workspace_inputs import MINI_RECIPE
 
 MLFLOW_ON = {"create_mlflow_logger": True, "mlflow_logger_kwargs": {"tracking_uri": "http://127.0.0.1:5000"}}
@@ -241,6 +241,41 @@ def test_one_job_one_mlflow_run_through_a_fault_and_a_resume(mlflow_server: Mlfl
     run_dirs = sorted((wandb_dir / "wandb").glob(f"offline-run-*-{ids['wandb']}"))
     assert len(run_dirs) == 2 and f"wandb sync {run_dirs[-1]}" in log_b
     assert _wandb_history(run_dirs) == {r["step"]: r["loss"] for r in expected}
+
+
+# The trainer with its train_step raising at the third step: a failure no fault hook stands for.
+RAISING_TRAINER = """
+import sys
+import adapter.train as train
+real, calls = train.train_step, []
+def train_step(*args, **kwargs):
+    calls.append(None)
+    if len(calls) == 3:
+        raise RuntimeError("injected failure at step 3")
+    return real(*args, **kwargs)
+train.train_step = train_step
+sys.exit(train.main(["--config", sys.argv[1]]))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_that_raises_sends_its_steps_and_is_marked_failed(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """Training that raises (not a preemption, not a kill) still flushes the buffer and closes its
+    run FAILED. Runs before the test below, which kills the server."""
+    from mlflow.tracking import MlflowClient
+    results = tmp_path / "results"
+    recipe = tiny_recipe(results, exp_manager={"create_mlflow_logger": True, "mlflow_logger_kwargs": {
+        "tracking_uri": mlflow_server.uri, "experiment_name": "raises"}})
+    spec = write_spec(recipe, tmp_path / "spec.json")
+    proc = subprocess.run([sys.executable, "-c", RAISING_TRAINER, str(spec)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env=env(SLURM_PROCID="0", SLURM_NTASKS="1", OMP_NUM_THREADS="1"))
+    assert proc.returncode == 1 and "RuntimeError: injected failure at step 3" in proc.stderr, proc.stderr[-3000:]
+    assert "warning" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    client = MlflowClient(mlflow_server.uri)
+    [run] = client.search_runs([client.get_experiment_by_name("raises").experiment_id])
+    assert run.info.status == "FAILED"
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss"))
+    assert history == [(r["step"], r["loss"]) for r in records(results)] == history[:2]
 
 
 @pytest.mark.slow
