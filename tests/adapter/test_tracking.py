@@ -103,6 +103,23 @@ def test_a_missing_client_library_is_refused_before_training(tmp_path: Path, mon
     assert sender._ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10" and sender._ranges([4]) == "4"
 
 
+@pytest.mark.parametrize("backend_env, job_id", [
+    ({"HPCTL_JOB_ID": "ml/tiny"}, "ml/tiny"),  # local (the launcher's pid) and Kubernetes (namespace/name)
+    ({"SLURM_JOB_ID": "4242"}, "4242"),
+    ({"TRAINING_JOB_NAME": "tiny-0a1b2c3d"}, "tiny-0a1b2c3d"),  # SageMaker sets it in the container
+    ({}, None),
+])
+def test_runs_are_tagged_with_the_backend_job_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 backend_env: dict[str, str], job_id: str | None) -> None:
+    from adapter.tracking import JOB_ID_VARS, run_tags
+    for name in JOB_ID_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in backend_env.items():
+        monkeypatch.setenv(name, value)
+    tags = run_tags(from_recipe(tiny_recipe(tmp_path, exp_manager=MLFLOW_ON)))
+    assert tags.get("hpctl.backend_job_id") == job_id and tags["hpctl.job"] == "tiny"
+
+
 # --- one job against a real MLflow server and W&B offline ---------------------------------------
 
 def _free_port() -> int:
