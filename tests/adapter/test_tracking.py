@@ -311,8 +311,9 @@ def test_a_server_killed_mid_run_costs_one_warning_and_names_the_lost_steps(
                        experiment="killed", run_name="r", run_id=None, tags={}, artifact_location=None)
     ids = tracking.RunIds(tmp_path / "tracking.json", resumed=False)
     tracker = tracking.Tracker([tracking.MlflowSink(cfg, {"p": "1"}, {"hpctl.job": "r"}, ids)], tmp_path, tmp_path)
-    for step in (1, 2, 3):
-        tracker.log({"step": step, "max_steps": 6, "loss": 1.0 / step})
+    for step in (1, 2, 3):  # as a DPO run on a GPU logs them: MFU and rewards are step metrics too
+        tracker.log({"step": step, "max_steps": 6, "loss": 1.0 / step, "mfu": 0.1 * step, "chosen_reward": -step,
+                     "reward_margin": 0.5 * step, "reward_accuracy": 0.75, "val_loss": None})
     client, sent = MlflowClient(mlflow_server.uri), []
     for _ in range(600):
         sent = client.get_metric_history(ids.get("mlflow"), "loss") if ids.get("mlflow") else []
@@ -320,6 +321,9 @@ def test_a_server_killed_mid_run_costs_one_warning_and_names_the_lost_steps(
             break
         time.sleep(0.2)
     assert sorted(m.step for m in sent) == [1, 2, 3]
+    run = client.get_run(ids.get("mlflow"))
+    assert run.data.metrics == {"loss": 1 / 3, "mfu": 0.1 * 3, "chosen_reward": -3, "reward_margin": 1.5,
+                                "reward_accuracy": 0.75}
     mlflow_server.stop()
     for step in (4, 5, 6):
         tracker.log({"step": step, "max_steps": 6, "loss": 1.0 / step})
