@@ -367,6 +367,9 @@ def status(env: Env, job, as_json, watch, plot, plot_file) -> int:
         raise HpctlError("--plot and --plot-file draw one job", hint="name it: hpctl status JOB --plot")
     if plot and as_json:
         raise HpctlError("--plot draws text, which --json output cannot hold", hint="use --plot-file PATH.png")
+    if plot_file is not None:
+        from hpctl.plot import check_image_path
+        check_image_path(plot_file)
     if watch and not as_json:
         from rich.live import Live
         with Live(console=env.out, auto_refresh=False) as live:

@@ -64,6 +64,9 @@ def test_plot_needs_a_job_with_metrics(tmp_path: Path, run_cli) -> None:
     (results / "metrics.jsonl").unlink()
     rc, _, err = run_cli("status", "tiny", "--plot-file", tmp_path / "x.png", "--state", state)
     assert rc == 1 and "no metrics yet" in err and not (tmp_path / "x.png").exists()
+    rc, out, err = run_cli("status", "tiny", "--plot-file", tmp_path / "x.jpg", "--state", state)
+    assert rc == 1 and out == "" and "writes a PNG image" in err and "name it" in err and f"{tmp_path}/x.png" in err
+    assert not (tmp_path / "x.jpg").exists()
 
 
 def test_metrics_reading_skips_partial_lines_and_keeps_validation_steps(tmp_path: Path) -> None:
