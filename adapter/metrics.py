@@ -101,13 +101,15 @@ class MetricsLog:
         if self.tracker is not None:
             self.tracker.log(record)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Once: `failed` (training raised) marks the tracking runs failed rather than stopped."""
         if self.enabled:
+            self.enabled = False
             self.file.close()
             if self.writer is not None:
                 self.writer.close()
             if self.tracker is not None:
-                self.tracker.finish()
+                self.tracker.finish(failed=failed)
 
 
 def _line(r: dict[str, Any]) -> str:

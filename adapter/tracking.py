@@ -33,8 +33,12 @@ BUFFER = 100_000  # records held per destination while it is unreachable; the ol
 FLUSH_TIMEOUT_S = 60.0
 MAX_BACKOFF_S = 60.0
 BATCH = 50  # records per request (MLflow takes at most 1000 metrics per log_batch)
-FINISHED, KILLED = "FINISHED", "KILLED"
+FINISHED, KILLED, FAILED = "FINISHED", "KILLED", "FAILED"
 NOT_METRICS = ("step", "max_steps")
+# The backend's id of this job, as `hpctl status` shows it: hpctl sets JOB_ID_VAR for local and
+# Kubernetes jobs (namespace/name); Slurm and SageMaker set their own variable.
+JOB_ID_VAR = "HPCTL_JOB_ID"
+JOB_ID_VARS = (JOB_ID_VAR, "SLURM_JOB_ID", "TRAINING_JOB_NAME")
 
 
 def check(cfg: TrackingConfig | None) -> None:
@@ -55,16 +59,22 @@ def start(cfg: TrainConfig, rank: int, resumed: bool) -> Tracker | None:
     t = cfg.tracking
     if rank != 0 or t is None:
         return None
-    ids = RunIds(cfg.checkpoint.dir / RUN_IDS, resumed)
-    tags = {"hpctl.job": cfg.name, "hpctl.spec_digest": t.spec_digest, "hpctl.results_dir": str(cfg.results_dir),
-            "hpctl.backend_job_id": os.environ.get("HPCTL_JOB_ID") or os.environ.get("SLURM_JOB_ID")}
-    tags = {k: v for k, v in tags.items() if v}
+    ids, tags = RunIds(cfg.checkpoint.dir / RUN_IDS, resumed), run_tags(cfg)
     sinks: list[Sink] = []
     if t.mlflow is not None:
         sinks.append(MlflowSink(t.mlflow, t.params, tags, ids))
     if t.wandb is not None and t.wandb.mode != "disabled":
         sinks.append(WandbSink(t.wandb, t.params, tags, ids))
     return Tracker(sinks, cfg.checkpoint.dir, cfg.results_dir)
+
+
+def run_tags(cfg: TrainConfig) -> dict[str, str]:
+    """The hpctl tags of the runs: job name, spec digest, results directory and backend job id."""
+    assert cfg.tracking is not None
+    tags = {"hpctl.job": cfg.name, "hpctl.spec_digest": cfg.tracking.spec_digest,
+            "hpctl.results_dir": str(cfg.results_dir),
+            "hpctl.backend_job_id": next((os.environ[v] for v in JOB_ID_VARS if os.environ.get(v)), None)}
+    return {k: v for k, v in tags.items() if v}
 
 
 class Sink(Protocol):
@@ -89,13 +99,15 @@ class Tracker:
         for sender in self.senders:
             sender.put(record)
 
-    def finish(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+    def finish(self, timeout: float = FLUSH_TIMEOUT_S, failed: bool = False) -> None:
         """Send what is left (bounded by `timeout`), close the runs, report what was not sent. A run
-        that ends before max_steps (preempted, failed) is marked KILLED; its resume reopens it."""
+        that ends before max_steps is marked KILLED (preempted, stopped) or FAILED (training
+        raised); a resume reopens it."""
         done = bool(self.last) and self.last.get("step") == self.last.get("max_steps")
+        status = FAILED if failed else FINISHED if done else KILLED
         outputs = {**_outputs(self.checkpoint_dir), "hpctl.metrics": str(self.results_dir / "metrics.jsonl")}
         for sender in self.senders:
-            sender.close(FINISHED if done else KILLED, outputs)
+            sender.close(status, outputs)
         deadline = time.monotonic() + timeout
         for sender in self.senders:
             sender.thread.join(max(0.0, deadline - time.monotonic()))

@@ -170,103 +170,107 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
 
     log = metrics.MetricsLog(cfg.results_dir, rank, cfg.tensorboard_dir, step,
                              tracking.start(cfg, rank, resumed=resume is not None))
-    preemption = checkpoint.Preemption()
-    fail_at = int(os.environ.get(FAIL_AT_STEP) or 0) if resume is None else 0
-    flops = flops_per_token(models.arch_fields(cfg, config), cfg.data.seq_len)
-    peak = metrics.peak_tflops(device, cfg.peak_tflops)
-    tokens_per_step = cfg.micro_batch * layout.shape.dp * accum * cfg.data.seq_len
-    if cfg.dpo:  # two sequences per pair; the reference's forward adds a third of a training step
-        tokens_per_step *= 2
-        if reference is not None:
-            flops *= 4 / 3
-    aux_coef = getattr(config, "router_aux_loss_coef", 0.0) if getattr(config, "output_router_logits", False) else 0.0
-    export_dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
+    try:
+        preemption = checkpoint.Preemption()
+        fail_at = int(os.environ.get(FAIL_AT_STEP) or 0) if resume is None else 0
+        flops = flops_per_token(models.arch_fields(cfg, config), cfg.data.seq_len)
+        peak = metrics.peak_tflops(device, cfg.peak_tflops)
+        tokens_per_step = cfg.micro_batch * layout.shape.dp * accum * cfg.data.seq_len
+        if cfg.dpo:  # two sequences per pair; the reference's forward adds a third of a training step
+            tokens_per_step *= 2
+            if reference is not None:
+                flops *= 4 / 3
+        aux_coef = getattr(config, "router_aux_loss_coef", 0.0) if getattr(config, "output_router_logits", False) else 0.0
+        export_dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
 
-    def state() -> dict[str, Any]:
-        return checkpoint.training_state(model, optimizer, scheduler, train_data, step, rank, layout.dp_rank)
+        def state() -> dict[str, Any]:
+            return checkpoint.training_state(model, optimizer, scheduler, train_data, step, rank, layout.dp_rank)
 
-    def export() -> None:
-        out = cfg.checkpoint.dir / "full" / f"step_{step:08d}"
-        if out.exists():
-            return
-        full = checkpoint.gather_full(model)
-        if rank == 0:
-            hf = lora.merged(full, cfg.lora) if cfg.lora else {models.checkpoint_key(k): v for k, v in full.items()}
-            config_out = copy.deepcopy(config)
-            config_out.use_cache = True
-            checkpoint.write_hf(hf, config_out, out, export_dtype, _tokenizer_files(cfg))
-            if cfg.lora:
-                lora.write_adapter(model, full, cfg.checkpoint.dir / "peft" / f"step_{step:08d}")
-        dist.barrier()
-
-    window = metrics.Window()  # steps since the last logged one: their time and data wait
-    while step < cfg.max_steps:
-        step += 1
-        start = time.perf_counter()
-        batches = [train_data.next() for _ in range(accum)]
-        data_wait = time.perf_counter() - start
-        if cfg.dpo:
-            loss, grad_norm, extra = dpo.train_step(model, reference, optimizer, batches, layout, cfg.grad_clip,
-                                                    device, cfg.dpo, aux_coef)
-        else:
-            loss, grad_norm = train_step(model, optimizer, batches, layout, cfg.grad_clip, device, aux_coef)
-            extra = {}
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        validating = val_set is not None and cfg.val_batches != 0 and step % cfg.val_every == 0
-        log_due = step % cfg.log_every == 0 or step == cfg.max_steps or validating
-        # .item() waits for the device: only on steps that log, so the host runs ahead in between.
-        values = (loss.item(), grad_norm.item()) if log_due else None
-        window.add(time.perf_counter() - start, data_wait)
-        record = {}
-        if values is not None:
-            step_time, data_wait = window.take()
-            record = {"step": step, "max_steps": cfg.max_steps, "loss": values[0], "grad_norm": values[1],
-                      "lr": lr, **metrics.throughput(tokens_per_step, step_time, world, flops, peak),
-                      "memory_gb": metrics.memory_gb(device), "step_time_s": step_time,
-                      "data_wait_s": data_wait, **extra}
-        if validating:
-            batches = data.val_batches(val_set, cfg.val_batch, cfg.val_batches, layout.dp_rank, layout.shape.dp)
-            val_loss = (dpo.evaluate(model, reference, batches, layout, device, cfg.dpo) if cfg.dpo
-                        else _validate(model, batches, layout, device))
-            if val_loss is not None:
-                record["val_loss"] = val_loss
-        if record:
-            log.log(record)
-        faults.crash_if("step", step)
-        if cfg.checkpoint.enabled and cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
-            ckpt.save(step, state())
-        if cfg.checkpoint.export_every_n_steps and step % cfg.checkpoint.export_every_n_steps == 0:
-            export()
-        if step == fail_at:
-            ckpt.wait()
-            log.close()
+        def export() -> None:
+            out = cfg.checkpoint.dir / "full" / f"step_{step:08d}"
+            if out.exists():
+                return
+            full = checkpoint.gather_full(model)
             if rank == 0:
-                print(f"adapter: {FAIL_AT_STEP}={fail_at} reached: exiting with code 3 (fault injection)", flush=True)
-            sys.stderr.flush()
-            os._exit(3)
-        if preemption.requested():
-            if not cfg.checkpoint.enabled:
-                if rank == 0:
-                    print(f"adapter: preempted at step {step}; checkpointing is disabled, nothing saved", flush=True)
+                hf = lora.merged(full, cfg.lora) if cfg.lora else {models.checkpoint_key(k): v for k, v in full.items()}
+                config_out = copy.deepcopy(config)
+                config_out.use_cache = True
+                checkpoint.write_hf(hf, config_out, out, export_dtype, _tokenizer_files(cfg))
+                if cfg.lora:
+                    lora.write_adapter(model, full, cfg.checkpoint.dir / "peft" / f"step_{step:08d}")
+            dist.barrier()
+
+        window = metrics.Window()  # steps since the last logged one: their time and data wait
+        while step < cfg.max_steps:
+            step += 1
+            start = time.perf_counter()
+            batches = [train_data.next() for _ in range(accum)]
+            data_wait = time.perf_counter() - start
+            if cfg.dpo:
+                loss, grad_norm, extra = dpo.train_step(model, reference, optimizer, batches, layout, cfg.grad_clip,
+                                                        device, cfg.dpo, aux_coef)
+            else:
+                loss, grad_norm = train_step(model, optimizer, batches, layout, cfg.grad_clip, device, aux_coef)
+                extra = {}
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            validating = val_set is not None and cfg.val_batches != 0 and step % cfg.val_every == 0
+            log_due = step % cfg.log_every == 0 or step == cfg.max_steps or validating
+            # .item() waits for the device: only on steps that log, so the host runs ahead in between.
+            values = (loss.item(), grad_norm.item()) if log_due else None
+            window.add(time.perf_counter() - start, data_wait)
+            record = {}
+            if values is not None:
+                step_time, data_wait = window.take()
+                record = {"step": step, "max_steps": cfg.max_steps, "loss": values[0], "grad_norm": values[1],
+                          "lr": lr, **metrics.throughput(tokens_per_step, step_time, world, flops, peak),
+                          "memory_gb": metrics.memory_gb(device), "step_time_s": step_time,
+                          "data_wait_s": data_wait, **extra}
+            if validating:
+                batches = data.val_batches(val_set, cfg.val_batch, cfg.val_batches, layout.dp_rank, layout.shape.dp)
+                val_loss = (dpo.evaluate(model, reference, batches, layout, device, cfg.dpo) if cfg.dpo
+                            else _validate(model, batches, layout, device))
+                if val_loss is not None:
+                    record["val_loss"] = val_loss
+            if record:
+                log.log(record)
+            faults.crash_if("step", step)
+            if cfg.checkpoint.enabled and cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
+                ckpt.save(step, state())
+            if cfg.checkpoint.export_every_n_steps and step % cfg.checkpoint.export_every_n_steps == 0:
+                export()
+            if step == fail_at:
+                ckpt.wait()
                 log.close()
-                return 143
-            ckpt.save(step, state())
-            ckpt.wait()
-            log.close()
-            if rank == 0:
-                print(f"adapter: preempted at step {step}: checkpoint saved, exiting", flush=True)
-            return 0
+                if rank == 0:
+                    print(f"adapter: {FAIL_AT_STEP}={fail_at} reached: exiting with code 3 (fault injection)", flush=True)
+                sys.stderr.flush()
+                os._exit(3)
+            if preemption.requested():
+                if not cfg.checkpoint.enabled:
+                    if rank == 0:
+                        print(f"adapter: preempted at step {step}; checkpointing is disabled, nothing saved", flush=True)
+                    log.close()
+                    return 143
+                ckpt.save(step, state())
+                ckpt.wait()
+                log.close()
+                if rank == 0:
+                    print(f"adapter: preempted at step {step}: checkpoint saved, exiting", flush=True)
+                return 0
 
-    if cfg.checkpoint.enabled and cfg.checkpoint.save_last:
-        ckpt.save(step, state())
-    ckpt.wait()
-    if cfg.checkpoint.export_last:
-        export()
-    log.close()
-    if rank == 0:
-        print(f"adapter: finished at step {step}", flush=True)
-    return 0
+        if cfg.checkpoint.enabled and cfg.checkpoint.save_last:
+            ckpt.save(step, state())
+        ckpt.wait()
+        if cfg.checkpoint.export_last:
+            export()
+        log.close()
+        if rank == 0:
+            print(f"adapter: finished at step {step}", flush=True)
+        return 0
+    except BaseException:  # the tracker still sends what it holds, marks the run failed and says what it lost
+        log.close(failed=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -367,21 +367,25 @@ def status(env: Env, job, as_json, watch, plot, plot_file) -> int:
         raise HpctlError("--plot and --plot-file draw one job", hint="name it: hpctl status JOB --plot")
     if plot and as_json:
         raise HpctlError("--plot draws text, which --json output cannot hold", hint="use --plot-file PATH.png")
-    if watch and not as_json:
+    if plot_file is not None:
+        from hpctl.plot import check_image_path
+        check_image_path(plot_file)
+    if watch and not as_json:  # until every job has ended; then its plots, when asked for
         from rich.live import Live
         with Live(console=env.out, auto_refresh=False) as live:
             while True:
                 rows = _refresh(env, names)
                 live.update(_status_table(rows, spark=True), refresh=True)
                 if all(st.state in TERMINAL for _, st in rows):
-                    return 0
+                    break
                 time.sleep(2)
-    rows = _refresh(env, names)
-    if as_json:
-        _print_json({"jobs": [{"name": r.name, "cluster": r.cluster, "backend": r.backend, "job_id": r.job_id,
-                               "results_dir": r.results_dir, **st.to_json()} for r, st in rows]})
     else:
-        env.out.print(_status_table(rows))
+        rows = _refresh(env, names)
+        if as_json:
+            _print_json({"jobs": [{"name": r.name, "cluster": r.cluster, "backend": r.backend, "job_id": r.job_id,
+                                   "results_dir": r.results_dir, **st.to_json()} for r, st in rows]})
+        else:
+            env.out.print(_status_table(rows))
     if plot or plot_file:
         _plot(env, rows[0][0], plot, plot_file)
     return 0

@@ -92,6 +92,13 @@ def terminal(records: list[dict[str, Any]], results_dir: str | Path, width: int 
     return "\n\n".join(out) + "\n"
 
 
+def check_image_path(path: Path) -> None:
+    """The image is a PNG: a name that says otherwise (run.jpg, run.svg) would hold the wrong format."""
+    if path.suffix.lower() != ".png":
+        raise HpctlError(f"--plot-file writes a PNG image; {str(path)!r} does not end in .png",
+                         hint=f"name it {path.with_suffix('.png') if path.suffix else str(path) + '.png'}")
+
+
 def image(records: list[dict[str, Any]], results_dir: str | Path, path: Path, title: str = "") -> None:
     """The three panels as a PNG (1200 x 1000 pixels), drawn off-screen."""
     _need(records, results_dir)

@@ -154,7 +154,8 @@ def test_single_node_cpu_job():
         "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", "llama-8b",
         "-m", "adapter.train", "--config", "/config/job_spec.json"]
     assert "resources" not in c  # a CPU job asks for no accelerators
-    assert c["env"] == [{"name": "NCCL_DEBUG", "value": "WARN"}]
+    # HPCTL_JOB_ID: the job id `submit` returns (namespace/name), which the trainer's tracking tags name.
+    assert c["env"] == [{"name": "HPCTL_JOB_ID", "value": "ml/llama-8b"}, {"name": "NCCL_DEBUG", "value": "WARN"}]
     assert {"name": "job-spec", "mountPath": "/config", "readOnly": True} in c["volumeMounts"]
     volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
     assert volumes["job-spec"]["configMap"]["name"] == config_map["metadata"]["name"] == "llama-8b-spec"
@@ -365,7 +366,7 @@ def test_secrets_never_in_text():
                             "HPCTL_SECRET_RECIPES_MODEL_API_KEY": "recipes.model.api_key"}
     # The pods see env_vars/cluster.env secrets under their own names, other secrets as HPCTL_SECRET_*.
     env = {e["name"]: e for e in container(job)["env"]}
-    assert sorted(env) == ["HF_TOKEN", "HPCTL_SECRET_GIT_TOKEN", "HPCTL_SECRET_RECIPES_MODEL_API_KEY",
+    assert sorted(env) == ["HF_TOKEN", "HPCTL_JOB_ID", "HPCTL_SECRET_GIT_TOKEN", "HPCTL_SECRET_RECIPES_MODEL_API_KEY",
                            "NCCL_DEBUG", "WANDB_API_KEY"]
     refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
     assert refs == {name: {"name": "llama-8b-secrets", "key": key} for name, key in [
@@ -385,7 +386,7 @@ def test_null_env_values_are_skipped_and_the_cluster_env_wins():
                      env_vars={"NCCL_DEBUG": "WARN", "UNSET": None, "HF_TOKEN": "hf_SECRET"})
     artifact, _, job = render(spec)
     env = {e["name"]: e for e in container(job)["env"]}
-    assert sorted(env) == ["HF_TOKEN", "NCCL_DEBUG"]
+    assert sorted(env) == ["HF_TOKEN", "HPCTL_JOB_ID", "NCCL_DEBUG"]
     assert env["NCCL_DEBUG"]["value"] == "INFO"
     # cluster.env.HF_TOKEN is sensitive too, so both values travel only through the Secret.
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "HPCTL_SECRET_CLUSTER_ENV_HF_TOKEN"

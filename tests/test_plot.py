@@ -55,6 +55,9 @@ def test_status_plot_draws_loss_lr_and_throughput(tmp_path: Path, run_cli) -> No
     assert png.is_file() and png.stat().st_size > 20_000
     assert _png_size(png) == (1200, 1000)
     assert f"wrote {png}" in err
+    # --watch draws them too, once the job has ended.
+    rc, out, err = run_cli("status", "tiny", "--watch", "--plot-file", tmp_path / "w.png", "--state", state)
+    assert rc == 0 and "tiny" in out and _png_size(tmp_path / "w.png") == (1200, 1000), err
 
 
 def test_plot_needs_a_job_with_metrics(tmp_path: Path, run_cli) -> None:
@@ -64,6 +67,9 @@ def test_plot_needs_a_job_with_metrics(tmp_path: Path, run_cli) -> None:
     (results / "metrics.jsonl").unlink()
     rc, _, err = run_cli("status", "tiny", "--plot-file", tmp_path / "x.png", "--state", state)
     assert rc == 1 and "no metrics yet" in err and not (tmp_path / "x.png").exists()
+    rc, out, err = run_cli("status", "tiny", "--plot-file", tmp_path / "x.jpg", "--state", state)
+    assert rc == 1 and out == "" and "writes a PNG image" in err and "name it" in err and f"{tmp_path}/x.png" in err
+    assert not (tmp_path / "x.jpg").exists()
 
 
 def test_metrics_reading_skips_partial_lines_and_keeps_validation_steps(tmp_path: Path) -> None:

@@ -273,6 +273,10 @@ def context(spec: Spec) -> dict[str, Any]:
 
     secrets = secret_vars(spec)
     env = _env(spec, secrets, devices, gpu)
+    from adapter.tracking import JOB_ID_VAR
+    if not any(e["name"] == JOB_ID_VAR for e in env):  # the trainer tags its MLflow / W&B run with it
+        env = sorted(env + [{"name": JOB_ID_VAR, "secret_key": None, "value": f"{namespace}/{name}",
+                             "note": "the job id hpctl records (tracking tags name it)"}], key=lambda e: e["name"])
     spec_path = f"{CONFIG_DIR}/{SPEC_FILE}"
     if kind == "PyTorchJob":
         python = cluster.get("python")

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pytest
 
 from adapter.config import ConfigError, from_recipe, tracking
-from tests.adapter.conftest import deep_merge, export_dir, records, srun_style, tiny_recipe
+from tests.adapter.conftest import REPO, deep_merge, env, export_dir, records, srun_style, tiny_recipe, write_spec
 from workspace_inputs import MINI_RECIPE
 
 MLFLOW_ON = {"create_mlflow_logger": True, "mlflow_logger_kwargs": {"tracking_uri": "http://127.0.0.1:5000"}}
@@ -101,6 +101,23 @@ def test_a_missing_client_library_is_refused_before_training(tmp_path: Path, mon
         sender.check(cfg)
     assert exc.value.key == "exp_manager.create_mlflow_logger" and "mlflow-skinny" in str(exc.value)
     assert sender._ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10" and sender._ranges([4]) == "4"
+
+
+@pytest.mark.parametrize("backend_env, job_id", [
+    ({"HPCTL_JOB_ID": "ml/tiny"}, "ml/tiny"),  # local (the launcher's pid) and Kubernetes (namespace/name)
+    ({"SLURM_JOB_ID": "4242"}, "4242"),
+    ({"TRAINING_JOB_NAME": "tiny-0a1b2c3d"}, "tiny-0a1b2c3d"),  # SageMaker sets it in the container
+    ({}, None),
+])
+def test_runs_are_tagged_with_the_backend_job_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 backend_env: dict[str, str], job_id: str | None) -> None:
+    from adapter.tracking import JOB_ID_VARS, run_tags
+    for name in JOB_ID_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in backend_env.items():
+        monkeypatch.setenv(name, value)
+    tags = run_tags(from_recipe(tiny_recipe(tmp_path, exp_manager=MLFLOW_ON)))
+    assert tags.get("hpctl.backend_job_id") == job_id and tags["hpctl.job"] == "tiny"
 
 
 # --- one job against a real MLflow server and W&B offline ---------------------------------------
@@ -243,6 +260,41 @@ def test_one_job_one_mlflow_run_through_a_fault_and_a_resume(mlflow_server: Mlfl
     assert _wandb_history(run_dirs) == {r["step"]: r["loss"] for r in expected}
 
 
+# The trainer with its train_step raising at the third step: a failure no fault hook stands for.
+RAISING_TRAINER = """
+import sys
+import adapter.train as train
+real, calls = train.train_step, []
+def train_step(*args, **kwargs):
+    calls.append(None)
+    if len(calls) == 3:
+        raise RuntimeError("injected failure at step 3")
+    return real(*args, **kwargs)
+train.train_step = train_step
+sys.exit(train.main(["--config", sys.argv[1]]))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_that_raises_sends_its_steps_and_is_marked_failed(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """Training that raises (not a preemption, not a kill) still flushes the buffer and closes its
+    run FAILED. Runs before the test below, which kills the server."""
+    from mlflow.tracking import MlflowClient
+    results = tmp_path / "results"
+    recipe = tiny_recipe(results, exp_manager={"create_mlflow_logger": True, "mlflow_logger_kwargs": {
+        "tracking_uri": mlflow_server.uri, "experiment_name": "raises"}})
+    spec = write_spec(recipe, tmp_path / "spec.json")
+    proc = subprocess.run([sys.executable, "-c", RAISING_TRAINER, str(spec)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env=env(SLURM_PROCID="0", SLURM_NTASKS="1", OMP_NUM_THREADS="1"))
+    assert proc.returncode == 1 and "RuntimeError: injected failure at step 3" in proc.stderr, proc.stderr[-3000:]
+    assert "warning" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    client = MlflowClient(mlflow_server.uri)
+    [run] = client.search_runs([client.get_experiment_by_name("raises").experiment_id])
+    assert run.info.status == "FAILED"
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss"))
+    assert history == [(r["step"], r["loss"]) for r in records(results)] == history[:2]
+
+
 @pytest.mark.slow
 def test_a_server_killed_mid_run_costs_one_warning_and_names_the_lost_steps(
         mlflow_server: MlflowServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -259,8 +311,9 @@ def test_a_server_killed_mid_run_costs_one_warning_and_names_the_lost_steps(
                        experiment="killed", run_name="r", run_id=None, tags={}, artifact_location=None)
     ids = tracking.RunIds(tmp_path / "tracking.json", resumed=False)
     tracker = tracking.Tracker([tracking.MlflowSink(cfg, {"p": "1"}, {"hpctl.job": "r"}, ids)], tmp_path, tmp_path)
-    for step in (1, 2, 3):
-        tracker.log({"step": step, "max_steps": 6, "loss": 1.0 / step})
+    for step in (1, 2, 3):  # as a DPO run on a GPU logs them: MFU and rewards are step metrics too
+        tracker.log({"step": step, "max_steps": 6, "loss": 1.0 / step, "mfu": 0.1 * step, "chosen_reward": -step,
+                     "reward_margin": 0.5 * step, "reward_accuracy": 0.75, "val_loss": None})
     client, sent = MlflowClient(mlflow_server.uri), []
     for _ in range(600):
         sent = client.get_metric_history(ids.get("mlflow"), "loss") if ids.get("mlflow") else []
@@ -268,6 +321,9 @@ def test_a_server_killed_mid_run_costs_one_warning_and_names_the_lost_steps(
             break
         time.sleep(0.2)
     assert sorted(m.step for m in sent) == [1, 2, 3]
+    run = client.get_run(ids.get("mlflow"))
+    assert run.data.metrics == {"loss": 1 / 3, "mfu": 0.1 * 3, "chosen_reward": -3, "reward_margin": 1.5,
+                                "reward_accuracy": 0.75}
     mlflow_server.stop()
     for step in (4, 5, 6):
         tracker.log({"step": step, "max_steps": 6, "loss": 1.0 / step})
