@@ -187,6 +187,20 @@ def test_create_errors_are_one_clear_message(stubbed, tmp_path, run_cli, code, m
     assert not (ws / ".hpctl" / "state.json").exists() or _state(ws)["jobs"] == {}
 
 
+def test_a_name_in_use_refused_as_validation_is_said_as_in_use(stubbed, tmp_path, run_cli):
+    """SageMaker also refuses a taken name as a ValidationException "... already exists" (through the
+    Stubber: moto accepts a duplicate): said as ResourceInUse, with its fix, not as a bad value."""
+    message = "Training job tiny-llama-0123abcd already exists"
+    stubbed.add_client_error("create_training_job", service_error_code="ValidationException",
+                             service_message=message, http_status_code=400)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    rc, out, err = run_cli("apply", "-w", ws, "--auto-approve", *ARGS)
+    assert rc == 1 and "Traceback" not in err
+    assert f"ResourceInUse: {message}" in err
+    assert "a training job of this name exists" in err.split("hint:", 1)[1]
+
+
 def test_no_credentials_is_one_clear_message(aws, monkeypatch, tmp_path, run_cli):
     """Against the real client and moto's endpoint, with no credentials anywhere in boto3's chain."""
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
