@@ -59,6 +59,21 @@ def test_estimator_arguments_map_onto_the_request(tmp_path):
     assert r["AlgorithmSpecification"]["ContainerArguments"][-2:] == ["--tensorboard-dir", "/opt/ml/output/tensorboard"]
 
 
+def test_profiler_and_debugger_arguments_are_sent_as_the_sdk_sends_them(tmp_path):
+    """HyperPod users' disable_profiler / debugger_hook_config: the SageMaker SDK's estimator sends
+    ProfilerConfig {DisableProfiler: true} for the first and no DebugHookConfig for false."""
+    kw = "cluster.sm_jobs_config.additional_estimator_kwargs"
+    _, a = render(tmp_path, f"+{kw}.disable_profiler=true", f"+{kw}.debugger_hook_config=false")
+    r = json.loads(a.text)
+    assert r["ProfilerConfig"] == {"DisableProfiler": True} and "DebugHookConfig" not in r
+    _, b = render(tmp_path, f"+{kw}.disable_profiler=false")
+    assert "ProfilerConfig" not in json.loads(b.text)
+    message = refusal(tmp_path, f"+{kw}.disable_profiler=yes please")
+    assert f"{kw}.disable_profiler: wrong type" in message and "expected: bool" in message
+    message = refusal(tmp_path, f"+{kw}.debugger_hook_config=true")
+    assert f"{kw}.debugger_hook_config: hpctl sends no Debugger hook config" in message
+
+
 def test_file_system_input(tmp_path):
     """One channel named `training`, as the SageMaker SDK names the FileSystemInput HyperPod's launcher
     gives fit(); the job must be in the file system's VPC, which botocore's model cannot check."""

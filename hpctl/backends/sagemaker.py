@@ -61,7 +61,9 @@ FS_CHANNEL = "training"
 FS_KEYS = {"FileSystemId": "id", "FileSystemType": "type", "DirectoryPath": "directory_path"}
 
 # The PyTorch estimator's arguments (HyperPod's additional_estimator_kwargs) hpctl maps onto the
-# request: name -> (request path, expected Python type). Anything else is refused by name.
+# request: name -> (request path, expected Python type). Anything else is refused by name. Two are
+# sent only as the SDK's estimator sends them (_estimator_kwargs): disable_profiler true is
+# ProfilerConfig {DisableProfiler: true}, and debugger_hook_config false is no DebugHookConfig.
 ESTIMATOR_KWARGS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "max_run": ("StoppingCondition.MaxRuntimeInSeconds", int),
     "max_wait": ("StoppingCondition.MaxWaitTimeInSeconds", int),
@@ -82,6 +84,8 @@ ESTIMATOR_KWARGS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "checkpoint_s3_uri": ("CheckpointConfig.S3Uri", str),
     "environment": ("Environment", dict),
     "tags": ("Tags", list),
+    "disable_profiler": ("ProfilerConfig.DisableProfiler", bool),
+    "debugger_hook_config": ("DebugHookConfig", bool),
 }
 
 # TrainingJobStatus -> hpctl state; InProgress is refined by the secondary status.
@@ -195,6 +199,16 @@ def _estimator_kwargs(spec: Spec, request: dict[str, Any], sources: dict[str, st
                                                   **{str(k): _text(v) for k, v in value.items()}}.items()))
         elif name == "tags":
             request.setdefault("Tags", []).extend(value)
+        elif name == "disable_profiler":  # false: the SDK's profiler defaults, which hpctl never turns on
+            if not value:
+                continue
+            _set(request, path, value)
+        elif name == "debugger_hook_config":  # false: no hook config, as the SDK sends none
+            if value:
+                raise _err(spec, key, "hpctl sends no Debugger hook config: its trainer runs no smdebug hook, so "
+                           "there would be nothing to collect", expected="false", found="true",
+                           hint=f"remove {name} or set it to false")
+            continue
         else:
             _set(request, path, value)
         sources[path] = key
