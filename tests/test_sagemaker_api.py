@@ -268,6 +268,23 @@ def test_doctor_checks_credentials_region_role_and_image(aws, tmp_path, run_cli)
     assert rc == 1 and failed == {"role_arn form", "image is an ECR URI in the job's region"}
 
 
+def test_doctor_checks_the_image_plan_sends_from_the_general_config(aws, tmp_path, run_cli):
+    """No cluster.image: the request names the general config's `container`, so doctor checks that one."""
+    ws = tmp_path / "ws"
+    (ws / "clusters").mkdir(parents=True)
+    cluster = {"type": "sm_jobs", "region": REGION, "role_arn": "arn:aws:iam::123456789012:role/hpctl", "image": None}
+    (ws / "clusters" / "sagemaker.yaml").write_text(json.dumps(cluster))
+    image = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/hpctl:1"
+    (ws / "config.yaml").write_text(json.dumps({"container": image}))
+    rc, out, err = run_cli("doctor", "-w", ws, "--cluster", "sagemaker", "--json")
+    check = {c["name"]: c for c in json.loads(out)["checks"]}["image is an ECR URI in the job's region"]
+    assert rc == 0 and check["ok"] and check["detail"] == f"{image} (from container)", check
+    (ws / "config.yaml").write_text(json.dumps({"container": "docker.io/me/hpctl:1"}))
+    rc, out, _ = run_cli("doctor", "-w", ws, "--cluster", "sagemaker", "--json")
+    check = {c["name"]: c for c in json.loads(out)["checks"]}["image is an ECR URI in the job's region"]
+    assert rc == 1 and not check["ok"] and "set container to" in check["fix"]
+
+
 def test_apply_killed_after_create_training_job_adopts_it_by_tag(aws, tmp_path, run_cli, run_hpctl):
     """`hpctl apply` (its own process, against moto's server) SIGKILLed after CreateTrainingJob
     returned, before state recorded the job: the job carries the tag in its Tags, the next apply

@@ -33,7 +33,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -214,16 +214,25 @@ def _estimator_kwargs(spec: Spec, request: dict[str, Any], sources: dict[str, st
         sources[path] = key
 
 
+def training_image(root: Mapping[str, Any]) -> tuple[Any, str]:
+    """(the image the request names, the key it comes from) for a merged root (general config keys,
+    `cluster`): cluster.image, else the general config's `container`. `hpctl doctor` asks this too,
+    so it checks the image plan would send."""
+    cluster = root.get("cluster") or {}
+    if cluster.get("image"):
+        return cluster["image"], "cluster.image"
+    return root.get("container"), "container"
+
+
 def request_for(spec: Spec) -> tuple[dict[str, Any], dict[str, str], str]:
     """(CreateTrainingJob request, request path -> spec key, the spec's S3 URI). Pure."""
     cluster = spec.cluster
     sources: dict[str, str] = {}
-    image = cluster.get("image") or spec.get("container")
+    image, sources["AlgorithmSpecification.TrainingImage"] = training_image(spec.data)
     if not image:
         raise _err(spec, "cluster.image", "a SageMaker job needs a container image",
                    hint="set cluster.image (or the general config's `container`) to an ECR image with torch "
                         "and hpctl's adapter installed")
-    sources["AlgorithmSpecification.TrainingImage"] = "cluster.image" if cluster.get("image") else "container"
     role = cluster.get("role_arn")
     if not role:
         raise _err(spec, "cluster.role_arn", "a SageMaker job needs an IAM role to run as",
