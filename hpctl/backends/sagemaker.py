@@ -170,6 +170,22 @@ def _channels(spec: Spec) -> list[dict[str, Any]]:
     return channels
 
 
+def data_channels(spec: Spec) -> dict[str, tuple[str, str]]:
+    """The job's data channels (hpctl's own aside): name -> (where the container finds it, what the
+    channel holds: an S3 URI or the file system's directory). {} when there are none, or when the
+    inputs are wrong (render says how)."""
+    try:
+        found = _channels(spec)
+    except HpctlError:
+        return {}
+    out = {}
+    for channel in found:
+        source = channel["DataSource"]
+        held = (source.get("S3DataSource") or {}).get("S3Uri") or (source.get("FileSystemDataSource") or {}).get("DirectoryPath")
+        out[channel["ChannelName"]] = (f"{container.container_path(container.CHANNELS)}/{channel['ChannelName']}", held or "")
+    return out
+
+
 def _environment(spec: Spec) -> dict[str, str]:
     """env_vars then cluster.env (null values dropped). Secrets cannot be sent: SageMaker keeps the
     environment in clear in the job's description."""
