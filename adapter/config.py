@@ -211,8 +211,30 @@ def problems(recipe: Mapping[str, Any], world_size: int | None = None, files: bo
     return r.errors
 
 
+# The data paths the trainer reads, by role, under their v1 keys.
+DATA_PATHS = {"train": "model.data.train_dir", "val": "model.data.val_dir"}
+
+
+def _is_llmft(r: Reader) -> bool:
+    return r.str("run.model_type") == "llm_finetuning_aws"
+
+
+def data_paths(recipe: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """Where the trainer reads its data: role ("train", "val") -> (the recipe's key, the path), for
+    the keys set; {} for synthetic data. An LLMFT recipe's keys are its own (datasets.*.file_path).
+    hpctl's plan asks this to compare the paths with a SageMaker job's input channels."""
+    r = Reader(recipe)
+    if _is_llmft(r):
+        keys = {role: llmft.LLMFT_KEY[key] for role, key in DATA_PATHS.items()}
+    elif r.bool("model.data.use_synthetic_data", False):
+        return {}
+    else:
+        keys = dict(DATA_PATHS)
+    return {role: (key, value) for role, key in keys.items() if (value := r.str(key)) is not None}
+
+
 def _build(r: Reader, recipe: Mapping[str, Any], world_size: int | None, files: bool) -> TrainConfig | None:
-    if r.str("run.model_type") == "llm_finetuning_aws":
+    if _is_llmft(r):
         cfg = llmft.build(r, lambda inner: _from_v1(inner, inner.recipe, world_size), files)
     else:
         cfg = _from_v1(r, recipe, world_size)

@@ -559,8 +559,9 @@ def doctor(env: Env, cluster, as_json) -> int:
     from hpctl.loader import load_file
     found = env.workspace.cluster(cluster or "local")
     data = load_file(found.path, found.display).data
+    general = env.workspace.general_config()
     ctype = data.get("type") or found.name
-    results = run_checks(ctype, data)
+    results = run_checks(ctype, data, load_file(general.path, general.display).data)
     if as_json:
         _print_json({"cluster": found.name, "checks": [asdict(c) for c in results]})
     else:

@@ -173,15 +173,17 @@ def local_checks(cluster_cfg: dict[str, Any]) -> list[Check]:
 ECR_IMAGE = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})?$")
 
 
-def sagemaker_checks(cluster_cfg: dict[str, Any]) -> list[Check]:
+def sagemaker_checks(cluster_cfg: dict[str, Any], general_cfg: dict[str, Any] | None = None) -> list[Check]:
     """boto3, credentials (and whose: STS), region, the role's form (botocore's RoleArn rule, through
-    the backend's request check) and the image's form (an ECR URI in the job's region)."""
-    from hpctl.backends.sagemaker import field_problems
+    the backend's request check) and the image's form (an ECR URI in the job's region). The image is
+    the one the request would name, which may be the general config's `container` (the backend decides)."""
+    from hpctl.backends.sagemaker import field_problems, training_image
 
     has_pkg = importlib.util.find_spec("boto3") is not None
     checks = [Check("boto3 importable", has_pkg, "boto3" if has_pkg else "not installed",
                     "" if has_pkg else "pip install 'hpctl[sagemaker]'")]
-    role, image = cluster_cfg.get("role_arn"), cluster_cfg.get("image")
+    role = cluster_cfg.get("role_arn")
+    image, image_key = training_image({**(general_cfg or {}), "cluster": cluster_cfg})
     problems = field_problems("RoleArn", role) if role else ["not set"]
     checks.append(Check("role_arn form", not problems, str(role or "") + (f": {problems[0]}" if problems else ""),
                         "" if not problems else "set cluster.role_arn=arn:aws:iam::<account>:role/<name>, a role "
@@ -198,10 +200,10 @@ def sagemaker_checks(cluster_cfg: dict[str, Any]) -> list[Check]:
                         "" if region else "set cluster.region, or AWS_REGION / AWS_DEFAULT_REGION"))
     match = ECR_IMAGE.match(str(image or ""))
     same = bool(match) and (not region or match.group(2) == region)
-    checks.append(Check("image is an ECR URI in the job's region", same, str(image or "cluster.image not set"),
-                        "" if same else f"push the image to ECR in {region or 'the job region'} and set cluster.image "
-                        "to <account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag> (null: the general config's "
-                        "`container` is used, and checked at plan time)"))
+    checks.append(Check("image is an ECR URI in the job's region", same,
+                        f"{image} (from {image_key})" if image else "not set (cluster.image, or the general config's container)",
+                        "" if same else f"push the image to ECR in {region or 'the job region'} and set {image_key} "
+                        "to <account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>"))
     credentials = session.get_credentials()
     checks.append(Check("AWS credentials found", credentials is not None,
                         f"from {credentials.method}" if credentials else "none in boto3's chain",
@@ -225,10 +227,13 @@ RUNNERS = {"slurm": slurm_checks, "k8s": k8s_checks, "kubernetes": k8s_checks, "
            "sm_jobs": sagemaker_checks, "sagemaker": sagemaker_checks}
 
 
-def run_checks(cluster_type: str, cluster_cfg: dict[str, Any]) -> list[Check]:
-    """All checks for one cluster type, in display order."""
+def run_checks(cluster_type: str, cluster_cfg: dict[str, Any], general_cfg: dict[str, Any] | None = None) -> list[Check]:
+    """All checks for one cluster type, in display order. The general config matters only to
+    SageMaker, whose image may be its `container`."""
     runner = RUNNERS.get(cluster_type)
     if runner is None:
         return [Check("cluster type", False, f"unknown cluster type {cluster_type!r}",
                       f"use one of: {', '.join(sorted(RUNNERS))}")]
+    if runner is sagemaker_checks:
+        return sagemaker_checks(cluster_cfg or {}, general_cfg or {})
     return runner(cluster_cfg or {})

@@ -187,6 +187,20 @@ def test_create_errors_are_one_clear_message(stubbed, tmp_path, run_cli, code, m
     assert not (ws / ".hpctl" / "state.json").exists() or _state(ws)["jobs"] == {}
 
 
+def test_a_name_in_use_refused_as_validation_is_said_as_in_use(stubbed, tmp_path, run_cli):
+    """SageMaker also refuses a taken name as a ValidationException "... already exists" (through the
+    Stubber: moto accepts a duplicate): said as ResourceInUse, with its fix, not as a bad value."""
+    message = "Training job tiny-llama-0123abcd already exists"
+    stubbed.add_client_error("create_training_job", service_error_code="ValidationException",
+                             service_message=message, http_status_code=400)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    rc, out, err = run_cli("apply", "-w", ws, "--auto-approve", *ARGS)
+    assert rc == 1 and "Traceback" not in err
+    assert f"ResourceInUse: {message}" in err
+    assert "a training job of this name exists" in err.split("hint:", 1)[1]
+
+
 def test_no_credentials_is_one_clear_message(aws, monkeypatch, tmp_path, run_cli):
     """Against the real client and moto's endpoint, with no credentials anywhere in boto3's chain."""
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
@@ -252,6 +266,23 @@ def test_doctor_checks_credentials_region_role_and_image(aws, tmp_path, run_cli)
     rc, out, _ = run_cli("doctor", "-w", ws, "--cluster", "sagemaker", "--json")
     failed = {c["name"] for c in json.loads(out)["checks"] if not c["ok"]}
     assert rc == 1 and failed == {"role_arn form", "image is an ECR URI in the job's region"}
+
+
+def test_doctor_checks_the_image_plan_sends_from_the_general_config(aws, tmp_path, run_cli):
+    """No cluster.image: the request names the general config's `container`, so doctor checks that one."""
+    ws = tmp_path / "ws"
+    (ws / "clusters").mkdir(parents=True)
+    cluster = {"type": "sm_jobs", "region": REGION, "role_arn": "arn:aws:iam::123456789012:role/hpctl", "image": None}
+    (ws / "clusters" / "sagemaker.yaml").write_text(json.dumps(cluster))
+    image = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/hpctl:1"
+    (ws / "config.yaml").write_text(json.dumps({"container": image}))
+    rc, out, err = run_cli("doctor", "-w", ws, "--cluster", "sagemaker", "--json")
+    check = {c["name"]: c for c in json.loads(out)["checks"]}["image is an ECR URI in the job's region"]
+    assert rc == 0 and check["ok"] and check["detail"] == f"{image} (from container)", check
+    (ws / "config.yaml").write_text(json.dumps({"container": "docker.io/me/hpctl:1"}))
+    rc, out, _ = run_cli("doctor", "-w", ws, "--cluster", "sagemaker", "--json")
+    check = {c["name"]: c for c in json.loads(out)["checks"]}["image is an ECR URI in the job's region"]
+    assert rc == 1 and not check["ok"] and "set container to" in check["fix"]
 
 
 def test_apply_killed_after_create_training_job_adopts_it_by_tag(aws, tmp_path, run_cli, run_hpctl):

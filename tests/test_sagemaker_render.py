@@ -59,6 +59,58 @@ def test_estimator_arguments_map_onto_the_request(tmp_path):
     assert r["AlgorithmSpecification"]["ContainerArguments"][-2:] == ["--tensorboard-dir", "/opt/ml/output/tensorboard"]
 
 
+def test_profiler_and_debugger_arguments_are_sent_as_the_sdk_sends_them(tmp_path):
+    """HyperPod users' disable_profiler / debugger_hook_config: the SageMaker SDK's estimator sends
+    ProfilerConfig {DisableProfiler: true} for the first and no DebugHookConfig for false."""
+    kw = "cluster.sm_jobs_config.additional_estimator_kwargs"
+    _, a = render(tmp_path, f"+{kw}.disable_profiler=true", f"+{kw}.debugger_hook_config=false")
+    r = json.loads(a.text)
+    assert r["ProfilerConfig"] == {"DisableProfiler": True} and "DebugHookConfig" not in r
+    _, b = render(tmp_path, f"+{kw}.disable_profiler=false")
+    assert "ProfilerConfig" not in json.loads(b.text)
+    message = refusal(tmp_path, f"+{kw}.disable_profiler=yes please")
+    assert f"{kw}.disable_profiler: wrong type" in message and "expected: bool" in message
+    message = refusal(tmp_path, f"+{kw}.debugger_hook_config=true")
+    assert f"{kw}.debugger_hook_config: hpctl sends no Debugger hook config" in message
+
+
+def data_warnings(tmp_path, *args: str) -> list[str]:
+    """The plan's data-channels warnings (plan still succeeds: a warning is no error)."""
+    from hpctl.plan import verify
+    spec = compose(["tiny_llama", *BASE, "model.data.use_synthetic_data=false", *args], "sagemaker", Workspace(tmp_path))
+    results, _ = verify(spec)
+    return [c.message for c in results if c.id == "data-channels" and c.severity == "warning"]
+
+
+def test_data_paths_outside_the_input_channels_are_a_warning_naming_the_channel(tmp_path):
+    s3, fs = "cluster.sm_jobs_config.inputs.s3", "cluster.sm_jobs_config.inputs.file_system"
+    [message] = data_warnings(tmp_path, f"{s3}.train=s3://b/data/train", "+model.data.train_dir=/fsx/data/train")
+    assert message.startswith("recipes.model.data.train_dir is /fsx/data/train (set at override 8 "
+                              "(+model.data.train_dir=/fsx/data/train)), outside /opt/ml/input/data/")
+    assert message.endswith("did you mean /opt/ml/input/data/train?")
+    [message] = data_warnings(tmp_path, f"{s3}.train=s3://b/data/train", f"{s3}.val=s3://b/data/val",
+                              "+model.data.train_dir=/opt/ml/input/data/train", "+model.data.val_dir=s3://b/data/val/part-1")
+    assert message.startswith("recipes.model.data.val_dir is s3://b/data/val/part-1")
+    assert "input channels are (train, val)" in message and message.endswith("/opt/ml/input/data/val/part-1?")
+    vpc = ["+cluster.sm_jobs_config.additional_estimator_kwargs.subnets=[subnet-1]",
+           "+cluster.sm_jobs_config.additional_estimator_kwargs.security_group_ids=[sg-1]"]
+    [message] = data_warnings(tmp_path, f"{fs}.id=fs-0123456789abcdef0", f"{fs}.type=FSxLustre", f"{fs}.directory_path=/fsx/data",
+                              *vpc, "+model.data.train_dir=/fsx/data/tokenized/train")
+    assert message.endswith("did you mean /opt/ml/input/data/training/tokenized/train?")
+    assert data_warnings(tmp_path, f"{s3}.train=s3://b/data/train", "+model.data.train_dir=/opt/ml/input/data/train") == []
+    assert data_warnings(tmp_path, "+model.data.train_dir=/fsx/data/train") == []  # no channels: the data is elsewhere
+
+
+def test_the_trainer_names_its_data_keys():
+    """What the data-channels warning asks: v1 recipes' model.data.*_dir, LLMFT recipes' own keys."""
+    from adapter.config import data_paths
+    assert data_paths({"model": {"data": {"train_dir": "/d/t", "val_dir": None}}}) == {"train": ("model.data.train_dir", "/d/t")}
+    assert data_paths({"model": {"data": {"train_dir": "/d/t", "use_synthetic_data": True}}}) == {}
+    llmft = {"run": {"model_type": "llm_finetuning_aws"},
+             "training_config": {"datasets": {"train_data": {"file_path": "/d/t.jsonl"}}}}
+    assert data_paths(llmft) == {"train": ("training_config.datasets.train_data.file_path", "/d/t.jsonl")}
+
+
 def test_file_system_input(tmp_path):
     """One channel named `training`, as the SageMaker SDK names the FileSystemInput HyperPod's launcher
     gives fit(); the job must be in the file system's VPC, which botocore's model cannot check."""

@@ -33,7 +33,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -61,7 +61,9 @@ FS_CHANNEL = "training"
 FS_KEYS = {"FileSystemId": "id", "FileSystemType": "type", "DirectoryPath": "directory_path"}
 
 # The PyTorch estimator's arguments (HyperPod's additional_estimator_kwargs) hpctl maps onto the
-# request: name -> (request path, expected Python type). Anything else is refused by name.
+# request: name -> (request path, expected Python type). Anything else is refused by name. Two are
+# sent only as the SDK's estimator sends them (_estimator_kwargs): disable_profiler true is
+# ProfilerConfig {DisableProfiler: true}, and debugger_hook_config false is no DebugHookConfig.
 ESTIMATOR_KWARGS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "max_run": ("StoppingCondition.MaxRuntimeInSeconds", int),
     "max_wait": ("StoppingCondition.MaxWaitTimeInSeconds", int),
@@ -82,6 +84,8 @@ ESTIMATOR_KWARGS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "checkpoint_s3_uri": ("CheckpointConfig.S3Uri", str),
     "environment": ("Environment", dict),
     "tags": ("Tags", list),
+    "disable_profiler": ("ProfilerConfig.DisableProfiler", bool),
+    "debugger_hook_config": ("DebugHookConfig", bool),
 }
 
 # TrainingJobStatus -> hpctl state; InProgress is refined by the secondary status.
@@ -166,6 +170,22 @@ def _channels(spec: Spec) -> list[dict[str, Any]]:
     return channels
 
 
+def data_channels(spec: Spec) -> dict[str, tuple[str, str]]:
+    """The job's data channels (hpctl's own aside): name -> (where the container finds it, what the
+    channel holds: an S3 URI or the file system's directory). {} when there are none, or when the
+    inputs are wrong (render says how)."""
+    try:
+        found = _channels(spec)
+    except HpctlError:
+        return {}
+    out = {}
+    for channel in found:
+        source = channel["DataSource"]
+        held = (source.get("S3DataSource") or {}).get("S3Uri") or (source.get("FileSystemDataSource") or {}).get("DirectoryPath")
+        out[channel["ChannelName"]] = (f"{container.container_path(container.CHANNELS)}/{channel['ChannelName']}", held or "")
+    return out
+
+
 def _environment(spec: Spec) -> dict[str, str]:
     """env_vars then cluster.env (null values dropped). Secrets cannot be sent: SageMaker keeps the
     environment in clear in the job's description. Every secret counts, by key name or by source
@@ -196,21 +216,40 @@ def _estimator_kwargs(spec: Spec, request: dict[str, Any], sources: dict[str, st
                                                   **{str(k): _text(v) for k, v in value.items()}}.items()))
         elif name == "tags":
             request.setdefault("Tags", []).extend(value)
+        elif name == "disable_profiler":  # false: the SDK's profiler defaults, which hpctl never turns on
+            if not value:
+                continue
+            _set(request, path, value)
+        elif name == "debugger_hook_config":  # false: no hook config, as the SDK sends none
+            if value:
+                raise _err(spec, key, "hpctl sends no Debugger hook config: its trainer runs no smdebug hook, so "
+                           "there would be nothing to collect", expected="false", found="true",
+                           hint=f"remove {name} or set it to false")
+            continue
         else:
             _set(request, path, value)
         sources[path] = key
+
+
+def training_image(root: Mapping[str, Any]) -> tuple[Any, str]:
+    """(the image the request names, the key it comes from) for a merged root (general config keys,
+    `cluster`): cluster.image, else the general config's `container`. `hpctl doctor` asks this too,
+    so it checks the image plan would send."""
+    cluster = root.get("cluster") or {}
+    if cluster.get("image"):
+        return cluster["image"], "cluster.image"
+    return root.get("container"), "container"
 
 
 def request_for(spec: Spec) -> tuple[dict[str, Any], dict[str, str], str]:
     """(CreateTrainingJob request, request path -> spec key, the spec's S3 URI). Pure."""
     cluster = spec.cluster
     sources: dict[str, str] = {}
-    image = cluster.get("image") or spec.get("container")
+    image, sources["AlgorithmSpecification.TrainingImage"] = training_image(spec.data)
     if not image:
         raise _err(spec, "cluster.image", "a SageMaker job needs a container image",
                    hint="set cluster.image (or the general config's `container`) to an ECR image with torch "
                         "and hpctl's adapter installed")
-    sources["AlgorithmSpecification.TrainingImage"] = "cluster.image" if cluster.get("image") else "container"
     role = cluster.get("role_arn")
     if not role:
         raise _err(spec, "cluster.role_arn", "a SageMaker job needs an IAM role to run as",
