@@ -67,13 +67,20 @@ class EnvVar:
         return f"{self.source} overrides {self.replaces}" if self.replaces else None
 
 
-def env_text(value: Any, key: str) -> str:
-    """A config scalar as an environment value: booleans as true/false."""
+def scalar_text(value: Any) -> str:
+    """A config scalar as the text a job or a cluster reads (environment values, Kubernetes labels
+    and annotations): booleans as YAML's true/false rather than Python's True/False, which a shell
+    test or Kubernetes would not take for a boolean; numbers as written; unset (None) as ''."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def env_text(value: Any, key: str) -> str:
+    """A config value as an environment value: a scalar's text; a mapping or list is an error at `key`."""
     if isinstance(value, (dict, list)):
         raise HpctlError("an environment variable needs a scalar value", key=key, found=repr(value))
-    return str(value)
+    return scalar_text(value)
 
 
 def positive_int(spec: Spec, path: str, default: int) -> int:

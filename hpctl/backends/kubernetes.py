@@ -26,7 +26,7 @@ from typing import Any
 
 from hpctl.backends.base import (
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus, TaggedJob)
-from hpctl.backends.common import USER_ENV_PREFIXES, JobTag, job_env, positive_int, secret_vars
+from hpctl.backends.common import USER_ENV_PREFIXES, JobTag, job_env, positive_int, scalar_text, secret_vars
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec, get_path, is_sensitive, join
@@ -83,17 +83,6 @@ def k8s_name(job_name: str) -> str:
     return name
 
 
-def text(value: Any) -> str:
-    """A config scalar as the string Kubernetes wants (labels, annotations, env values).
-
-    Booleans become Kubernetes' `true`/`false` (HyperPod's own examples write `True` for
-    `enable-job-auto-resume`); None becomes ''.
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
 def literal(value: str) -> str:
     """Escape `$` so Kubernetes' $(VAR) expansion of env values and commands leaves it as typed."""
     return value.replace("$", "$$")
@@ -120,7 +109,7 @@ def _label_key(key: Any, path: str) -> str:
 
 
 def _label_value(value: Any, path: str) -> str:
-    value = text(value)
+    value = scalar_text(value)
     if len(value) > 63 or not LABEL_NAME.match(value):
         raise HpctlError("not a valid Kubernetes label value", key=path, found=repr(value),
                          expected="at most 63 of A-Z a-z 0-9 - _ ., starting and ending alphanumeric")
@@ -150,7 +139,7 @@ def _labels(mapping: Any, path: str) -> dict[str, str]:
 
 
 def _annotations(mapping: Any, path: str) -> dict[str, str]:
-    return {_label_key(k, join(path, k)): text(v) for k, v in _mapping(mapping, path).items()}
+    return {_label_key(k, join(path, k)): scalar_text(v) for k, v in _mapping(mapping, path).items()}
 
 
 def _selector_terms(mapping: Any, path: str) -> list[tuple[str, list[str]]]:
@@ -225,7 +214,7 @@ def context(spec: Spec) -> dict[str, Any]:
     """Everything the template needs, converted, checked and sorted. Pure."""
     cluster = spec.cluster
     name = k8s_name(spec.job_name)
-    namespace = text(cluster.get("namespace") or "default")
+    namespace = scalar_text(cluster.get("namespace") or "default")
     if not DNS_LABEL.match(namespace) or len(namespace) > 63:
         raise HpctlError("not a valid Kubernetes namespace", key="cluster.namespace", found=repr(namespace))
     default_kind = "HyperPodPyTorchJob" if cluster.get("use_hyperpod_pytorch_job") else "PyTorchJob"  # HyperPod v2
@@ -245,7 +234,7 @@ def context(spec: Spec) -> dict[str, Any]:
         raise HpctlError("ExitCode is a PyTorchJob restart policy; a HyperPodPyTorchJob's pods take "
                          "Always, OnFailure or Never", key="cluster.restartPolicy", found=repr(restart))
     shm = cluster.get("shm_size")
-    if shm is not None and not QUANTITY.match(text(shm)):
+    if shm is not None and not QUANTITY.match(scalar_text(shm)):
         raise HpctlError("not a Kubernetes quantity", key="cluster.shm_size", found=repr(shm), expected='e.g. "64Gi"')
 
     labels = _labels(cluster.get("custom_labels"), "cluster.custom_labels")
@@ -262,7 +251,7 @@ def context(spec: Spec) -> dict[str, Any]:
     if auto.get("enabled"):
         annotations[AUTO_RESUME] = "true"
         if max_retry is not None:
-            annotations[MAX_RETRY] = text(max_retry)
+            annotations[MAX_RETRY] = scalar_text(max_retry)
 
     resources = {}
     gpu = str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu"  # unset: GPUs (LLMFT recipes)
@@ -276,7 +265,7 @@ def context(spec: Spec) -> dict[str, Any]:
     spec_path = f"{CONFIG_DIR}/{SPEC_FILE}"
     if kind == "PyTorchJob":
         python = cluster.get("python")
-        launcher = [literal(text(python)), "-m", "torch.distributed.run"] if python else ["torchrun"]
+        launcher = [literal(scalar_text(python)), "-m", "torch.distributed.run"] if python else ["torchrun"]
         command = launcher + [
             "--nnodes", str(nodes), "--nproc-per-node", str(devices), "--rdzv-backend", "c10d",
             "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", name]
@@ -312,14 +301,14 @@ def context(spec: Spec) -> dict[str, Any]:
         "priority_class": cluster.get("priority_class_name"),
         "node_selector": _labels(cluster.get("node_selector"), "cluster.node_selector"),
         "affinity": _affinity(cluster.get("label_selector")),
-        "image": text(image),
+        "image": scalar_text(image),
         "pull_policy": _choice(cluster.get("pullPolicy"), PULL_POLICIES, "cluster.pullPolicy"),
         "command": command, "env": env, "secret_keys": sorted(secrets),
         # Each pod clones the code into its own emptyDir at <results_dir>/code (no shared-filesystem race).
         "clone": None if entry.clone is None else {"command": ["sh", "-c", literal(entry.clone.script())],
                                                    "dest": entry.clone.dest, "volume": CODE_VOLUME},
         "resources": resources,
-        "volumes": _volumes(cluster), "shm_size": None if shm is None else text(shm),
+        "volumes": _volumes(cluster), "shm_size": None if shm is None else scalar_text(shm),
         "container": CONTAINER, "config_dir": CONFIG_DIR, "spec_file": SPEC_FILE,
     }
 
@@ -460,7 +449,7 @@ class KubernetesBackend(Backend):
         return Artifact(
             kind="manifest", language="yaml", text=render_template(TEMPLATE, **ctx),
             env=secret_vars(spec),
-            logs=logs, results_dir=text(spec.get("recipes.run.results_dir")),
+            logs=logs, results_dir=scalar_text(spec.get("recipes.run.results_dir")),
             meta={"name": ctx["name"], "namespace": ctx["namespace"], "kind": ctx["kind"]})
 
     def submit(self, artifact: Artifact, secrets: dict[str, str], tag: JobTag | None = None) -> str:
