@@ -251,7 +251,16 @@ def last_metrics(results_dir: str) -> dict[str, Any] | None:
     return None
 
 
-RANK_PREFIX = "[rank{rank}]: "  # TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE in every launch script
+RANK_PREFIX = "[rank{rank}]: "  # what torchrun writes before each worker line, per rank_prefix_env
+PREFIX_VAR = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
+TEE_ALL = "--tee=3"  # torchrun prefixes only the output it tees; 3 = stdout and stderr
+
+
+def rank_prefix_env() -> dict[str, str]:
+    """The variable that makes torchrun (launched with TEE_ALL) start each worker's line with
+    RANK_PREFIX, so that `rank_lines` can pick one rank out of a node's log (`hpctl logs --rank`).
+    Torchrun fills in `${rank}` (string.Template) with the worker's global rank."""
+    return {PREFIX_VAR: RANK_PREFIX.format(rank="${rank}")}
 
 
 def rank_lines(lines: Iterable[str], rank: int | None) -> Iterator[str]:

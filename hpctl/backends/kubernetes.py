@@ -13,7 +13,9 @@ The `kubernetes` client library is imported only inside submit/describe/logs/can
 Node and rank mapping, used by `logs --rank`: a job of N nodes with D devices each has global
 ranks 0..N*D-1, grouped per node, so rank r runs on node r // D. Node 0 is the `Master` replica
 (pod `<job>-master-0`), node k >= 1 is `Worker` replica k-1 (pod `<job>-worker-<k-1>`). A
-HyperPodPyTorchJob has one replica group; its node k is the pod whose name ends in `-<k>`.
+HyperPodPyTorchJob has one replica group; its node k is the pod whose name ends in `-<k>`. That
+pod's log holds all D ranks of the node, each line prefixed by torchrun (common.rank_prefix_env),
+and `common.rank_lines` keeps rank r's.
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ from typing import Any
 
 from hpctl.backends.base import (
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus, TaggedJob)
-from hpctl.backends.common import USER_ENV_PREFIXES, JobTag, job_env, positive_int, scalar_text, secret_vars
+from hpctl.backends.common import (
+    TEE_ALL, USER_ENV_PREFIXES, JobTag, job_env, positive_int, rank_lines, rank_prefix_env, scalar_text,
+    secret_vars)
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec, get_path, is_sensitive, join
@@ -200,13 +204,19 @@ def _volumes(cluster: dict[str, Any]) -> list[dict[str, str]]:
 def _env(spec: Spec, secrets: dict[str, str], devices: int, gpu: bool) -> list[dict[str, Any]]:
     """The job's environment (hpctl.backends.common), sorted by name, plus the visible devices
     HyperPod's pods get. Secrets are references to their key in the job's Secret; secrets elsewhere
-    in the spec (git.token) reach the pods as HPCTL_SECRET_<PATH>.
+    in the spec (git.token) reach the pods as HPCTL_SECRET_<PATH>. Torchrun's rank prefix is set
+    last, as on Slurm, so a user's value cannot break `hpctl logs --rank`; the manifest says so.
     """
     extra = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(devices))} if gpu else {}
     env: dict[str, dict[str, Any]] = {var: {"name": var, "secret_key": var, "note": None}
                                       for var, path in secrets.items() if not path.startswith(USER_ENV_PREFIXES)}
+    sources: dict[str, str] = {}
     for v in job_env(spec, extra=extra, extra_source=f"{devices} GPUs per pod"):
         env[v.name] = {"name": v.name, "secret_key": v.secret, "value": literal(v.value), "note": v.note}
+        sources[v.name] = v.source
+    for name, value in rank_prefix_env().items():
+        note = f"hpctl's value, for `hpctl logs --rank`; {sources[name]} is ignored" if name in sources else None
+        env[name] = {"name": name, "secret_key": None, "value": literal(value), "note": note}
     return [env[k] for k in sorted(env)]
 
 
@@ -268,9 +278,10 @@ def context(spec: Spec) -> dict[str, Any]:
         launcher = [literal(scalar_text(python)), "-m", "torch.distributed.run"] if python else ["torchrun"]
         command = launcher + [
             "--nnodes", str(nodes), "--nproc-per-node", str(devices), "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", name]
-    else:  # HyperPod's launcher replaces torchrun; the operator runs the rendezvous
-        command = ["hyperpodrun", f"--nnodes={nodes}", f"--nproc-per-node={devices}", "--rdzv-backend=hyperpod"]
+            "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", name, TEE_ALL]
+    else:  # HyperPod's launcher replaces torchrun (and takes its arguments); the operator runs the rendezvous
+        command = ["hyperpodrun", f"--nnodes={nodes}", f"--nproc-per-node={devices}", "--rdzv-backend=hyperpod",
+                   TEE_ALL]
     entry = entry_point(spec, spec.get("recipes.run.results_dir"))
     command += [literal(a) for a in entry.argv(spec_path)]
     if entry.pythonpath:  # the program imports from the clone: it comes first
@@ -573,7 +584,7 @@ class KubernetesBackend(Backend):
             with api_errors(f"read the log of pod {namespace}/{pod}", "pods/log"):
                 response = core.read_namespaced_pod_log(pod, namespace, container=CONTAINER, follow=follow,
                                                         _preload_content=False)
-                yield from _lines(response)
+                yield from rank_lines(_lines(response), rank)
 
     def cancel(self, record: JobRecord) -> None:
         """Delete the job (its pods go with it), then its ConfigMap and Secret. Volumes are untouched."""
