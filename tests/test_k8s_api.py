@@ -267,17 +267,36 @@ def test_logs_of_node0_and_of_a_rank_on_another_node(contract, tmp_path):
     recorded.on("GET", f"{CORE}/pods/llama-8b-worker-0/log", "log_worker0.json")
     record = record_of(make_spec(kubeconfig(tmp_path, port)))
 
-    assert list(BACKEND.logs(record)) == [
-        "[rank0]: step 1 loss 10.3721", "[rank0]: step 2 loss 9.8810", "[rank0]: training finished: 2 steps"]
-    # 8 devices per node: rank 8 is node 1, the Worker replica 0; follow streams the same endpoint.
+    # Without --rank: node 0's whole log, every rank's lines and torchrun's own, as the pod wrote them.
+    master_log = json.loads((FIXTURES / "log_master0.json").read_text())["body"]
+    assert list(BACKEND.logs(record)) == master_log.splitlines()
+    # 8 devices per node: rank 8 is node 1, the Worker replica 0; follow streams the same endpoint,
+    # and keeps rank 8's lines only (the worker's last line has no newline).
     assert list(BACKEND.logs(record, follow=True, rank=8)) == [
-        "[rank8]: step 1 loss 10.3721", "[rank8]: step 2 loss 9.8810"]
+        "[rank8]:[W1127 21:30:09.208000 ProcessGroupNCCL.cpp:4715] [PG ID 0 PG GUID 0 Rank 8]  using GPU 0 to "
+        "perform barrier as devices used by this process are currently unknown.",
+        "step 1 loss 10.3721", "step 2 loss 9.8810"]
 
     pods_query, log0, _, log8 = (r["query"] for r in recorded.requests)
     assert pods_query == {"labelSelector": [f"app={NAME}"]}
     assert log0 == {"container": ["pytorch"], "follow": ["false"]}
     assert log8 == {"container": ["pytorch"], "follow": ["true"]}
     assert recorded.calls()[3] == ("GET", f"{CORE}/pods/llama-8b-worker-0/log")
+
+
+def test_logs_of_one_rank_show_only_that_ranks_lines(contract, tmp_path):
+    """Node 0's pod holds ranks 0-7 and torchrun's own lines; `logs --rank 1` shows rank 1's, unprefixed."""
+    recorded, port = contract
+    recorded.on("GET", f"{CORE}/pods", "pods.json")
+    recorded.on("GET", f"{CORE}/pods/llama-8b-master-0/log", "log_master0.json")
+    record = record_of(make_spec(kubeconfig(tmp_path, port)))
+
+    assert list(BACKEND.logs(record, rank=1)) == [
+        "[rank1]:[W1127 21:30:09.201000 ProcessGroupNCCL.cpp:4715] [PG ID 0 PG GUID 0 Rank 1]  using GPU 1 to "
+        "perform barrier as devices used by this process are currently unknown.",
+        "/usr/local/lib/python3.11/site-packages/torch/utils/data/dataloader.py:626: UserWarning: "
+        "This DataLoader will create 4 worker processes in total."]
+    assert recorded.calls()[1] == ("GET", f"{CORE}/pods/llama-8b-master-0/log")
 
 
 def test_logs_before_pods_exist_and_for_a_bad_rank(contract, tmp_path):

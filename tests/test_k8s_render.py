@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import string
 import subprocess
 import sys
 from functools import lru_cache
@@ -21,6 +22,7 @@ import pytest
 import yaml
 from ruamel.yaml import YAML
 
+from hpctl.backends.common import rank_lines
 from hpctl.backends.kubernetes import BACKEND, secret_manifest
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec
@@ -151,11 +153,12 @@ def test_single_node_cpu_job():
     assert c["name"] == "pytorch" and c["image"] == "registry.example/hpctl:1"
     assert c["command"] == [
         "torchrun", "--nnodes", "1", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
-        "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", "llama-8b",
+        "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", "llama-8b", "--tee=3",
         "-m", "adapter.train", "--config", "/config/job_spec.json"]
     assert "resources" not in c  # a CPU job asks for no accelerators
     # HPCTL_JOB_ID: the job id `submit` returns (namespace/name), which the trainer's tracking tags name.
-    assert c["env"] == [{"name": "HPCTL_JOB_ID", "value": "ml/llama-8b"}, {"name": "NCCL_DEBUG", "value": "WARN"}]
+    assert c["env"] == [{"name": "HPCTL_JOB_ID", "value": "ml/llama-8b"}, {"name": "NCCL_DEBUG", "value": "WARN"},
+                        {"name": "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", "value": "[rank$${rank}]: "}]
     assert {"name": "job-spec", "mountPath": "/config", "readOnly": True} in c["volumeMounts"]
     volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
     assert volumes["job-spec"]["configMap"]["name"] == config_map["metadata"]["name"] == "llama-8b-spec"
@@ -293,7 +296,7 @@ def test_hyperpod_pytorchjob_kind():
     assert replica["template"]["spec"]["restartPolicy"] == "OnFailure"
     c = container(job)
     assert c["command"] == ["hyperpodrun", "--nnodes=3", "--nproc-per-node=8", "--rdzv-backend=hyperpod",
-                            "-m", "adapter.train", "--config", "/config/job_spec.json"]
+                            "--tee=3", "-m", "adapter.train", "--config", "/config/job_spec.json"]
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "8"}
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "q1"
     assert job["metadata"]["annotations"]["sagemaker.amazonaws.com/enable-job-auto-resume"] == "true"
@@ -337,6 +340,25 @@ def test_dollar_escaping_keeps_kubernetes_from_expanding_values():
     assert "$(MASTER_ADDR):$(MASTER_PORT)" in container(job)["command"]  # meant to be expanded
 
 
+@pytest.mark.parametrize("kind", ["PyTorchJob", "HyperPodPyTorchJob"])
+def test_pods_prefix_each_line_with_the_rank_that_logs_rank_picks(kind):
+    """torchrun tees every worker's output through TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE (a
+    string.Template); what it writes for rank 9 must be what `rank_lines` keeps for rank 9."""
+    spec = make_spec({"job_kind": kind}, nodes=2, devices=8, accelerator="gpu",
+                     env_vars={"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": "[${role_name}]"})
+    artifact, _, job = render(spec)
+    c = container(job)
+    assert "--tee=3" in c["command"][:c["command"].index("-m")]  # a launcher option, before the program
+    (var,) = [e for e in c["env"] if e["name"] == "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"]
+    template = string.Template(unescape(var["value"]))
+    pod_log = [template.safe_substitute(role_name="default", rank=r, local_rank=r % 8) + f"line of {r}"
+               for r in (8, 9, 19)]
+    assert list(rank_lines(pod_log, 9)) == ["line of 9"]
+    # The user's value would make `logs --rank` show nothing: hpctl's wins, and the manifest says why.
+    assert "# hpctl's value, for `hpctl logs --rank`; env_vars.TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE is ignored" \
+        in artifact.text
+
+
 def test_render_is_deterministic():
     cluster = {"custom_labels": {"b": "2", "a": "1"}, "annotations": {"z": "1", "y": "2"},
                "env": {"Z": "1", "A": "2"}, "node_selector": {"k2": "v", "k1": "v"}}
@@ -367,7 +389,7 @@ def test_secrets_never_in_text():
     # The pods see env_vars/cluster.env secrets under their own names, other secrets as HPCTL_SECRET_*.
     env = {e["name"]: e for e in container(job)["env"]}
     assert sorted(env) == ["HF_TOKEN", "HPCTL_JOB_ID", "HPCTL_SECRET_GIT_TOKEN", "HPCTL_SECRET_RECIPES_MODEL_API_KEY",
-                           "NCCL_DEBUG", "WANDB_API_KEY"]
+                           "NCCL_DEBUG", "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", "WANDB_API_KEY"]
     refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
     assert refs == {name: {"name": "llama-8b-secrets", "key": key} for name, key in [
         ("HF_TOKEN", "HPCTL_SECRET_ENV_VARS_HF_TOKEN"), ("WANDB_API_KEY", "HPCTL_SECRET_CLUSTER_ENV_WANDB_API_KEY"),
@@ -386,7 +408,7 @@ def test_null_env_values_are_skipped_and_the_cluster_env_wins():
                      env_vars={"NCCL_DEBUG": "WARN", "UNSET": None, "HF_TOKEN": "hf_SECRET"})
     artifact, _, job = render(spec)
     env = {e["name"]: e for e in container(job)["env"]}
-    assert sorted(env) == ["HF_TOKEN", "HPCTL_JOB_ID", "NCCL_DEBUG"]
+    assert sorted(env) == ["HF_TOKEN", "HPCTL_JOB_ID", "NCCL_DEBUG", "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"]
     assert env["NCCL_DEBUG"]["value"] == "INFO"
     # cluster.env.HF_TOKEN is sensitive too, so both values travel only through the Secret.
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "HPCTL_SECRET_CLUSTER_ENV_HF_TOKEN"

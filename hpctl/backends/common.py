@@ -67,13 +67,20 @@ class EnvVar:
         return f"{self.source} overrides {self.replaces}" if self.replaces else None
 
 
-def env_text(value: Any, key: str) -> str:
-    """A config scalar as an environment value: booleans as true/false."""
+def scalar_text(value: Any) -> str:
+    """A config scalar as the text a job or a cluster reads (environment values, Kubernetes labels
+    and annotations): booleans as YAML's true/false rather than Python's True/False, which a shell
+    test or Kubernetes would not take for a boolean; numbers as written; unset (None) as ''."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def env_text(value: Any, key: str) -> str:
+    """A config value as an environment value: a scalar's text; a mapping or list is an error at `key`."""
     if isinstance(value, (dict, list)):
         raise HpctlError("an environment variable needs a scalar value", key=key, found=repr(value))
-    return str(value)
+    return scalar_text(value)
 
 
 def positive_int(spec: Spec, path: str, default: int) -> int:
@@ -244,7 +251,16 @@ def last_metrics(results_dir: str) -> dict[str, Any] | None:
     return None
 
 
-RANK_PREFIX = "[rank{rank}]: "  # TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE in every launch script
+RANK_PREFIX = "[rank{rank}]: "  # what torchrun writes before each worker line, per rank_prefix_env
+PREFIX_VAR = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
+TEE_ALL = "--tee=3"  # torchrun prefixes only the output it tees; 3 = stdout and stderr
+
+
+def rank_prefix_env() -> dict[str, str]:
+    """The variable that makes torchrun (launched with TEE_ALL) start each worker's line with
+    RANK_PREFIX, so that `rank_lines` can pick one rank out of a node's log (`hpctl logs --rank`).
+    Torchrun fills in `${rank}` (string.Template) with the worker's global rank."""
+    return {PREFIX_VAR: RANK_PREFIX.format(rank="${rank}")}
 
 
 def rank_lines(lines: Iterable[str], rank: int | None) -> Iterator[str]:

@@ -13,7 +13,9 @@ The `kubernetes` client library is imported only inside submit/describe/logs/can
 Node and rank mapping, used by `logs --rank`: a job of N nodes with D devices each has global
 ranks 0..N*D-1, grouped per node, so rank r runs on node r // D. Node 0 is the `Master` replica
 (pod `<job>-master-0`), node k >= 1 is `Worker` replica k-1 (pod `<job>-worker-<k-1>`). A
-HyperPodPyTorchJob has one replica group; its node k is the pod whose name ends in `-<k>`.
+HyperPodPyTorchJob has one replica group; its node k is the pod whose name ends in `-<k>`. That
+pod's log holds all D ranks of the node, each line prefixed by torchrun (common.rank_prefix_env),
+and `common.rank_lines` keeps rank r's.
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ from typing import Any
 
 from hpctl.backends.base import (
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus, TaggedJob)
-from hpctl.backends.common import USER_ENV_PREFIXES, JobTag, job_env, positive_int, secret_vars
+from hpctl.backends.common import (
+    TEE_ALL, USER_ENV_PREFIXES, JobTag, job_env, positive_int, rank_lines, rank_prefix_env, scalar_text,
+    secret_vars)
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec, get_path, is_sensitive, join
@@ -83,17 +87,6 @@ def k8s_name(job_name: str) -> str:
     return name
 
 
-def text(value: Any) -> str:
-    """A config scalar as the string Kubernetes wants (labels, annotations, env values).
-
-    Booleans become Kubernetes' `true`/`false` (HyperPod's own examples write `True` for
-    `enable-job-auto-resume`); None becomes ''.
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
 def literal(value: str) -> str:
     """Escape `$` so Kubernetes' $(VAR) expansion of env values and commands leaves it as typed."""
     return value.replace("$", "$$")
@@ -120,7 +113,7 @@ def _label_key(key: Any, path: str) -> str:
 
 
 def _label_value(value: Any, path: str) -> str:
-    value = text(value)
+    value = scalar_text(value)
     if len(value) > 63 or not LABEL_NAME.match(value):
         raise HpctlError("not a valid Kubernetes label value", key=path, found=repr(value),
                          expected="at most 63 of A-Z a-z 0-9 - _ ., starting and ending alphanumeric")
@@ -150,7 +143,7 @@ def _labels(mapping: Any, path: str) -> dict[str, str]:
 
 
 def _annotations(mapping: Any, path: str) -> dict[str, str]:
-    return {_label_key(k, join(path, k)): text(v) for k, v in _mapping(mapping, path).items()}
+    return {_label_key(k, join(path, k)): scalar_text(v) for k, v in _mapping(mapping, path).items()}
 
 
 def _selector_terms(mapping: Any, path: str) -> list[tuple[str, list[str]]]:
@@ -211,13 +204,19 @@ def _volumes(cluster: dict[str, Any]) -> list[dict[str, str]]:
 def _env(spec: Spec, secrets: dict[str, str], devices: int, gpu: bool) -> list[dict[str, Any]]:
     """The job's environment (hpctl.backends.common), sorted by name, plus the visible devices
     HyperPod's pods get. Secrets are references to their key in the job's Secret; secrets elsewhere
-    in the spec (git.token) reach the pods as HPCTL_SECRET_<PATH>.
+    in the spec (git.token) reach the pods as HPCTL_SECRET_<PATH>. Torchrun's rank prefix is set
+    last, as on Slurm, so a user's value cannot break `hpctl logs --rank`; the manifest says so.
     """
     extra = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(devices))} if gpu else {}
     env: dict[str, dict[str, Any]] = {var: {"name": var, "secret_key": var, "note": None}
                                       for var, path in secrets.items() if not path.startswith(USER_ENV_PREFIXES)}
+    sources: dict[str, str] = {}
     for v in job_env(spec, extra=extra, extra_source=f"{devices} GPUs per pod"):
         env[v.name] = {"name": v.name, "secret_key": v.secret, "value": literal(v.value), "note": v.note}
+        sources[v.name] = v.source
+    for name, value in rank_prefix_env().items():
+        note = f"hpctl's value, for `hpctl logs --rank`; {sources[name]} is ignored" if name in sources else None
+        env[name] = {"name": name, "secret_key": None, "value": literal(value), "note": note}
     return [env[k] for k in sorted(env)]
 
 
@@ -225,7 +224,7 @@ def context(spec: Spec) -> dict[str, Any]:
     """Everything the template needs, converted, checked and sorted. Pure."""
     cluster = spec.cluster
     name = k8s_name(spec.job_name)
-    namespace = text(cluster.get("namespace") or "default")
+    namespace = scalar_text(cluster.get("namespace") or "default")
     if not DNS_LABEL.match(namespace) or len(namespace) > 63:
         raise HpctlError("not a valid Kubernetes namespace", key="cluster.namespace", found=repr(namespace))
     default_kind = "HyperPodPyTorchJob" if cluster.get("use_hyperpod_pytorch_job") else "PyTorchJob"  # HyperPod v2
@@ -245,7 +244,7 @@ def context(spec: Spec) -> dict[str, Any]:
         raise HpctlError("ExitCode is a PyTorchJob restart policy; a HyperPodPyTorchJob's pods take "
                          "Always, OnFailure or Never", key="cluster.restartPolicy", found=repr(restart))
     shm = cluster.get("shm_size")
-    if shm is not None and not QUANTITY.match(text(shm)):
+    if shm is not None and not QUANTITY.match(scalar_text(shm)):
         raise HpctlError("not a Kubernetes quantity", key="cluster.shm_size", found=repr(shm), expected='e.g. "64Gi"')
 
     labels = _labels(cluster.get("custom_labels"), "cluster.custom_labels")
@@ -262,7 +261,7 @@ def context(spec: Spec) -> dict[str, Any]:
     if auto.get("enabled"):
         annotations[AUTO_RESUME] = "true"
         if max_retry is not None:
-            annotations[MAX_RETRY] = text(max_retry)
+            annotations[MAX_RETRY] = scalar_text(max_retry)
 
     resources = {}
     gpu = str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu"  # unset: GPUs (LLMFT recipes)
@@ -280,12 +279,13 @@ def context(spec: Spec) -> dict[str, Any]:
     spec_path = f"{CONFIG_DIR}/{SPEC_FILE}"
     if kind == "PyTorchJob":
         python = cluster.get("python")
-        launcher = [literal(text(python)), "-m", "torch.distributed.run"] if python else ["torchrun"]
+        launcher = [literal(scalar_text(python)), "-m", "torch.distributed.run"] if python else ["torchrun"]
         command = launcher + [
             "--nnodes", str(nodes), "--nproc-per-node", str(devices), "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", name]
-    else:  # HyperPod's launcher replaces torchrun; the operator runs the rendezvous
-        command = ["hyperpodrun", f"--nnodes={nodes}", f"--nproc-per-node={devices}", "--rdzv-backend=hyperpod"]
+            "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", name, TEE_ALL]
+    else:  # HyperPod's launcher replaces torchrun (and takes its arguments); the operator runs the rendezvous
+        command = ["hyperpodrun", f"--nnodes={nodes}", f"--nproc-per-node={devices}", "--rdzv-backend=hyperpod",
+                   TEE_ALL]
     entry = entry_point(spec, spec.get("recipes.run.results_dir"))
     command += [literal(a) for a in entry.argv(spec_path)]
     if entry.pythonpath:  # the program imports from the clone: it comes first
@@ -316,14 +316,14 @@ def context(spec: Spec) -> dict[str, Any]:
         "priority_class": cluster.get("priority_class_name"),
         "node_selector": _labels(cluster.get("node_selector"), "cluster.node_selector"),
         "affinity": _affinity(cluster.get("label_selector")),
-        "image": text(image),
+        "image": scalar_text(image),
         "pull_policy": _choice(cluster.get("pullPolicy"), PULL_POLICIES, "cluster.pullPolicy"),
         "command": command, "env": env, "secret_keys": sorted(secrets),
         # Each pod clones the code into its own emptyDir at <results_dir>/code (no shared-filesystem race).
         "clone": None if entry.clone is None else {"command": ["sh", "-c", literal(entry.clone.script())],
                                                    "dest": entry.clone.dest, "volume": CODE_VOLUME},
         "resources": resources,
-        "volumes": _volumes(cluster), "shm_size": None if shm is None else text(shm),
+        "volumes": _volumes(cluster), "shm_size": None if shm is None else scalar_text(shm),
         "container": CONTAINER, "config_dir": CONFIG_DIR, "spec_file": SPEC_FILE,
     }
 
@@ -464,7 +464,7 @@ class KubernetesBackend(Backend):
         return Artifact(
             kind="manifest", language="yaml", text=render_template(TEMPLATE, **ctx),
             env=secret_vars(spec),
-            logs=logs, results_dir=text(spec.get("recipes.run.results_dir")),
+            logs=logs, results_dir=scalar_text(spec.get("recipes.run.results_dir")),
             meta={"name": ctx["name"], "namespace": ctx["namespace"], "kind": ctx["kind"]})
 
     def submit(self, artifact: Artifact, secrets: dict[str, str], tag: JobTag | None = None) -> str:
@@ -588,7 +588,7 @@ class KubernetesBackend(Backend):
             with api_errors(f"read the log of pod {namespace}/{pod}", "pods/log"):
                 response = core.read_namespaced_pod_log(pod, namespace, container=CONTAINER, follow=follow,
                                                         _preload_content=False)
-                yield from _lines(response)
+                yield from rank_lines(_lines(response), rank)
 
     def cancel(self, record: JobRecord) -> None:
         """Delete the job (its pods go with it), then its ConfigMap and Secret. Volumes are untouched."""

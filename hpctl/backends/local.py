@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
                                  JobRecord, JobStatus, TaggedJob)
-from hpctl.backends.common import JobTag, job_env, last_metrics, log_lines, secret_vars
+from hpctl.backends.common import TEE_ALL, JobTag, job_env, last_metrics, log_lines, rank_prefix_env, secret_vars
 from hpctl.entry import entry_point
 from hpctl.spec import Spec
 from hpctl.templating import render
@@ -41,10 +41,10 @@ class LocalBackend(Backend):
         spec_path = f"{results}/job_spec.json"
         entry = entry_point(spec, results)
         argv = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                "--tee=3", *entry.argv(spec_path)]
+                TEE_ALL, *entry.argv(spec_path)]
         secrets = secret_vars(spec)
         text = render("local.sh.j2", job=spec.job_name, recipe=spec.recipe_name, spec_path=spec_path,
-                      env=sorted(job_env(spec), key=lambda v: v.name),
+                      env=sorted(job_env(spec), key=lambda v: v.name), rank_prefix=rank_prefix_env(),
                       command=shlex.join(argv), exit_dir=f"{results}/hpctl",
                       clone=entry.clone.script() if entry.clone else None, pythonpath=entry.pythonpath)
         return Artifact(

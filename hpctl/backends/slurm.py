@@ -26,7 +26,8 @@ from hpctl.backends.base import (
     CANCELLED, FAILED, NOT_SUBMITTED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN,
     Artifact, Backend, JobRecord, JobStatus, TaggedJob,
 )
-from hpctl.backends.common import JobTag, job_env, last_metrics, log_lines, positive_int, secret_vars
+from hpctl.backends.common import (
+    TEE_ALL, JobTag, job_env, last_metrics, log_lines, positive_int, rank_prefix_env, secret_vars)
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.resources import builtin_root
@@ -475,6 +476,7 @@ class SlurmBackend(Backend):
             results_dir=results_dir,
             secret_checks=[f'"${{{var}:?is not set: hpctl passes it at submit time}}"' for var in env],
             exports=_exports(spec),
+            rank_prefix=rank_prefix_env(), tee=TEE_ALL,
             spec_json=tojson(spec.public_data(), indent=2),
             workdir=workdir,
             setup=[str(c) for c in setup if c not in (None, "")],
