@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from ruamel.yaml import YAML
 
 from hpctl import compat, instances
 from hpctl.backends import get_backend
-from hpctl.backends.common import NCCL_ENV, job_env, network_summary
+from hpctl.backends.common import NCCL_ENV, PREFIX_VAR, job_env, network_summary, rank_prefix_env
 from hpctl.checks import run_checks
 from hpctl.compose import compose
 from hpctl.errors import HpctlError
@@ -149,6 +150,18 @@ def test_every_backend_sets_the_efa_environment_and_the_user_wins(tmp_path):
     summary = network_summary(spec)
     assert summary.startswith("p5.48xlarge: 8 x H100 80 GB, 32 EFA with GPUDirect RDMA")
     assert "overridden: NCCL_SOCKET_IFNAME, TORCH_DIST_INIT_BARRIER" in summary
+
+
+def test_hpctls_rank_prefix_is_exported_after_the_users_environment(tmp_path):
+    """`hpctl logs --rank` reads the prefix torchrun writes from PREFIX_VAR: a user's value of it
+    would make `--rank` show nothing, so the scripts export hpctl's value last (Kubernetes: see
+    test_k8s_render)."""
+    for cluster in ("local", "slurm"):
+        spec = _spec(tmp_path, cluster, f"+env_vars.{PREFIX_VAR}=mine",
+                     *(["cluster.nproc_per_node=1", "recipes.trainer.devices=1",
+                        "recipes.trainer.accelerator=cpu"] if cluster == "local" else []))
+        exports = re.findall(rf"^export {PREFIX_VAR}=(.*?)(?:  #.*)?$", get_backend(spec.cluster_type).render(spec).text, re.M)
+        assert exports[0] == "mine" and exports[-1] == shlex.quote(rank_prefix_env()[PREFIX_VAR]), cluster
 
 
 def test_a_null_user_value_removes_a_default_and_the_plan_says_so(tmp_path):

@@ -3,10 +3,11 @@
 # Writes the resolved spec to /results/mixtral-8x7b-pretrain/job_spec.json before this script runs; this script launches it.
 set -u
 export PYTHONUNBUFFERED=1
-# torchrun prefixes every line a worker prints with its global rank (`hpctl logs --rank N`).
-export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '
 export HPCTL_JOB_ID=$$  # the job id hpctl records (tracking tags name it)
 export NCCL_DEBUG=WARN
+# torchrun prefixes every line a worker prints with its global rank (`hpctl logs --rank N`); set after
+# the job's environment, as on Slurm and Kubernetes, so that it is hpctl's prefix `--rank` reads.
+export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '
 python3 -m torch.distributed.run --standalone --nproc-per-node=8 --tee=3 -m adapter.train --config /results/mixtral-8x7b-pretrain/job_spec.json
 code=$?
 echo "$code" > /results/mixtral-8x7b-pretrain/hpctl/exit.$$
