@@ -3,7 +3,8 @@ recipe the trainer refuses is refused by the plan first, at the same key.
 
 adapter.config owns the trainer's rules; hpctl asks it at plan time (checks.check_trainer). These
 tests hold the two ends together:
-- each refusal case of the trainer's own tests (tests/adapter/test_config.py REFUSALS, and
+- each refusal case of the trainer's own tests (tests/adapter/test_config.py REFUSALS and
+  CONTEXT_PARALLEL_REFUSALS, tests/adapter/test_tracking.py TRACKING_REFUSALS, and
   tests/adapter/hyperpod.py LLMFT_REFUSALS for v2 recipes) fails `hpctl validate` at the same
   recipe key;
 - every recipe that validates (the built-in catalog, HyperPod's v1 and v2 collections, generated
@@ -33,7 +34,8 @@ from hpctl.resources import builtin
 from hpctl.workspace import Workspace
 from tests.adapter.conftest import deep_merge, tiny_recipe
 from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT
-from tests.adapter.test_config import REFUSALS
+from tests.adapter.test_config import CONTEXT_PARALLEL_REFUSALS, REFUSALS
+from tests.adapter.test_tracking import TRACKING_REFUSALS
 
 LOCAL = "type: local\npython: null\nenv: {}\ndevices_per_node: null\ndevice_memory_gb: 16\nnproc_per_node: null\n"
 
@@ -57,7 +59,7 @@ def trainer_accepts_the_job_spec(spec) -> None:
     trainer_config.from_recipe(doc["recipes"], world_size(spec), files=False)
 
 
-@pytest.mark.parametrize("sections, key", REFUSALS)
+@pytest.mark.parametrize("sections, key", REFUSALS + [case[:2] for case in CONTEXT_PARALLEL_REFUSALS + TRACKING_REFUSALS])
 def test_every_trainer_refusal_is_a_plan_error_at_the_same_key(tmp_path: Path, sections: dict, key: str) -> None:
     recipe = tiny_recipe(tmp_path / "results", **sections)
     with pytest.raises(HpctlError) as exc:
