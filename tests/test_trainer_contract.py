@@ -34,7 +34,7 @@ from hpctl.plan import verify
 from hpctl.resources import builtin
 from hpctl.workspace import Workspace
 from tests.adapter.conftest import deep_merge, tiny_recipe
-from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT
+from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT, TA
 from tests.adapter.test_config import CONTEXT_PARALLEL_REFUSALS, REFUSALS
 from tests.adapter.test_tracking import TRACKING_REFUSALS
 
@@ -110,6 +110,20 @@ def test_every_llmft_refusal_is_a_plan_error_at_the_same_key(shared_dir: Path, t
         located.render()
     assert all(p.key.startswith(("recipes.training_config.", "recipes.run.", "recipes.trainer.", "cluster"))
                for p in problems), [p.render() for p in problems]
+
+
+@pytest.mark.parametrize("global_batch, words", [
+    (7, "7 is not a multiple of training_config.training_args.micro_train_batch_size (2)"),
+    (8, "8 is not a multiple of training_config.training_args.micro_train_batch_size x data-parallel size (2 x 8 = 16)"),
+])
+def test_llmft_batch_refusals_name_the_llmft_keys(shared_dir: Path, global_batch: int, words: str) -> None:
+    """The trainer's batch rules are v1 rules run on the translated recipe: for an LLMFT recipe
+    their message names LLMFT's micro batch key, not the v1 model.train_batch_size it lacks (and
+    not LLMFT's train_batch_size, which is its global batch)."""
+    problems = _llmft_problems(shared_dir, "slurm", TA + "micro_train_batch_size=2", f"{TA}train_batch_size={global_batch}")
+    located = next((p for p in problems if p.key == TA + "train_batch_size"), None)
+    assert located is not None and words in located.message, [p.render() for p in problems]
+    assert "model." not in located.message
 
 
 def test_every_refusal_is_reported_at_once(tmp_path: Path) -> None:
