@@ -78,7 +78,8 @@ def arithmetic_problems(model_type: str, arch: Mapping[str, Any]) -> list[Config
 def tp_problems(hf_model_type: str, sizes: Mapping[str, Any], tp: int) -> list[ConfigError]:
     """Whether this trainer's tensor-parallel plan can split a model of this family `tp` ways:
     the family has a plan, and tp divides the heads, key/value heads and the MLP width (Mixtral:
-    the experts, which are split whole)."""
+    the experts, which are split whole). The vocabulary need not divide tp: the embedding and LM
+    head are not split (parallel.parallelize)."""
     if tp <= 1:
         return []
     if hf_model_type not in TP_FAMILIES:

@@ -270,7 +270,7 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
     micro = r.int("model.train_batch_size", 1, minimum=1) or 1
     global_batch = r.int("model.global_batch_size", minimum=1)
     if global_batch is not None and global_batch % micro:
-        r.refuse("model.global_batch_size", f"{global_batch} is not a multiple of model.train_batch_size ({micro})")
+        r.refuse("model.global_batch_size", f"{global_batch} is not a multiple of {r.name('model.train_batch_size')} ({micro})")
 
     parallel = _parallel(r, precision or "fp32", accelerator)
     lora = _lora(r, parallel)
@@ -292,7 +292,7 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
     if world_size is not None:
         shape = r.guard(None, mesh_shape, parallel, world_size)
         if shape is not None and global_batch is not None:
-            r.guard(1, _accumulation, global_batch, micro, shape.dp)
+            r.guard(1, _accumulation, global_batch, micro, shape.dp, r.name("model.train_batch_size"))
 
     cfg = TrainConfig(
         name=name,
@@ -692,13 +692,14 @@ def mesh_shape(p: ParallelConfig, world: int) -> MeshShape:
     return MeshShape(group // shard, shard // p.cp, p.tp, p.cp)
 
 
-def _accumulation(global_batch: int, micro: int, dp_size: int) -> int:
+def _accumulation(global_batch: int, micro: int, dp_size: int, micro_key: str = "model.train_batch_size") -> int:
+    """Micro-batches per optimizer step; `micro_key` is what the message calls the micro batch."""
     per_step = micro * dp_size
     if global_batch % per_step:
         lower = global_batch // per_step * per_step
         nearest = f"{lower} or {lower + per_step}" if lower else str(per_step)
         raise ConfigError("model.global_batch_size",
-                          f"{global_batch} is not a multiple of train_batch_size x data-parallel size "
+                          f"{global_batch} is not a multiple of {micro_key} x data-parallel size "
                           f"({micro} x {dp_size} = {per_step})", f"nearest valid: {nearest}")
     return global_batch // per_step
 

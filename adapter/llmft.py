@@ -170,7 +170,7 @@ def build(r: Reader, from_v1: Callable[[Reader], "TrainConfig | None"], files: b
 
     v1 = _v1_recipe(r, model or "", trainer_type, train_path or "", val_path, micro, global_batch, max_steps,
                     steps_per_epoch)
-    inner = Reader(v1)
+    inner = Reader(v1, key_name=llmft_key)
     cfg = from_v1(inner)
     for error in inner.errors:
         r.refuse(llmft_key(error.key), error.message, error.hint)

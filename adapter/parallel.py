@@ -175,7 +175,7 @@ def parallelize(model: nn.Module, layout: Layout, p: ParallelConfig, config: Any
         notes.append(f"fp8: {converted} Linear layers train in float8 (torchao, {p.fp8} dynamic scaling, "
                      f"float8 all-gather {'on' if sharded else 'off: parameters are not sharded'})")
     _check_architecture(config, layout.shape)
-    if layout.shape.tp > 1:
+    if layout.shape.tp > 1:  # decoder layers only: embed_tokens and lm_head stay whole on each tp rank (any vocab size)
         for layer in layers:
             _tensor_parallel(layer, layout.tp_mesh, config, float8=p.fp8 is not None)
     offloader = None

@@ -49,9 +49,17 @@ class Reader:
     """Typed access to dotted keys of the recipe. A value of the wrong type or out of bounds is
     recorded (`errors`) and the default is returned, so reading goes on and finds the rest."""
 
-    def __init__(self, recipe: Mapping[str, Any], errors: list[ConfigError] | None = None) -> None:
+    def __init__(self, recipe: Mapping[str, Any], errors: list[ConfigError] | None = None,
+                 key_name: Callable[[str], str] | None = None) -> None:
         self.recipe = recipe
         self.errors: list[ConfigError] = [] if errors is None else errors
+        self._key_name = key_name
+
+    def name(self, key: str) -> str:
+        """How the user's recipe names `key`, for a message that mentions another key than the one
+        it is reported at: the key itself, or in a recipe translated from LLMFT the LLMFT key
+        (`key_name`), so the message never names a key the user's recipe lacks."""
+        return self._key_name(key) if self._key_name else key
 
     def refuse(self, key: str, message: str, hint: str | None = None) -> None:
         """Record a refusal; one per key (the first reason found for a key is the one shown)."""

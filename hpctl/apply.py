@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpctl.backends import get_backend
@@ -30,6 +31,7 @@ from hpctl.errors import HpctlError, Origin
 from hpctl.faults import crash_if
 from hpctl.records import TERMINAL, JobRecord, record_digest
 from hpctl.spec import REDACTED, Spec, digest, get_path
+from hpctl.state import locked
 
 if TYPE_CHECKING:
     from hpctl.plan import Plan
@@ -55,6 +57,41 @@ def refresh(state: "State", job: str) -> None:
     except HpctlError as e:
         print(f"warning: could not refresh the status of {job} ({e.problems[0].message}); "
               f"using the recorded {record.status}", file=sys.stderr)
+
+
+def plan_job(spec: Spec, state: "State", warn: Say, *, save_adoption: bool, destroy: bool = False,
+             args: list[str] | None = None, workspace: str = "") -> "Plan":
+    """Refresh the job's status from its scheduler, plan against `state`, and when a job was
+    submitted but never recorded, adopt it and plan again (so the plan diffs against the job that
+    runs). `save_adoption` only under the caller's state lock: `hpctl plan` reads state without
+    the lock and only shows an adoption; `apply` writes it at once."""
+    from hpctl.plan import build
+    refresh(state, spec.job_name)
+    plan = build(spec, state, destroy=destroy, args=args, workspace=workspace)
+    if adopt_lost(state, plan, warn):
+        if save_adoption:
+            state.save()
+        plan = build(spec, state, destroy=destroy, args=args, workspace=workspace)
+    return plan
+
+
+def apply_saved(plan: "Plan", state_path: Path, lock_timeout: float, say: Say, warn: Say) -> None:
+    """Apply a saved plan as it is. Its input files are re-read only when it needs secrets (whose
+    values are never saved) and must not have changed since; under the state lock a lost job is
+    adopted (as plan_job does), the plan must still be fresh for its job (check_fresh), then it
+    is carried out."""
+    spec = None
+    if plan.artifact.env:
+        from hpctl.compose import compose
+        from hpctl.workspace import Workspace
+        spec = compose(plan.args, plan.cluster, Workspace(Path(plan.workspace)))
+        if spec.inputs != plan.inputs:
+            raise HpctlError("the plan is stale: its input files changed since it was made", hint="run hpctl plan again")
+    with locked(state_path, lock_timeout) as state:
+        if adopt_lost(state, plan, warn):
+            state.save()
+        check_fresh(plan, state, str(state_path))
+        execute(state, plan, spec, say)
 
 
 ADOPTED = "(adopted)"  # applied_at of an adopted record: when it was submitted is not known

@@ -127,8 +127,9 @@ class RecipeCheck:
     trainable: bool = False  # the trainer's config accepts it: `hpctl plan` passes only when this holds too
     family: str | None = None
     kind: str | None = None  # why not: a compat.Refusal kind, or unreadable, invalid, pre-flight, render, trainer
-    reason: str | None = None
+    reason: str | None = None  # the first cluster's reason (prefixed with it); not_planned has each cluster's
     location: str | None = None
+    not_planned: dict[str, str] = field(default_factory=dict)  # cluster -> "key: message" of why it did not plan
 
     @property
     def planned_everywhere(self) -> bool:
@@ -183,6 +184,8 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
             stage = "render"
             get_backend(spec.cluster_type).render(spec)
         except HpctlError as e:
+            first = e.problems[0]
+            row.not_planned[cluster] = (f"{first.key}: " if first.key else "") + first.message
             if row.reason is None:
                 _failed(row, stage, e, cluster)
             continue
@@ -205,12 +208,19 @@ def _failed(row: RecipeCheck, kind: str, error: HpctlError, cluster: str | None 
 
 def check_summary(rows: list[RecipeCheck]) -> dict[str, Any]:
     """Counts for the summary line; `ok` is whether every supported recipe plans on every cluster
-    and its trainer accepts it (what `hpctl plan` requires)."""
+    and its trainer accepts it (what `hpctl plan` requires). `planned` counts recipes planned on
+    every cluster; `planned_by_cluster` each cluster's, and `not_planned_by_cluster` why a
+    supported recipe did not plan there (reason -> recipes), so a cluster that lacks an input
+    (sm_jobs without a role) is told apart from recipes that cannot run."""
     refused = Counter(r.kind or "invalid" for r in rows if not r.planned_everywhere)
+    why_not = {c: Counter(r.not_planned[c] for r in rows if r.supported and c in r.not_planned)
+               for c in CHECK_CLUSTERS}
     return {
         "recipes": len(rows),
         "supported": sum(r.supported for r in rows),
         "planned": sum(r.planned_everywhere for r in rows),
+        "planned_by_cluster": {c: sum(r.planned[c] for r in rows) for c in CHECK_CLUSTERS},
+        "not_planned_by_cluster": {c: dict(n.most_common()) for c, n in why_not.items() if n},
         "refused": sum(refused.values()),
         "refused_by_kind": dict(sorted(refused.items())),
         "trainable": sum(r.trainable for r in rows),
@@ -219,7 +229,19 @@ def check_summary(rows: list[RecipeCheck]) -> dict[str, Any]:
 
 
 def summary_line(s: dict[str, Any]) -> str:
+    """One line for people. Where the clusters' counts differ, each is given, with the most common
+    reason a supported recipe did not plan on a cluster (what that cluster's inputs lack)."""
     kinds = ", ".join(f"{kind} {n}" for kind, n in s["refused_by_kind"].items())
-    return (f"{s['recipes']} recipes: {s['supported']} supported, {s['planned']} planned for "
-            f"{', '.join(CHECK_CLUSTERS[:-1])} and {CHECK_CLUSTERS[-1]}, {s['refused']} refused" + (f" ({kinds})" if kinds else "")
-            + f"; {s['trainable']} trainable by hpctl's trainer")
+    by_cluster = s["planned_by_cluster"]
+    clusters = f"{', '.join(CHECK_CLUSTERS[:-1])} and {CHECK_CLUSTERS[-1]}"
+    planned = f"{s['planned']} planned for {clusters}"
+    if any(n != s["planned"] for n in by_cluster.values()):
+        whys = []
+        for cluster, reasons in s["not_planned_by_cluster"].items():
+            reason, n = next(iter(reasons.items()))
+            others = len(reasons) - 1
+            whys.append(f"{cluster} not planned: {reason} ({n} recipes" + (f", {others} other reasons)" if others else ")"))
+        planned = (f"{s['planned']} planned for all of {clusters} "
+                   f"({', '.join(f'{c} {n}' for c, n in by_cluster.items())}" + "".join(f"; {w}" for w in whys) + ")")
+    return (f"{s['recipes']} recipes: {s['supported']} supported, {planned}, {s['refused']} refused"
+            + (f" ({kinds})" if kinds else "") + f"; {s['trainable']} trainable by hpctl's trainer")

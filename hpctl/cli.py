@@ -161,22 +161,12 @@ def explain(env: Env, args, cluster, as_json) -> int:
 
 
 def _make_plan(env: Env, args, cluster, destroy: bool = False, state=None):
-    """Compose, refresh the job's status from its scheduler, adopt a job submitted but never
-    recorded, and plan against `state`. Without a `state` it is read without the lock and an
-    adoption is only shown; under the caller's lock an adoption is written at once."""
-    from hpctl.apply import adopt_lost, refresh
-    from hpctl.plan import build
+    """Compose and plan (apply.plan_job) against `state`: the caller's, held under its lock, or
+    without one read unlocked, where an adoption is only shown."""
+    from hpctl.apply import plan_job
     spec = _compose(env, args, cluster)
-    locked, state = state is not None, state if state is not None else env.state()
-    refresh(state, spec.job_name)
-
-    def plan():
-        return build(spec, state, destroy=destroy, args=list(args), workspace=str(env.workspace.root))
-    p = plan()
-    if adopt_lost(state, p, lambda line: env.err.print(line, markup=False)):
-        if locked:
-            state.save()
-        p = plan()
+    p = plan_job(spec, state if state is not None else env.state(), lambda line: env.err.print(line, markup=False),
+                 save_adoption=state is not None, destroy=destroy, args=list(args), workspace=str(env.workspace.root))
     return p, spec
 
 
@@ -243,23 +233,13 @@ def show(env: Env, planfile, fmt) -> int:
 @common
 def apply(env: Env, args, cluster, auto_approve) -> int:
     """Submit RECIPE [key=value ...] after showing its plan, or a saved PLANFILE as it is."""
-    from hpctl.apply import adopt_lost, check_fresh, execute
+    from hpctl.apply import apply_saved, execute
     from hpctl.plan import Plan
     from hpctl.present import print_plan
     say = lambda line: env.out.print(line, markup=False)  # noqa: E731
     if len(args) == 1 and Path(args[0]).is_file() and not args[0].endswith((".yaml", ".yml")):
-        p = Plan.load(Path(args[0]))
-        spec = None
-        if p.artifact.env:  # re-read the inputs for the secrets' values; they must not have changed
-            from hpctl.compose import compose
-            spec = compose(p.args, p.cluster, Workspace(Path(p.workspace)))
-        if spec is not None and spec.inputs != p.inputs:
-            raise HpctlError("the plan is stale: its input files changed since it was made", hint="run hpctl plan again")
-        with env.locked() as state:
-            if adopt_lost(state, p, lambda line: env.err.print(line, markup=False)):  # as _make_plan says it
-                state.save()
-            check_fresh(p, state, str(env.state_path))
-            execute(state, p, spec, say)
+        apply_saved(Plan.load(Path(args[0])), env.state_path, env.lock_timeout, say,
+                    lambda line: env.err.print(line, markup=False))
         return 0
     with env.locked() as state:  # Terraform's order: lock, plan, confirm, apply, unlock
         p, spec = _make_plan(env, args, cluster, state=state)

@@ -88,9 +88,22 @@ def validate(spec: Spec) -> None:
     if isinstance(ctype, str) and cluster_schema(ctype) in schemas and isinstance(spec.data.get("cluster"), dict):
         problems += _problems(_validator(cluster_schema(ctype)), spec.data["cluster"], "cluster", spec)
     if problems:
+        problems = _one_per_cause(problems, spec)
         problems.sort(key=lambda p: (p.key or ""))
         raise HpctlError(problems)
     cache.put("valid", digest, True)
+
+
+def _one_per_cause(problems: list[Problem], spec: Spec) -> list[Problem]:
+    """Drop a problem whose value is a copy of another reported key's (`model.precision:
+    ${recipes.trainer.precision}`): the user fixes the source once, so it is reported once, at the
+    source. A copy's provenance chain is its own origin followed by the source's chain."""
+    def chain(key: str | None) -> list[Origin]:
+        return spec.provenance.get(key or "", [])
+
+    sources = {(tuple(chain(p.key)), p.message, p.found) for p in problems if chain(p.key)}
+    return [p for p in problems
+            if len(chain(p.key)) < 2 or (tuple(chain(p.key)[1:]), p.message, p.found) not in sources]
 
 
 def _non_finite(spec: Spec) -> list[Problem]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from hpctl.errors import HpctlError
 from hpctl.state import State
 
 
@@ -133,3 +134,22 @@ def test_a_local_job_submitted_but_not_recorded_is_adopted_not_run_again(tiny_wo
     finally:
         assert run_cli("cancel", "mini", "-w", ws)[0] == 0
     assert runs.read_text().count("ran") == 1
+
+
+def test_a_saved_plan_with_secrets_is_stale_once_its_inputs_change(tiny_workspace, run_cli, monkeypatch):
+    """A saved plan needing a secret re-reads its inputs at apply for the secret's value (never
+    saved); once an input file changed since the plan was made it is refused before the state lock
+    is taken, and nothing is submitted or recorded."""
+    from hpctl.apply import apply_saved
+    from hpctl.plan import Plan
+    monkeypatch.setenv("MY_TOKEN", "s3cr3t-value")
+    ws = tiny_workspace()
+    planfile = ws / "mini.plan"
+    rc, _, err = run_cli("plan", "mini", "-w", ws, "+env_vars.HF_TOKEN=${oc.env:MY_TOKEN}", "--out", planfile)
+    assert rc == 0, err
+    recipe = ws / "recipes" / "tiny" / "mini.yaml"
+    recipe.write_text(recipe.read_text() + "\n# edited after the plan was made\n")
+    lines: list[str] = []
+    with pytest.raises(HpctlError, match="the plan is stale: its input files changed since it was made"):
+        apply_saved(Plan.load(planfile), ws / ".hpctl" / "state.json", 1.0, lines.append, lines.append)
+    assert lines == [] and not (ws / ".hpctl").exists()

@@ -145,7 +145,7 @@ CORPUS = [
     Case("trainer-val-check-interval-zero", ["mini"],
          [f"{RECIPE}:", "recipes.trainer.val_check_interval", "[trainer]", "must be >= 1"],
          {RECIPE: _recipe("  max_steps: 5\n", "  max_steps: 5\n  val_check_interval: 0\n")}),
-    Case("trainer-fp16", ["mini", "trainer.precision=16"], [RECIPE, "precision", "value not allowed"]),
+    Case("trainer-fp16", ["mini", "trainer.precision=16"], ["override 1", "recipes.trainer.precision", "value not allowed"]),
     Case("trainer-min-lr-above-lr", ["mini", "+model.optim.sched.min_lr=1.0"],
          ["override 1", "recipes.model.optim.sched.min_lr", "[trainer]", "above"]),
     # --- non-finite numbers ------------------------------------------------------------------
@@ -266,3 +266,18 @@ def test_error_on_a_terminal_shows_brackets_literally(tiny_workspace, hpctl_bin)
     assert proc.returncode == 1 and proc.stdout == b""
     assert "Traceback" not in err
     assert "Error: override 1 ([/x]): override '[/x]' has no '='" in err
+
+
+def test_one_refusal_per_root_cause(tiny_workspace, run_cli):
+    """mini's model.precision is `${recipes.trainer.precision}`: a bad trainer.precision, from the
+    recipe or an override, is reported once, at trainer.precision, not again at its copy. A value
+    given to the copy itself is its own cause and reported too."""
+    ws = tiny_workspace({RECIPE: _recipe("  precision: fp32\n", "  precision: fp16\n")})
+    rc, _, err = run_cli("validate", "-w", ws, "mini")
+    assert rc == 1 and err.count("value not allowed") == 1, err
+    assert "recipes.trainer.precision" in err and "recipes.model.precision" not in err
+    for overrides, keys in ((["trainer.precision=bf17"], ["trainer"]),
+                            (["trainer.precision=bf17", "model.precision=bf17"], ["model", "trainer"])):
+        rc, _, err = run_cli("validate", "-w", ws, "mini", *overrides)
+        assert rc == 1 and err.count("value not allowed") == len(keys), err
+        assert all(f"recipes.{k}.precision" in err for k in keys), err

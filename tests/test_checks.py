@@ -121,7 +121,7 @@ def test_a_global_batch_in_whole_micro_batches_passes(global_batch, tp):
 def test_a_global_batch_not_in_whole_micro_batches_names_the_nearest_valid_ones():
     [c] = trainer(make(**{"recipes.model.global_batch_size": 48}))
     assert c.keys == ["recipes.model.global_batch_size"]
-    assert "48 is not a multiple of train_batch_size x data-parallel size (2 x 16 = 32)" in c.message
+    assert "48 is not a multiple of model.train_batch_size x data-parallel size (2 x 16 = 32)" in c.message
     assert c.hint == "nearest valid: 32 or 64"
     [c] = trainer(make(**{"recipes.model.global_batch_size": 20, "recipes.model.tensor_model_parallel_degree": 4}))
     assert "(2 x 4 = 8)" in c.message and c.hint == "nearest valid: 16 or 24"

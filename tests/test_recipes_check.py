@@ -149,6 +149,9 @@ def test_a_checkout_that_plans_exits_0_with_the_summary_line(tmp_path):
     assert rc == 0
     assert out.splitlines()[-1] == ("3 recipes: 2 supported, 2 planned for slurm, k8s and sm_jobs, 1 refused (nova 1); "
                                     "2 trainable by hpctl's trainer")
+    _, doc = run_main("recipes", "check", str(root), IMAGE, *SMALL_SM_JOBS, "--json")
+    summary = json.loads(doc)["summary"]
+    assert summary["planned_by_cluster"] == {"slurm": 2, "k8s": 2, "sm_jobs": 2} and summary["not_planned_by_cluster"] == {}
     nova = next(line for line in out.splitlines() if "nova/sft" in line)
     assert "Nova recipes run only on" in nova
     assert not (root / "results").exists()  # planning writes nothing
@@ -186,3 +189,23 @@ def test_without_a_role_the_sm_jobs_plans_fail_and_say_why(tmp_path):
     assert rc == 1
     assert row["planned"] == {"slurm": True, "k8s": True, "sm_jobs": False}
     assert row["kind"] == "render" and row["reason"] == "sm_jobs: cluster.role_arn: a SageMaker job needs an IAM role to run as"
+
+
+def test_the_summary_gives_each_clusters_count_and_what_a_cluster_lacks(tmp_path):
+    """Without SageMaker inputs, slurm and k8s plan every recipe and sm_jobs none: the summary says
+    so per cluster, with the reason, rather than only "0 planned for slurm, k8s and sm_jobs"."""
+    root = checkout(tmp_path, {"tiny/mini": MINI_RECIPE, "ft/sft": LLMFT_RECIPE, "nova/sft": NOVA_RECIPE})
+    role = "cluster.role_arn: a SageMaker job needs an IAM role to run as"
+    rc, out = run_main("recipes", "check", str(root), IMAGE, "--json")
+    summary = json.loads(out)["summary"]
+    assert rc == 1 and (summary["planned"], summary["refused"], summary["refused_by_kind"]) == (0, 3, {"nova": 1, "render": 2})
+    assert summary["planned_by_cluster"] == {"slurm": 2, "k8s": 2, "sm_jobs": 0}
+    assert summary["not_planned_by_cluster"] == {"sm_jobs": {role: 2}}
+    rc, out = run_main("recipes", "check", str(root), IMAGE, "--no-color")
+    assert rc == 1 and out.splitlines()[-1] == (
+        "3 recipes: 2 supported, 0 planned for all of slurm, k8s and sm_jobs (slurm 2, k8s 2, sm_jobs 0; "
+        f"sm_jobs not planned: {role} (2 recipes)), 3 refused (nova 1, render 2); 2 trainable by hpctl's trainer")
+    rc, out = run_main("recipes", "check", str(root), "--json")  # no image either: k8s and sm_jobs lack one
+    summary = json.loads(out)["summary"]
+    assert summary["planned_by_cluster"] == {"slurm": 2, "k8s": 0, "sm_jobs": 0}
+    assert list(summary["not_planned_by_cluster"]) == ["k8s", "sm_jobs"]

@@ -3,7 +3,8 @@ recipe the trainer refuses is refused by the plan first, at the same key.
 
 adapter.config owns the trainer's rules; hpctl asks it at plan time (checks.check_trainer). These
 tests hold the two ends together:
-- each refusal case of the trainer's own tests (tests/adapter/test_config.py REFUSALS, and
+- each refusal case of the trainer's own tests (tests/adapter/test_config.py REFUSALS and
+  CONTEXT_PARALLEL_REFUSALS, tests/adapter/test_tracking.py TRACKING_REFUSALS, and
   tests/adapter/hyperpod.py LLMFT_REFUSALS for v2 recipes) fails `hpctl validate` at the same
   recipe key;
 - every recipe that validates (the built-in catalog, HyperPod's v1 and v2 collections, generated
@@ -24,6 +25,7 @@ from adapter import config as trainer_config
 from adapter.architectures import ARCHITECTURES
 from hpctl import catalog
 from hpctl.checks import world_size
+from hpctl.compat import SUPPORTED_MODEL_TYPES
 from hpctl.entry import runs_adapter
 from hpctl.compose import compose
 from hpctl.errors import HpctlError
@@ -32,8 +34,9 @@ from hpctl.plan import verify
 from hpctl.resources import builtin
 from hpctl.workspace import Workspace
 from tests.adapter.conftest import deep_merge, tiny_recipe
-from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT
-from tests.adapter.test_config import REFUSALS
+from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT, TA
+from tests.adapter.test_config import CONTEXT_PARALLEL_REFUSALS, REFUSALS
+from tests.adapter.test_tracking import TRACKING_REFUSALS
 
 LOCAL = "type: local\npython: null\nenv: {}\ndevices_per_node: null\ndevice_memory_gb: 16\nnproc_per_node: null\n"
 
@@ -57,7 +60,7 @@ def trainer_accepts_the_job_spec(spec) -> None:
     trainer_config.from_recipe(doc["recipes"], world_size(spec), files=False)
 
 
-@pytest.mark.parametrize("sections, key", REFUSALS)
+@pytest.mark.parametrize("sections, key", REFUSALS + [case[:2] for case in CONTEXT_PARALLEL_REFUSALS + TRACKING_REFUSALS])
 def test_every_trainer_refusal_is_a_plan_error_at_the_same_key(tmp_path: Path, sections: dict, key: str) -> None:
     recipe = tiny_recipe(tmp_path / "results", **sections)
     with pytest.raises(HpctlError) as exc:
@@ -109,6 +112,20 @@ def test_every_llmft_refusal_is_a_plan_error_at_the_same_key(shared_dir: Path, t
                for p in problems), [p.render() for p in problems]
 
 
+@pytest.mark.parametrize("global_batch, words", [
+    (7, "7 is not a multiple of training_config.training_args.micro_train_batch_size (2)"),
+    (8, "8 is not a multiple of training_config.training_args.micro_train_batch_size x data-parallel size (2 x 8 = 16)"),
+])
+def test_llmft_batch_refusals_name_the_llmft_keys(shared_dir: Path, global_batch: int, words: str) -> None:
+    """The trainer's batch rules are v1 rules run on the translated recipe: for an LLMFT recipe
+    their message names LLMFT's micro batch key, not the v1 model.train_batch_size it lacks (and
+    not LLMFT's train_batch_size, which is its global batch)."""
+    problems = _llmft_problems(shared_dir, "slurm", TA + "micro_train_batch_size=2", f"{TA}train_batch_size={global_batch}")
+    located = next((p for p in problems if p.key == TA + "train_batch_size"), None)
+    assert located is not None and words in located.message, [p.render() for p in problems]
+    assert "model." not in located.message
+
+
 def test_every_refusal_is_reported_at_once(tmp_path: Path) -> None:
     recipe = tiny_recipe(tmp_path / "results", trainer={"val_check_interval": 0, "precision": "16"},
                          model={"num_key_value_heads": 3, "optim": {"sched": {"name": "CosineAnnealing", "min_lr": 1.0}}})
@@ -137,15 +154,25 @@ def test_the_trainer_accepts_every_built_in_recipe_that_validates() -> None:
     assert planned_on_slurm == set(ws.recipes())
 
 
-@pytest.mark.parametrize("collection", ["hyperpod-v1", "hyperpod"])
+# (supported, planned) of each HyperPod collection: v1 has 85 hf recipes, all planned; v2 has 86
+# llm_finetuning_aws recipes and one hf (custom_model/falcon), all planned but gpt_oss 20B SFT-LoRA
+# (LoRA on fused expert parameters, peft_config.target_parameters, is refused at plan time).
+HYPERPOD_PLANNED = {"hyperpod-v1": (85, 85), "hyperpod": (87, 86)}
+
+
+@pytest.mark.parametrize("collection", sorted(HYPERPOD_PLANNED))
 def test_the_trainer_accepts_every_hyperpod_recipe_that_plans(collection: str, shared_dir: Path) -> None:
+    """Over the whole collection, and with the count it plans pinned: a regression that plans fewer
+    recipes (or refuses every one) fails here, not only a trainer refusal of a planned one."""
     root = shared_dir / "peer-recipes" / collection
     if not root.is_dir():
         pytest.skip(f"{root} is absent")
     ws = Workspace(root)
-    planned = 0
+    supported = planned = 0
     for path in sorted((root / "recipes").rglob("*.yaml")):
         name = path.relative_to(root / "recipes").with_suffix("").as_posix()
+        run = load_file(path).data.get("run")
+        supported += isinstance(run, dict) and run.get("model_type") in SUPPORTED_MODEL_TYPES
         try:
             stand_ins = catalog.stand_ins(load_file(path).data)
             spec = compose([f"recipes={name}", "cluster=slurm", "container=example.com/img:1", *stand_ins], None, ws,
@@ -155,7 +182,7 @@ def test_the_trainer_accepts_every_hyperpod_recipe_that_plans(collection: str, s
             continue
         trainer_accepts_the_job_spec(spec)
         planned += 1
-    assert planned > 0
+    assert (supported, planned) == HYPERPOD_PLANNED[collection]
 
 
 # Generated variants: the tiny recipe with random values for settings the trainer reads, drawn

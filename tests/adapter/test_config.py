@@ -102,19 +102,28 @@ def test_fp8_offloading_and_context_parallelism(tmp_path: Path) -> None:
         assert cfg.parallel.cp == 2
 
 
-@pytest.mark.parametrize("model, key, words", [
-    ({"max_context_width": 60}, "model.max_context_width", "nearest valid: 56 or 64"),
-    ({"model_type": "mistral"}, "model.context_parallel_degree", "sliding window"),
-    ({"model_type": "qwen_v2", "use_sliding_window": True}, "model.context_parallel_degree", "sliding window"),
-    ({"model_type": "gpt_oss", "num_local_experts": 4, "num_experts_per_tok": 2}, "model.context_parallel_degree",
-     "not gpt_oss"),
-    ({"dpo": {"enabled": True}}, "model.context_parallel_degree", "DPO"),
-    ({}, "trainer.precision", "use bf16"),
-])
-def test_context_parallel_rules(tmp_path: Path, model: dict, key: str, words: str) -> None:
+def _cp4(model: dict, precision: str = "bf16") -> dict:
+    """Context parallelism of 4 on GPUs with `model` settings (the sections of a refusal case)."""
+    return {"trainer": {"accelerator": "gpu", "precision": precision}, "model": {"context_parallel_degree": 4, **model}}
+
+
+# The context-parallel refusals (recipe sections, the key named, words of the message); like
+# REFUSALS, tests/test_trainer_contract.py runs each through `hpctl validate` too.
+CONTEXT_PARALLEL_REFUSALS = [
+    (_cp4({"max_context_width": 60}), "model.max_context_width", "nearest valid: 56 or 64"),
+    (_cp4({"model_type": "mistral"}), "model.context_parallel_degree", "sliding window"),
+    (_cp4({"model_type": "qwen_v2", "use_sliding_window": True}), "model.context_parallel_degree", "sliding window"),
+    (_cp4({"model_type": "gpt_oss", "num_local_experts": 4, "num_experts_per_tok": 2}),
+     "model.context_parallel_degree", "not gpt_oss"),
+    (_cp4({"dpo": {"enabled": True}}), "model.context_parallel_degree", "DPO"),
+    (_cp4({}, precision="32"), "trainer.precision", "use bf16"),
+]
+
+
+@pytest.mark.parametrize("sections, key, words", CONTEXT_PARALLEL_REFUSALS)
+def test_context_parallel_rules(tmp_path: Path, sections: dict, key: str, words: str) -> None:
     """cp 4 on GPUs: the sequence splits into 2 x 4 equal chunks; only plain causal attention splits."""
-    trainer = {"accelerator": "gpu", "precision": "32" if key == "trainer.precision" else "bf16"}
-    error = refused(tmp_path, trainer=trainer, model={"context_parallel_degree": 4, **model})
+    error = refused(tmp_path, **sections)
     assert error.key == key and words in str(error), str(error)
 
 

@@ -12,8 +12,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_tiny_mixtral_trains_and_tensor_parallel_matches(tokenized_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    """The vocabulary (257, odd) does not divide tp 2: the embedding and LM head are not split."""
     train_dir, val_dir = tokenized_dirs
     model = {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 64,
+             "vocab_size": 257,
              "optim": {"lr": 0.01}, "data": {"use_synthetic_data": False, "dataset_type": "hf",
                                              "train_dir": str(train_dir), "val_dir": str(val_dir)}}
     single, split = tmp_path / "single", tmp_path / "tp"

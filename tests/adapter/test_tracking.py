@@ -50,20 +50,29 @@ def test_recipe_keys_choose_the_destinations(tmp_path: Path) -> None:
     assert tracking({"run": {"name": "j"}, "training_config": {"mlflow": {"tracking_uri": "", "run_id": ""}}}) is None
 
 
-@pytest.mark.parametrize("exp_manager, key, hint", [
-    ({"mlflow_logger_kwargs": {"tracking_uri": "htp://127.0.0.1:5000"}}, "mlflow_logger_kwargs.tracking_uri", "'http://'"),
-    ({"mlflow_logger_kwargs": {"tracking_uri": "localhost:5000"}}, "mlflow_logger_kwargs.tracking_uri", "http://localhost:5000"),
-    ({"mlflow_logger_kwargs": {"tracking_uri": "http://:5000"}}, "mlflow_logger_kwargs.tracking_uri", "HOST:PORT"),
-    ({"mlflow_logger_kwargs": {"tracking_uri": "http://host:50x0"}}, "mlflow_logger_kwargs.tracking_uri", "HOST:PORT"),
-    ({"mlflow_logger_kwargs": {"tracking_uri": "https://me:pw@host"}}, "mlflow_logger_kwargs.tracking_uri", "secrets"),
-    ({"mlflow_logger_kwargs": {"tracking_uri": "/m", "tags": ["a"]}}, "mlflow_logger_kwargs.tags", None),
-    ({"create_wandb_logger": True, "wandb_logger_kwargs": {"mode": "ofline"}}, "wandb_logger_kwargs.mode", "'offline'"),
-    ({"create_wandb_logger": True, "wandb_logger_kwargs": {"mode": "dryrun"}}, "wandb_logger_kwargs.mode", "'offline'"),
-])
-def test_values_that_cannot_work_are_refused(tmp_path: Path, exp_manager: dict, key: str, hint: str | None) -> None:
+# The tracking values the trainer refuses (recipe sections, the key named, words of the hint): MLflow
+# on with each bad value. tests/test_trainer_contract.py runs each through `hpctl validate` too.
+TRACKING_REFUSALS = [
+    ({"exp_manager": deep_merge({"create_mlflow_logger": True}, exp_manager)}, "exp_manager." + key, hint)
+    for exp_manager, key, hint in [
+        ({"mlflow_logger_kwargs": {"tracking_uri": "htp://127.0.0.1:5000"}}, "mlflow_logger_kwargs.tracking_uri", "'http://'"),
+        ({"mlflow_logger_kwargs": {"tracking_uri": "localhost:5000"}}, "mlflow_logger_kwargs.tracking_uri",
+         "http://localhost:5000"),
+        ({"mlflow_logger_kwargs": {"tracking_uri": "http://:5000"}}, "mlflow_logger_kwargs.tracking_uri", "HOST:PORT"),
+        ({"mlflow_logger_kwargs": {"tracking_uri": "http://host:50x0"}}, "mlflow_logger_kwargs.tracking_uri", "HOST:PORT"),
+        ({"mlflow_logger_kwargs": {"tracking_uri": "https://me:pw@host"}}, "mlflow_logger_kwargs.tracking_uri", "secrets"),
+        ({"mlflow_logger_kwargs": {"tracking_uri": "/m", "tags": ["a"]}}, "mlflow_logger_kwargs.tags", None),
+        ({"create_wandb_logger": True, "wandb_logger_kwargs": {"mode": "ofline"}}, "wandb_logger_kwargs.mode", "'offline'"),
+        ({"create_wandb_logger": True, "wandb_logger_kwargs": {"mode": "dryrun"}}, "wandb_logger_kwargs.mode", "'offline'"),
+    ]
+]
+
+
+@pytest.mark.parametrize("sections, key, hint", TRACKING_REFUSALS)
+def test_values_that_cannot_work_are_refused(tmp_path: Path, sections: dict, key: str, hint: str | None) -> None:
     with pytest.raises(ConfigError) as exc:
-        from_recipe(tiny_recipe(tmp_path, exp_manager=deep_merge({"create_mlflow_logger": True}, exp_manager)))
-    assert exc.value.key == "exp_manager." + key
+        from_recipe(tiny_recipe(tmp_path, **sections))
+    assert exc.value.key == key
     assert hint is None or hint in exc.value.hint
     assert "pw@" not in str(exc.value)
 
