@@ -126,6 +126,33 @@ def test_a_v1_wandb_api_key_reaches_wandb_the_way_hpctl_passes_it(tmp_path: Path
     assert "W&B offline run" in out and key not in out + err
 
 
+def test_the_sinks_turn_their_libraries_telemetry_off_unless_env_vars_say_otherwise(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job contacts nothing its recipe does not name: MLflow's usage telemetry and W&B's error
+    reports are off in the sink's process unless the job's environment (env_vars) sets them. The
+    values standing for a user's are other spellings of "off", so the test itself contacts nothing."""
+    pytest.importorskip("wandb", reason="the W&B checks need the wandb package (the test extra)")
+    from adapter import tracking as sender
+    from adapter.config import MlflowConfig, WandbConfig
+    for name in ("MLFLOW_DISABLE_TELEMETRY", "WANDB_ERROR_REPORTING", "MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE",
+                 "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)  # what open() sets is undone after the test
+    mlflow = MlflowConfig(key="exp_manager.create_mlflow_logger", tracking_uri=str(tmp_path / "mlruns"),
+                          local_store="", experiment="e", run_name="r", run_id=None, tags={}, artifact_location=None)
+    wandb = WandbConfig(key="exp_manager.create_wandb_logger", project="p", name="r", save_dir=str(tmp_path),
+                        mode="offline", entity=None, group=None, tags=())
+    ids = sender.RunIds(tmp_path / "tracking.json", resumed=False)
+    for user in (None, {"MLFLOW_DISABLE_TELEMETRY": "1", "WANDB_ERROR_REPORTING": "0"}):
+        for name, value in (user or {}).items():
+            monkeypatch.setenv(name, value)
+        sinks = [sender.MlflowSink(mlflow, {}, {}, ids), sender.WandbSink(wandb, {}, {}, ids)]
+        for sink in sinks:
+            sink.open()
+            sink.close(sender.FINISHED, {})
+        want = user or {"MLFLOW_DISABLE_TELEMETRY": "true", "WANDB_ERROR_REPORTING": "false"}
+        assert {name: os.environ.get(name) for name in want} == want
+
+
 @pytest.mark.parametrize("backend_env, job_id", [
     ({"HPCTL_JOB_ID": "ml/tiny"}, "ml/tiny"),  # local (the launcher's pid) and Kubernetes (namespace/name)
     ({"SLURM_JOB_ID": "4242"}, "4242"),
