@@ -745,7 +745,9 @@ class WandbConfig:
     entity: str | None
     group: str | None
     tags: tuple[str, ...]
-    api_key_from: str | None = None  # the recipe key whose secret is the API key (LLMFT use_wandb)
+    # The recipe key whose secret is the API key (v1 wandb_logger_kwargs.api_key, LLMFT use_wandb):
+    # hpctl passes it to the job as HPCTL_SECRET_<KEY> (hpctl.spec.secret_env_name), never in the spec.
+    api_key_from: str | None = None
 
     def describe(self) -> str:
         return f"W&B project {self.project} ({self.mode or '$WANDB_MODE, else online'}), files in {self.save_dir}"
@@ -767,7 +769,7 @@ def tracking(recipe: Mapping[str, Any]) -> TrackingConfig | None:
     """MLflow and W&B as the recipe asks for them, or None. Read without I/O, so hpctl can ask
     at plan time. v1: exp_manager.create_mlflow_logger + mlflow_logger_kwargs (tracking_uri,
     experiment_name, run_name, run_id, tags, artifact_location) and create_wandb_logger +
-    wandb_logger_kwargs (project, name, save_dir, mode, entity, group, tags). v2 LLMFT:
+    wandb_logger_kwargs (project, name, save_dir, mode, entity, group, tags, api_key). v2 LLMFT:
     training_config.mlflow (tracking_uri, run_id) and training_args.use_wandb. Any recipe:
     run.mlflow_tracking_uri, mlflow_experiment_name, mlflow_run_name (HyperPod's v2 layout).
     Experiment, project and run names default to run.name."""
@@ -851,7 +853,8 @@ def _tracking_uri(key: str, uri: str) -> str:
 def _wandb(r: Reader, name: str, exp_dir: str) -> WandbConfig | None:
     kw = "exp_manager.wandb_logger_kwargs."
     if r.bool("exp_manager.create_wandb_logger", False):
-        key, api_key_from = "exp_manager.create_wandb_logger", None
+        key = "exp_manager.create_wandb_logger"
+        api_key_from = kw + "api_key" if r.raw(kw + "api_key") not in (None, "") else None
     elif r.raw(LLMFT_WANDB) not in (None, "", False):
         key = api_key_from = LLMFT_WANDB
     else:

@@ -263,6 +263,9 @@ class MlflowSink:
         self.run_id = ""
 
     def open(self) -> None:
+        # A job contacts only what its recipe names: MLflow 3 sends usage telemetry (to
+        # config.mlflow-telemetry.io) unless this is set when it is imported, below. env_vars may allow it.
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         # The sender retries with backoff; MLflow's own retries (7, up to minutes) would hold it up.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -316,6 +319,9 @@ class WandbSink:
             key = os.environ.get(secret_env_name("recipes." + self.cfg.api_key_from))
             if key:
                 os.environ["WANDB_API_KEY"] = key
+        # Nor does W&B report its own errors (to Sentry in older releases, else its server) unless
+        # env_vars allow it: read when its service process starts.
+        os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         import wandb
         run_id = self.ids.get("wandb")
         Path(self.cfg.save_dir).mkdir(parents=True, exist_ok=True)

@@ -86,10 +86,23 @@ def terminal(records: list[dict[str, Any]], results_dir: str | Path, width: int 
             figure.draw(signal)
         if not drawn:
             continue
+        steps = [step for (x, _), _ in drawn for step in x]
+        ticks = step_ticks(min(steps), max(steps), most=max(2, width // 12))
+        figure.ruler("x").ticks(ticks, [str(t) for t in ticks])  # plotext's own would read 1.0, 5.8, ...
         figure.label("step", axis=0)
         figure.label(ylabel, axis=1)
         out.append(figure.build().string(colorless=not color))
     return "\n\n".join(out) + "\n"
+
+
+def step_ticks(first: int, last: int, most: int) -> list[int]:
+    """At most `most` x-axis ticks between two steps, all integers (steps are): the multiples of
+    the smallest round stride (1, 2, 5 x 10^k) that fits, else the two ends."""
+    stride = 1
+    while (last - first) // stride + 1 > most:
+        stride = stride * 5 // 2 if str(stride)[0] == "2" else stride * 2  # 1, 2, 5, 10, 20, 50, ...
+    ticks = list(range(-(-first // stride) * stride, last + 1, stride))
+    return ticks or sorted({first, last})
 
 
 def check_image_path(path: Path) -> None:

@@ -1,6 +1,7 @@
 """FSDP2, tensor parallelism, hybrid sharding and 2-D meshes on CPU (gloo) with real processes."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -26,10 +27,19 @@ def test_fsdp2_with_two_processes_matches_one(baseline: Path, fsdp2: Path) -> No
 
 
 def test_tensor_parallel_matches_one_process(baseline: Path, tmp_path: Path) -> None:
-    results = tmp_path / "results"
-    out = ok(torchrun(tiny_recipe(results, model={"tensor_model_parallel_degree": 2}), 2)).stdout
+    """Also: with MLflow (a directory store) and W&B (offline) asked for, only rank 0 tracks: one
+    run each, the ones tracking.json names."""
+    results, mlruns, wandb_dir = tmp_path / "results", tmp_path / "mlruns", tmp_path / "wandb"
+    recipe = tiny_recipe(results, model={"tensor_model_parallel_degree": 2}, exp_manager={
+        "create_mlflow_logger": True, "mlflow_logger_kwargs": {"tracking_uri": str(mlruns)},
+        "create_wandb_logger": True, "wandb_logger_kwargs": {"mode": "offline", "save_dir": str(wandb_dir)}})
+    out = ok(torchrun(recipe, 2)).stdout
     assert "dp_shard=1 tp=2" in out
     assert_close(losses(results), losses(baseline))
+    ids = json.loads((results / "checkpoints" / "tracking.json").read_text())
+    assert [p.parent.name for p in mlruns.glob("*/*/meta.yaml")] == [ids["mlflow"]]
+    assert [p.name.rsplit("-", 1)[-1] for p in (wandb_dir / "wandb").glob("offline-run-*")] == [ids["wandb"]]
+    assert out.count("adapter: MLflow run ") == out.count("adapter: W&B offline run ") == 1, out
 
 
 def test_two_dimensional_mesh_matches_one_process(baseline: Path, tmp_path: Path) -> None:

@@ -112,6 +112,56 @@ def test_a_missing_client_library_is_refused_before_training(tmp_path: Path, mon
     assert sender._ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10" and sender._ranges([4]) == "4"
 
 
+def test_a_v1_wandb_api_key_reaches_wandb_the_way_hpctl_passes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """wandb_logger_kwargs.api_key is a secret: the job's spec holds `(sensitive)` and the value
+    arrives in HPCTL_SECRET_<KEY>, which the sink hands to W&B as WANDB_API_KEY (as for LLMFT's use_wandb)."""
+    pytest.importorskip("wandb", reason="the W&B checks need the wandb package (the test extra)")
+    from adapter import tracking as sender
+    from hpctl.spec import secret_env_name
+    key = "0123456789abcdef" * 2 + "k3y-v1-w"  # 40 characters, as W&B's keys are
+    cfg = from_recipe(tiny_recipe(tmp_path, exp_manager={"create_wandb_logger": True, "wandb_logger_kwargs": {
+        "mode": "offline", "save_dir": str(tmp_path / "wandb"), "api_key": "(sensitive)"}})).tracking
+    assert cfg.wandb.api_key_from == "exp_manager.wandb_logger_kwargs.api_key"
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv(secret_env_name("recipes.exp_manager.wandb_logger_kwargs.api_key"), key)
+    sink = sender.WandbSink(cfg.wandb, cfg.params, {}, sender.RunIds(tmp_path / "tracking.json", resumed=False))
+    sink.open()
+    try:
+        assert os.environ["WANDB_API_KEY"] == key and sink.run.settings.api_key == key
+    finally:
+        sink.close(sender.FINISHED, {})
+    out, err = capsys.readouterr()
+    assert "W&B offline run" in out and key not in out + err
+
+
+def test_the_sinks_turn_their_libraries_telemetry_off_unless_env_vars_say_otherwise(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job contacts nothing its recipe does not name: MLflow's usage telemetry and W&B's error
+    reports are off in the sink's process unless the job's environment (env_vars) sets them. The
+    values standing for a user's are other spellings of "off", so the test itself contacts nothing."""
+    pytest.importorskip("wandb", reason="the W&B checks need the wandb package (the test extra)")
+    from adapter import tracking as sender
+    from adapter.config import MlflowConfig, WandbConfig
+    for name in ("MLFLOW_DISABLE_TELEMETRY", "WANDB_ERROR_REPORTING", "MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE",
+                 "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)  # what open() sets is undone after the test
+    mlflow = MlflowConfig(key="exp_manager.create_mlflow_logger", tracking_uri=str(tmp_path / "mlruns"),
+                          local_store="", experiment="e", run_name="r", run_id=None, tags={}, artifact_location=None)
+    wandb = WandbConfig(key="exp_manager.create_wandb_logger", project="p", name="r", save_dir=str(tmp_path),
+                        mode="offline", entity=None, group=None, tags=())
+    ids = sender.RunIds(tmp_path / "tracking.json", resumed=False)
+    for user in (None, {"MLFLOW_DISABLE_TELEMETRY": "1", "WANDB_ERROR_REPORTING": "0"}):
+        for name, value in (user or {}).items():
+            monkeypatch.setenv(name, value)
+        sinks = [sender.MlflowSink(mlflow, {}, {}, ids), sender.WandbSink(wandb, {}, {}, ids)]
+        for sink in sinks:
+            sink.open()
+            sink.close(sender.FINISHED, {})
+        want = user or {"MLFLOW_DISABLE_TELEMETRY": "true", "WANDB_ERROR_REPORTING": "false"}
+        assert {name: os.environ.get(name) for name in want} == want
+
+
 @pytest.mark.parametrize("backend_env, job_id", [
     ({"HPCTL_JOB_ID": "ml/tiny"}, "ml/tiny"),  # local (the launcher's pid) and Kubernetes (namespace/name)
     ({"SLURM_JOB_ID": "4242"}, "4242"),
