@@ -130,6 +130,7 @@ def image(records: list[dict[str, Any]], results_dir: str | Path, path: Path, ti
             if len(ax.get_lines()) > 1:
                 ax.legend()
         axes[-1].set_xlabel("step")
+        axes[-1].xaxis.set_major_locator(_library("matplotlib.ticker").MaxNLocator(integer=True))  # whole steps
         if title:
             fig.suptitle(title)
         fig.tight_layout()

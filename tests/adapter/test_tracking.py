@@ -194,7 +194,8 @@ class MlflowServer:
         self.port = _free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = root / "server.log"
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner processes
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job-runner processes
+               "MLFLOW_DISABLE_TELEMETRY": "true"}  # nothing outside this machine is contacted
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
