@@ -43,7 +43,7 @@ from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED,
                                  Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.errors import HpctlError, Problem
 from hpctl.instances import sagemaker_name
-from hpctl.backends.common import JobTag, job_env, rank_lines
+from hpctl.backends.common import JobTag, job_env, rank_lines, scalar_text
 from hpctl.spec import REDACTED, Spec, digest, get_path, join
 from hpctl.suggest import did_you_mean
 
@@ -129,12 +129,6 @@ def _s3_join(prefix: str, *parts: str) -> str:
     return "/".join([prefix.rstrip("/"), *parts])
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
 def _set(request: dict[str, Any], path: str, value: Any) -> None:
     node = request
     *parents, last = path.split(".")
@@ -158,15 +152,15 @@ def _channels(spec: Spec) -> list[dict[str, Any]]:
             raise _err(spec, f"{SMC}.inputs.s3.{name}", f"the channel name '{name}' is hpctl's own (it carries the job spec)",
                        hint="name the channel otherwise")
         channels.append({"ChannelName": str(name), "InputMode": "File", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": _text(s3[name]), "S3DataDistributionType": "FullyReplicated"}}})
+            "S3DataType": "S3Prefix", "S3Uri": scalar_text(s3[name]), "S3DataDistributionType": "FullyReplicated"}}})
     if fs:
         missing = [k for k in ("id", "type", "directory_path") if k not in fs]
         if missing:
             raise _err(spec, f"{SMC}.inputs.file_system", "a file-system input needs id, type and directory_path",
                        found="missing " + ", ".join(missing))
         channels.append({"ChannelName": FS_CHANNEL, "InputMode": "File", "DataSource": {"FileSystemDataSource": {
-            "FileSystemId": _text(fs["id"]), "FileSystemType": _text(fs["type"]),
-            "DirectoryPath": _text(fs["directory_path"]), "FileSystemAccessMode": "ro"}}})
+            "FileSystemId": scalar_text(fs["id"]), "FileSystemType": scalar_text(fs["type"]),
+            "DirectoryPath": scalar_text(fs["directory_path"]), "FileSystemAccessMode": "ro"}}})
     return channels
 
 
@@ -213,7 +207,7 @@ def _estimator_kwargs(spec: Spec, request: dict[str, Any], sources: dict[str, st
             raise _err(spec, key, "wrong type", expected=getattr(kind, "__name__", str(kind)), found=repr(value))
         if name == "environment":  # its secrets were refused with the rest of the spec's (_environment)
             request["Environment"] = dict(sorted({**request.get("Environment", {}),
-                                                  **{str(k): _text(v) for k, v in value.items()}}.items()))
+                                                  **{str(k): scalar_text(v) for k, v in value.items()}}.items()))
         elif name == "tags":
             request.setdefault("Tags", []).extend(value)
         elif name == "disable_profiler":  # false: the SDK's profiler defaults, which hpctl never turns on
@@ -331,7 +325,7 @@ def request_for(spec: Spec) -> tuple[dict[str, Any], dict[str, str], str]:
         raise _err(spec, f"{SMC}.inputs.file_system", "a file-system input needs the job in its VPC",
                    hint=f"+{KWARGS}.subnets=[subnet-...] +{KWARGS}.security_group_ids=[sg-...] "
                         "(the file system's subnets and a security group that reaches it)")
-    tags = [{"Key": str(k), "Value": _text(v)} for k, v in sorted((cluster.get("tags") or {}).items())]
+    tags = [{"Key": str(k), "Value": scalar_text(v)} for k, v in sorted((cluster.get("tags") or {}).items())]
     if tags or request.get("Tags"):
         request["Tags"] = tags + request.get("Tags", [])
         sources.setdefault("Tags", "cluster.tags")
