@@ -211,8 +211,10 @@ def check_summary(rows: list[RecipeCheck]) -> dict[str, Any]:
     and its trainer accepts it (what `hpctl plan` requires). `planned` counts recipes planned on
     every cluster; `planned_by_cluster` each cluster's, and `not_planned_by_cluster` why a
     supported recipe did not plan there (reason -> recipes), so a cluster that lacks an input
-    (sm_jobs without a role) is told apart from recipes that cannot run."""
+    (sm_jobs without a role) is told apart from recipes that cannot run. `refused` counts recipes
+    not planned on every cluster; `refused_nowhere_planned` those no cluster planned."""
     refused = Counter(r.kind or "invalid" for r in rows if not r.planned_everywhere)
+    nowhere = Counter(r.kind or "invalid" for r in rows if not any(r.planned.values()))
     why_not = {c: Counter(r.not_planned[c] for r in rows if r.supported and c in r.not_planned)
                for c in CHECK_CLUSTERS}
     return {
@@ -223,25 +225,30 @@ def check_summary(rows: list[RecipeCheck]) -> dict[str, Any]:
         "not_planned_by_cluster": {c: dict(n.most_common()) for c, n in why_not.items() if n},
         "refused": sum(refused.values()),
         "refused_by_kind": dict(sorted(refused.items())),
+        "refused_nowhere_planned": sum(nowhere.values()),
+        "refused_nowhere_planned_by_kind": dict(sorted(nowhere.items())),
         "trainable": sum(r.trainable for r in rows),
         "ok": all(r.planned_everywhere and r.trainable for r in rows if r.supported),
     }
 
 
 def summary_line(s: dict[str, Any]) -> str:
-    """One line for people. Where the clusters' counts differ, each is given, with the most common
-    reason a supported recipe did not plan on a cluster (what that cluster's inputs lack)."""
-    kinds = ", ".join(f"{kind} {n}" for kind, n in s["refused_by_kind"].items())
+    """One line for people. Where the clusters' counts differ, each is given with the most common
+    reason a supported recipe did not plan there (what that cluster's inputs lack); "refused" then
+    counts only the recipes no cluster planned, so a missing input is not read as a refusal."""
     by_cluster = s["planned_by_cluster"]
-    clusters = f"{', '.join(CHECK_CLUSTERS[:-1])} and {CHECK_CLUSTERS[-1]}"
-    planned = f"{s['planned']} planned for {clusters}"
-    if any(n != s["planned"] for n in by_cluster.values()):
+    refused, kinds = s["refused"], s["refused_by_kind"]
+    if all(n == s["planned"] for n in by_cluster.values()):
+        planned = f"{s['planned']} planned for {', '.join(CHECK_CLUSTERS[:-1])} and {CHECK_CLUSTERS[-1]}"
+    else:
         whys = []
         for cluster, reasons in s["not_planned_by_cluster"].items():
             reason, n = next(iter(reasons.items()))
             others = len(reasons) - 1
-            whys.append(f"{cluster} not planned: {reason} ({n} recipes" + (f", {others} other reasons)" if others else ")"))
-        planned = (f"{s['planned']} planned for all of {clusters} "
-                   f"({', '.join(f'{c} {n}' for c, n in by_cluster.items())}" + "".join(f"; {w}" for w in whys) + ")")
-    return (f"{s['recipes']} recipes: {s['supported']} supported, {planned}, {s['refused']} refused"
-            + (f" ({kinds})" if kinds else "") + f"; {s['trainable']} trainable by hpctl's trainer")
+            whys.append(f"{cluster}: {reason} ({n} recipes" + (f", {others} other reasons)" if others else ")"))
+        planned = (f"planned: {', '.join(f'{c} {n}' for c, n in by_cluster.items())} "
+                   f"({s['planned']} on every cluster; not planned on {'; '.join(whys)})")
+        refused, kinds = s["refused_nowhere_planned"], s["refused_nowhere_planned_by_kind"]
+    listed = ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+    return (f"{s['recipes']} recipes: {s['supported']} supported, {planned}, {refused} refused"
+            + (f" ({listed})" if listed else "") + f"; {s['trainable']} trainable by hpctl's trainer")

@@ -203,8 +203,9 @@ def test_the_summary_gives_each_clusters_count_and_what_a_cluster_lacks(tmp_path
     assert summary["not_planned_by_cluster"] == {"sm_jobs": {role: 2}}
     rc, out = run_main("recipes", "check", str(root), IMAGE, "--no-color")
     assert rc == 1 and out.splitlines()[-1] == (
-        "3 recipes: 2 supported, 0 planned for all of slurm, k8s and sm_jobs (slurm 2, k8s 2, sm_jobs 0; "
-        f"sm_jobs not planned: {role} (2 recipes)), 3 refused (nova 1, render 2); 2 trainable by hpctl's trainer")
+        "3 recipes: 2 supported, planned: slurm 2, k8s 2, sm_jobs 0 (0 on every cluster; not planned on "
+        f"sm_jobs: {role} (2 recipes)), 1 refused (nova 1); 2 trainable by hpctl's trainer")
+    assert (summary["refused_nowhere_planned"], summary["refused_nowhere_planned_by_kind"]) == (1, {"nova": 1})
     rc, out = run_main("recipes", "check", str(root), "--json")  # no image either: k8s and sm_jobs lack one
     summary = json.loads(out)["summary"]
     assert summary["planned_by_cluster"] == {"slurm": 2, "k8s": 0, "sm_jobs": 0}
