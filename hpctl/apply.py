@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpctl.backends import get_backend
-from hpctl.backends.base import NOT_SUBMITTED, Backend, TaggedJob
+from hpctl.backends.base import NOT_SUBMITTED, Backend, JobStatus, TaggedJob
 from hpctl.backends.common import job_tag
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE
 from hpctl.errors import HpctlError, Origin
@@ -57,6 +57,25 @@ def refresh(state: "State", job: str) -> None:
     except HpctlError as e:
         print(f"warning: could not refresh the status of {job} ({e.problems[0].message}); "
               f"using the recorded {record.status}", file=sys.stderr)
+
+
+def refresh_many(state: "State", names: list[str]) -> list[tuple[JobRecord, JobStatus]]:
+    """The jobs' statuses, each backend asked once for all its jobs (`hpctl status` of many jobs is
+    one scheduler call per backend), kept in state like `refresh`'s and saved only when one changed.
+    The caller holds the state lock."""
+    records = [state.job(name) for name in names or sorted(state.jobs)]
+    by_backend: dict[Backend, list[JobRecord]] = {}  # a backend is one module-level object
+    for record in records:
+        by_backend.setdefault(backend_of(record), []).append(record)
+    statuses: dict[str, JobStatus] = {}
+    for backend, group in by_backend.items():
+        statuses.update(backend.describe_many(group))
+    changed = False
+    for record in records:
+        changed = record.observe(statuses[record.name].state) or changed
+    if changed:
+        state.save()
+    return [(record, statuses[record.name]) for record in records]
 
 
 def plan_job(spec: Spec, state: "State", warn: Say, *, save_adoption: bool, destroy: bool = False,

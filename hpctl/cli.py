@@ -278,25 +278,9 @@ def destroy(env: Env, job, auto_approve) -> int:
 
 
 def _refresh(env: Env, names: list[str]) -> list[tuple[Any, Any]]:
-    """Ask each backend once for all its jobs' statuses; keep the newest in state (a write only on change)."""
-    from hpctl.backends import get_backend
-    rows = []
+    from hpctl.apply import refresh_many
     with env.locked() as state:
-        changed = False
-        records = [state.job(name) for name in names or sorted(state.jobs)]
-        by_backend: dict[str, list] = {}
-        for record in records:
-            by_backend.setdefault(record.spec.get("cluster_type", record.backend), []).append(record)
-        statuses = {}
-        for cluster_type, group in by_backend.items():
-            statuses.update(get_backend(cluster_type).describe_many(group))
-        for record in records:
-            status = statuses[record.name]
-            changed = record.observe(status.state) or changed
-            rows.append((record, status))
-        if changed:
-            state.save()
-    return rows
+        return refresh_many(state, names)
 
 
 def _status_table(rows, spark: bool = False) -> "Table | Text":
