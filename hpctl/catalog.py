@@ -129,7 +129,7 @@ class RecipeCheck:
     kind: str | None = None  # why not: a compat.Refusal kind, or unreadable, invalid, pre-flight, render, trainer
     reason: str | None = None  # the first cluster's reason (prefixed with it); not_planned has each cluster's
     location: str | None = None
-    not_planned: dict[str, str] = field(default_factory=dict)  # cluster -> "key: message" of why it did not plan
+    not_planned: dict[str, str] = field(default_factory=dict)  # cluster -> every "key: message" of why it did not plan
 
     @property
     def planned_everywhere(self) -> bool:
@@ -184,8 +184,7 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
             stage = "render"
             get_backend(spec.cluster_type).render(spec)
         except HpctlError as e:
-            first = e.problems[0]
-            row.not_planned[cluster] = (f"{first.key}: " if first.key else "") + first.message
+            row.not_planned[cluster] = "; ".join((f"{p.key}: " if p.key else "") + p.message for p in e.problems)
             if row.reason is None:
                 _failed(row, stage, e, cluster)
             continue

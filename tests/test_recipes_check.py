@@ -195,7 +195,8 @@ def test_the_summary_gives_each_clusters_count_and_what_a_cluster_lacks(tmp_path
     """Without SageMaker inputs, slurm and k8s plan every recipe and sm_jobs none: the summary says
     so per cluster, with the reason, rather than only "0 planned for slurm, k8s and sm_jobs"."""
     root = checkout(tmp_path, {"tiny/mini": MINI_RECIPE, "ft/sft": LLMFT_RECIPE, "nova/sft": NOVA_RECIPE})
-    role = "cluster.role_arn: a SageMaker job needs an IAM role to run as"
+    role = ("cluster.role_arn: a SageMaker job needs an IAM role to run as; cluster.sm_jobs_config.output_path: "
+            "a SageMaker job needs an S3 output path; instance_type: a SageMaker job needs an instance type")
     rc, out = run_main("recipes", "check", str(root), IMAGE, "--json")
     summary = json.loads(out)["summary"]
     assert rc == 1 and (summary["planned"], summary["refused"], summary["refused_by_kind"]) == (0, 3, {"nova": 1, "render": 2})

@@ -153,6 +153,18 @@ def test_bad_values_are_plan_errors_at_their_key(tmp_path, args, words):
     assert "hf_abc123" not in message
 
 
+def test_every_missing_account_input_is_reported_at_once(tmp_path):
+    """A first plan against a new account usually lacks several inputs: each is a located error,
+    all in one run, rather than one per attempt."""
+    spec = compose(["tiny_llama", "base_results_dir=/results"], "sagemaker", Workspace(tmp_path))
+    with pytest.raises(HpctlError) as exc:
+        get_backend(spec.cluster_type).render(spec)
+    assert [(p.key, str(p.origin).split(":")[0]) for p in exc.value.problems] == [
+        ("cluster.image", "<builtin>/clusters/sagemaker.yaml"), ("cluster.role_arn", "<builtin>/clusters/sagemaker.yaml"),
+        ("cluster.sm_jobs_config.output_path", "<builtin>/clusters/sagemaker.yaml"), ("instance_type", "<builtin>/config.yaml")]
+    assert all(p.hint for p in exc.value.problems)
+
+
 def test_job_names_fit_sagemakers_pattern(tmp_path):
     spec, _ = render(tmp_path, "run.name=" + "a_very.long name " * 8)
     name = job_name(spec)

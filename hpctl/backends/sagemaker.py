@@ -240,22 +240,20 @@ def request_for(spec: Spec) -> tuple[dict[str, Any], dict[str, str], str]:
     cluster = spec.cluster
     sources: dict[str, str] = {}
     image, sources["AlgorithmSpecification.TrainingImage"] = training_image(spec.data)
-    if not image:
-        raise _err(spec, "cluster.image", "a SageMaker job needs a container image",
-                   hint="set cluster.image (or the general config's `container`) to an ECR image with torch "
-                        "and hpctl's adapter installed")
-    role = cluster.get("role_arn")
-    if not role:
-        raise _err(spec, "cluster.role_arn", "a SageMaker job needs an IAM role to run as",
-                   hint="+cluster.role_arn=arn:aws:iam::<account>:role/<name> (a role SageMaker can assume, "
-                        "with access to the S3 paths)")
-    output = spec.get(f"{SMC}.output_path")
-    if not output:
-        raise _err(spec, f"{SMC}.output_path", "a SageMaker job needs an S3 output path",
-                   hint="cluster.sm_jobs_config.output_path=s3://<bucket>/<prefix>")
-    instance = spec.get("instance_type")
-    if not instance:
-        raise _err(spec, "instance_type", "a SageMaker job needs an instance type", hint="instance_type=ml.p5.48xlarge")
+    role, output, instance = cluster.get("role_arn"), spec.get(f"{SMC}.output_path"), spec.get("instance_type")
+    missing = [_err(spec, key, message, hint=hint).problems[0] for given, key, message, hint in (
+        (image, "cluster.image", "a SageMaker job needs a container image",
+         "set cluster.image (or the general config's `container`) to an ECR image with torch and hpctl's adapter "
+         "installed"),
+        (role, "cluster.role_arn", "a SageMaker job needs an IAM role to run as",
+         "+cluster.role_arn=arn:aws:iam::<account>:role/<name> (a role SageMaker can assume, with access to the "
+         "S3 paths)"),
+        (output, f"{SMC}.output_path", "a SageMaker job needs an S3 output path",
+         "cluster.sm_jobs_config.output_path=s3://<bucket>/<prefix>"),
+        (instance, "instance_type", "a SageMaker job needs an instance type", "instance_type=ml.p5.48xlarge"),
+    ) if not given]
+    if missing:  # all at once: a new account's first plan usually lacks several
+        raise HpctlError(missing)
     nodes = spec.get("recipes.trainer.num_nodes") or 1
     devices = spec.get("recipes.trainer.devices") or 1
     name = job_name(spec)
