@@ -6,6 +6,7 @@ file and applied. Same inputs give byte-identical output: no clocks, no random i
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,10 +188,17 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
                 redact_args(args or []), workspace, record_digest(record))
 
 
+# An override whose whole value names an environment variable (no default after a comma) holds no
+# secret itself: a saved plan keeps it, so that apply can read the variable again.
+ENV_REFERENCE = re.compile(r"\$\{oc\.env:[A-Za-z_][A-Za-z0-9_]*\}")
+
+
 def redact_args(args: list[str]) -> list[str]:
-    """Command-line overrides as saved in a plan: values of sensitive keys never stored."""
+    """Command-line overrides as saved in a plan: values of sensitive keys never stored, except a
+    bare ${oc.env:NAME} reference, which is what the hint for secrets asks users to write."""
     out = []
     for a in args:
-        key, eq, _ = a.partition("=")
-        out.append(f"{key}={REDACTED}" if eq and is_sensitive(key.lstrip("+~")) else a)
+        key, eq, value = a.partition("=")
+        secret = eq and is_sensitive(key.lstrip("+~")) and not ENV_REFERENCE.fullmatch(value.strip())
+        out.append(f"{key}={REDACTED}" if secret else a)
     return out

@@ -140,3 +140,31 @@ def test_sagemaker_refuses_a_secret_from_each_place_without_showing_it(workspace
         _assert_clean(out + err, f"sagemaker {command}")
     rc, out, err = run_cli("plan", "tiny/mini", "-w", workspace, *SAGEMAKER, *[f"~{k}" for k in SOURCES[:3]])
     assert rc == 0, err  # the control: without the secret the same job plans
+
+
+def test_a_saved_plan_keeps_an_environment_reference_given_on_the_command_line(workspace, run_cli, tmp_path):
+    """`+env_vars.X_TOKEN=${oc.env:HF_TOKEN}` is what the secrets hint asks for: the saved plan keeps
+    the reference (not a value), so its apply reads the variable again and the job receives it. A
+    literal secret on the command line is never saved, so applying that plan is refused instead."""
+    saved = tmp_path / "ref.plan"
+    rc, out, err = run_cli("plan", "tiny/mini", "--cluster", "local", "-w", workspace,
+                           "+env_vars.X_TOKEN=${oc.env:HF_TOKEN}", "--out", saved)
+    assert rc == 0, err
+    assert "+env_vars.X_TOKEN=${oc.env:HF_TOKEN}" in json.loads(saved.read_text())["args"]
+    rc, out, err = run_cli("apply", saved, "-w", workspace)
+    assert rc == 0, err
+    _assert_clean(out + err, "apply's output")
+    results = workspace / "results" / "mini"
+    deadline = time.monotonic() + 30
+    while not (results / "job_env.txt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    received = dict(line.split("=", 1) for line in (results / "job_env.txt").read_text().splitlines() if "=" in line)
+    assert received["X_TOKEN"] == SECRETS["HF_TOKEN"]
+
+    literal = tmp_path / "literal.plan"
+    rc, out, err = run_cli("plan", "tiny/mini", "--cluster", "local", "-w", workspace, "trainer.max_steps=3",
+                           "+env_vars.Y_TOKEN=typed_in_clear", "--out", literal)
+    assert rc == 0, err
+    assert "typed_in_clear" not in literal.read_text()
+    rc, out, err = run_cli("apply", literal, "-w", workspace)
+    assert rc == 1 and "env_vars.Y_TOKEN" in err and "has no value at apply time" in err and "Traceback" not in err
