@@ -255,7 +255,7 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
     accelerator = (r.str("trainer.accelerator") or "auto").lower()
     if accelerator not in ACCELERATORS:
         r.refuse("trainer.accelerator", f"{accelerator!r} is not supported", f"use one of {', '.join(ACCELERATORS)}")
-    precision_raw = str(r.raw("trainer.precision", r.raw("model.precision", "bf16")))
+    precision_raw = _precision_raw(r)
     precision = PRECISIONS.get(precision_raw.lower())
     if precision is None:
         r.refuse("trainer.precision", f"{precision_raw!r} is not supported",
@@ -384,6 +384,30 @@ def _multi_modal(r: Reader, parallel: ParallelConfig, hf_model: str | None) -> b
         r.refuse("model.data.use_synthetic_data", "multi-modal training reads image-text samples",
                  "set model.data.train_dir to image-text JSONL (adapter/README.md)")
     return True
+
+
+def _precision_raw(r: Reader) -> str:
+    return str(r.raw("trainer.precision", r.raw("model.precision", "bf16")))
+
+
+def precision_of(recipe: Mapping[str, Any]) -> str | None:
+    """What a v1 recipe computes in ("bf16" or "fp32"), None when the trainer refuses its
+    precision: hpctl's memory estimate asks this rather than read the keys its own way."""
+    return PRECISIONS.get(_precision_raw(Reader(recipe)).lower())
+
+
+def planned_mesh(recipe: Mapping[str, Any], world: int) -> MeshShape | None:
+    """The mesh the trainer builds for a v1 recipe's parallel keys at `world` processes, None when
+    it would refuse them (the plan then says why): hpctl's memory estimate asks this rather than
+    redo the arithmetic of shard groups."""
+    r = Reader(recipe)
+    p = _parallel(r, "fp32", "gpu")  # the mesh depends on neither
+    if r.errors:
+        return None
+    try:
+        return mesh_shape(p, world)
+    except ConfigError:
+        return None
 
 
 def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:

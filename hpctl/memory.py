@@ -138,25 +138,27 @@ def devices_per_node(spec_data: Mapping[str, Any]) -> int:
 
 
 def layout(spec_data: Mapping[str, Any]) -> Layout:
+    """The job's split as the trainer makes it: its mesh comes from the trainer's own config
+    (adapter.config.planned_mesh, the one owner of shard groups). A recipe whose parallel keys
+    the trainer refuses (the plan says why) is estimated as fully sharded over every data rank."""
+    from adapter.config import planned_mesh  # torch-free, as check_trainer imports it
     recipe = recipe_of(spec_data)
     model, trainer = recipe.get("model") or {}, recipe.get("trainer") or {}
     world = _int(trainer.get("num_nodes"), 1) * devices_per_node(spec_data)
     tp = _int(model.get("tensor_model_parallel_degree"), 1)
     ep = _int(model.get("expert_model_parallel_degree"), 1)
     cp = _int(model.get("context_parallel_degree"), 1)
-    dp = max(world // (tp * cp), 1)
-    strategy = str(model.get("sharding_strategy") or "full_shard").lower()
-    if "no_shard" in strategy or strategy == "ddp":
-        shard = 1
-    else:
-        shard = min(_int(model.get("shard_degree"), dp * cp), dp * cp)
-    return Layout(world, tp, ep, cp, dp, shard, strategy)
+    mesh = planned_mesh(recipe, world)
+    dp = mesh.dp if mesh else max(world // (tp * cp), 1)
+    shard = mesh.fsdp_shards if mesh else dp * cp
+    return Layout(world, tp, ep, cp, dp, shard, str(model.get("sharding_strategy") or "full_shard").lower())
 
 
-def is_16bit(precision: Any) -> bool:
-    """bf16, fp16, 16, bf16-mixed, half, ...: anything else counts as fp32."""
-    text = str(precision).lower()
-    return bool(re.search(r"(?<!\d)16(?!\d)|half", text))
+def is_16bit(recipe: Mapping[str, Any]) -> bool:
+    """Whether the trainer computes in bf16 (adapter.config.precision_of, the one owner of the
+    spellings and the default); a precision it refuses counts as fp32."""
+    from adapter.config import precision_of
+    return precision_of(recipe) == "bf16"
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> Me
                               "no estimate: the recipe does not describe the model's architecture "
                               "(model.hidden_size, num_hidden_layers, vocab_size)")
     lay = layout(spec_data)
-    mixed = is_16bit(model.get("precision", trainer.get("precision")))
+    mixed = is_16bit(recipe)
     dtype = 2 if mixed else 4
     w = _weights(counts, lay, _lora(model, accelerator == "gpu"))
     at_loss_b, gathered_b = _gathered(counts, lay, dtype, mixed, w.peft is not None)

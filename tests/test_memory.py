@@ -175,6 +175,9 @@ def test_shard_group_defaults_to_the_data_parallel_ranks_and_never_exceeds_them(
     assert layout(spec(tensor_model_parallel_degree=2)).shard == 64
     assert layout(spec(sharding_strategy="hybrid_shard", shard_degree=256)).shard == 128
     assert layout(spec(context_parallel_degree=2)).shard == 128  # cp ranks hold the same weights
+    # full_shard shards over every data rank whatever shard_degree says, as the trainer's mesh does
+    assert layout(spec(shard_degree=16)).shard == 128
+    assert layout(spec(sharding_strategy="hybrid_shard", shard_degree=16)).shard == 16
 
 
 def test_tensor_parallel_splits_layers_and_their_activations():
@@ -265,12 +268,13 @@ def test_fp32_doubles_the_activations_and_drops_the_gathered_copies_on_one_rank(
     assert gpu.activations_gb > fp32.activations_gb + 16 * 32 * 1024 * 1024 * 4 / 1e9 * 0.99
 
 
-@pytest.mark.parametrize("value,sixteen", [("bf16", True), ("16", True), (16, True), ("bf16-mixed", True),
-                                           ("fp16", True), ("16-mixed", True), ("half", True), (32, False),
-                                           ("32", False), ("fp32", False), ("32-true", False), ("64", False),
-                                           ("160", False), (None, False)])
-def test_precision_spellings(value, sixteen):
-    assert is_16bit(value) is sixteen
+@pytest.mark.parametrize("trainer,model,sixteen", [
+    ({"precision": "bf16"}, {}, True), ({"precision": "bf16-mixed"}, {}, True), ({"precision": 32}, {}, False),
+    ({"precision": "32-true"}, {}, False), ({}, {}, True),  # the trainer's default is bf16
+    ({"precision": 32}, {"precision": "bf16"}, False),  # trainer.precision is the one the trainer reads first
+    ({}, {"precision": "fp32"}, False), ({"precision": "fp16"}, {}, False)])  # refused (the plan says so): fp32
+def test_precision_is_what_the_trainer_computes_in(trainer, model, sixteen):
+    assert is_16bit({"trainer": trainer, "model": model}) is sixteen
 
 
 def test_fraction_compares_with_the_device_memory_and_runtime_overhead_is_added():
