@@ -117,16 +117,20 @@ ADOPTED = "(adopted)"  # applied_at of an adopted record: when it was submitted 
 
 
 def adopt_lost(state: "State", plan: "Plan", say: Say) -> bool:
-    """Record in `state` (in memory; the caller saves) a job that an apply submitted for
-    `plan.job` but died before recording: the newest job the scheduler holds under the job's tag
-    when state has no record of it, or the newest live one when state's record has ended (an
-    update or replace that died after submitting). True when one was adopted.
+    """Record in `state` (in memory; the caller saves) a job that an apply began to submit for
+    `plan.job` (state.submitting) but died before recording: the newest job the scheduler holds
+    under the job's tag when state has no record of it, or the newest live one other than the
+    recorded one (an update or replace that died after submitting). True when one was adopted.
 
-    A job whose spec differs from the plan's is adopted with its artifact unknown, so the plan
-    shows the update or replace that brings it to the plan. Best effort: a scheduler that cannot
-    be asked gives a warning, not a failure, so planning offline still works."""
+    Only a job with a submission mark is looked for, so a plan of any other job asks no scheduler,
+    and a job the user forgot (`destroy`, `state rm`) is never brought back. A job whose spec
+    differs from the plan's is adopted with its artifact unknown, so the plan shows the update or
+    replace that brings it to the plan. Best effort: a scheduler that cannot be asked gives a
+    warning, not a failure, so planning offline still works."""
     record = state.jobs.get(plan.job)
-    if not state.lineage or plan.change.action == DESTROY or (record is not None and record.status not in TERMINAL):
+    if plan.job not in state.submitting or plan.change.action == DESTROY:
+        return False
+    if record is not None and record.status not in TERMINAL:
         return False
     backend = get_backend(plan.spec.get("cluster_type", plan.backend))
     tag = job_tag(state.lineage, plan.job, plan.spec)
@@ -139,9 +143,10 @@ def adopt_lost(state: "State", plan: "Plan", say: Say) -> bool:
     if record is not None:
         found = [j for j in found if j.job_id != record.job_id and j.state not in TERMINAL]
     if not found:
+        state.submitting.pop(plan.job)  # the scheduler has none: nothing was submitted
         return False
     job, same_spec = found[-1], found[-1].spec == tag.spec
-    state.jobs[plan.job] = adopted_record(plan, backend, job, same_spec)
+    state.recorded(plan.job, adopted_record(plan, backend, job, same_spec))
     say(f"adopted job {plan.job} ({backend.name} job {job.job_id}, {job.state}) found on the scheduler but "
         "missing from state" + ("" if same_spec else "; it was submitted with another spec than this plan's"))
     return True
@@ -203,7 +208,7 @@ def execute(state: "State", plan: "Plan", spec: Spec | None, say: Say) -> None:
         backend_of(record).cancel(record)
         say(f"cancelled {record.job_id}" if record.status not in TERMINAL else f"job {plan.job} was already {record.status}")
     if action == DESTROY:
-        del state.jobs[plan.job]
+        state.forget(plan.job)
         state.save()
         say(f"Destroy complete: {plan.job} forgotten; results kept in {record.results_dir}")
         return
@@ -214,7 +219,7 @@ def execute(state: "State", plan: "Plan", spec: Spec | None, say: Say) -> None:
             raise HpctlError(f"job {plan.job} is {live.state} now; the plan expected it ended", hint="run hpctl plan again")
     secrets = secrets_for(plan, spec)
     # The lineage is on disk before the job exists. A files-only artifact submits nothing: no tag, no state.
-    tag = job_tag(state.fix_lineage(), plan.job, plan.spec) if plan.artifact.submit else None
+    tag = job_tag(state.begin_submit(plan.job), plan.job, plan.spec) if plan.artifact.submit else None
     crash_if("before_submit")
     job_id = backend.submit(plan.artifact, secrets, tag)
     crash_if("after_submit")
@@ -222,10 +227,10 @@ def execute(state: "State", plan: "Plan", spec: Spec | None, say: Say) -> None:
         say(f"Apply complete: wrote {', '.join(plan.artifact.files)}; nothing submitted and no job recorded "
             "(cluster.slurm_create_submission_file_only is true)")
         return
-    state.jobs[plan.job] = JobRecord(
+    state.recorded(plan.job, JobRecord(
         name=plan.job, cluster=plan.cluster, backend=backend.name, job_id=job_id, spec_digest=digest(plan.spec),
         spec=plan.spec, artifact=plan.artifact.to_json(), results_dir=plan.artifact.results_dir,
-        logs=plan.artifact.logs, applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status="PENDING")
+        logs=plan.artifact.logs, applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status="PENDING"))
     state.save()
     verb = {CREATE: "created", UPDATE: "resubmitted", REPLACE: "replaced"}[action]
     say(f"Apply complete: job {plan.job} {verb} as {backend.name} job {job_id}")

@@ -437,7 +437,7 @@ def state_rm(env: Env, job) -> int:
     """Forget JOB without touching the running job or its results."""
     with env.locked() as state:
         state.job(job)
-        del state.jobs[job]
+        state.forget(job)
         state.save()
     env.out.print(f"removed {job} from state", markup=False)
     return 0

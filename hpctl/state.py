@@ -44,6 +44,9 @@ class State:
     serial: int = 0
     lineage: str = ""
     jobs: dict[str, JobRecord] = field(default_factory=dict)
+    # Jobs an apply began to submit and has not recorded yet (name -> when): only these can have
+    # been submitted and lost, so only for these does a plan ask the scheduler (apply.adopt_lost).
+    submitting: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> "State":
@@ -59,10 +62,11 @@ class State:
             raise HpctlError(f"state file version {doc.get('version')} is not supported",
                              origin=Origin(str(path)), expected=str(VERSION))
         jobs = {k: JobRecord.from_json(v) for k, v in doc.get("jobs", {}).items()}
-        return cls(path, doc.get("serial", 0), doc.get("lineage", ""), jobs)
+        return cls(path, doc.get("serial", 0), doc.get("lineage", ""), jobs, dict(doc.get("submitting", {})))
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, "serial": self.serial, "lineage": self.lineage,
+                "submitting": dict(sorted(self.submitting.items())),
                 "jobs": {k: v.to_json() for k, v in sorted(self.jobs.items())}}
 
     def job(self, name: str) -> JobRecord:
@@ -71,23 +75,35 @@ class State:
                              hint=did_you_mean(name, self.jobs) or "run `hpctl state list` to see the jobs")
         return self.jobs[name]
 
-    def fix_lineage(self) -> str:
-        """The lineage, made (and written, with the state) if this state never was: apply calls
-        this before it submits, so the job's tag names a lineage the state file keeps even when
-        hpctl dies before the job is recorded."""
-        if not self.lineage:
-            self.lineage = str(uuid.uuid4())
-            self._write()  # serial 0: the state exists, no change was made to it yet
+    def begin_submit(self, job: str) -> str:
+        """Mark `job` as being submitted, on disk before the scheduler sees it, and return the
+        lineage its tag names (made if this state never was). Recording the job clears the mark
+        (`recorded`); a mark left behind says an apply died around its submission, and is what
+        makes a later plan look for the job on the scheduler. Not a change of what was applied:
+        the serial stays."""
+        self.lineage = self.lineage or str(uuid.uuid4())
+        self.submitting[job] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._write()
         return self.lineage
+
+    def forget(self, job: str) -> None:
+        """Drop `job`'s record and any submission mark: a forgotten job is never adopted again."""
+        del self.jobs[job]
+        self.submitting.pop(job, None)
+
+    def recorded(self, job: str, record: JobRecord) -> None:
+        """`job`'s record, its submission mark cleared; the caller saves."""
+        self.jobs[job] = record
+        self.submitting.pop(job, None)
 
     def save(self) -> None:
         """Write the state with its serial bumped (see _write)."""
         self.serial += 1
         if not self.lineage:
             self.lineage = str(uuid.uuid4())
-        self._write()
+        self._write(crash_point="during_state_write")
 
-    def _write(self) -> None:
+    def _write(self, crash_point: str | None = None) -> None:
         """Atomic write: temp file, fsync, keep the previous copy as a backup, rename. The state
         file exists at every moment: the backup is a second link to the previous file, never a
         rename of it, so a crash anywhere in here leaves the previous state where it was."""
@@ -114,7 +130,8 @@ class State:
             os.replace(link, backup)
             with contextlib.suppress(FileNotFoundError):  # rename(2) does nothing when the backup
                 os.unlink(link)  # already is this file (a write killed before its rename)
-        crash_if("during_state_write")
+        if crash_point:
+            crash_if(crash_point)
         os.replace(tmp, self.path)
         with contextlib.suppress(OSError):
             dfd = os.open(self.path.parent, os.O_RDONLY)

@@ -168,9 +168,10 @@ def test_unparseable_squeue_output_falls_back(fake, ws, run_cli):
 @pytest.mark.parametrize("point", ["before_submit", "after_submit", "during_state_write"])
 def test_apply_killed_at_each_step_never_submits_twice(fake, ws, run_cli, run_hpctl, point):
     """`hpctl apply` (its own process) SIGKILLs itself at POINT (HPCTL_APPLY_CRASH_AT). The state
-    file is the previous one, byte for byte; the dead process's lock is broken by the next apply,
-    which finds a job sbatch accepted by its --comment (one squeue) and adopts it: sbatch ran
-    once for the job, whatever the point."""
+    file holds the previous jobs and serial, plus the mark that `mini` was being submitted; the
+    dead process's lock is broken by the next apply, which, for that mark, finds a job sbatch
+    accepted by its --comment (one squeue) and adopts it: sbatch ran once for the job, whatever
+    the point. The mark is gone once the job is recorded."""
     fake.answers("sbatch", "ok:100", "ok:4242", "ok:4343")
     fake.answers("squeue", "ok:")  # no job of this user carries the tag yet
     assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws, "run.name=other")[0] == 0
@@ -181,7 +182,8 @@ def test_apply_killed_at_each_step_never_submits_twice(fake, ws, run_cli, run_hp
     killed = run_hpctl("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws,
                        env={"HPCTL_APPLY_CRASH_AT": point})
     assert killed.returncode == -9, killed.stderr
-    assert path.read_bytes() == before and sorted(state_of(ws)["jobs"]) == ["other"]
+    after, previous = state_of(ws), json.loads(before)
+    assert (after["jobs"], after["serial"], sorted(after["submitting"])) == (previous["jobs"], previous["serial"], ["mini"])
     assert json.loads((ws / ".hpctl" / "state.json.lock").read_text())["pid"] > 0  # left behind
     submitted = fake.argv("sbatch")
     assert len(submitted) == (0 if point == "before_submit" else 1)
@@ -203,6 +205,7 @@ def test_apply_killed_at_each_step_never_submits_twice(fake, ws, run_cli, run_hp
     state = state_of(ws)
     assert state["jobs"]["mini"]["job_id"] == "4242" and state["jobs"]["mini"]["status"] == "PENDING"
     assert sorted(state["jobs"]) == ["mini", "other"] and state["lineage"] == json.loads(before)["lineage"]
+    assert state["submitting"] == {}
     assert not (ws / ".hpctl" / "state.json.lock").exists()
     assert sorted(p.name for p in (ws / ".hpctl").iterdir()) == ["state.json", "state.json.backup"]  # no litter
 
@@ -218,6 +221,14 @@ def test_tagged_jobs_are_read_from_squeue_comments():
                                              TaggedJob("90", "RUNNING", "0123456789ab")]
 
 
+def died_submitting(ws, job: str) -> None:
+    """Leave state as an apply of `job` that died around its sbatch leaves it: with its mark."""
+    path = ws / ".hpctl" / "state.json"
+    doc = json.loads(path.read_text())
+    doc["submitting"][job] = "2026-01-01T00:00:00Z"
+    path.write_text(json.dumps(doc))
+
+
 def test_a_lost_job_of_another_spec_is_adopted_and_the_plan_replaces_it(fake, ws, run_cli):
     """The tagged job found was submitted with other inputs (its comment's spec part differs):
     it is adopted all the same, and the plan cancels and replaces it, as for any running job
@@ -225,6 +236,7 @@ def test_a_lost_job_of_another_spec_is_adopted_and_the_plan_replaces_it(fake, ws
     fake.answers("sbatch", "ok:100")
     assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws, "run.name=other")[0] == 0
     tag = job_tag(state_of(ws)["lineage"], "mini", {})
+    died_submitting(ws, "mini")
     fake.answers("squeue", f"ok:555|RUNNING|{tag.value} spec=ffffffffffff")
     rc, out, err = run_cli("plan", "mini", "--cluster", "slurm", "-w", ws)
     assert rc == 0, err
@@ -251,6 +263,7 @@ def test_a_replacement_submitted_but_not_recorded_is_adopted_over_the_ended_reco
     fake.answers("sbatch", "ok:4242")
     assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)[0] == 0
     comment = re.search(r"--comment=(\S+ spec=\S+) ", fake.argv("sbatch")[0]).group(1)
+    died_submitting(ws, "mini")
     failed = {"jobs": [{"job_id": 4242, "job_state": ["FAILED"], "exit_code": 256}]}
     fake.answers("squeue", "ok:" + json.dumps(failed), f"ok:4243|RUNNING|{comment}")
     fake.calls()
@@ -300,3 +313,20 @@ def test_scancel_without_reply_is_not_repeated_and_says_the_job_may_still_run(fa
     assert rc == 1 and "no reply from slurmctld; the job may or may not be cancelled" in err and "hpctl status" in err
     assert fake.calls() == ["scancel"]
     assert state_of(ws)["jobs"]["mini"]["status"] != "CANCELLED"
+
+
+def test_only_a_job_an_apply_began_to_submit_is_looked_for(fake, ws, run_cli):
+    """A plan asks the scheduler for a lost job only when state marks the job as being submitted:
+    planning a new job, or one the user forgot (`state rm`, `destroy`), calls no squeue, and the
+    forgotten job is not brought back even while the scheduler still lists it."""
+    fake.answers("sbatch", "ok:100")
+    assert run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws, "run.name=other")[0] == 0
+    assert state_of(ws)["submitting"] == {}
+    tag = job_tag(state_of(ws)["lineage"], "other", {})
+    fake.answers("squeue", f"ok:100|RUNNING|{tag.value} spec=ffffffffffff")
+    fake.calls()
+    rc, out, err = run_cli("plan", "mini", "--cluster", "slurm", "-w", ws)
+    assert rc == 0 and "+ job mini: create" in out and fake.calls() == []
+    assert run_cli("state", "rm", "other", "-w", ws)[0] == 0
+    rc, out, err = run_cli("plan", "mini", "--cluster", "slurm", "-w", ws, "run.name=other")
+    assert rc == 0 and "+ job other: create" in out and "adopted" not in err and fake.calls() == []
