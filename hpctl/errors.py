@@ -6,6 +6,9 @@ traceback.
 """
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from dataclasses import dataclass
 
 
@@ -91,3 +94,13 @@ class HpctlError(Exception):
 
     def render(self) -> str:
         return "\n".join(p.render() for p in self.problems)
+
+
+def optional_import(module: str, extra: str, purpose: str) -> Any:
+    """An optional dependency, imported when first needed, or a clear error naming the extra that
+    installs it (never an internal error from an ImportError deep in a backend)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise HpctlError(f"{purpose} needs the {module.split('.')[0]} package",
+                         hint=f"pip install 'hpctl[{extra}]'") from None

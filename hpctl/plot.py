@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hpctl.errors import HpctlError
+from hpctl.errors import HpctlError, optional_import
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 # (y-axis label, [(metrics key, series name)]) per panel, top to bottom.
@@ -58,12 +58,7 @@ def _need(records: list[dict[str, Any]], results_dir: str | Path) -> None:
 
 
 def _library(name: str) -> Any:
-    import importlib
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise HpctlError(f"plotting needs the {name.split('.')[0]} package",
-                         hint="pip install 'hpctl[plot]'") from None
+    return optional_import(name, "plot", "plotting")
 
 
 def terminal(records: list[dict[str, Any]], results_dir: str | Path, width: int = 100, height: int = 14,

@@ -120,3 +120,23 @@ def test_json_output_never_loads_rich(tmp_path):
     assert error["rc"] == 1 and error["heavy"] == [], error
     [text] = _run([["plan", "-w", ws, *args]], cwd=tmp_path, modules=("rich",))
     assert text["rc"] == 0 and "rich" in text["heavy"]  # the probe sees rich where it is used
+
+
+def test_a_missing_optional_client_or_a_broken_aws_profile_is_a_clear_error(monkeypatch):
+    """Where a backend must call its scheduler and its optional client library is not installed,
+    or AWS's configuration is broken, the error names the fix: never an internal error."""
+    from hpctl.backends import kubernetes, sagemaker
+    from hpctl.errors import HpctlError
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile-for-hpctl")
+    with pytest.raises(HpctlError) as profile:
+        sagemaker.client("sagemaker", "us-east-1")
+    assert "no-such-profile-for-hpctl" in profile.value.render() and "AWS_PROFILE" in profile.value.render()
+    for module in ("kubernetes", "kubernetes.client", "kubernetes.config", "boto3"):
+        monkeypatch.setitem(sys.modules, module, None)  # import of these now raises ImportError
+    with pytest.raises(HpctlError) as k8s:
+        kubernetes.api_client({})
+    assert k8s.value.render().splitlines() == [
+        "a Kubernetes cluster needs the kubernetes package", "  hint:     pip install 'hpctl[kubernetes]'"]
+    with pytest.raises(HpctlError) as sm:
+        sagemaker.client("sagemaker", "us-east-1")
+    assert "needs the boto3 package" in sm.value.render() and "hpctl[sagemaker]" in sm.value.render()

@@ -7,8 +7,9 @@ HyperPod's `HyperPodPyTorchJob` when `cluster.job_kind` says so) whose pods run 
 Secret named `<job>-secrets` that `submit` creates from the submitting process's values; the
 manifest names the keys, never the values.
 
-The `kubernetes` client library is imported only inside submit/describe/logs/cancel, so
-`hpctl plan` works on machines without it.
+The `kubernetes` client library is imported only when the API server is called (submit,
+describe, logs, cancel, and find_tagged for a job an apply died submitting), so `hpctl plan`
+works on machines without it; where it is needed and missing, the error names the extra.
 
 Node and rank mapping, used by `logs --rank`: a job of N nodes with D devices each has global
 ranks 0..N*D-1, grouped per node, so rank r runs on node r // D. Node 0 is the `Master` replica
@@ -32,7 +33,7 @@ from hpctl.backends.common import (
     TEE_ALL, USER_ENV_PREFIXES, JobTag, job_env, positive_int, rank_lines, rank_prefix_env, scalar_text,
     secret_vars)
 from hpctl.entry import entry_point
-from hpctl.errors import HpctlError
+from hpctl.errors import HpctlError, optional_import
 from hpctl.spec import Spec, get_path, is_sensitive, join
 from hpctl.suggest import did_you_mean
 from hpctl.templating import render as render_template
@@ -373,9 +374,14 @@ def node_of(pod: dict[str, Any]) -> int | None:
 
 # ---- talking to the API server (the `kubernetes` client is imported only from here on) ----
 
+def _kubernetes(module: str) -> Any:
+    """kubernetes.<module> (the `kubernetes` extra), or a clear error saying how to install it."""
+    return optional_import(f"kubernetes.{module}", "kubernetes", "a Kubernetes cluster")
+
+
 def api_client(cluster: dict[str, Any]) -> Any:
     """An ApiClient from cluster.kubeconfig/context, else $KUBECONFIG or ~/.kube/config, else in-cluster."""
-    from kubernetes import client, config
+    client, config = _kubernetes("client"), _kubernetes("config")
     from kubernetes.config.config_exception import ConfigException
 
     context_name = cluster.get("context") or cluster.get("kube_context")  # kube_context: HyperPod v2
@@ -468,7 +474,7 @@ class KubernetesBackend(Backend):
             meta={"name": ctx["name"], "namespace": ctx["namespace"], "kind": ctx["kind"]})
 
     def submit(self, artifact: Artifact, secrets: dict[str, str], tag: JobTag | None = None) -> str:
-        from kubernetes import client
+        client = _kubernetes("client")
 
         config_map, job = documents(artifact.text)
         if tag is not None:
@@ -494,7 +500,7 @@ class KubernetesBackend(Backend):
 
     def find_tagged(self, artifact: Artifact, tag: JobTag) -> list[TaggedJob]:
         """One list call in the job's namespace, selecting the tag's label."""
-        from kubernetes import client
+        client = _kubernetes("client")
 
         config_map, job = documents(artifact.text)
         cluster = json.loads(config_map["data"][SPEC_FILE]).get("cluster") or {}
@@ -524,7 +530,7 @@ class KubernetesBackend(Backend):
                 replace(body["metadata"]["name"], namespace, body)
 
     def describe(self, record: JobRecord) -> JobStatus:
-        from kubernetes import client
+        client = _kubernetes("client")
         from kubernetes.client.exceptions import ApiException
 
         namespace, name, (group, version, plural) = _target(record)
@@ -542,7 +548,7 @@ class KubernetesBackend(Backend):
 
     def describe_many(self, records: list[JobRecord]) -> dict[str, JobStatus]:
         """One list call per API server, namespace and job kind, however many jobs live there."""
-        from kubernetes import client
+        client = _kubernetes("client")
 
         groups: dict[tuple[str, str, tuple[str, str, str]], list[tuple[JobRecord, str]]] = {}
         for record in records:
@@ -563,7 +569,7 @@ class KubernetesBackend(Backend):
         return out
 
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
-        from kubernetes import client
+        client = _kubernetes("client")
 
         namespace, name, _ = _target(record)
         node = 0
@@ -592,7 +598,7 @@ class KubernetesBackend(Backend):
 
     def cancel(self, record: JobRecord) -> None:
         """Delete the job (its pods go with it), then its ConfigMap and Secret. Volumes are untouched."""
-        from kubernetes import client
+        client = _kubernetes("client")
         from kubernetes.client.exceptions import ApiException
 
         namespace, name, (group, version, plural) = _target(record)

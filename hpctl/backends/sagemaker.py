@@ -41,7 +41,7 @@ from adapter import sagemaker as container
 from adapter.config import Reader
 from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact,
                                  Backend, JobRecord, JobStatus, TaggedJob)
-from hpctl.errors import HpctlError, Problem
+from hpctl.errors import HpctlError, Problem, optional_import
 from hpctl.instances import sagemaker_name
 from hpctl.backends.common import JobTag, job_env, rank_lines, scalar_text
 from hpctl.spec import REDACTED, Spec, digest, get_path, join
@@ -334,13 +334,16 @@ def request_for(spec: Spec) -> tuple[dict[str, Any], dict[str, str], str]:
 
 # ---- the request checked against botocore's model of the SageMaker API
 
+def _botocore(module: str) -> Any:
+    """botocore.<module> (the `sagemaker` extra), or a clear error saying how to install it."""
+    return optional_import(f"botocore.{module}", "sagemaker", "a SageMaker training job")
+
+
 @lru_cache(maxsize=1)
 def _operation() -> Any:
     """CreateTrainingJob's input shape from botocore's bundled service model (no boto3, no network)."""
-    from botocore.loaders import Loader
-    from botocore.model import ServiceModel
-
-    model = ServiceModel(Loader().load_service_model("sagemaker", "service-2"), "sagemaker")
+    loaders, models = _botocore("loaders"), _botocore("model")
+    model = models.ServiceModel(loaders.Loader().load_service_model("sagemaker", "service-2"), "sagemaker")
     return model.operation_model("CreateTrainingJob").input_shape
 
 
@@ -396,9 +399,8 @@ def _walk(shape: Any, value: Any, path: str, out: list[tuple[str, str]]) -> None
 
 def request_problems(request: dict[str, Any]) -> list[tuple[str, str]]:
     """(request path, what is wrong) for every violation of the API's model; [] when valid."""
-    from botocore.validate import ParamValidator
-
     shape = _operation()
+    ParamValidator = _botocore("validate").ParamValidator
     out: list[tuple[str, str]] = []
     _walk(shape, request, "", out)
     report = ParamValidator().validate(request, shape)
@@ -512,7 +514,7 @@ def job_status(job: dict[str, Any]) -> JobStatus:
 
 def client(service: str, region: str | None) -> Any:
     """A boto3 client from the default credential chain; tests replace this to add a Stubber."""
-    import boto3
+    boto3 = optional_import("boto3", "sagemaker", "a SageMaker training job")
 
     with aws_errors(f"create the {service} client"):
         return boto3.session.Session(region_name=region or None).client(service)
@@ -551,8 +553,8 @@ HINTS = {
 @contextlib.contextmanager
 def aws_errors(what: str) -> Iterator[None]:
     """botocore's exceptions as one HpctlError each: what was tried, AWS's code and message, a fix."""
-    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError,
-                                     PartialCredentialsError)
+    from botocore.exceptions import (BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError,
+                                     NoRegionError, PartialCredentialsError)
 
     try:
         yield
@@ -571,6 +573,9 @@ def aws_errors(what: str) -> Iterator[None]:
         if code == "ValidationException" and "already" in message.lower() and "exist" in message.lower():
             code = "ResourceInUse"
         raise HpctlError(f"cannot {what}: {code}: {message}", hint=HINTS.get(code)) from None
+    except BotoCoreError as e:  # the rest of botocore's own: a missing profile, an expired SSO token, ...
+        raise HpctlError(f"cannot {what}: {e}", hint="check the AWS configuration boto3 reads (AWS_PROFILE, "
+                         "~/.aws/config, the SSO login)") from None
 
 
 def follow_stream(logs: Any, job: str, host: str, follow: bool, done: Callable[[], bool],
