@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter import sagemaker
+from hpctl.backends.common import TEE_ALL, rank_prefix_env  # the one owner of the rank prefix
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -59,7 +61,7 @@ def container_spec(spec: dict[str, Any], tensorboard_dir: str | None) -> dict[st
 def torchrun_argv(python: str, node: sagemaker.Node, nproc: int, port: int, config: Path) -> list[str]:
     return [python, "-m", "torch.distributed.run", f"--nnodes={node.nnodes}", f"--node-rank={node.rank}",
             f"--nproc-per-node={nproc}", f"--master-addr={node.master_addr}", f"--master-port={port}",
-            "--tee=3", "-m", "adapter.train", "--config", str(config)]
+            TEE_ALL, "-m", "adapter.train", "--config", str(config)]
 
 
 def newest(directory: Path) -> Path | None:
@@ -106,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"adapter.sagemaker_launch: {node.current_host} is node {node.rank} of {node.nnodes}, "
           f"rendezvous {node.master_addr}:{args.master_port}", flush=True)
 
-    proc = subprocess.Popen(torchrun_argv(args.python, node, args.nproc_per_node, args.master_port, config))
+    # Each line a worker prints starts with its global rank, as on the other backends: the host's
+    # CloudWatch stream then serves `hpctl logs --rank` (common.rank_lines). hpctl's value wins.
+    proc = subprocess.Popen(torchrun_argv(args.python, node, args.nproc_per_node, args.master_port, config),
+                            env={**os.environ, **rank_prefix_env()})
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
     code = proc.wait()

@@ -26,6 +26,7 @@ import pytest
 
 from adapter import sagemaker as layout
 from hpctl.backends import get_backend
+from hpctl.backends.common import rank_lines
 from hpctl.compose import compose
 from hpctl.workspace import Workspace
 
@@ -57,7 +58,8 @@ def _host_argv(request: dict, root: Path, port: int) -> list[str]:
     return argv
 
 
-def _launch(hosts: list[Path], request: dict) -> None:
+def _launch(hosts: list[Path], request: dict) -> list[str]:
+    """Each host's output, which SageMaker would put in that host's CloudWatch stream."""
     port = _free_port()
     procs = [subprocess.Popen(_host_argv(request, root, port), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env=env(**request["Environment"], **{layout.ROOT_ENV: str(root)}), text=True)
@@ -65,6 +67,7 @@ def _launch(hosts: list[Path], request: dict) -> None:
     outs = [p.communicate(timeout=240)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
+    return outs
 
 
 def _losses(root: Path) -> dict[int, float]:
@@ -87,8 +90,11 @@ def test_two_hosts_train_to_the_end_and_a_retry_resumes_exactly(tmp_path):
         (root / layout.RESOURCE_CONFIG).parent.mkdir(parents=True)
         (root / layout.RESOURCE_CONFIG).write_text(json.dumps({"current_host": HOSTS[i], "hosts": HOSTS}))
 
-    _launch(hosts, request)
+    outs = _launch(hosts, request)
     first, second = hosts
+    # `hpctl logs --rank r` reads host r's stream (one rank per host here) and keeps rank r's lines
+    assert "adapter: finished at step 6" in list(rank_lines(outs[0].splitlines(), 0))[-1]
+    assert list(rank_lines(outs[1].splitlines(), 1)) and not list(rank_lines(outs[1].splitlines(), 0))
     straight = _losses(first)
     assert sorted(straight) == [1, 2, 3, 4, 5, 6]
     weights = (first / layout.MODEL / "model.safetensors").read_bytes()  # the export, moved by the first host
