@@ -53,6 +53,20 @@ def _split(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def env_reference(text: str) -> str | None:
+    """The variable `text` names when it is nothing but `${oc.env:NAME}` (no default, no other
+    text), as `Resolver.call` reads it; else None. Such a value holds no secret itself."""
+    try:
+        tokens = _split(text.strip())
+    except ValueError:
+        return None
+    if len(tokens) != 1 or tokens[0][0] != "ref":
+        return None
+    name, _, args = tokens[0][1].strip().partition(":")
+    var = args.strip()
+    return var if name == "oc.env" and var and "," not in var and "${" not in var else None
+
+
 def has_interpolation(value: Any) -> bool:
     return isinstance(value, str) and "${" in value
 

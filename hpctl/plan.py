@@ -6,7 +6,6 @@ file and applied. Same inputs give byte-identical output: no clocks, no random i
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from hpctl.backends.base import Artifact
 from hpctl.backends.common import check_no_secrets, job_tag, network_summary
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
 from hpctl.errors import HpctlError, Origin
+from hpctl.interpolate import env_reference
 from hpctl.modelsize import param_count
 from hpctl.records import JobRecord, record_digest
 from hpctl.spec import REDACTED, Spec, canonical_json, digest, is_sensitive
@@ -188,17 +188,13 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
                 redact_args(args or []), workspace, record_digest(record))
 
 
-# An override whose whole value names an environment variable (no default after a comma) holds no
-# secret itself: a saved plan keeps it, so that apply can read the variable again.
-ENV_REFERENCE = re.compile(r"\$\{oc\.env:[A-Za-z_][A-Za-z0-9_]*\}")
-
-
 def redact_args(args: list[str]) -> list[str]:
     """Command-line overrides as saved in a plan: values of sensitive keys never stored, except a
-    bare ${oc.env:NAME} reference, which is what the hint for secrets asks users to write."""
+    bare ${oc.env:NAME} reference (it names a variable, not a value; the hint for secrets asks
+    users to write one), which apply resolves again."""
     out = []
     for a in args:
         key, eq, value = a.partition("=")
-        secret = eq and is_sensitive(key.lstrip("+~")) and not ENV_REFERENCE.fullmatch(value.strip())
+        secret = eq and is_sensitive(key.lstrip("+~")) and env_reference(value) is None
         out.append(f"{key}={REDACTED}" if secret else a)
     return out

@@ -46,7 +46,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("results", str(s["results_dir"])), *tracking, ("memory/device", mem),
     ] + ([("program", s["entry"])] if s.get("entry") else []) \
       + ([("network", s["network"])] if s.get("network") else []) \
-      + [("tag", s["tag"] or "made at the workspace's first apply")]
+      + [("tag", s.get("tag") or "made at the workspace's first apply")]  # plans saved before tags had none
 
 
 def change_lines(change: Change) -> list[str]:

@@ -73,6 +73,12 @@ def test_saved_plan_show_and_stale_refusal(tmp_path, capsys, monkeypatch):
     assert rc == 0 and planfile.exists()
     rc, out, _ = run(["show", str(planfile), "-w", str(tmp_path), "--format", "json"], capsys)
     assert rc == 0 and json.loads(out)["job"] == "tiny-llama"
+    older = tmp_path / "older.plan"  # saved by an hpctl from before job tags: its summary has no "tag"
+    doc = json.loads(planfile.read_text())
+    del doc["summary"]["tag"]
+    older.write_text(json.dumps(doc))
+    rc, out, _ = run(["show", str(older), "-w", str(tmp_path)], capsys)
+    assert rc == 0 and "made at the workspace's first apply" in out
     from hpctl.records import JobRecord
     from hpctl.state import locked
 

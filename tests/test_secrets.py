@@ -168,3 +168,14 @@ def test_a_saved_plan_keeps_an_environment_reference_given_on_the_command_line(w
     assert "typed_in_clear" not in literal.read_text()
     rc, out, err = run_cli("apply", literal, "-w", workspace)
     assert rc == 1 and "env_vars.Y_TOKEN" in err and "has no value at apply time" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("arg,saved", [
+    ("+env_vars.X_TOKEN=${oc.env:HF_TOKEN}", "+env_vars.X_TOKEN=${oc.env:HF_TOKEN}"),
+    ("+env_vars.X_TOKEN=${oc.env: HF_TOKEN }", "+env_vars.X_TOKEN=${oc.env: HF_TOKEN }"),  # read as the resolver reads it
+    ("+env_vars.X_TOKEN=${oc.env:HF_TOKEN,hf_default_in_clear}", "+env_vars.X_TOKEN=(sensitive)"),  # a default is a value
+    ("+env_vars.X_TOKEN=pre${oc.env:HF_TOKEN}", "+env_vars.X_TOKEN=(sensitive)"),
+    ("git.token=ghp_typed", "git.token=(sensitive)"), ("trainer.max_steps=3", "trainer.max_steps=3")])
+def test_a_saved_plan_keeps_only_bare_environment_references_of_sensitive_keys(arg, saved):
+    from hpctl.plan import redact_args
+    assert redact_args([arg]) == [saved]
