@@ -1,9 +1,11 @@
-"""Section 5: the trainer on a GPU, only where CUDA is present.
+"""Section 7: the trainer on a GPU, only where CUDA is present.
 
 Runs bench/gpu_check.py (Llama 3.2 1B shape, bf16 FSDP2 on one GPU, the adapter's own model
 building, parallelism and train step) for its variants: plain, activation checkpointing,
-torch.compile per layer, and both. Each row is one variant's tokens/s against the plain
-variant, with its MFU and peak memory (torch.cuda.max_memory_allocated).
+torch.compile per layer, both, fp8, offload, LoRA, QLoRA and context parallelism. Each row is
+one variant's tokens/s against the plain variant, with its MFU and peak memory
+(torch.cuda.max_memory_allocated); a variant that could not run here (cp on one GPU, fp8
+without torchao) is a row saying why.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 from bench import runner
 from bench.report import Row, Section, Skip
 
-KEY, TITLE = "gpu", "5. GPU: Llama 3.2 1B shape, bf16, FSDP2, 1 GPU"
+KEY, TITLE = "gpu", "7. GPU: Llama 3.2 1B shape, bf16, FSDP2, 1 GPU"
 SCRIPT = Path(__file__).with_name("gpu_check.py")
 
 
@@ -39,8 +41,8 @@ def rows(doc: dict) -> list[Row]:
     plain = results.get("plain", {}).get("tokens_per_s")
     out = []
     for name, r in results.items():
-        if "error" in r:
-            out.append(Row(name, None, "tok/s", plain, note=r["error"]))
+        if "error" in r or "skipped" in r:
+            out.append(Row(name, None, "tok/s", plain, note=r.get("error") or f"skipped: {r['skipped']}"))
             continue
         mfu = f"MFU {100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "MFU -"
         out.append(Row(f"{name} vs plain", r["tokens_per_s"], "tok/s", plain,

@@ -78,12 +78,14 @@ def test_gpu_section_reads_gpu_check_output(tmp_path):
     from bench import gpu
 
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, str(gpu.SCRIPT), "--dry-run", "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(gpu.SCRIPT), "--dry-run", "--variants", "plain,ac,cp", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     rows = gpu.rows(json.loads(out.read_text()))
-    assert [r.figure for r in rows] == ["plain vs plain", "ac vs plain"]
-    assert all(r.ours > 0 and r.ratio is not None and "peak" in r.note for r in rows)
+    assert [r.figure for r in rows] == ["plain vs plain", "ac vs plain", "cp"]
+    assert all(r.ours > 0 and r.ratio is not None and "peak" in r.note for r in rows[:2])
+    # a variant that cannot run here is a row saying why (cp needs 2 GPUs), not a broken section
+    assert rows[2].ours is None and rows[2].note.startswith("skipped: context parallelism 2 needs 2 or more GPUs")
 
 
 @pytest.mark.slow
