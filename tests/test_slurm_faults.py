@@ -101,7 +101,7 @@ def test_sbatch_retries_while_slurmctld_is_unreachable(fake, ws, run_cli):
     assert state_of(ws)["jobs"]["mini"]["job_id"] == "4242"
 
 
-def test_sbatch_gives_up_clearly_and_state_is_untouched(fake, ws, run_cli):
+def test_sbatch_gives_up_clearly_and_records_no_job(fake, ws, run_cli):
     fake.answers("sbatch", f"fail:{UNREACHABLE}")
     rc, out, err = run_cli("apply", "mini", "--cluster", "slurm", "--auto-approve", "-w", ws)
     assert rc == 1 and "Traceback" not in err
@@ -118,7 +118,8 @@ def test_lost_sbatch_reply_is_not_retried(fake, ws, run_cli):
     assert rc == 1 and "may or may not have been submitted" in err
     assert "squeue --name=mini" in err  # the script's --job-name
     assert fake.calls() == ["sbatch"]
-    assert state_of(ws)["jobs"] == {}  # created with its lineage before sbatch (the tag names it); no job
+    # no job recorded; the mark written before sbatch stays, so the next plan asks squeue for it
+    assert state_of(ws)["jobs"] == {} and list(state_of(ws)["submitting"]) == ["mini"]
 
 
 def test_status_and_cancel_while_slurmctld_is_down_then_back(fake, ws, run_cli, tmp_path):
