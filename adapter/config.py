@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from adapter import architectures, llmft
+from adapter.architectures import CP
 from adapter.reader import ConfigError, InvalidConfig, Reader, resolve_local
 
 __all__ = ["ConfigError", "InvalidConfig", "Reader", "resolve_local", "TrainConfig", "load", "from_recipe",
@@ -419,8 +420,7 @@ def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
         r.refuse("model.cpu_offload", "needs trainer.accelerator gpu (the parameters already live on the CPU)")
     cp = r.int(CP, 1, minimum=1) or 1
     if cp > 1 and accelerator == "cpu":
-        r.refuse(CP, f"{cp} needs trainer.accelerator gpu: {CP_CPU_REASON}",
-                 "set model.context_parallel_degree: 1 for a CPU run")
+        r.errors.append(cp_without_cuda(cp))
     return ParallelConfig(
         tp=r.int("model.tensor_model_parallel_degree", 1, minimum=1) or 1,
         sharding_strategy=strategy,
@@ -436,7 +436,6 @@ def _parallel(r: Reader, precision: str, accelerator: str) -> ParallelConfig:
     )
 
 
-CP = "model.context_parallel_degree"
 # What torch 2.13 does with ring attention on a CPU (gloo) mesh, measured: SDPA on CPU runs
 # aten._scaled_dot_product_flash_attention_for_cpu, for which the context-parallel dispatcher has
 # no rule (its rules cover the CUDA flash, efficient and cuDNN kernels), and the math fallback
@@ -444,6 +443,13 @@ CP = "model.context_parallel_degree"
 CP_CPU_REASON = ("torch's context parallelism (ring attention) has no CPU attention kernel: "
                  "\"Operator aten._scaled_dot_product_flash_attention_for_cpu.default does not have a "
                  "sharding strategy registered\" (torch 2.13)")
+
+
+def cp_without_cuda(cp: int) -> ConfigError:
+    """The one refusal of context parallelism without CUDA: at plan time for trainer.accelerator
+    cpu, and at start (parallel.check_device) for auto on a host that has no GPU."""
+    return ConfigError(CP, f"{cp} needs CUDA devices (trainer.accelerator gpu): {CP_CPU_REASON}",
+                       f"set {CP}: 1 for a CPU run")
 
 
 def _context_parallel(r: Reader, p: ParallelConfig, seq_len: int | None, multi_modal: bool) -> None:

@@ -36,7 +36,7 @@ from torch.distributed.tensor.parallel import (ColwiseParallel, ParallelStyle, R
 
 from adapter import qlora
 from adapter.architectures import cp_problems, tp_problems
-from adapter.config import CP_CPU_REASON, ConfigError, MeshShape, ParallelConfig, mesh_shape  # noqa: F401 - mesh_shape is re-exported
+from adapter.config import ConfigError, MeshShape, ParallelConfig, cp_without_cuda, mesh_shape  # noqa: F401 - mesh_shape is re-exported
 
 DIMS = ("dp_replicate", "dp_shard", "cp", "tp")
 
@@ -99,8 +99,7 @@ def check_device(shape: MeshShape, device_type: str) -> None:
     """Ring attention needs CUDA's attention kernels; a CPU run with cp > 1 (accelerator auto on a
     machine without GPUs: config.py refuses accelerator cpu) stops before any work."""
     if shape.cp > 1 and device_type != "cuda":
-        raise ConfigError("model.context_parallel_degree", f"{shape.cp} needs CUDA devices: {CP_CPU_REASON}",
-                          "set model.context_parallel_degree: 1 for a CPU run")
+        raise cp_without_cuda(shape.cp)
 
 
 def build_layout(shape: MeshShape, device_type: str) -> Layout:
