@@ -217,8 +217,10 @@ def gather_full(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             if qlora.is_nf4(local):
                 local = local.get_original_weight()
                 value = DTensor.from_local(local, value.device_mesh, value.placements, run_check=False,
-                                           shape=value.shape, stride=torch.empty(value.shape, device="meta").stride())
-            value = value.full_tensor()
+                                           shape=value.shape, stride=value.stride())
+            # on the mesh's device first, as torch's own full-state-dict path does: a CPU-offloaded
+            # shard cannot be all-gathered over NCCL
+            value = value.to(value.device_mesh.device_type).full_tensor()
         elif qlora.is_nf4(value):
             value = value.get_original_weight()
         if dist.get_rank() == 0:

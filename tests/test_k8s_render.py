@@ -433,6 +433,7 @@ def test_job_name_becomes_a_kubernetes_name():
     ({"job_kind": "PytorchJob"}, {}, "cluster.job_kind", "did you mean 'PyTorchJob'?"),
     ({"custom_labels": {"team": "x: y"}}, {}, "cluster.custom_labels.team", "label value"),
     ({"custom_labels": {"app": "mine"}}, {}, "cluster.custom_labels.app", "set by hpctl"),
+    ({"custom_labels": {"hpctl/tag": "mine"}}, {}, "cluster.custom_labels.hpctl/tag", "set by hpctl"),
     ({"queue": "bad queue"}, {}, "cluster.queue", "label value"),
     ({"annotations": {"bad key!": "v"}}, {}, "cluster.annotations.bad key!", "key"),
     ({"annotations": {"example.com/token": "abc"}}, {}, "cluster.annotations.example.com/token", "sensitive"),

@@ -145,6 +145,9 @@ def test_file_system_input(tmp_path):
     (["+env_vars.HF_TOKEN=hf_abc123"], ["env_vars.HF_TOKEN", "secret", "stored in clear", "Secrets Manager"]),
     (["cluster.role_arn=null"], ["cluster.role_arn", "IAM role"]),
     (["run.time_limit=soon"], ["recipes.run.time_limit", "not a time limit"]),
+    # apply adds hpctl's own two tags: a user's of the same name, or 49 of the 50, would fail at apply
+    (["cluster.tags={hpctl:tag: mine}"], ["cluster.tags", "'hpctl:tag' is set by hpctl"]),
+    (["cluster.tags={" + ", ".join(f"t{i}: v" for i in range(49)) + "}"], ["49 tags", "hpctl adds 2", "at most 48"]),
 ])
 def test_bad_values_are_plan_errors_at_their_key(tmp_path, args, words):
     message = refusal(tmp_path, *args)

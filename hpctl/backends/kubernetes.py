@@ -249,9 +249,10 @@ def context(spec: Spec) -> dict[str, Any]:
         raise HpctlError("not a Kubernetes quantity", key="cluster.shm_size", found=repr(shm), expected='e.g. "64Gi"')
 
     labels = _labels(cluster.get("custom_labels"), "cluster.custom_labels")
-    if JOB_LABEL in labels:
-        raise HpctlError(f"the label '{JOB_LABEL}' is set by hpctl to the job name",
-                         key=f"cluster.custom_labels.{JOB_LABEL}", hint="use another label key")
+    for own in (JOB_LABEL, TAG_LABEL, SPEC_LABEL):  # hpctl's: the job name, and the tag apply adds
+        if own in labels:
+            raise HpctlError(f"the label '{own}' is set by hpctl (it names and finds the job)",
+                             key=f"cluster.custom_labels.{own}", hint="use another label key")
     labels = dict(sorted({**labels, JOB_LABEL: name}.items()))
     job_labels = dict(labels)
     queue = "queue" if cluster.get("queue") else "queue_name"  # queue_name: HyperPod v2's spelling

@@ -55,6 +55,7 @@ DEFAULT_VOLUME_GB = 30  # the SDK's default volume size
 MAX_NAME = 63
 NAME_DIGITS = 8
 TAG_KEY, SPEC_KEY = "hpctl:tag", "hpctl:spec"  # apply's JobTag, as request Tags (find_tagged searches them)
+MAX_TAGS = 50  # CreateTrainingJob's limit (botocore's model: Tags max 50)
 # The channel of a file-system input: HyperPod's launcher passes its one FileSystemInput to the SDK's
 # fit(), which names it "training", so the recipe finds the data at /opt/ml/input/data/training.
 FS_CHANNEL = "training"
@@ -327,9 +328,22 @@ def request_for(spec: Spec) -> tuple[dict[str, Any], dict[str, str], str]:
     if tags or request.get("Tags"):
         request["Tags"] = tags + request.get("Tags", [])
         sources.setdefault("Tags", "cluster.tags")
+    _check_own_tags(spec, request.get("Tags", []))
     if request.get("EnableManagedSpotTraining") and "MaxWaitTimeInSeconds" not in request["StoppingCondition"]:
         request["StoppingCondition"]["MaxWaitTimeInSeconds"] = request["StoppingCondition"]["MaxRuntimeInSeconds"]
     return request, sources, spec_prefix + container.SPEC_FILE
+
+
+def _check_own_tags(spec: Spec, tags: list[dict[str, str]]) -> None:
+    """Apply adds hpctl's two tags (TAG_KEY, SPEC_KEY) at submit: a user's tag of either name, or
+    more than MAX_TAGS - 2 tags, would make CreateTrainingJob refuse the job at apply."""
+    own = sorted({t["Key"] for t in tags} & {TAG_KEY, SPEC_KEY})
+    if own:
+        raise _err(spec, "cluster.tags", f"the tag {own[0]!r} is set by hpctl (it finds the job by it)",
+                   hint="use another tag key")
+    if len(tags) > MAX_TAGS - 2:
+        raise _err(spec, "cluster.tags", f"{len(tags)} tags: SageMaker takes {MAX_TAGS} and hpctl adds 2",
+                   expected=f"at most {MAX_TAGS - 2}")
 
 
 # ---- the request checked against botocore's model of the SageMaker API
@@ -534,7 +548,8 @@ HINTS = {
     "AccessDenied": "the credentials lack permission for this call: check the IAM policy of the user or role "
                     "(sagemaker:CreateTrainingJob, iam:PassRole on role_arn, s3:PutObject on output_path)",
     "AccessDeniedException": "the credentials lack permission for this call: check the IAM policy of the user "
-                             "or role (sagemaker:*TrainingJob*, iam:PassRole on role_arn, logs:GetLogEvents)",
+                             "or role (sagemaker:*TrainingJob*, sagemaker:Search, iam:PassRole on role_arn, "
+                             "logs:GetLogEvents)",
     "ResourceInUse": "a training job of this name exists: this exact spec was applied before (SageMaker "
                      "never reuses a name); see `hpctl status`, or change the spec to submit a new job",
     "ThrottlingException": "AWS is throttling the calls: wait a little and retry",

@@ -517,8 +517,7 @@ class SlurmBackend(Backend):
         env = {**os.environ, **{k: secrets[k] for k in artifact.env}}
         comment = [f"--comment={tag.comment}"] if tag else []  # the command line wins over the script's
         proc = _run([sbatch, "--parsable", "--export=ALL", *comment, script], env=env)
-        if proc is None:
-            raise HpctlError("sbatch is not on PATH", hint="run hpctl on a Slurm login node")
+        assert proc is not None  # _sbatch() found the client
         if _unreachable(proc):
             raise HpctlError(f"sbatch could not reach slurmctld ({1 + len(RETRY_DELAYS_S)} attempts); "
                              "nothing was submitted", found=_said(proc),
