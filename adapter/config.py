@@ -397,6 +397,17 @@ def precision_of(recipe: Mapping[str, Any]) -> str | None:
     return PRECISIONS.get(_precision_raw(Reader(recipe)).lower())
 
 
+def lora_of(recipe: Mapping[str, Any]) -> LoraConfig | None:
+    """The LoRA adapters a v1 recipe trains (type, rank, targets, dropout as the trainer reads
+    them, defaults included), None without them or when the trainer refuses them: hpctl's memory
+    estimate asks this rather than parse model.peft its own way."""
+    r = Reader(recipe)
+    lora = _lora(r, ParallelConfig(tp=1, sharding_strategy="full_shard", shard_degree=None,
+                                   activation_checkpointing=False, cpu_offload=False, compile=False,
+                                   precision="bf16"))  # no parallel rule bears on what the adapters are
+    return None if r.errors else lora
+
+
 def planned_mesh(recipe: Mapping[str, Any], world: int) -> MeshShape | None:
     """The mesh the trainer builds for a v1 recipe's parallel keys at `world` processes, None when
     it would refuse them (the plan then says why): hpctl's memory estimate asks this rather than

@@ -100,7 +100,6 @@ ADAM_BYTES = 8  # exp_avg and exp_avg_sq, fp32
 NF4_BYTES = 0.516  # 4 bits + double-quantised absmax per 64 weights (bitsandbytes)
 LOSS_BYTES_PER_LOGIT = 12  # fp32 log-softmax output, its gradient, the logits' gradient
 OVERHEAD_GB = {"gpu": 1.0, "cpu": 0.4}
-DEFAULT_LORA_RANK = 16
 DEFAULT_LORA_TARGETS = ["q_proj", "v_proj"]  # peft's default for Llama, Mistral, Mixtral and Qwen2
 MLP_NAMES = frozenset({"gate_proj", "up_proj", "down_proj"})
 
@@ -194,20 +193,17 @@ class _Lora:
     gpu: bool  # CUDA's fused dropout keeps a 1-byte mask; the CPU's keeps its scaled noise tensor
 
 
-def _lora(model: Mapping[str, Any], gpu: bool) -> _Lora | None:
-    """The recipe's LoRA adapters, or None when it trains every weight."""
-    peft = model.get("peft") or {}
-    kind = str(peft.get("peft_type") or "").lower()
-    if "lora" not in kind:
+def _lora(recipe: Mapping[str, Any], gpu: bool) -> _Lora | None:
+    """The recipe's LoRA adapters as the trainer reads them (adapter.config.lora_of), or None
+    when it trains every weight."""
+    from adapter.config import lora_of  # torch-free, as check_trainer imports it
+    cfg = lora_of(recipe)
+    if cfg is None:
         return None
-    targets = peft.get("target_modules")
-    if isinstance(targets, str):  # e.g. "all-linear", which names no projection: all of them count
+    targets = cfg.target_modules
+    if isinstance(targets, str):  # "all-linear", or one regex: the names in it count
         targets = [targets]
-    try:
-        dropout = float(peft.get("dropout") or 0.0)
-    except (TypeError, ValueError):
-        dropout = 0.0
-    return _Lora(kind, _int(peft.get("rank"), DEFAULT_LORA_RANK), targets, dropout, gpu)
+    return _Lora("qlora_4bit" if cfg.quantize_base else "lora", cfg.rank, targets, cfg.dropout, gpu)
 
 
 def _targeted(modules: list[Linear], targets: list[str] | None) -> list[Linear]:
@@ -284,7 +280,7 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> Me
     lay = layout(spec_data)
     mixed = is_16bit(recipe)
     dtype = 2 if mixed else 4
-    w = _weights(counts, lay, _lora(model, accelerator == "gpu"))
+    w = _weights(counts, lay, _lora(recipe, accelerator == "gpu"))
     at_loss_b, gathered_b = _gathered(counts, lay, dtype, mixed, w.peft is not None)
     act_loss, loss_b, act_recompute = _activations(counts.arch, lay, model, dtype, accelerator == "gpu" and not mixed,
                                                    w.peft)
