@@ -519,13 +519,13 @@ def recipes_check(env: Env, directory, overrides, as_json) -> int:
 def doctor(env: Env, cluster, as_json) -> int:
     """Check that this machine can submit to the chosen cluster; prints a fix for each failure."""
     from dataclasses import asdict
-    from hpctl.doctor import run_checks
+    from hpctl.doctor import reads_general_config, run_checks
     from hpctl.loader import load_file
     found = env.workspace.cluster(cluster or "local")
     data = load_file(found.path, found.display).data
-    general = env.workspace.general_config()
     ctype = data.get("type") or found.name
-    results = run_checks(ctype, data, load_file(general.path, general.display).data)
+    general = env.workspace.general_config() if reads_general_config(ctype) else None
+    results = run_checks(ctype, data, load_file(general.path, general.display).data if general else None)
     if as_json:
         _print_json({"cluster": found.name, "checks": [asdict(c) for c in results]})
     else:

@@ -227,6 +227,12 @@ RUNNERS = {"slurm": slurm_checks, "k8s": k8s_checks, "kubernetes": k8s_checks, "
            "sm_jobs": sagemaker_checks, "sagemaker": sagemaker_checks}
 
 
+def reads_general_config(cluster_type: str) -> bool:
+    """Whether the checks of this cluster type read the general config (SageMaker's image may be
+    its `container`); the others do not, so a broken config.yaml does not fail them."""
+    return RUNNERS.get(cluster_type) is sagemaker_checks
+
+
 def run_checks(cluster_type: str, cluster_cfg: dict[str, Any], general_cfg: dict[str, Any] | None = None) -> list[Check]:
     """All checks for one cluster type, in display order. The general config matters only to
     SageMaker, whose image may be its `container`."""
