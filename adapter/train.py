@@ -168,38 +168,38 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
               f"{f'cp={layout.shape.cp} ' if layout.shape.cp > 1 else ''}tp={layout.shape.tp}, "
               f"{accum} micro-batch(es) per step", flush=True)
 
+    preemption = checkpoint.Preemption()
+    fail_at = int(os.environ.get(FAIL_AT_STEP) or 0) if resume is None else 0
+    flops = flops_per_token(models.arch_fields(cfg, config), cfg.data.seq_len)
+    peak = metrics.peak_tflops(device, cfg.peak_tflops)
+    tokens_per_step = cfg.micro_batch * layout.shape.dp * accum * cfg.data.seq_len
+    if cfg.dpo:  # two sequences per pair; the reference's forward adds a third of a training step
+        tokens_per_step *= 2
+        if reference is not None:
+            flops *= 4 / 3
+    aux_coef = getattr(config, "router_aux_loss_coef", 0.0) if getattr(config, "output_router_logits", False) else 0.0
+    export_dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
+
+    def state() -> dict[str, Any]:
+        return checkpoint.training_state(model, optimizer, scheduler, train_data, step, rank, layout.dp_rank)
+
+    def export() -> None:
+        out = cfg.checkpoint.dir / "full" / f"step_{step:08d}"
+        if out.exists():
+            return
+        full = checkpoint.gather_full(model)
+        if rank == 0:
+            hf = lora.merged(full, cfg.lora) if cfg.lora else {models.checkpoint_key(k): v for k, v in full.items()}
+            config_out = copy.deepcopy(config)
+            config_out.use_cache = True
+            checkpoint.write_hf(hf, config_out, out, export_dtype, _tokenizer_files(cfg))
+            if cfg.lora:
+                lora.write_adapter(model, full, cfg.checkpoint.dir / "peft" / f"step_{step:08d}")
+        dist.barrier()
+
     log = metrics.MetricsLog(cfg.results_dir, rank, cfg.tensorboard_dir, step,
                              tracking.start(cfg, rank, resumed=resume is not None))
     try:
-        preemption = checkpoint.Preemption()
-        fail_at = int(os.environ.get(FAIL_AT_STEP) or 0) if resume is None else 0
-        flops = flops_per_token(models.arch_fields(cfg, config), cfg.data.seq_len)
-        peak = metrics.peak_tflops(device, cfg.peak_tflops)
-        tokens_per_step = cfg.micro_batch * layout.shape.dp * accum * cfg.data.seq_len
-        if cfg.dpo:  # two sequences per pair; the reference's forward adds a third of a training step
-            tokens_per_step *= 2
-            if reference is not None:
-                flops *= 4 / 3
-        aux_coef = getattr(config, "router_aux_loss_coef", 0.0) if getattr(config, "output_router_logits", False) else 0.0
-        export_dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
-
-        def state() -> dict[str, Any]:
-            return checkpoint.training_state(model, optimizer, scheduler, train_data, step, rank, layout.dp_rank)
-
-        def export() -> None:
-            out = cfg.checkpoint.dir / "full" / f"step_{step:08d}"
-            if out.exists():
-                return
-            full = checkpoint.gather_full(model)
-            if rank == 0:
-                hf = lora.merged(full, cfg.lora) if cfg.lora else {models.checkpoint_key(k): v for k, v in full.items()}
-                config_out = copy.deepcopy(config)
-                config_out.use_cache = True
-                checkpoint.write_hf(hf, config_out, out, export_dtype, _tokenizer_files(cfg))
-                if cfg.lora:
-                    lora.write_adapter(model, full, cfg.checkpoint.dir / "peft" / f"step_{step:08d}")
-            dist.barrier()
-
         window = metrics.Window()  # steps since the last logged one: their time and data wait
         while step < cfg.max_steps:
             step += 1
