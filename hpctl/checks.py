@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hpctl import instances, memory
+from hpctl import instances, memory, standin
 from hpctl.entry import runs_adapter
 from hpctl.errors import Problem
 from hpctl.spec import Spec
@@ -268,7 +268,8 @@ def check_trainer(spec: Spec, host: HostInfo | None) -> list[Check]:
     try:  # one read of the recipe: every refusal, or the config whose notes the plan states
         cfg = from_recipe(spec.recipe, world_size(spec), files=_is_local(spec))
     except ConfigError as exc:
-        return [Check("trainer", ERROR, e.message, [f"recipes.{e.key}"], e.hint) for e in exc.errors]
+        return [Check("trainer", ERROR, e.message, [f"recipes.{e.key}"], standin.trainer_hint(spec.data, e.hint))
+                for e in exc.errors]
     note = cfg.parallel.offload_note
     return [Check("trainer", INFO, note, ["recipes.model.offload_activations"])] if note else []
 

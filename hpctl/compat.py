@@ -38,16 +38,24 @@ NOVA = "Nova recipes run only on SageMaker's closed Nova training stack"
 TRAINIUM = instances.TRAINIUM
 MEGATRON = "Megatron/NeMo recipes run on NVIDIA NeMo's Megatron trainer, which hpctl does not launch"
 
-# run.model_type -> (kind, reason)
-BY_MODEL_TYPE = {
-    "verl": ("verl", "VERL recipes run reinforcement learning (GRPO, PPO) on Ray through the verl "
-                     "library; hpctl's trainer does supervised fine-tuning and DPO"),
-    "mtrl": ("mtrl", "multi-turn RL (mtrl) recipes need SageMaker's closed rollout and reward "
-                     "services; hpctl's trainer does supervised fine-tuning and DPO"),
-    "hyperpod_checkpointless_nemo": ("checkpointless", "checkpointless recipes run on NVIDIA NeMo with "
-                                     "HyperPod's closed checkpointless-training extensions"),
-    "neuron-hf": ("trainium", TRAINIUM),
+# The recipe families hpctl refuses, and why: the one table. A family hpctl learns to run (verl on
+# Ray, evaluation jobs) loses its row here, and every caller (plan, `recipes check`, the launcher
+# script acceptance test) then expects its recipes to plan.
+REFUSED_FAMILIES: dict[str, str] = {
+    "nova": NOVA,
+    "verl": "VERL recipes run reinforcement learning (GRPO, PPO) on Ray through the verl library; hpctl's "
+            "trainer does supervised fine-tuning and DPO",
+    "mtrl": "multi-turn RL (mtrl) recipes need SageMaker's closed rollout and reward services; hpctl's trainer "
+            "does supervised fine-tuning and DPO",
+    "checkpointless": "checkpointless recipes are NVIDIA NeMo 2 recipes that run with HyperPod's closed "
+                      "checkpointless-training extensions",
+    "evaluation": "evaluation recipes run SageMaker's evaluation containers (benchmarks, LLM-as-judge); hpctl "
+                  "launches training jobs",
+    "trainium": TRAINIUM,
 }
+# run.model_type -> family
+BY_MODEL_TYPE = {"verl": "verl", "mtrl": "mtrl", "hyperpod_checkpointless_nemo": "checkpointless",
+                 "neuron-hf": "trainium"}
 EVALUATION_SECTIONS = ("evaluation", "llm_as_judge")
 NOVA_ID = re.compile(r"(^|\.)amazon\.nova-")
 NEURON_KEYS = re.compile(r"^(neuron_|compiler_flags$|compiler_cache_url$)")
@@ -74,23 +82,46 @@ def refusal(data: dict[str, Any]) -> Refusal | None:
         return None
     model_type = get_path(data, MODEL_TYPE)
     model_type = model_type if isinstance(model_type, str) else None
+    found = family_refusal(recipe)
+    if found:
+        return found
+    found = _trainium(data, recipe) or _megatron(data, recipe, model_type) or _elastic(data)
+    if found is None and model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
+        found = Refusal("model-type", MODEL_TYPE, f"run.model_type {model_type!r} is not a recipe format hpctl runs",
+                        did_you_mean(model_type, SUPPORTED_MODEL_TYPES) or SUPPORTED)
+    return found
+
+
+def _family(recipe: dict[str, Any], model_type: str | None) -> Refusal | None:
+    """The HyperPod recipe family that the recipe's own keys show (Nova, verl, evaluation, ...), with
+    the key that shows it; None for the families hpctl runs or cannot tell."""
     if model_type and model_type.startswith("amazon.nova"):
         return Refusal("nova", MODEL_TYPE, NOVA)
     nova = next((path for path, text in _strings(recipe, "recipes") if NOVA_ID.search(text)), None)
     if nova:
         return Refusal("nova", nova, NOVA)
     if model_type in BY_MODEL_TYPE:
-        kind, reason = BY_MODEL_TYPE[model_type]
-        return Refusal(kind, MODEL_TYPE, reason)
+        kind = BY_MODEL_TYPE[model_type]
+        return Refusal(kind, MODEL_TYPE, REFUSED_FAMILIES.get(kind, ""))
     section = next((s for s in EVALUATION_SECTIONS if s in recipe), None)
-    if section:
-        return Refusal("evaluation", f"recipes.{section}", "evaluation recipes run SageMaker's evaluation "
-                       "containers (benchmarks, LLM-as-judge); hpctl launches training jobs")
-    found = _trainium(data, recipe) or _megatron(data, recipe, model_type) or _elastic(data)
-    if found is None and model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
-        found = Refusal("model-type", MODEL_TYPE, f"run.model_type {model_type!r} is not a recipe format hpctl runs",
-                        did_you_mean(model_type, SUPPORTED_MODEL_TYPES) or SUPPORTED)
-    return found
+    return Refusal("evaluation", f"recipes.{section}", REFUSED_FAMILIES.get("evaluation", "")) if section else None
+
+
+def family_refusal(recipe: dict[str, Any]) -> Refusal | None:
+    """The refusal of a recipe (its file's data) for its family alone: checked before any override
+    applies, so a script's overrides for a recipe of another kind never end in "key does not exist"."""
+    run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
+    found = _family(recipe, run.get("model_type") if isinstance(run.get("model_type"), str) else None)
+    return found if found and found.kind in REFUSED_FAMILIES else None
+
+
+def family_of(recipe: dict[str, Any]) -> str | None:
+    """A recipe file's family when it is one of REFUSED_FAMILIES' kind (whether or not still
+    refused), else None: what tests ask to know whether a recipe is expected to plan."""
+    run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
+    model_type = run.get("model_type") if isinstance(run.get("model_type"), str) else None
+    found = _family(recipe, model_type) or _trainium({}, recipe)
+    return found.kind if found else None
 
 
 def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -19,7 +19,8 @@ Slurm container it would run outside the container.
 `git.token` reaches the job as HPCTL_SECRET_GIT_TOKEN (hpctl.spec.secret_env_name); the clone
 reads it through a one-off git credential helper, so it is never written into the plan, the
 script or the clone's .git/config. `git.use_default` (HyperPod v2: the launcher's default
-adapter repository) has no meaning here: hpctl's default program is its own trainer.
+adapter repository) has no meaning here: hpctl's default program is its own trainer. HyperPod's
+LLMFT module as `git.entry_module` is run by hpctl's trainer in its place (hpctl.standin).
 
 `runs_adapter(spec_data)` tells hpctl's pre-flight checks whether this installation's trainer
 runs the recipe; when a custom program does, the trainer's acceptance rules do not apply.
@@ -33,6 +34,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from hpctl import standin
 from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.spec import Spec, secret_env_name
 
@@ -182,7 +184,7 @@ def _script(script: str, clone_dir: str | None, spec: Spec, problems: list[Probl
 def entry_point(spec: Spec, results_dir: str | None) -> EntryPoint:
     """The program the job runs and the clone it needs; HpctlError listing every bad `git` value."""
     git = spec.get("git")
-    if not isinstance(git, dict):
+    if not isinstance(git, dict) or standin.stands_in(spec.data):
         return EntryPoint(DEFAULT_PROGRAM)
     problems: list[Problem] = []
     names = ("repo_url_or_path", "branch", "commit", "entry_script", "entry_module")
@@ -247,7 +249,7 @@ def runs_adapter(spec_data: dict[str, Any]) -> bool:
     """Whether the job runs this installation's trainer (`-m adapter.train`), so its acceptance
     rules apply; False when git sets an entry script or module, or runs a cloned adapter."""
     git = spec_data.get("git") if isinstance(spec_data, dict) else None
-    if not isinstance(git, dict):
+    if not isinstance(git, dict) or standin.stands_in(spec_data):
         return True
     return not (git.get("entry_script") or git.get("entry_module") or git.get("update_adapter") is True)
 

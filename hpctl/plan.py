@@ -133,6 +133,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "memory_fraction": round(estimate.fraction, 3) if known and estimate.fraction is not None else None,
         "network": network_summary(spec, platform_network),
         "tracking": tracking_destinations(spec),
+        "notes": list(spec.notes),
     }
 
 

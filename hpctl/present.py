@@ -84,6 +84,8 @@ def print_plan(plan: Plan, console: Console, show_artifact: bool = True) -> None
     for c in plan.checks:
         if c["severity"] == "warning":
             console.print("[yellow]warning[/yellow] " + escape(f"[{c['id']}] {c['message']}"), highlight=False)
+    for note in plan.summary.get("notes") or []:  # plans saved before notes had none
+        console.print("note: " + note, highlight=False, markup=False)
     console.print()
     if plan.has_changes:
         console.print("hpctl will perform the following actions:\n", highlight=False)
@@ -106,6 +108,8 @@ def plan_markdown(plan: Plan) -> str:
     warnings = [c for c in plan.checks if c["severity"] == "warning"]
     if warnings:
         out += ["", *[f"- :warning: `{c['id']}` {c['message']}" for c in warnings]]
+    if plan.summary.get("notes"):
+        out += ["", *[f"- note: {note}" for note in plan.summary["notes"]]]
     lines = change_lines(plan.change)
     if lines:
         out += ["", "```diff", *lines, "```"]

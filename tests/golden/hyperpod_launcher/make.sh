@@ -1,0 +1,33 @@
+#!/bin/bash
+# Regenerates the goldens in this directory from HyperPod's own launcher (v2, ../shared/peer-launchers):
+# what its Hydra main.py does with the argument forms hpctl reads the same way (tests/test_hyperpod_args.py).
+# Needs the launcher's venv as its SOURCE.txt makes it (PYTHON, default /tmp/hpl2/bin/python) and a
+# checkout copy with recipes_collection linked in (tests/launcher_scripts.py copy_checkout).
+# Usage: bash tests/golden/hyperpod_launcher/make.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+PYTHON=${PYTHON:-/tmp/hpl2/bin/python}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$here/../.." && python3 -c "import sys; sys.path.insert(0, '.'); from launcher_scripts import copy_checkout; from pathlib import Path; copy_checkout('v2', Path('$work/hp'))")
+run() {  # HyperPod main.py with a k8s LLMFT recipe; prints its last error line, or nothing
+  (cd "$work/hp" && "$PYTHON" main.py recipes=fine-tuning/llama/llmft_llama3_1_8b_instruct_seq4k_gpu_dpo \
+    base_results_dir="$work/res" cluster=k8s cluster_type=k8s container=example.com/img:1 "$@" 2>&1 || true) \
+    | grep -v '^\[WARNING\]' | grep -E "^(Key|Could not|Job)" | head -3 | sed "s#$work#WORK#g"
+}
+{
+  echo "## +cluster.persistent_volume_claims.0.claimName=fsx-claim +cluster.persistent_volume_claims.0.mountPath=/data hydra.job.chdir=True hydra.run.dir=. hydra.output_subdir=null"
+  run +cluster.persistent_volume_claims.0.claimName=fsx-claim +cluster.persistent_volume_claims.0.mountPath=/data \
+      hydra.job.chdir=True hydra.run.dir=. hydra.output_subdir=null | sed -E 's/^Job .* submission file created.*/accepted: submission file created/'
+  echo "## cluster.persistent_volume_claims.0.claimName=fsx-claim"
+  run cluster.persistent_volume_claims.0.claimName=fsx-claim
+  echo "## hydra.job.chdri=True"
+  run hydra.job.chdri=True
+  echo "## run.name=x"
+  run run.name=x
+} > "$here/hydra_forms.txt"
+python3 - "$work/res" > "$here/persistent_volume_claims.json" <<'PY'
+import json, pathlib, sys, yaml
+values = next(pathlib.Path(sys.argv[1]).glob("*/k8s_template/values.yaml"))
+print(json.dumps(yaml.safe_load(values.read_text())["trainingConfig"]["persistentVolumeClaims"], indent=2))
+PY
