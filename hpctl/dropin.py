@@ -31,6 +31,7 @@ COLLECTION = "recipes_collection"
 STATE = ".hpctl/state.json"
 PLAN_ONLY, AUTO_APPROVE = "HPCTL_PLAN_ONLY", "HPCTL_AUTO_APPROVE"
 TRUE, FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
+CUSTOM_SCRIPT_FLAGS = ("--config-path", "--config-name", "-cp", "-cn")  # Hydra's; HyperPod's custom_script uses them
 
 TEMPLATE = '''#!/usr/bin/env python3
 {marker}, written by `hpctl init`: HyperPod's launcher scripts run hpctl with
@@ -113,6 +114,13 @@ def _flag(name: str) -> bool:
 
 def command(directory: Path, argv: list[str], tty: bool) -> list[str]:
     """The hpctl command line that a launcher script's main.py arguments amount to."""
+    custom = next((a for a in argv if a.split("=", 1)[0] in CUSTOM_SCRIPT_FLAGS), None)
+    if custom:
+        raise HpctlError(f"HyperPod's custom-script mode ({custom.split('=', 1)[0]} with a training_cfg block) is not "
+                         "supported by hpctl", key=custom.split("=", 1)[0],
+                         hint="run your program from a recipe with git.entry_script (a Python file) or "
+                              "git.entry_module, and trainer.num_nodes x trainer.devices for training_cfg.run's "
+                              "nodes x ntasks_per_node")
     workspace, state = directory / COLLECTION, directory / STATE
     common = ["--workspace", str(workspace), "--state", str(state)]
     if _flag(PLAN_ONLY):

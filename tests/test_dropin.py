@@ -107,3 +107,11 @@ def test_auto_approve_applies_and_extra_arguments_pass_through(checkout: Path) -
     assert "steps          7 " in p.stdout  # the extra argument reached hpctl
     sbatch = checkout / "results" / "hf-llama3-8b" / "hpctl" / "hf-llama3-8b.sbatch"
     assert "Apply complete: wrote " + str(sbatch) in p.stdout and sbatch.is_file()
+
+
+def test_hyperpods_custom_script_mode_is_refused_with_hpctls_way(checkout: Path) -> None:
+    with pytest.raises(HpctlError) as e:
+        dropin.command(checkout, ["--config-path=/x/custom_script", "--config-name=config_slurm", "base_results_dir=/r"],
+                       tty=False)
+    [p] = e.value.problems
+    assert p.key == "--config-path" and "custom-script mode" in p.message and "git.entry_script" in p.hint
