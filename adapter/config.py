@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from adapter import architectures, llmft
+from adapter import architectures, known_models, llmft
 from adapter.architectures import CP
 from adapter.reader import ConfigError, InvalidConfig, Reader, resolve_local
 
@@ -330,8 +330,15 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
 def _architecture(r: Reader, model_type: str | None, hf_model: str | None, arch: dict[str, Any],
                   parallel: ParallelConfig) -> None:
     """The model family is one the trainer builds, with the fields and shapes it needs. A recipe
-    with hf_model_name_or_path takes its architecture from that checkpoint, read only in the job."""
+    with hf_model_name_or_path takes its architecture from that checkpoint: its shapes are checked
+    here when known_models knows them (a readable config.json, or a model of its table)."""
     if hf_model is not None:
+        known = known_models.lookup(hf_model)
+        if known is not None and isinstance(known.fields.get("model_type"), str):
+            hf_type = known.fields["model_type"]
+            for error in architectures.tp_problems(hf_type, known.fields, parallel.tp) + \
+                    architectures.cp_problems(hf_type, known.fields, parallel.cp):
+                r.refuse(error.key, error.message, error.hint)
         return
     if model_type is None:
         r.refuse("model.model_type", "is required unless model.hf_model_name_or_path gives the architecture")

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hpctl import instances, memory, slurm_docker, standin
+from hpctl import instances, memory, model_arch, slurm_docker, standin
 from hpctl.entry import runs_adapter
 from hpctl.errors import Problem
 from hpctl.spec import Spec
@@ -317,6 +317,7 @@ def _likely_channel(role: str, value: str, channels: dict[str, tuple[str, str]])
 
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_trainer,
+    model_arch.check,
     slurm_docker.check,
     check_data_channels,
     check_host_capacity,

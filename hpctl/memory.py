@@ -93,6 +93,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hpctl import model_arch
 from hpctl.modelsize import Arch, Linear, ParamCounts, linears, param_counts
 
 GB = 1e9
@@ -270,7 +271,7 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> Me
     """
     recipe = recipe_of(spec_data)
     model, trainer = recipe.get("model") or {}, recipe.get("trainer") or {}
-    counts = param_counts(model)
+    counts = param_counts(model_arch.fields(spec_data))  # the checkpoint's architecture where known
     accelerator = "cpu" if str(trainer.get("accelerator", "gpu")).lower() == "cpu" else "gpu"
     overhead = OVERHEAD_GB[accelerator]
     if not counts.total:

@@ -12,7 +12,7 @@ from typing import Any
 
 from hpctl import checks as preflight
 from hpctl import entry
-from hpctl import memory
+from hpctl import memory, model_arch
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
 from hpctl.backends.common import check_no_secrets, job_tag, network_summary
@@ -110,12 +110,15 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
     trainer, model = r.get("trainer", {}), r.get("model", {})
     llmft = r.get("training_config") or {}
     args, model_config = llmft.get("training_args") or {}, llmft.get("model_config") or {}
-    params = param_count(model) if model.get("hidden_size") else None
+    arch = model_arch.fields(spec.data)  # the checkpoint's architecture where known, else the recipe's
+    params = param_count(arch) if arch.get("hidden_size") else None
+    active = param_count(arch, active=True) if params else None
     strategy = ((args.get("strategy") or {}).get("fsdp_config") or {}).get("sharding_strategy")
     known = estimate is not None and estimate.known
     return {
         "model": model.get("model_type") or model_config.get("model_name_or_path"),
         "parameters": params,
+        "active_parameters": active if active != params else None,
         "nodes": trainer.get("num_nodes"), "devices_per_node": trainer.get("devices"),
         "accelerator": trainer.get("accelerator", "gpu"),
         "tensor_parallel": model.get("tensor_model_parallel_degree", 1),
@@ -133,7 +136,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "memory_fraction": round(estimate.fraction, 3) if known and estimate.fraction is not None else None,
         "network": network_summary(spec, platform_network),
         "tracking": tracking_destinations(spec),
-        "notes": list(spec.notes),
+        "notes": [*spec.notes, *filter(None, [model_arch.note(spec.data)])],
     }
 
 

@@ -38,7 +38,8 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
     tracking = [("tracking", "; ".join(s["tracking"]))] if s.get("tracking") else []
     return [
         ("job", plan.job), ("recipe", plan.recipe), ("cluster", f"{plan.cluster} ({plan.backend})"),
-        ("model", f"{s['model']} ({_human(s.get('parameters'))} parameters)"
+        ("model", f"{s['model']} ({_human(s.get('parameters'))} parameters"
+                  + (f", {_human(s['active_parameters'])} active)" if s.get("active_parameters") else ")")
                   + (f", {s['peft']}" if s.get("peft") else "")),
         ("devices", f"{s['nodes']} x {s['devices_per_node']} {s['accelerator']}"),
         ("parallelism", par), ("precision", str(s["precision"] or "?")),
