@@ -93,6 +93,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adapter.llmft import as_v1
 from hpctl import model_arch
 from hpctl.modelsize import Arch, Linear, ParamCounts, linears, param_counts
 
@@ -270,6 +271,9 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> Me
     process may use (None: unknown, then `fraction` is None).
     """
     recipe = recipe_of(spec_data)
+    translated = as_v1(recipe)  # an LLMFT recipe: the v1 recipe the trainer trains it as
+    if translated is not None:
+        spec_data, recipe = ({**spec_data, "recipes": translated} if "recipes" in spec_data else translated), translated
     model, trainer = recipe.get("model") or {}, recipe.get("trainer") or {}
     counts = param_counts(model_arch.fields(spec_data))  # the checkpoint's architecture where known
     accelerator = "cpu" if str(trainer.get("accelerator", "gpu")).lower() == "cpu" else "gpu"

@@ -12,6 +12,7 @@ from typing import Any
 
 from hpctl import checks as preflight
 from hpctl import entry
+from adapter.llmft import as_v1
 from hpctl import memory, model_arch
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
@@ -126,7 +127,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "context_parallel": model.get("context_parallel_degree", 1),
         "sharding": model.get("sharding_strategy") or (strategy.lower() if isinstance(strategy, str) else None),
         "shard_degree": model.get("shard_degree"),
-        "precision": trainer.get("precision"),
+        "precision": trainer.get("precision") or ((as_v1(r) or {}).get("trainer") or {}).get("precision"),
         "sequence_length": model.get("max_context_width") or args.get("max_len"),
         "max_steps": trainer.get("max_steps") or (f"{args['max_epochs']} epochs" if args.get("max_epochs") else None),
         "peft": (model.get("peft") or {}).get("peft_type") or (model_config.get("peft_config") or {}).get("peft_type"),

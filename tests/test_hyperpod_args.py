@@ -96,3 +96,14 @@ def test_hpctls_trainer_stands_in_for_hyperpods_llmft_module_unless_kept() -> No
     assert not runs_adapter(kept.data)
     assert entry.entry_point(kept, "/r/x").program == ("-m", "amzn_awsllm_fine_tuning.train_hp")
     assert not any("train_hp" in n for n in kept.notes)
+
+
+def test_an_llmft_plan_shows_precision_and_memory_as_the_trainer_trains_it() -> None:
+    from hpctl.checks import memory_estimate
+    from hpctl.plan import summarize
+    spec = compose([*LLMFT, "git.entry_module=amzn_awsllm_fine_tuning.train_hp", "git.use_default=false",
+                    "recipes.training_config.datasets.train_data.file_path=/fsx/train.jsonl"], workspace=V2)
+    s = summarize(spec, memory_estimate(spec))
+    assert s["precision"] == "bf16" and s["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert round(s["parameters"] / 1e9, 2) == 8.03 and s["memory_gb_per_device"] is not None
+    assert "lora r16" in memory_estimate(spec).explain and "seq 4096" in memory_estimate(spec).explain
