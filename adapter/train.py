@@ -122,7 +122,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
 
     from adapter import (checkpoint, data, dpo, faults, lora, metrics, models, multimodal, optim, parallel,
                          qlora, tracking)
-    from hpctl.modelsize import flops_per_token
+    from adapter.modelsize import flops_per_token
 
     rank, world = dist.get_rank(), dist.get_world_size()
     if rank == 0 and world != cfg.expected_world_size:

@@ -18,7 +18,7 @@ from hpctl.checks import errors_as_problems, run_checks
 from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.loader import load_file
-from hpctl.modelsize import param_count
+from adapter.modelsize import param_count
 from hpctl.validate import validate
 from hpctl.workspace import Workspace
 

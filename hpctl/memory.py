@@ -93,7 +93,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hpctl.modelsize import Arch, Linear, ParamCounts, linears, param_counts
+from adapter.modelsize import Arch, Linear, ParamCounts, linears, param_counts
 
 GB = 1e9
 ADAM_BYTES = 8  # exp_avg and exp_avg_sq, fp32

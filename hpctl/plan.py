@@ -19,7 +19,7 @@ from hpctl.backends.common import check_no_secrets, job_tag, network_summary
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
 from hpctl.errors import HpctlError, Origin
 from hpctl.interpolate import env_reference
-from hpctl.modelsize import param_count
+from adapter.modelsize import param_count
 from hpctl.records import JobRecord, record_digest
 from hpctl.spec import REDACTED, Spec, canonical_json, digest, is_sensitive
 from hpctl.state import State, open_private

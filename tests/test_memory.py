@@ -1,7 +1,7 @@
 """Parameter counts, FLOPs and the analytic memory estimate.
 
 Counts are checked exactly against transformers models built on the meta device (no memory, no
-initialisation), so the formulas in hpctl/modelsize.py track the modeling code the trainer runs.
+initialisation), so the formulas in adapter/modelsize.py track the modeling code the trainer runs.
 The estimate is checked for its arithmetic, for moving the right way when a knob turns, and in
 one slow test against a real CPU training run.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hpctl.memory import OVERHEAD_GB, estimate, is_16bit, layout
-from hpctl.modelsize import flops_per_token, param_count, param_counts
+from adapter.modelsize import flops_per_token, param_count, param_counts
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,8 +1,8 @@
 """Parameter counts and training FLOPs of a decoder-only transformer, from a recipe's `model` section.
 
-`hpctl plan` needs the size of the model a recipe describes (for `recipes list`, the memory estimate
-and MFU) without importing torch or transformers, so the count is computed from the HyperPod v1
-architecture fields. The formulas follow the transformers modeling code that the trainer builds
+The trainer (its MFU) and `hpctl plan` (`recipes list`, the memory estimate) need the size of the
+model a recipe describes without importing torch or transformers, so the count is computed from the
+HyperPod v1 architecture fields; it lives in the trainer's package, which hpctl sits on. The formulas follow the transformers modeling code that the trainer builds
 (LlamaForCausalLM and relatives), so the counts are exact for these families; the tests check them
 against real transformers models on the meta device.
 
