@@ -22,7 +22,9 @@ from typing import Any, Mapping
 
 from adapter import architectures, llmft
 from adapter.architectures import CP
+from adapter.digest import digest
 from adapter.reader import ConfigError, InvalidConfig, Reader, resolve_local
+from adapter.secret import LLMFT_WANDB, redact
 
 __all__ = ["ConfigError", "InvalidConfig", "Reader", "resolve_local", "TrainConfig", "load", "from_recipe",
            "problems", "mesh_shape", "grad_accumulation"]
@@ -188,7 +190,6 @@ def load(path: str | Path) -> TrainConfig:
         raise ConfigError("recipes", "must be a mapping")
     cfg = from_recipe(recipe)
     if cfg.tracking is not None:  # tag runs with the digest hpctl records in state for this spec
-        from hpctl.spec import digest
         cfg = replace(cfg, tracking=replace(cfg.tracking, spec_digest=digest(doc)))
     return cfg
 
@@ -757,7 +758,6 @@ WANDB_MODES = ("online", "offline", "disabled", "shared")
 MLFLOW_SCHEMES = ("http", "https", "file", "databricks", "databricks-uc", "sqlite", "postgresql", "mysql", "mssql")
 SAGEMAKER_MLFLOW_ARN = "arn:aws:sagemaker:"  # SageMaker managed MLflow (needs the sagemaker-mlflow plugin)
 LLMFT_MLFLOW = "training_config.mlflow."
-LLMFT_WANDB = "training_config.training_args.use_wandb"  # OpenRLHF: the W&B API key (a secret)
 
 
 @dataclass(frozen=True)
@@ -787,7 +787,7 @@ class WandbConfig:
     group: str | None
     tags: tuple[str, ...]
     # The recipe key whose secret is the API key (v1 wandb_logger_kwargs.api_key, LLMFT use_wandb):
-    # hpctl passes it to the job as HPCTL_SECRET_<KEY> (hpctl.spec.secret_env_name), never in the spec.
+    # hpctl passes it to the job as HPCTL_SECRET_<KEY> (adapter.secret.secret_env_name), never in the spec.
     api_key_from: str | None = None
 
     def describe(self) -> str:
@@ -822,7 +822,6 @@ def tracking(recipe: Mapping[str, Any]) -> TrackingConfig | None:
     mlflow, wandb = _mlflow(r, name, exp_dir), _wandb(r, name, exp_dir)
     if mlflow is None and wandb is None:
         return None
-    from hpctl.spec import redact  # the one rule for what is a secret
     return TrackingConfig(mlflow, wandb, params=flatten(redact(dict(recipe))))
 
 

@@ -30,7 +30,10 @@ from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE
 from hpctl.errors import HpctlError, Origin
 from hpctl.faults import crash_if
 from hpctl.records import TERMINAL, JobRecord, record_digest
-from hpctl.spec import REDACTED, Spec, digest, get_path
+from adapter.digest import digest
+from adapter.keypath import get_path
+from adapter.secret import REDACTED
+from hpctl.spec import Spec
 from hpctl.state import locked
 
 if TYPE_CHECKING:

@@ -135,7 +135,8 @@ def validate(env: Env, args, cluster, as_json) -> int:
 def explain(env: Env, args, cluster, as_json) -> int:
     """Print the final value of KEY.PATH and where it came from: RECIPE [key=value ...] KEY.PATH"""
     from hpctl.compose import split_args
-    from hpctl.spec import REDACTED, get_path, redact
+    from adapter.keypath import get_path
+    from adapter.secret import REDACTED, redact
     from hpctl.suggest import did_you_mean
     *rest, key = args
     spec = _compose(env, tuple(rest), cluster)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpctl import instances
-from hpctl.spec import get_path, join
+from adapter.keypath import get_path, join
 from hpctl.suggest import did_you_mean
 
 SUPPORTED_MODEL_TYPES = ("hf", "llm_finetuning_aws")

@@ -21,7 +21,8 @@ from hpctl.backends import MODULES as BACKENDS
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
 from hpctl.merge import merge
-from hpctl.spec import Spec, get_path, join
+from adapter.keypath import get_path, join
+from hpctl.spec import Spec
 from hpctl.validate import unsupported_problem
 from hpctl.workspace import Workspace
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hpctl.records import CANCELLED, FAILED, TERMINAL, JobRecord
-from hpctl.spec import iter_leaves
+from adapter.keypath import iter_leaves
 
 CREATE, UPDATE, REPLACE, DESTROY, NOOP = "create", "update", "replace", "destroy", "no-op"
 SYMBOL = {CREATE: "+", UPDATE: "~", REPLACE: "-/+", DESTROY: "-", NOOP: " "}

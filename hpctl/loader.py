@@ -17,7 +17,7 @@ from typing import Any
 
 from hpctl import cache
 from hpctl.errors import HpctlError, Origin
-from hpctl.spec import join
+from adapter.keypath import join
 
 MAX_BYTES = 5 * 1024 * 1024  # a config is kilobytes; anything past this is a mistake
 MAX_VALUES = 100_000  # keys and list items; a few nested aliases (the "billion laughs") expand past it

@@ -11,7 +11,7 @@ from typing import Any
 
 from hpctl.errors import Origin
 from hpctl.loader import Layer
-from hpctl.spec import join
+from adapter.keypath import join
 
 
 def merge(layers: list[tuple[str, Layer]]) -> tuple[dict[str, Any], dict[str, Origin]]:

@@ -21,7 +21,9 @@ from hpctl.errors import HpctlError, Origin
 from hpctl.interpolate import env_reference
 from adapter.modelsize import param_count
 from hpctl.records import JobRecord, record_digest
-from hpctl.spec import REDACTED, Spec, canonical_json, digest, is_sensitive
+from adapter.digest import canonical_json, digest
+from adapter.secret import REDACTED, is_sensitive
+from hpctl.spec import Spec
 from hpctl.state import State, open_private
 from hpctl.validate import validate
 

@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any
 
 from hpctl.errors import Origin
-from hpctl.spec import get_path, join
+from adapter.keypath import get_path, join
 
 
 def apply(data: dict[str, Any], origins: dict[str, Origin]) -> int | None:

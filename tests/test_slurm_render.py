@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hpctl.backends.slurm import BACKEND, script_path
-from hpctl.spec import secret_env_name
+from adapter.secret import secret_env_name
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec
 

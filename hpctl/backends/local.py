@@ -20,9 +20,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from adapter.rank_prefix import TEE_ALL, rank_prefix_env
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
                                  JobRecord, JobStatus, TaggedJob)
-from hpctl.backends.common import TEE_ALL, JobTag, job_env, last_metrics, log_lines, rank_prefix_env, secret_vars
+from hpctl.backends.common import JobTag, job_env, last_metrics, log_lines, secret_vars
 from hpctl.entry import entry_point
 from hpctl.spec import Spec
 from hpctl.templating import render

@@ -44,7 +44,10 @@ from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED,
 from hpctl.errors import HpctlError, Problem, optional_import
 from hpctl.instances import sagemaker_name
 from hpctl.backends.common import JobTag, job_env, rank_lines, scalar_text
-from hpctl.spec import REDACTED, Spec, digest, get_path, join
+from adapter.digest import digest
+from adapter.keypath import get_path, join
+from adapter.secret import REDACTED
+from hpctl.spec import Spec
 from hpctl.suggest import did_you_mean
 
 SMC = "cluster.sm_jobs_config"

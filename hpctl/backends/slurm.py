@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapter.rank_prefix import TEE_ALL, rank_prefix_env
 from hpctl.backends.base import (
     CANCELLED, FAILED, NOT_SUBMITTED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN,
     Artifact, Backend, JobRecord, JobStatus, TaggedJob,
 )
 from hpctl.backends.common import (
-    TEE_ALL, JobTag, job_env, last_metrics, log_lines, positive_int, rank_prefix_env, secret_vars)
+    JobTag, job_env, last_metrics, log_lines, positive_int, secret_vars)
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.resources import builtin_root

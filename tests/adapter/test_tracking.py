@@ -118,7 +118,7 @@ def test_a_v1_wandb_api_key_reaches_wandb_the_way_hpctl_passes_it(tmp_path: Path
     arrives in HPCTL_SECRET_<KEY>, which the sink hands to W&B as WANDB_API_KEY (as for LLMFT's use_wandb)."""
     pytest.importorskip("wandb", reason="the W&B checks need the wandb package (the test extra)")
     from adapter import tracking as sender
-    from hpctl.spec import secret_env_name
+    from adapter.secret import secret_env_name
     key = "0123456789abcdef" * 2 + "k3y-v1-w"  # 40 characters, as W&B's keys are
     cfg = from_recipe(tiny_recipe(tmp_path, exp_manager={"create_wandb_logger": True, "wandb_logger_kwargs": {
         "mode": "offline", "save_dir": str(tmp_path / "wandb"), "api_key": "(sensitive)"}})).tracking
@@ -278,7 +278,7 @@ def test_one_job_one_mlflow_run_through_a_fault_and_a_resume(mlflow_server: Mlfl
     pytest.importorskip("wandb", reason="the W&B checks need the wandb package (the test extra)")
     from mlflow.tracking import MlflowClient
 
-    from hpctl.spec import digest
+    from adapter.digest import digest
     results, wandb_dir = tmp_path / "results", tmp_path / "wandb"
     recipe = tiny_recipe(results, exp_manager={
         "create_mlflow_logger": True,

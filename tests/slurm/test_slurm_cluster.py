@@ -18,7 +18,8 @@ import pytest
 from hpctl.backends.base import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, JobRecord, JobStatus
 from hpctl.backends.slurm import BACKEND, read_exit_marker
 from hpctl.errors import HpctlError
-from hpctl.spec import Spec, digest
+from adapter.digest import digest
+from hpctl.spec import Spec
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
