@@ -36,7 +36,10 @@ from torch.distributed.tensor.parallel import (ColwiseParallel, ParallelStyle, R
 
 from adapter import qlora
 from adapter.architectures import cp_problems, tp_problems
-from adapter.config import ConfigError, MeshShape, ParallelConfig, cp_without_cuda, mesh_shape  # noqa: F401 - mesh_shape is re-exported
+from adapter.mesh import MeshShape, mesh_shape  # noqa: F401 - mesh_shape is re-exported
+from adapter.reader import ConfigError
+from adapter.trainconfig import ParallelConfig
+from adapter.v1 import cp_without_cuda
 
 DIMS = ("dp_replicate", "dp_shard", "cp", "tp")
 

@@ -26,7 +26,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
-from adapter.config import ConfigError, MlflowConfig, TrackingConfig, TrainConfig, WandbConfig
+from adapter.reader import ConfigError
+
+from adapter.trainconfig import MlflowConfig, TrackingConfig, TrainConfig, WandbConfig
 from adapter.secret import secret_env_name  # the variable hpctl passes the W&B key in
 
 RUN_IDS = "tracking.json"

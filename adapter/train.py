@@ -28,7 +28,13 @@ import sys
 import time
 from typing import Any, Iterator
 
-from adapter.config import ConfigError, TrainConfig, grad_accumulation, load, resolve_local
+from adapter.config import load
+
+from adapter.mesh import grad_accumulation
+
+from adapter.reader import ConfigError, resolve_local
+
+from adapter.trainconfig import TrainConfig
 
 FAIL_AT_STEP = "HPCTL_FAIL_AT_STEP"
 

@@ -101,7 +101,7 @@ def measure(name: str, arch: dict, args: argparse.Namespace, device: torch.devic
     model = models.build_empty(config)
     if name in PEFT:
         from adapter import lora, qlora
-        from adapter.config import LoraConfig
+        from adapter.trainconfig import LoraConfig
         model = lora.apply(model, LoraConfig(rank=16, alpha=32.0, dropout=0.0, target_modules=None,
                                              quantize_base=PEFT[name]))
         if PEFT[name]:

@@ -264,7 +264,8 @@ def check_trainer(spec: Spec, host: HostInfo | None) -> list[Check]:
     A custom entry point (git.entry_script / entry_module) runs another program: it decides."""
     if not runs_adapter(spec.data):
         return []
-    from adapter.config import ConfigError, from_recipe  # torch-free; imported here so `hpctl` starts fast
+    from adapter.config import from_recipe  # torch-free; imported here so `hpctl` starts fast
+    from adapter.reader import ConfigError
     try:  # one read of the recipe: every refusal, or the config whose notes the plan states
         cfg = from_recipe(spec.recipe, world_size(spec), files=_is_local(spec))
     except ConfigError as exc:

@@ -141,7 +141,8 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
 def tracking_destinations(spec: Spec) -> list[str]:
     """Where the trainer will send metrics besides metrics.jsonl (MLflow, W&B), as the trainer's
     own config reads the recipe; a value it refuses is an error at its file:line."""
-    from adapter.config import ConfigError, tracking
+    from adapter.reader import ConfigError
+    from adapter.tracking_keys import tracking
     try:
         found = tracking(spec.recipe)
     except ConfigError as exc:

@@ -309,7 +309,8 @@ def test_random_overrides_in_both_forms(scratch: Path, hyperpod: bool, data: st.
 @given(data=st.data(), name=st.sampled_from(["mini", "tiny_llama", "tiny_mistral", "tiny_mixtral",
                                               "tiny_llama_lora"]))
 def test_validate_passes_means_the_trainer_accepts(scratch: Path, data: st.DataObject, name: str) -> None:
-    from adapter.config import ConfigError, from_recipe
+    from adapter.config import from_recipe
+    from adapter.reader import ConfigError
     text = RECIPES[name]
     mutated = data.draw(structural(text), label="recipe")
     ovs = data.draw(st.lists(override(False), max_size=2), label="overrides")

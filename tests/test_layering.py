@@ -42,3 +42,22 @@ def test_the_walk_sees_imports_inside_functions_and_type_checking(tmp_path):
     probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import hpctl.spec\n"
                      "def f():\n    from hpctl.plan import Plan\n")
     assert [name for _, name in imported(probe)] == ["typing", "hpctl.spec", "hpctl.plan"]
+def test_adapter_modules_import_no_circle():
+    graph = {m: {name for _, name in imported(p) if name in MODULES and name != m} for m, p in MODULES.items()}
+    circles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for nxt in sorted(graph[module]):
+            if nxt in path:
+                circles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in done:
+                visit(nxt, path + [nxt])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    assert circles == []
+
+

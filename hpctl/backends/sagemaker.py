@@ -38,7 +38,7 @@ from functools import lru_cache
 from typing import Any
 
 from adapter import sagemaker as container
-from adapter.config import Reader
+from adapter.reader import Reader
 from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact,
                                  Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.errors import HpctlError, Problem, optional_import

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from adapter.config import ConfigError, from_recipe, grad_accumulation, load
+from adapter.config import from_recipe, load
+
+from adapter.mesh import grad_accumulation
+
+from adapter.reader import ConfigError
 from tests.adapter.conftest import REPO, deep_merge, env, tiny_recipe, write_spec
 
 
@@ -157,7 +161,7 @@ def test_mesh_shapes() -> None:
 def test_mesh_shapes_with_context_parallelism() -> None:
     """HyperPod's shard_degree counts FSDP's group, dp_shard x cp: its 70B 16k recipes (cp 2, shard
     256) on 32 and 64 p5 nodes, its 405B QLoRA ones (cp 8 and 16, shard 16) on 2."""
-    from adapter.config import MeshShape, mesh_shape
+    from adapter.mesh import MeshShape, mesh_shape
     def parallel(cp: int, **model: object) -> object:
         return from_recipe(tiny_recipe(Path("/r"), trainer={"accelerator": "gpu", "precision": "bf16"},
                                        model={"context_parallel_degree": cp, **model})).parallel

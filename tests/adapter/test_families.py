@@ -99,7 +99,8 @@ def test_family_trains_shrunk(family: str, tmp_path: Path) -> None:
 
 
 def refusal(recipe: str, tmp_path: Path, *overrides: str) -> str:
-    from adapter.config import ConfigError, from_recipe
+    from adapter.config import from_recipe
+    from adapter.reader import ConfigError
     spec = compose(V1, recipe, tmp_path, ["recipes.trainer.accelerator=cpu", *overrides])
     with pytest.raises(ConfigError) as exc:
         from_recipe(spec["recipes"])

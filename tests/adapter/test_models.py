@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from adapter import models
-from adapter.config import ConfigError, from_recipe
+from adapter.config import from_recipe
+from adapter.reader import ConfigError
 from tests.adapter.conftest import tiny_recipe
 
 EXTRA = {

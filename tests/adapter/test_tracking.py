@@ -17,7 +17,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from adapter.config import ConfigError, from_recipe, tracking
+from adapter.config import from_recipe
+from adapter.tracking_keys import tracking
+
+from adapter.reader import ConfigError
 from tests.adapter.conftest import REPO, deep_merge, env, export_dir, records, srun_style, tiny_recipe, write_spec
 from workspace_inputs import MINI_RECIPE
 
@@ -143,7 +146,7 @@ def test_the_sinks_turn_their_libraries_telemetry_off_unless_env_vars_say_otherw
     values standing for a user's are other spellings of "off", so the test itself contacts nothing."""
     pytest.importorskip("wandb", reason="the W&B checks need the wandb package (the test extra)")
     from adapter import tracking as sender
-    from adapter.config import MlflowConfig, WandbConfig
+    from adapter.trainconfig import MlflowConfig, WandbConfig
     for name in ("MLFLOW_DISABLE_TELEMETRY", "WANDB_ERROR_REPORTING", "MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE",
                  "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         monkeypatch.setenv(name, "")  # recorded first: a delenv of an unset variable records nothing,
@@ -368,7 +371,7 @@ def test_a_server_killed_mid_run_costs_one_warning_and_names_the_lost_steps(
     from mlflow.tracking import MlflowClient
 
     from adapter import tracking
-    from adapter.config import MlflowConfig
+    from adapter.trainconfig import MlflowConfig
     monkeypatch.setattr(tracking, "_outputs", lambda checkpoint_dir: {})  # no checkpoints here (and no torch)
     cfg = MlflowConfig(key="exp_manager.create_mlflow_logger", tracking_uri=mlflow_server.uri, local_store="",
                        experiment="killed", run_name="r", run_id=None, tags={}, artifact_location=None)
