@@ -4,15 +4,16 @@
 recipes alike). gpu always runs on GPUs and cpu never does. auto runs on the GPUs of the node it
 lands on, and on its CPUs where the node has none:
 
-- on a local cluster the node is this machine: its GPUs as nvidia-smi lists them (a CPU-only
-  host runs an auto job on CPU, as the trainer does when CUDA is absent);
-- on Slurm, Kubernetes and SageMaker the node is what the cluster says it is: the instance
-  type's GPUs, or Slurm's cluster.gpus_per_node. A node with GPUs gets them requested (sbatch
-  --gpus-per-node, the pod's nvidia.com/gpu); a node not known to have any runs the job on CPU,
-  which is what the trainer would do on a node whose scheduler gave it no GPU.
+- on a local cluster the node is this machine: its GPUs as nvidia-smi lists them, so a CPU-only
+  host runs an auto job on CPU, as the trainer does when CUDA is absent;
+- on Slurm, Kubernetes and SageMaker the node is what the cluster says: the instance type's GPUs,
+  or Slurm's cluster.gpus_per_node (0: a CPU node). A cluster that does not say is taken to have
+  GPUs, as hpctl's cluster files describe GPU nodes, and its scheduler is asked for them (sbatch
+  --gpus-per-node, the pod's nvidia.com/gpu): without them the job would see none. Set
+  trainer.accelerator cpu for a CPU cluster.
 
-hpctl asks `wants_accelerators` with the node's GPU count it knows at plan time (hpctl.devices);
-the trainer asks it at start with torch's count. Torch-free.
+hpctl asks `wants_accelerators` with what it knows of a node at plan time (hpctl.devices); the
+trainer asks it at start with the GPUs torch sees. Torch-free.
 """
 from __future__ import annotations
 
@@ -43,8 +44,6 @@ def accelerator_of(recipe: Mapping[str, Any]) -> str:
 def wants_accelerators(accelerator: str, node_gpus: int | None) -> bool:
     """Whether the job's processes run on GPUs, given how many GPUs a node of the job has (None:
     not known). auto follows the node; see the module docstring."""
-    if accelerator == "gpu":
-        return True
     if accelerator == "cpu":
         return False
-    return bool(node_gpus)
+    return accelerator == "gpu" or node_gpus is None or node_gpus > 0

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from adapter.reader import ConfigError
-
-from adapter.trainconfig import MlflowConfig, TrackingConfig, TrainConfig, WandbConfig
 from adapter.secret import secret_env_name  # the variable hpctl passes the W&B key in
+from adapter.trainconfig import MlflowConfig, TrackingConfig, TrainConfig, WandbConfig
 
 RUN_IDS = "tracking.json"
 BUFFER = 100_000  # records held per destination while it is unreachable; the oldest are dropped beyond

@@ -29,11 +29,9 @@ import time
 from typing import Any, Iterator
 
 from adapter.config import load
-
+from adapter.devices import wants_accelerators
 from adapter.mesh import grad_accumulation
-
 from adapter.reader import ConfigError, resolve_local
-
 from adapter.trainconfig import TrainConfig
 
 FAIL_AT_STEP = "HPCTL_FAIL_AT_STEP"
@@ -111,10 +109,12 @@ def train(cfg: TrainConfig) -> int:
 
 
 def _device(accelerator: str, local_rank: int) -> Any:
+    """This rank's device, as devices.wants_accelerators decides with the GPUs torch sees."""
     import torch
-    if accelerator == "gpu" and not torch.cuda.is_available():
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator == "gpu" and not gpus:
         raise ConfigError("trainer.accelerator", "gpu was asked for but CUDA is not available", "use cpu or auto")
-    if accelerator != "cpu" and torch.cuda.is_available():
+    if wants_accelerators(accelerator, gpus):
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")

@@ -23,6 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from adapter.digest import digest
+from adapter.keypath import get_path
+from adapter.secret import REDACTED
 from hpctl.backends import get_backend
 from hpctl.backends.base import NOT_SUBMITTED, Backend, JobStatus, TaggedJob
 from hpctl.backends.common import job_tag
@@ -30,9 +33,6 @@ from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE
 from hpctl.errors import HpctlError, Origin
 from hpctl.faults import crash_if
 from hpctl.records import TERMINAL, JobRecord, record_digest
-from adapter.digest import digest
-from adapter.keypath import get_path
-from adapter.secret import REDACTED
 from hpctl.spec import Spec
 from hpctl.state import locked
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapter.modelsize import param_count
 from hpctl import compat
 from hpctl.backends import get_backend
 from hpctl.checks import errors_as_problems, run_checks
 from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.loader import load_file
-from adapter.modelsize import param_count
 from hpctl.validate import validate
 from hpctl.workspace import Workspace
 

@@ -13,7 +13,9 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from adapter.numbers import positive_int
 from hpctl import instances, memory
+from hpctl.devices import devices_per_node, uses_gpus
 from hpctl.entry import runs_adapter
 from hpctl.errors import Problem
 from hpctl.spec import Spec
@@ -84,10 +86,11 @@ def _meminfo_gb() -> float | None:
 
 def _num(spec: Spec, path: str) -> int | None:
     """A positive integer at `path`, or None when unset or not one (the schema reports bad types)."""
-    value = spec.get(path)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1 or int(value) != value:
-        return None
-    return int(value)
+    return positive_int(spec.get(path))
+
+
+def _host_gpus(host: HostInfo | None) -> int | None:
+    return host.gpu_count if host is not None else None
 
 
 def _present(spec: Spec, keys: list[str]) -> list[str]:
@@ -107,15 +110,15 @@ def _devices_key(spec: Spec) -> str:
 def _world(spec: Spec) -> tuple[int, str]:
     """(world size, a text showing how it was computed)."""
     nodes = _num(spec, NODES) or 1
-    per_node = memory.devices_per_node(spec.data)
+    per_node = devices_per_node(spec.data)
     return nodes * per_node, f"{NODES.rsplit('.', 1)[1]} {nodes} x {_devices_key(spec).rsplit('.', 1)[1]} {per_node}"
 
 
 def check_host_capacity(spec: Spec, host: HostInfo | None) -> list[Check]:
     """Enough devices per node: the local machine's CPUs or GPUs, or the cluster's devices_per_node."""
-    per_node = memory.devices_per_node(spec.data)
+    per_node = devices_per_node(spec.data)
     devices_key = _devices_key(spec)
-    gpu = str(spec.get(ACCELERATOR) or "gpu").lower() != "cpu"
+    gpu = uses_gpus(spec.data, _host_gpus(host))
     if _is_local(spec):
         nodes = _num(spec, NODES) or 1
         if nodes > 1:
@@ -167,10 +170,10 @@ def device_memory_gb(spec: Spec, host: HostInfo | None) -> tuple[float | None, s
         return float(value), DEVICE_MEMORY
     if not _is_local(spec) or host is None:
         return None, ""
-    if str(spec.get(ACCELERATOR) or "gpu").lower() == "cpu":
+    if not uses_gpus(spec.data, host.gpu_count):
         if host.memory_gb is None:
             return None, ""
-        procs = memory.devices_per_node(spec.data)
+        procs = devices_per_node(spec.data)
         return host.memory_gb / procs, f"host memory {host.memory_gb:.1f} GB / {procs} processes"
     return host.gpu_memory_gb, "GPU memory found by nvidia-smi" if host.gpu_memory_gb else ""
 
@@ -179,12 +182,12 @@ def memory_estimate(spec: Spec, host: HostInfo | None = None) -> memory.MemoryEs
     """The estimate against the device memory this spec runs on (detected for local clusters)."""
     if host is None and _is_local(spec):
         host = detect_host()
-    return memory.estimate(spec.data, device_memory_gb(spec, host)[0])
+    return memory.estimate(spec.data, device_memory_gb(spec, host)[0], _host_gpus(host))
 
 
 def check_memory(spec: Spec, host: HostInfo | None) -> list[Check]:
     available, source = device_memory_gb(spec, host)
-    est = memory.estimate(spec.data, available)
+    est = memory.estimate(spec.data, available, _host_gpus(host))
     keys = _present(spec, [MICRO, SEQ, "recipes.model.activation_checkpointing", SHARD, TP])
     if source == DEVICE_MEMORY:
         keys.append(DEVICE_MEMORY)
@@ -234,15 +237,15 @@ def check_instance_capacity(spec: Spec, host: HostInfo | None) -> list[Check]:
     if instance is None:
         return []
     found = []
-    per_node = memory.devices_per_node(spec.data)
-    gpu = str(spec.get(ACCELERATOR) or "gpu").lower() != "cpu"
+    per_node = devices_per_node(spec.data)
+    gpu = uses_gpus(spec.data, _host_gpus(host))
     if gpu and per_node > instance.devices and _num(spec, DEVICES_PER_NODE) != instance.devices:
         found.append(Check("instance-devices", ERROR,
                            f"trainer.devices is {per_node} but a {instance.name} node has {instance.devices} "
                            f"{instance.accelerator} GPUs", [_devices_key(spec), INSTANCE]))
     configured = spec.get(DEVICE_MEMORY)
     if gpu and configured != instance.device_memory_gb:
-        est = memory.estimate(spec.data, float(instance.device_memory_gb))
+        est = memory.estimate(spec.data, float(instance.device_memory_gb), _host_gpus(host))
         if est.fraction is not None and est.fraction > 1.0:
             found.append(Check("instance-memory", ERROR,
                                f"the job needs more memory than a {instance.name} GPU has "

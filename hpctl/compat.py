@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from hpctl import instances
 from adapter.keypath import get_path, join
+from hpctl import instances
 from hpctl.suggest import did_you_mean
 
 SUPPORTED_MODEL_TYPES = ("hf", "llm_finetuning_aws")

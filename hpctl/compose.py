@@ -16,12 +16,12 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from adapter.keypath import get_path, join
 from hpctl import compat, instances, interpolate, overrides, scale
 from hpctl.backends import MODULES as BACKENDS
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
 from hpctl.merge import merge
-from adapter.keypath import get_path, join
 from hpctl.spec import Spec
 from hpctl.validate import unsupported_problem
 from hpctl.workspace import Workspace

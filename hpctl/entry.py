@@ -33,8 +33,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from hpctl.errors import HpctlError, Origin, Problem
 from adapter.secret import secret_env_name
+from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.spec import Spec
 
 DEFAULT_PROGRAM = ("-m", "adapter.train")

@@ -12,10 +12,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from hpctl.errors import HpctlError, Origin
-from hpctl.loader import parse_scalar
 from adapter.keypath import get_path, join
 from adapter.secret import is_sensitive
+from hpctl.errors import HpctlError, Origin
+from hpctl.loader import parse_scalar
 from hpctl.suggest import did_you_mean
 
 _MISSING = object()

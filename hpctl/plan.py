@@ -10,6 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapter.devices import accelerator_of
+from adapter.digest import canonical_json, digest
+from adapter.modelsize import param_count
+from adapter.secret import REDACTED, is_sensitive
 from hpctl import checks as preflight
 from hpctl import entry
 from hpctl import memory
@@ -19,10 +23,7 @@ from hpctl.backends.common import check_no_secrets, job_tag, network_summary
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
 from hpctl.errors import HpctlError, Origin
 from hpctl.interpolate import env_reference
-from adapter.modelsize import param_count
 from hpctl.records import JobRecord, record_digest
-from adapter.digest import canonical_json, digest
-from adapter.secret import REDACTED, is_sensitive
 from hpctl.spec import Spec
 from hpctl.state import State, open_private
 from hpctl.validate import validate
@@ -119,7 +120,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "model": model.get("model_type") or model_config.get("model_name_or_path"),
         "parameters": params,
         "nodes": trainer.get("num_nodes"), "devices_per_node": trainer.get("devices"),
-        "accelerator": trainer.get("accelerator", "gpu"),
+        "accelerator": accelerator_of(r),
         "tensor_parallel": model.get("tensor_model_parallel_degree", 1),
         "expert_parallel": model.get("expert_model_parallel_degree", 1),
         "context_parallel": model.get("context_parallel_degree", 1),

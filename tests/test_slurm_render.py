@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from hpctl.backends.slurm import BACKEND, script_path
 from adapter.secret import secret_env_name
+from hpctl.backends.slurm import BACKEND, script_path
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpctl import instances
-from hpctl.errors import HpctlError
 from adapter.digest import digest
 from adapter.keypath import join
 from adapter.rank_prefix import RANK_PREFIX
 from adapter.secret import secret_env_name
+from hpctl import instances
+from hpctl.errors import HpctlError
 from hpctl.spec import Spec
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -27,16 +27,17 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from adapter.keypath import get_path, join
+from adapter.rank_prefix import TEE_ALL, rank_prefix_env
+from adapter.secret import is_sensitive
 from hpctl.backends.base import (
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.backends.common import (
     USER_ENV_PREFIXES, JobTag, job_env, positive_int, rank_lines, scalar_text,
     secret_vars)
+from hpctl.devices import uses_gpus
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError, optional_import
-from adapter.keypath import get_path, join
-from adapter.rank_prefix import TEE_ALL, rank_prefix_env
-from adapter.secret import is_sensitive
 from hpctl.spec import Spec
 from hpctl.suggest import did_you_mean
 from hpctl.templating import render as render_template
@@ -269,7 +270,7 @@ def context(spec: Spec) -> dict[str, Any]:
             annotations[MAX_RETRY] = scalar_text(max_retry)
 
     resources = {}
-    gpu = str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu"  # unset: GPUs (LLMFT recipes)
+    gpu = uses_gpus(spec.data)
     if gpu:
         resources["nvidia.com/gpu"] = str(devices)
     if (cluster.get("efa_per_node") or 0) > 0:

@@ -24,6 +24,7 @@ from adapter.rank_prefix import TEE_ALL, rank_prefix_env
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
                                  JobRecord, JobStatus, TaggedJob)
 from hpctl.backends.common import JobTag, job_env, last_metrics, log_lines, secret_vars
+from hpctl.devices import devices_per_node
 from hpctl.entry import entry_point
 from hpctl.spec import Spec
 from hpctl.templating import render
@@ -37,7 +38,7 @@ class LocalBackend(Backend):
 
     def render(self, spec: Spec) -> Artifact:
         results = spec.get("recipes.run.results_dir")
-        nproc = spec.get("cluster.nproc_per_node") or spec.get("recipes.trainer.devices") or 1
+        nproc = devices_per_node(spec.data)
         python = spec.get("cluster.python") or sys.executable
         spec_path = f"{results}/job_spec.json"
         entry = entry_point(spec, results)

@@ -38,15 +38,15 @@ from functools import lru_cache
 from typing import Any
 
 from adapter import sagemaker as container
+from adapter.digest import digest
+from adapter.keypath import get_path, join
 from adapter.reader import Reader
+from adapter.secret import REDACTED
 from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact,
                                  Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.errors import HpctlError, Problem, optional_import
 from hpctl.instances import sagemaker_name
 from hpctl.backends.common import JobTag, job_env, rank_lines, scalar_text
-from adapter.digest import digest
-from adapter.keypath import get_path, join
-from adapter.secret import REDACTED
 from hpctl.spec import Spec
 from hpctl.suggest import did_you_mean
 

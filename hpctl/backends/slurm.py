@@ -29,6 +29,7 @@ from hpctl.backends.base import (
 )
 from hpctl.backends.common import (
     JobTag, job_env, last_metrics, log_lines, positive_int, secret_vars)
+from hpctl.devices import uses_gpus
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.resources import builtin_root
@@ -141,7 +142,7 @@ def _directives(spec: Spec, results_dir: str, workdir: str | None, auto_resume: 
         f"--nodes={positive_int(spec, 'recipes.trainer.num_nodes', 1)}",
         "--ntasks-per-node=1",
     ]
-    if str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu":  # unset: GPUs (LLMFT recipes)
+    if uses_gpus(spec.data):
         gpus = cluster.get("gpus_per_node") or positive_int(spec, "recipes.trainer.devices", 1)
         lines.append(opt("gpus-per-node", gpus, "cluster.gpus_per_node"))
     if cluster.get("cpus_per_task"):

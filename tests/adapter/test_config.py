@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapter.config import from_recipe, load
-
 from adapter.mesh import grad_accumulation
-
 from adapter.reader import ConfigError
 from tests.adapter.conftest import REPO, deep_merge, env, tiny_recipe, write_spec
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from adapter.mesh import MeshShape
-
 from adapter.reader import ConfigError
 from tests.adapter.conftest import REPO, env, ok, tiny_recipe, write_spec
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from adapter.config import from_recipe
-
 from adapter.reader import ConfigError
 from tests.adapter.conftest import REPO, env, ok, records
 from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT, TA, V2, chat_tokenizer, compose, require, write

@@ -18,9 +18,8 @@ from typing import Any, Iterator
 import pytest
 
 from adapter.config import from_recipe
-from adapter.tracking_keys import tracking
-
 from adapter.reader import ConfigError
+from adapter.tracking_keys import tracking
 from tests.adapter.conftest import REPO, deep_merge, env, export_dir, records, srun_style, tiny_recipe, write_spec
 from workspace_inputs import MINI_RECIPE
 
