@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adapter.numbers import whole
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -72,11 +74,11 @@ class Arch:
 
 
 def _int(model: Mapping[str, Any], *keys: str, default: int = 0) -> int:
-    """The first of `keys` that holds a number; `default` otherwise."""
+    """The first of `keys` that holds a whole number; `default` otherwise."""
     for key in keys:
-        value = model.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return int(value)
+        value = whole(model.get(key))
+        if value is not None:
+            return value
     return default
 
 

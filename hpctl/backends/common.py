@@ -29,6 +29,7 @@ from typing import Any
 
 from adapter.digest import digest
 from adapter.keypath import join
+from adapter.numbers import positive_int as count
 from adapter.rank_prefix import RANK_PREFIX
 from adapter.secret import secret_env_name
 from hpctl import instances
@@ -92,9 +93,10 @@ def positive_int(spec: Spec, path: str, default: int) -> int:
     value = spec.get(path)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    number = count(value) if isinstance(value, int) else None  # 8.0 is not written as a count
+    if number is None:
         raise HpctlError("expected a positive integer", key=path, expected="integer >= 1", found=repr(value))
-    return value
+    return number
 
 
 def secret_vars(spec: Spec) -> dict[str, str]:
