@@ -39,16 +39,21 @@ def redact(data: Any, path: str = "", extra: frozenset[str] = frozenset()) -> An
     """A deep copy with every secret value replaced by REDACTED (see `is_secret_path`).
 
     The one redaction every output uses: plan text, JSON, markdown, saved plans, artifacts, state,
-    `hpctl explain`, and the parameters the trainer sends to experiment trackers.
+    and the parameters the trainer sends to experiment trackers.
     """
     if isinstance(data, dict):
-        return {k: (REDACTED if is_secret_path(join(path, k), extra) and v not in (None, "")
-                    and not isinstance(v, (dict, list)) else redact(v, join(path, k), extra))
-                for k, v in data.items()}
+        return {k: redact_at(join(path, k), v, extra) for k, v in data.items()}
     if isinstance(data, list):
-        return [REDACTED if is_secret_path(join(path, i), extra) and v not in (None, "")
-                and not isinstance(v, (dict, list)) else redact(v, join(path, i), extra) for i, v in enumerate(data)]
+        return [redact_at(join(path, i), v, extra) for i, v in enumerate(data)]
     return data
+
+
+def redact_at(path: str, value: Any, extra: frozenset[str] = frozenset()) -> Any:
+    """The value at `path` as outputs show it: REDACTED for a secret scalar that holds something,
+    else the value with the secrets inside it redacted (`hpctl explain KEY` shows one key this way)."""
+    if is_secret_path(path, extra) and value not in (None, "") and not isinstance(value, (dict, list)):
+        return REDACTED
+    return redact(value, path, extra)
 
 
 def secrets_of(data: Any, extra: frozenset[str] = frozenset()) -> dict[str, str]:
