@@ -276,51 +276,15 @@ def check_trainer(spec: Spec, host: HostInfo | None) -> list[Check]:
     note = cfg.parallel.offload_note
     return [Check("trainer", INFO, note, ["recipes.model.offload_activations"])] if note else []
 
-def check_data_channels(spec: Spec, host: HostInfo | None) -> list[Check]:
-    """A SageMaker job with input channels whose recipe reads its data from elsewhere: the trainer
-    would not find the channels' data. A warning, not an error: the path may be in the image, and
-    `hpctl recipes check` fills stand-in paths."""
-    from hpctl.backends import sagemaker
-    if spec.cluster_type != sagemaker.BACKEND.name or not runs_adapter(spec.data):
-        return []
-    channels = sagemaker.data_channels(spec)
-    if not channels:
-        return []
-    from adapter.config import data_paths
-    from adapter.sagemaker import CHANNELS, container_path
-    root = container_path(CHANNELS) + "/"
-    found = []
-    for role, (key, value) in data_paths(spec.recipe).items():
-        if value.startswith(root):
-            continue
-        path = f"recipes.{key}"
-        meant = _likely_channel(role, value, channels)
-        found.append(Check("data-channels", WARNING,
-                           f"{path} is {value} (set at {spec.origin(path) or 'default'}), outside {root}, where "
-                           f"the job's input channels are ({', '.join(sorted(channels))}): the trainer reads its data "
-                           "there, not from the channels"
-                           + (f"; did you mean {meant}?" if meant else ""), [path]))
-    return found
-
-
-def _likely_channel(role: str, value: str, channels: dict[str, tuple[str, str]]) -> str | None:
-    """The container path a data path most likely meant: the same place inside a channel that holds
-    it (its S3 URI or file-system directory), else the channel named for its role (train, val) or
-    its last part, else for training data the only channel."""
-    for where, held in channels.values():
-        held = held.rstrip("/")
-        if held and (value == held or value.startswith(held + "/")):
-            return where + value[len(held):]
-    base = value.rstrip("/").rsplit("/", 1)[-1]
-    for name in sorted(channels):
-        if name in (role, base) or name.startswith(role):
-            return channels[name][0]
-    return next(iter(channels.values()))[0] if len(channels) == 1 and role == "train" else None
+def check_backend(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """The checks only the spec's scheduler needs (Backend.preflight: SageMaker's input channels)."""
+    from hpctl.backends import MODULES, get_backend
+    return get_backend(spec.cluster_type).preflight(spec) if spec.cluster_type in MODULES else []
 
 
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_trainer,
-    check_data_channels,
+    check_backend,
     check_host_capacity,
     check_memory,
     check_instance_type,

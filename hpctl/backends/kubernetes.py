@@ -466,6 +466,10 @@ def _target(record: JobRecord) -> tuple[str, str, tuple[str, str, str]]:
 class KubernetesBackend(Backend):
     name = "k8s"
 
+    def doctor(self, cluster: dict[str, Any], general: dict[str, Any]) -> list[Any]:
+        from hpctl.doctor import k8s_checks
+        return k8s_checks(cluster)
+
     def render(self, spec: Spec) -> Artifact:
         ctx = context(spec)
         ns, name = shquote(ctx["namespace"]), shquote(ctx["name"])

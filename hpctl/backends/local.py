@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from adapter.rank_prefix import TEE_ALL, rank_prefix_env
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
@@ -35,6 +36,10 @@ TAG_ENV = "HPCTL_JOB_TAG"
 
 class LocalBackend(Backend):
     name = "local"
+
+    def doctor(self, cluster: dict[str, Any], general: dict[str, Any]) -> list[Any]:
+        from hpctl.doctor import local_checks
+        return local_checks(cluster)
 
     def render(self, spec: Spec) -> Artifact:
         results = spec.get("recipes.run.results_dir")

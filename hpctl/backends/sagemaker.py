@@ -447,7 +447,16 @@ def _source(path: str, sources: dict[str, str]) -> str | None:
 
 class SageMakerBackend(Backend):
     name = "sm_jobs"
+    reads_general_config = True
     platform_network = True  # SageMaker provides EFA and the NCCL environment on its instances
+
+    def doctor(self, cluster: dict[str, Any], general: dict[str, Any]) -> list[Any]:
+        from hpctl.backends.sagemaker_checks import doctor_checks
+        return doctor_checks(cluster, general)
+
+    def preflight(self, spec: Spec) -> list[Any]:
+        from hpctl.backends.sagemaker_checks import data_channel_checks
+        return data_channel_checks(spec)
 
     def render(self, spec: Spec) -> Artifact:
         request, sources, spec_uri = request_for(spec)

@@ -462,6 +462,10 @@ def _write_files(artifact: Artifact) -> None:
 class SlurmBackend(Backend):
     name = "slurm"
 
+    def doctor(self, cluster: dict[str, Any], general: dict[str, Any]) -> list[Any]:
+        from hpctl.doctor import slurm_checks
+        return slurm_checks(cluster)
+
     def render(self, spec: Spec) -> Artifact:
         results_dir = _results_dir(spec)
         cluster = spec.cluster
