@@ -10,6 +10,9 @@ from __future__ import annotations
 RANK_PREFIX = "[rank{rank}]: "  # what torchrun writes before each worker line, per rank_prefix_env
 PREFIX_VAR = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
 TEE_ALL = "--tee=3"  # torchrun prefixes only the output it tees; 3 = stdout and stderr
+# torch's own log lines start with "[rankN]:" too once the process group is up; the trainer sets this
+# format (torch's TORCH_LOGS_FORMAT, read when torch loads) so that torchrun's prefix is the only one.
+TORCH_LOGS_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 def rank_prefix_env() -> dict[str, str]:

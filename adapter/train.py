@@ -28,9 +28,11 @@ import sys
 import time
 from typing import Any, Iterator
 
+from adapter import quiet
 from adapter.config import load
 from adapter.devices import wants_accelerators
 from adapter.mesh import grad_accumulation
+from adapter.rank_prefix import TORCH_LOGS_FORMAT
 from adapter.reader import ConfigError, resolve_local
 from adapter.trainconfig import TrainConfig
 
@@ -83,6 +85,8 @@ def _free_port() -> int:
 def train(cfg: TrainConfig) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TORCH_LOGS_FORMAT", TORCH_LOGS_FORMAT)  # one rank prefix per line: torchrun's
+    quiet.load_only_what_runs(cfg)
     # A missing model or tokenizer is reported before torch loads.
     if cfg.hf_model:
         resolve_local(cfg.hf_model)

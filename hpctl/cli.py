@@ -84,7 +84,8 @@ def _print_json(doc: dict[str, Any]) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hpctl")
 def cli() -> None:
-    """Plan, apply and follow LLM training jobs on local, Slurm and Kubernetes clusters."""
+    """Plan, apply and follow LLM training jobs on local, Slurm and Kubernetes clusters, and as SageMaker
+    training jobs."""
 
 
 recipe_args = click.argument("args", nargs=-1)
