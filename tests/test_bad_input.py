@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from workspace_inputs import GENERAL_CONFIG, LOCAL_CLUSTER, MINI_RECIPE, listing
+from tests.helpers.workspace import GENERAL_CONFIG, LOCAL_CLUSTER, MINI_RECIPE, listing
 
 RECIPE = "recipes/tiny/mini.yaml"
 CLUSTER = "clusters/local.yaml"

@@ -28,7 +28,7 @@ from hpctl.validate import validate
 from hpctl.workspace import Workspace
 from test_k8s_render import validate_all
 from test_k8s_render import parse as parse_manifest
-from workspace_inputs import GENERAL_CONFIG
+from tests.helpers.workspace import GENERAL_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "-c", "init.defaultBranch=main"]

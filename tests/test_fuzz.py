@@ -34,7 +34,7 @@ hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from workspace_inputs import DEFAULT_FILES, MINI_RECIPE, REPO, SHARED, listing, write_files  # noqa: E402
+from tests.helpers.workspace import DEFAULT_FILES, MINI_RECIPE, REPO, SHARED, listing, write_files  # noqa: E402
 
 LONG = int(os.environ.get("HPCTL_FUZZ_EXAMPLES") or 0)
 LOG = os.environ.get("HPCTL_FUZZ_LOG")

@@ -16,7 +16,7 @@ import pytest
 from hpctl.backends import slurm
 from hpctl.backends.base import TaggedJob
 from hpctl.backends.common import JobTag, job_tag
-from workspace_inputs import MINI_RECIPE, write_files
+from tests.helpers.workspace import MINI_RECIPE, write_files
 
 UNREACHABLE = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
 NO_REPLY = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"

@@ -34,7 +34,7 @@ from hpctl.loader import load_file
 from hpctl.plan import verify
 from hpctl.resources import builtin
 from hpctl.workspace import Workspace
-from tests.adapter.conftest import deep_merge, tiny_recipe
+from tests.helpers.trainer import deep_merge, tiny_recipe
 from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT, TA
 from tests.adapter.test_config import CONTEXT_PARALLEL_REFUSALS, REFUSALS
 from tests.adapter.test_tracking import TRACKING_REFUSALS

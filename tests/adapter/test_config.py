@@ -10,7 +10,7 @@ import pytest
 from adapter.config import from_recipe, load
 from adapter.mesh import grad_accumulation
 from adapter.reader import ConfigError
-from tests.adapter.conftest import REPO, deep_merge, env, tiny_recipe, write_spec
+from tests.helpers.trainer import REPO, deep_merge, env, tiny_recipe, write_spec
 
 
 def refused(tmp_path: Path, **sections: object) -> ConfigError:

@@ -12,7 +12,7 @@ import pytest
 
 from adapter.mesh import MeshShape
 from adapter.reader import ConfigError
-from tests.adapter.conftest import REPO, env, ok, tiny_recipe, write_spec
+from tests.helpers.trainer import REPO, env, ok, tiny_recipe, write_spec
 
 WORKER = r"""
 import os, sys

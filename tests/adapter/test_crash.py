@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import (REPO, crash_point, crash_seeds, env, export_dir, losses, ok, sharded, tiny_recipe,
+from tests.helpers.trainer import (REPO, crash_point, crash_seeds, env, export_dir, losses, ok, sharded, tiny_recipe,
                                    torchrun)
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import REPO, env, ok, records
+from tests.helpers.trainer import REPO, env, ok, records
 from tests.adapter.hyperpod import V1, compose, require, tiny_checkpoint, write
 
 # Overrides every recipe needs to run small on 2 CPU processes, and why.

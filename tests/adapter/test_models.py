@@ -9,7 +9,7 @@ import torch
 from adapter import models
 from adapter.config import from_recipe
 from adapter.reader import ConfigError
-from tests.adapter.conftest import tiny_recipe
+from tests.helpers.trainer import tiny_recipe
 
 EXTRA = {
     "mixtral": {"num_local_experts": 4, "num_experts_per_tok": 2},

@@ -20,8 +20,8 @@ import pytest
 from adapter.config import from_recipe
 from adapter.reader import ConfigError
 from adapter.tracking_keys import tracking
-from tests.adapter.conftest import REPO, deep_merge, env, export_dir, records, srun_style, tiny_recipe, write_spec
-from workspace_inputs import MINI_RECIPE
+from tests.helpers.trainer import REPO, deep_merge, env, export_dir, records, srun_style, tiny_recipe, write_spec
+from tests.helpers.workspace import MINI_RECIPE
 
 MLFLOW_ON = {"create_mlflow_logger": True, "mlflow_logger_kwargs": {"tracking_uri": "http://127.0.0.1:5000"}}
 
