@@ -277,6 +277,7 @@ def test_checks_tolerate_wrong_types_the_schema_reports():
     assert {c.id for c in found} == {"trainer"}
 
 
+@pytest.mark.slow
 def test_detect_host_reads_the_machine_without_torch():
     script = ("import sys, json; sys.path.insert(0, sys.argv[1]); from hpctl.checks import detect_host; "
               "h = detect_host(); import hpctl.memory, adapter.modelsize; "

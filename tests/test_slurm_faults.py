@@ -166,6 +166,7 @@ def test_unparseable_squeue_output_falls_back(fake, ws, run_cli):
     assert (job["state"], job["detail"]) == ("PENDING", "reason Priority")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["before_submit", "after_submit", "during_state_write"])
 def test_apply_killed_at_each_step_never_submits_twice(fake, ws, run_cli, run_hpctl, point):
     """`hpctl apply` (its own process) SIGKILLs itself at POINT (HPCTL_APPLY_CRASH_AT). The state

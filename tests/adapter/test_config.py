@@ -186,6 +186,7 @@ def test_spec_file_formats(tmp_path: Path) -> None:
     assert load(tmp_path / "recipe.yaml").max_steps == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe_update, message", [
     ({"model": {"sharding_strategy": "zero3"}}, "adapter: error: model.sharding_strategy: 'zero3' is not supported"),
     ({"model": {"tensor_model_parallel_degree": 2}}, "adapter: error: model.tensor_model_parallel_degree: 2 does not divide the world size 1"),
