@@ -16,7 +16,8 @@ from torch import nn
 
 from adapter import qlora
 from adapter.checkpoint import atomic_dir
-from adapter.config import ConfigError, LoraConfig
+from adapter.reader import ConfigError
+from adapter.trainconfig import LoraConfig
 from adapter.models import checkpoint_key
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from hpctl.errors import HpctlError
 from hpctl.overrides import Override
-from hpctl.spec import get_path
+from adapter.keypath import get_path
 from hpctl.suggest import did_you_mean
 
 # Hydra's keys that HyperPod's launcher scripts and config.yaml set -> what each means for hpctl.

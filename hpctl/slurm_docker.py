@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hpctl.checks import Check, HostInfo
+    from hpctl.checks import Check
     from hpctl.spec import Spec
 
 KEY = "cluster.slurm_docker_cfg"
@@ -46,11 +46,11 @@ def _set(value: Any) -> list[str]:
         ([] if value in (None, "") else [str(value)])
 
 
-def check(spec: "Spec", host: "HostInfo | None") -> list["Check"]:
+def check(spec: "Spec") -> list["Check"]:
     """One error per slurm_docker_cfg key that HyperPod would apply and hpctl would ignore."""
     from hpctl.checks import ERROR, Check
     cfg = spec.get(KEY)
-    if spec.cluster_type != "slurm" or not isinstance(cfg, dict):
+    if not isinstance(cfg, dict):  # the Slurm backend's preflight hook asks
         return []
     image = spec.get("container")
     how = (f"the image {image} is not a .sqsh, so HyperPod would run it with Docker on each node; hpctl runs it "

@@ -11,7 +11,7 @@ import pytest
 
 from hpctl import dropin
 from hpctl.errors import HpctlError
-from launcher_scripts import LAUNCHERS, copy_checkout
+from helpers.launcher_scripts import LAUNCHERS, copy_checkout
 
 V1_SCRIPT = "launcher_scripts/llama/run_hf_llama3_8b_seq8k_gpu_p5x16_pretrain.sh"
 STAND_INS = {"TRAIN_DIR": "/fsx/train", "VAL_DIR": "/fsx/val", "EXP_DIR": "/fsx/exp"}

@@ -14,7 +14,7 @@ import pytest
 from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.workspace import Workspace
-from workspace_inputs import SHARED
+from helpers.workspace import SHARED
 
 GOLDEN = Path(__file__).parent / "golden" / "hyperpod_launcher"
 V2 = Workspace(SHARED / "peer-recipes" / "hyperpod")

@@ -18,7 +18,7 @@ import pytest
 from hpctl import compat, dropin, standin
 from hpctl.loader import load_file
 from hpctl.workspace import Workspace
-from launcher_scripts import LAUNCHERS, copy_checkout, recipe_of, run, run_all, scripts
+from helpers.launcher_scripts import LAUNCHERS, copy_checkout, recipe_of, run, run_all, scripts
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.plan import summarize, verify
 from hpctl.workspace import Workspace
-from workspace_inputs import SHARED
+from helpers.workspace import SHARED
 
 V1 = Workspace(SHARED / "peer-recipes" / "hyperpod-v1")
 R1 = ["recipes=fine-tuning/deepseek/hf_deepseek_r1_671b_seq8k_gpu_lora", "base_results_dir=/r",

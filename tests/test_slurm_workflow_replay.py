@@ -19,7 +19,7 @@ from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.plan import verify
 from hpctl.workspace import Workspace
-from workspace_inputs import SHARED
+from helpers.workspace import SHARED
 
 V1 = Workspace(SHARED / "peer-recipes" / "hyperpod-v1")
 GOLDEN = Path(__file__).parent / "golden" / "hyperpod_launcher" / "slurm_workflow.txt"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from adapter import known_models
-from hpctl.modelsize import param_count
+from adapter.modelsize import param_count
 
 ROWS = {id(fields): (hub, fields) for hub, fields in known_models.HUB.items()}  # one per distinct architecture
 

@@ -30,7 +30,7 @@ from hpctl.backends.common import rank_lines
 from hpctl.compose import compose
 from hpctl.workspace import Workspace
 
-from conftest import REPO, env
+from tests.helpers.trainer import REPO, env
 
 HOSTS = ["127.0.0.1", "localhost"]
 OVERRIDES = [

@@ -3,7 +3,7 @@
 # what its Hydra main.py does with the argument forms hpctl reads the same way (tests/test_hyperpod_args.py).
 # Needs the launchers' venvs as their SOURCE.txt make them (PYTHON, default /tmp/hpl2/bin/python, for v2;
 # PYTHON_V1, default /tmp/hpl/bin/python, for v1) and checkout copies with recipes_collection linked in
-# (tests/launcher_scripts.py copy_checkout). slurm_workflow.txt replays the arguments of HyperPod's
+# (tests/helpers/launcher_scripts.py copy_checkout). slurm_workflow.txt replays the arguments of HyperPod's
 # tests/slurm_workflow/test_recipe_slurm_workflow.py (aws/sagemaker-hyperpod-recipes, v1 branch).
 # Usage: bash tests/golden/hyperpod_launcher/make.sh
 set -euo pipefail
@@ -12,7 +12,7 @@ PYTHON=${PYTHON:-/tmp/hpl2/bin/python}
 PYTHON_V1=${PYTHON_V1:-/tmp/hpl/bin/python}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-(cd "$here/../.." && python3 -c "import sys; sys.path.insert(0, '.'); from launcher_scripts import copy_checkout; from pathlib import Path; copy_checkout('v2', Path('$work/hp')); copy_checkout('v1', Path('$work/hp1'))")
+(cd "$here/../.." && python3 -c "import sys; sys.path.insert(0, '.'); from helpers.launcher_scripts import copy_checkout; from pathlib import Path; copy_checkout('v2', Path('$work/hp')); copy_checkout('v1', Path('$work/hp1'))")
 run() {  # HyperPod main.py with a k8s LLMFT recipe; prints its last error line, or nothing
   (cd "$work/hp" && "$PYTHON" main.py recipes=fine-tuning/llama/llmft_llama3_1_8b_instruct_seq4k_gpu_dpo \
     base_results_dir="$work/res" cluster=k8s cluster_type=k8s container=example.com/img:1 "$@" 2>&1 || true) \

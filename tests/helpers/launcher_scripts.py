@@ -4,7 +4,7 @@ The copy links everything from ../shared/peer-launchers/hyperpod-vN except main.
 can move it aside) and recipes_collection (linked to ../shared/peer-recipes). Each script runs as its
 users run it: `SAGEMAKER_TRAINING_LAUNCHER_DIR=<copy> bash <script>`, with HPCTL_PLAN_ONLY=1 and the
 environment variables the script documents (`NAME="${NAME}"` lines) set to stand-in values.
-`python tests/launcher_scripts.py v2` prints each script's outcome.
+`python tests/helpers/launcher_scripts.py v2` prints each script's outcome.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 LAUNCHERS = {"v1": SHARED / "peer-launchers" / "hyperpod-v1", "v2": SHARED / "peer-launchers" / "hyperpod-v2"}
 RECIPES = {"v1": SHARED / "peer-recipes" / "hyperpod-v1", "v2": SHARED / "peer-recipes" / "hyperpod"}
 DOCUMENTED = re.compile(r'^([A-Z][A-Z0-9_]*)="?\$\{\1\}"?', re.M)  # NAME="${NAME}": an input the user sets
@@ -92,7 +92,7 @@ def run_all(checkout: Path, version: str, workers: int = 3) -> list[Outcome]:
 if __name__ == "__main__":
     import tempfile
     version = sys.argv[1]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from hpctl import dropin
     with tempfile.TemporaryDirectory() as tmp:
         checkout = copy_checkout(version, Path(tmp) / "hp")
