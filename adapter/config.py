@@ -120,8 +120,8 @@ def lora_of(recipe: Mapping[str, Any]) -> LoraConfig | None:
     estimate asks this rather than parse model.peft its own way."""
     r = Reader(recipe)
     lora = lora_config(r, ParallelConfig(tp=1, sharding_strategy="full_shard", shard_degree=None,
-                                   activation_checkpointing=False, cpu_offload=False, compile=False,
-                                   precision="bf16"))  # no parallel rule bears on what the adapters are
+                                         activation_checkpointing=False, cpu_offload=False, compile=False,
+                                         precision="bf16"))  # no parallel rule bears on what the adapters are
     return None if r.errors else lora
 
 

@@ -26,7 +26,7 @@ Honoured (LLMFT -> trainer):
   full fine-tuning; lora with r, lora_alpha, lora_dropout, target_modules incl. "all-linear",
   exclude_modules).
 - mlflow (tracking_uri, run_id) and training_args.use_wandb (the W&B API key, a secret): metrics
-  go to MLflow / W&B (config.tracking, tracking.py).
+  go to MLflow / W&B (tracking_keys.tracking, tracking.py).
 - datasets: train_data.file_path / val_data.file_path (JSON lines: `messages`, `prompt` +
   `completion` or `text` rows for SFT, `prompt` + `chosen` + `rejected` for DPO; see data.py and
   dpo.py), train_data.limit, train_val_split_ratio and train_val_split_seed (when val_data is empty).

@@ -100,7 +100,7 @@ def peer_groups(shape: MeshShape, across: tuple[str, ...]) -> list[list[int]]:
 
 def check_device(shape: MeshShape, device_type: str) -> None:
     """Ring attention needs CUDA's attention kernels; a CPU run with cp > 1 (accelerator auto on a
-    machine without GPUs: config.py refuses accelerator cpu) stops before any work."""
+    machine without GPUs: v1.py refuses accelerator cpu) stops before any work."""
     if shape.cp > 1 and device_type != "cuda":
         raise cp_without_cuda(shape.cp)
 

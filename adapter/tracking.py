@@ -1,6 +1,6 @@
 """Experiment tracking: rank 0 sends every metrics record to MLflow and / or Weights & Biases.
 
-What is sent (config.tracking decides where): the resolved recipe as parameters (flattened,
+What is sent (tracking_keys.tracking decides where): the resolved recipe as parameters (flattened,
 secrets redacted), every record of metrics.jsonl as step metrics, tags naming the hpctl job, the
 spec digest and the backend job id, and at the end the newest checkpoint and export directories.
 

@@ -293,7 +293,6 @@ def _refresh(env: Env, names: list[str]) -> list[tuple[Any, Any]]:
 def status(env: Env, job, as_json, watch, plot, plot_file) -> int:
     """Status of JOB (or every job in state): scheduler state, step, loss, tokens/s, ETA."""
     from hpctl.backends.base import TERMINAL
-    from hpctl.present import status_table
     names = [job] if job else []
     if (plot or plot_file) and not job:
         raise HpctlError("--plot and --plot-file draw one job", hint="name it: hpctl status JOB --plot")
@@ -304,6 +303,8 @@ def status(env: Env, job, as_json, watch, plot, plot_file) -> int:
         check_image_path(plot_file)
     if watch and not as_json:  # until every job has ended; then its plots, when asked for
         from rich.live import Live
+
+        from hpctl.present import status_table
         with Live(console=env.out, auto_refresh=False) as live:
             while True:
                 rows = _refresh(env, names)
@@ -317,6 +318,7 @@ def status(env: Env, job, as_json, watch, plot, plot_file) -> int:
             _print_json({"jobs": [{"name": r.name, "cluster": r.cluster, "backend": r.backend, "job_id": r.job_id,
                                    "results_dir": r.results_dir, **st.to_json()} for r, st in rows]})
         else:
+            from hpctl.present import status_table
             env.out.print(status_table(rows))
     if plot or plot_file:
         _plot(env, rows[0][0], plot, plot_file)
