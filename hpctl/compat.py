@@ -4,7 +4,10 @@ HyperPod's recipe collection holds recipes for several training stacks. hpctl la
 formats: v1 Hugging Face recipes (`run.model_type: hf`) and v2 LLM fine-tuning recipes
 (`run.model_type: llm_finetuning_aws`). The others need software hpctl does not have; `refusal`
 names the key that shows it and says why, so validate refuses such a recipe with one reason
-instead of a page of unknown keys.
+instead of a page of unknown keys. The recipe families refused outright (Nova, verl, evaluation,
+checkpointless, ...) are one table, REFUSED_FAMILIES; compose asks `family_refusal` of the recipe
+file before any override, so a launcher script's overrides for a recipe of another kind are never
+answered with "key does not exist".
 
 Fields of v1 hf recipes that belong to SageMaker's closed libraries map to open equivalents, so
 they are not refused here: `use_smp_model` (SageMaker model parallelism) runs as FSDP2 plus
@@ -114,15 +117,6 @@ def family_refusal(recipe: dict[str, Any]) -> Refusal | None:
     run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
     found = _family(recipe, run.get("model_type") if isinstance(run.get("model_type"), str) else None)
     return found if found and found.kind in REFUSED_FAMILIES else None
-
-
-def family_of(recipe: dict[str, Any]) -> str | None:
-    """A recipe file's family when it is one of REFUSED_FAMILIES' kind (whether or not still
-    refused), else None: what tests ask to know whether a recipe is expected to plan."""
-    run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
-    model_type = run.get("model_type") if isinstance(run.get("model_type"), str) else None
-    found = _family(recipe, model_type) or _trainium({}, recipe)
-    return found.kind if found else None
 
 
 def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
