@@ -63,6 +63,9 @@ def describe_all(ws: Workspace) -> list[dict[str, Any]]:
 
 
 CHECK_CLUSTERS = ("slurm", "k8s", "sm_jobs")
+# Checks that say whether the program accepts the recipe (hpctl's trainer, or an engine's own rules such
+# as verl's): a recipe failing only these is planned but not trainable.
+TRAINER_CHECKS = ("trainer", "engine")
 # A checkout without its own cluster file of that name is checked with this built-in cluster.
 BUILTIN_FALLBACK = {"sm_jobs": "sagemaker"}
 
@@ -90,6 +93,9 @@ STAND_INS = {
     "training_config.model_config.model_name_or_path": "/stand-in/base-model",
 }
 
+# verl recipes (hpctl.engines.verl): the training data verl reads
+VERL_STAND_INS = {"training_config.data.train_files": "/stand-in/data/train.parquet"}
+
 
 def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = ()) -> list[str]:
     """HyperPod-form overrides filling the user inputs this recipe leaves empty or out (see
@@ -98,9 +104,10 @@ def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = ()) -> list[str
     run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
     llmft = run.get("model_type") == "llm_finetuning_aws"
     model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+    verl = run.get("model_type") == "verl"
     out = []
-    for key, value in STAND_INS.items():
-        if key.startswith("training_config.") != llmft:
+    for key, value in (VERL_STAND_INS if verl else STAND_INS).items():
+        if not verl and key.startswith("training_config.") != llmft:
             continue
         if key == "model.hf_model_name_or_path" and model.get("do_finetune") is not True:
             continue
@@ -176,9 +183,9 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
             validated += 1
             stage = "pre-flight"
             results = run_checks(spec)
-            trainer = errors_as_problems(spec, [c for c in results if c.id == "trainer"])
+            trainer = errors_as_problems(spec, [c for c in results if c.id in TRAINER_CHECKS])
             trainer_refusal = trainer_refusal or (HpctlError(trainer) if trainer else None)
-            problems = errors_as_problems(spec, [c for c in results if c.id != "trainer"])
+            problems = errors_as_problems(spec, [c for c in results if c.id not in TRAINER_CHECKS])
             if problems:
                 raise HpctlError(problems)
             stage = "render"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hpctl import instances, memory
+from hpctl.engines import engine_of
 from hpctl.entry import runs_adapter
 from hpctl.errors import Problem
 from hpctl.spec import Spec
@@ -183,6 +184,8 @@ def memory_estimate(spec: Spec, host: HostInfo | None = None) -> memory.MemoryEs
 
 
 def check_memory(spec: Spec, host: HostInfo | None) -> list[Check]:
+    if engine_of(spec.data):  # an engine's memory is its own (check_engine)
+        return []
     available, source = device_memory_gb(spec, host)
     est = memory.estimate(spec.data, available)
     keys = _present(spec, [MICRO, SEQ, "recipes.model.activation_checkpointing", SHARD, TP])
@@ -314,8 +317,15 @@ def _likely_channel(role: str, value: str, channels: dict[str, tuple[str, str]])
     return next(iter(channels.values()))[0] if len(channels) == 1 and role == "train" else None
 
 
+def check_engine(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """An engine's own start-up rules and memory per GPU, asked of the engine's module (hpctl.engines)."""
+    from hpctl.engines import verl
+    return verl.checks(spec, host)
+
+
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_trainer,
+    check_engine,
     check_data_channels,
     check_host_capacity,
     check_memory,

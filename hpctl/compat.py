@@ -29,10 +29,11 @@ from hpctl import instances
 from hpctl.spec import get_path, join
 from hpctl.suggest import did_you_mean
 
-SUPPORTED_MODEL_TYPES = ("hf", "llm_finetuning_aws")
+SUPPORTED_MODEL_TYPES = ("hf", "llm_finetuning_aws", "verl")
 MODEL_TYPE = "recipes.run.model_type"
-SUPPORTED = ("hpctl runs HyperPod v1 Hugging Face recipes (run.model_type: hf) and v2 LLM fine-tuning "
-             "recipes (run.model_type: llm_finetuning_aws)")
+SUPPORTED = ("hpctl runs HyperPod v1 Hugging Face recipes (run.model_type: hf), v2 LLM fine-tuning "
+             "recipes (run.model_type: llm_finetuning_aws) and v2 reinforcement-learning recipes on verl "
+             "(run.model_type: verl)")
 
 NOVA = "Nova recipes run only on SageMaker's closed Nova training stack"
 TRAINIUM = instances.TRAINIUM
@@ -40,8 +41,6 @@ MEGATRON = "Megatron/NeMo recipes run on NVIDIA NeMo's Megatron trainer, which h
 
 # run.model_type -> (kind, reason)
 BY_MODEL_TYPE = {
-    "verl": ("verl", "VERL recipes run reinforcement learning (GRPO, PPO) on Ray through the verl "
-                     "library; hpctl's trainer does supervised fine-tuning and DPO"),
     "mtrl": ("mtrl", "multi-turn RL (mtrl) recipes need SageMaker's closed rollout and reward "
                      "services; hpctl's trainer does supervised fine-tuning and DPO"),
     "hyperpod_checkpointless_nemo": ("checkpointless", "checkpointless recipes run on NVIDIA NeMo with "
@@ -54,6 +53,7 @@ NEURON_KEYS = re.compile(r"^(neuron_|compiler_flags$|compiler_cache_url$)")
 MEGATRON_KEYS = ("recipes.model.mcore_gpt", "recipes.model.megatron_amp_O2")
 
 LLMFT_MODEL = "recipes.training_config.model_config.model_name_or_path"
+VERL_MODEL = "recipes.training_config.actor_rollout_ref.model.path"
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,11 @@ def _elastic(data: dict[str, Any]) -> Refusal | None:
 
 
 def family(data: dict[str, Any]) -> tuple[str | None, str]:
-    """(model, the key it comes from) for display: a v1 recipe's model_type, an LLMFT recipe's base
-    model id; the model is None when the recipe does not say."""
-    key = LLMFT_MODEL if get_path(data, MODEL_TYPE) == "llm_finetuning_aws" else "recipes.model.model_type"
+    """(model, the key it comes from) for display: a v1 recipe's model_type, an LLMFT or verl recipe's
+    base model id; the model is None when the recipe does not say."""
+    key = {"llm_finetuning_aws": LLMFT_MODEL, "verl": VERL_MODEL}.get(get_path(data, MODEL_TYPE), "recipes.model.model_type")
     value = get_path(data, key)
+    if value is None and key == VERL_MODEL:  # verl's SFT/DPO configs name the model under model.path
+        key = "recipes.training_config.model.path"
+        value = get_path(data, key)
     return (value if isinstance(value, str) and value else None), key
