@@ -281,3 +281,51 @@ def test_logs_pick_the_submitter_then_head_then_workers():
     assert kuberay.pod_for(pods, 0) == ("j-raycluster-head", "ray-head")
     assert kuberay.pod_for(pods, 2) == ("j-raycluster-worker-b", "ray-worker")
     assert kuberay.pod_for(pods, 3) == (None, "ray-worker")
+
+
+# ------------------------------------------------------------ against HyperPod's own chart values
+GOLDEN = Path(__file__).resolve().parent / "golden" / "verl"
+
+
+@pytest.mark.parametrize("recipe", ["fine-tuning/llama/verl-grpo-rlaif-llama-3-dot-2-1b-instruct-lora",
+                                    "fine-tuning/qwen-0_7_0/verl-grpo-rlvr-qwen-3-dot-5-4b-lora"])
+def test_the_rayjob_carries_what_hyperpods_chart_carries(recipe):
+    """HyperPod's launcher wrote values.yaml and verl_config.yaml for the same recipe and arguments
+    (tests/golden/verl/README.md); hpctl's manifest carries the same image, resources, replicas,
+    environment, instance types, TTL and verl config."""
+    golden = GOLDEN / recipe.rsplit("/", 1)[-1]
+    values = yaml.safe_load((golden / "values.yaml").read_text())
+    hp_config = yaml.safe_load((golden / "verl_config.yaml").read_text())
+    _, config_map, job = rendered("container=example.com/verl:1", recipe=recipe)
+    assert yaml.safe_load(config_map["data"][verl.CONFIG_FILE]) == hp_config
+    tc, ray = values["trainingConfig"], values["rayCluster"]
+    cluster = job["spec"]["rayClusterSpec"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    group = cluster["workerGroupSpecs"][0]
+    worker = group["template"]["spec"]
+    for pod in (head, worker):
+        container = pod["containers"][0]
+        assert (container["image"], container["imagePullPolicy"]) == (values["image"]["trainingImage"],
+                                                                       values["image"]["pullPolicy"])
+        assert pod["serviceAccountName"] == tc["serviceAccountName"]
+        assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": tc["workerInstanceType"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert {k: env.get(k) for k in tc["envVars"] if k != "SLURM_NTASKS_PER_NODE"} == \
+            {k: str(v) for k, v in tc["envVars"].items() if k != "SLURM_NTASKS_PER_NODE"}
+    for pod, node in ((head, ray["headNode"]), (worker, ray["workerNodes"])):
+        requests = pod["containers"][0]["resources"]["requests"]
+        assert (requests["cpu"], requests["memory"], requests.get("nvidia.com/gpu", "0")) == \
+            (node["cpu"], node["memory"], node["gpu"])
+    assert group["replicas"] == int(ray["workerNodes"]["replicas"])
+    assert {e["name"]: e["value"] for e in head["containers"][0]["env"] if e["name"] == "TRAIN_FILES"} == \
+        {"TRAIN_FILES": tc["trainDir"]}
+    assert cluster["rayVersion"] == ray["rayVersion"]
+    assert job["spec"]["ttlSecondsAfterFinished"] == values["gc"]["ttlSecondsAfterFinished"]
+    assert job["spec"]["shutdownAfterJobFinishes"] is values["gc"]["shutdownAfterJobFinishes"]
+    submitter = job["spec"]["submitterPodTemplate"]["spec"]
+    terms = submitter["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert terms[0]["preference"]["matchExpressions"][0]["values"] == tc["cpuInstanceTypes"]
+    resources = submitter["containers"][0]["resources"]
+    sub = ray["jobSubmitter"]
+    assert resources == {"requests": {"cpu": sub["cpu"], "memory": sub["memory"]},
+                         "limits": {"cpu": sub["cpuLimit"], "memory": sub["memoryLimit"]}}

@@ -103,10 +103,13 @@ def context(spec: Spec) -> dict[str, Any]:
     if cluster.get(queue):
         job_labels = dict(sorted({**labels, k8s.QUEUE_LABEL: k8s._label_value(cluster[queue], f"cluster.{queue}")}.items()))
 
-    extra = {"PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": "", JOB_ID_VAR: f"{namespace}/{name}"}
-    if engine.version == "0.7":  # vLLM must see every GPU of its node (HyperPod's chart does the same)
-        extra.update({"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1",
-                      "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(per_node))})
+    extra = {"PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": "", JOB_ID_VAR: f"{namespace}/{name}",
+             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(per_node))}
+    instance = spec.get("instance_type")
+    if isinstance(instance, str) and instance:  # HyperPod's images configure EFA/RDMA from it
+        extra["INSTANCE_TYPE"] = instance
+    if engine.version == "0.7":  # vLLM must see every GPU of its node: Ray must not narrow it
+        extra["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"] = "1"
     env = [{"name": v.name, "secret_key": v.secret, "value": k8s.literal(v.value)}
            for v in job_env(spec, extra=extra, extra_source="HyperPod's RayJob chart")]
     secrets = secret_vars(spec)
