@@ -329,3 +329,39 @@ def test_the_rayjob_carries_what_hyperpods_chart_carries(recipe):
     sub = ray["jobSubmitter"]
     assert resources == {"requests": {"cpu": sub["cpu"], "memory": sub["memory"]},
                          "limits": {"cpu": sub["cpuLimit"], "memory": sub["memoryLimit"]}}
+
+
+# ------------------------------------------------------------ SageMaker training jobs
+SM = ["+cluster.role_arn=arn:aws:iam::123456789012:role/hpctl", "cluster.sm_jobs_config.output_path=s3://bucket/out"]
+
+
+def test_the_sagemaker_request_is_the_sdks_recipe_request():
+    """As the SageMaker SDK's recipe support sends it for run.model_type verl: the resolved recipe as
+    recipe.yaml in the `recipe` channel, its path as sagemaker_recipe_local_path, the image's own
+    entry point; botocore's model accepts it (render checks)."""
+    from hpctl.backends.sagemaker import BACKEND as SAGEMAKER
+    spec = plan_spec(RLAIF, *SM, cluster="sm_jobs")
+    artifact = SAGEMAKER.render(spec)
+    request = json.loads(artifact.text)
+    assert request["AlgorithmSpecification"] == {"TrainingImage": IMAGE, "TrainingInputMode": "File"}
+    assert request["HyperParameters"] == {"sagemaker_recipe_local_path": "/opt/ml/input/data/recipe/recipe.yaml"}
+    (channel,) = request["InputDataConfig"]
+    assert channel["ChannelName"] == "recipe"
+    (uri, text), = artifact.files.items()
+    assert uri == channel["DataSource"]["S3DataSource"]["S3Uri"] + "recipe.yaml"
+    assert yaml.safe_load(text) == spec.recipe
+    assert request["ResourceConfig"] == {"InstanceCount": 1, "InstanceType": "ml.p5.48xlarge", "VolumeSizeInGB": 30}
+
+
+def test_a_secret_in_the_verl_config_is_refused_on_sagemaker():
+    """SageMaker keeps a job's environment in clear: the backend's secret rule refuses it at its key."""
+    with pytest.raises(HpctlError) as exc:
+        verify(plan_spec(RLAIF, *SM, "+recipes.training_config.reward_model.reward_kwargs.kwargs.api_key=sk-0123456789",
+                         cluster="sm_jobs"))
+    assert [p.key for p in exc.value.problems] == ["recipes.training_config.reward_model.reward_kwargs.kwargs.api_key"]
+
+
+def test_node_counts_that_disagree_with_verls_are_warned_about():
+    results, _ = verify(plan_spec(RLAIF, *SM, "recipes.trainer.num_nodes=2", cluster="sm_jobs"))
+    (warning,) = [c for c in results if c.id == "engine-nodes"]
+    assert warning.severity == "warning" and "SageMaker starts num_nodes instances" in warning.message

@@ -82,7 +82,15 @@ def config_text(spec: Spec) -> str:
     value keeps its type exactly). A secret is never written: its value becomes `${oc.env:VAR}`,
     which verl's OmegaConf resolves in the job from the variable every backend sets from the
     secret (hpctl.spec.secret_env_name)."""
-    config = _with_secret_references(spec, spec.get(CONFIG) or {}, CONFIG)
+    return _yaml(_with_secret_references(spec, spec.get(CONFIG) or {}, CONFIG))
+
+
+def recipe_text(spec: Spec) -> str:
+    """The whole resolved recipe as YAML, verl config included (what the SageMaker SDK uploads)."""
+    return _yaml(_with_secret_references(spec, spec.recipe, "recipes"))
+
+
+def _yaml(config: Any) -> str:
     text = json.dumps(config, indent=2, ensure_ascii=True, default=str)
     # YAML 1.1 readers (PyYAML) take `1e-05` for a string: exponent floats get their `.0`.
     return EXPONENT.sub(lambda m: m.group(0) if m.group(1) is None else f"{m.group(1)}.0{m.group(2)}", text) + "\n"
@@ -417,6 +425,20 @@ def checks(spec: Spec, host: Any) -> list[Any]:
     if spec.cluster_type not in BACKENDS:
         found.append(Check("backend", ERROR, f"the {spec.cluster_type} backend does not launch verl on Ray",
                            ["cluster_type"], f"plan verl recipes for {' or '.join(BACKENDS)}"))
+    nodes, per_node = world(spec)
+    planned = spec.get("recipes.trainer.num_nodes")
+    if isinstance(planned, int) and planned != nodes:
+        found.append(Check("engine-nodes", WARNING, f"recipes.trainer.num_nodes is {planned} but verl asks Ray for "
+                           f"{nodes} node(s) (training_config.trainer.nnodes): "
+                           + ("SageMaker starts num_nodes instances" if spec.cluster_type == "sm_jobs"
+                              else "hpctl starts the GPU workers verl asks for"),
+                           ["recipes.trainer.num_nodes", f"{CONFIG}.trainer.nnodes"],
+                           "make them equal"))
+    workers = spec.get("recipes.ray_cluster.worker_nodes.replicas")
+    if spec.cluster_type == "k8s" and isinstance(workers, int) and workers != nodes:
+        found.append(Check("engine-nodes", WARNING, f"ray_cluster.worker_nodes.replicas is {workers} (HyperPod's "
+                           f"chart would start that many GPU workers) but verl asks Ray for {nodes}: hpctl starts "
+                           f"{nodes}", ["recipes.ray_cluster.worker_nodes.replicas", f"{CONFIG}.trainer.nnodes"]))
     available, source = device_memory_gb(spec, host)
     mem = memory(spec, available)
     keys = [f"{CONFIG}.actor_rollout_ref.rollout.gpu_memory_utilization",
