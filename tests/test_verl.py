@@ -169,10 +169,25 @@ def test_a_layout_that_cannot_fit_is_an_error_and_near_the_limit_a_warning():
     assert [c.severity for c in results if c.id == "memory"] == ["warning"]
 
 
-def test_slurm_and_local_do_not_launch_verl_yet():
+def test_the_slurm_plan_starts_ray_head_and_workers_with_their_ports():
+    """Ray's Slurm pattern: the head on the first node, a worker step on each other node, every port
+    in the plan (node i: ray_port + 100 i ...), verl's entry point on the head."""
+    from hpctl.backends.slurm import BACKEND as SLURM
+    text = SLURM.render(plan_spec(RLAIF, "container=null", "+cluster.ray_port=22800", "recipes.trainer.num_nodes=2",
+                                  "recipes.training_config.trainer.nnodes=2", cluster="slurm")).text
+    assert "#SBATCH --nodes=2\n" in text and "#SBATCH --gpus-per-node=8\n" in text
+    assert '-w "$HPCTL_HEAD_NODE" "${hpctl_ray[@]}" --head --node-ip-address="$HPCTL_HEAD_ADDR" --port=22800' in text
+    assert "--node-manager-port=22801" in text and "--max-worker-port=22899" in text
+    assert '-w "${hpctl_nodes[1]}" "${hpctl_ray[@]}" --address="$RAY_ADDRESS" --node-manager-port=22901' in text
+    assert ('-w "$HPCTL_HEAD_NODE" python3 -u -m verl.trainer.main_ppo --config-path "$HPCTL_VERL_DIR" '
+            "--config-name verl_config") in text
+    assert "--num-gpus=8" in text and "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES" not in text  # verl 0.5
+
+
+def test_a_ray_port_range_that_does_not_fit_is_refused():
     with pytest.raises(HpctlError) as exc:
-        verify(plan_spec(RLAIF, cluster="slurm"))
-    assert [p.key for p in exc.value.problems] == ["cluster_type"]
+        verify(plan_spec(RLAIF, "container=null", "+cluster.ray_port=65500", cluster="slurm"))
+    assert [p.key for p in exc.value.problems] == ["cluster.ray_port"]
 
 
 # ------------------------------------------------------------ Kubernetes: RayJob + ConfigMap

@@ -140,7 +140,7 @@ def context(spec: Spec) -> dict[str, Any]:
         "priority_class": cluster.get("priority_class_name"),
         "instance_type": _instance_type(spec),
         "cpu_instance_types": [cpu_types] if isinstance(cpu_types, str) else list(cpu_types),
-        "entrypoint": " ".join(shquote(a) for a in verl.entrypoint(CONFIG_DIR)),
+        "entrypoint": " ".join(shquote(a) for a in verl.entrypoint(spec, CONFIG_DIR)),
         "ray_version": RAY_VERSION, "ttl": TTL_SECONDS,
         "env": env, "head_env": head_env,
         "head_resources": _resources(ray.get("head_node") or {}, HEAD_DEFAULTS, 0, 0),

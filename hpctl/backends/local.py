@@ -23,6 +23,7 @@ from pathlib import Path
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
                                  JobRecord, JobStatus, TaggedJob)
 from hpctl.backends.common import TEE_ALL, JobTag, job_env, last_metrics, log_lines, rank_prefix_env, secret_vars
+from hpctl.engines import engine_of
 from hpctl.entry import entry_point
 from hpctl.spec import Spec
 from hpctl.templating import render
@@ -35,6 +36,9 @@ class LocalBackend(Backend):
     name = "local"
 
     def render(self, spec: Spec) -> Artifact:
+        if engine_of(spec.data):  # verl: a single-node Ray for the job (hpctl.backends.local_ray)
+            from hpctl.backends import local_ray
+            return local_ray.render_job(spec)
         results = spec.get("recipes.run.results_dir")
         nproc = spec.get("cluster.nproc_per_node") or spec.get("recipes.trainer.devices") or 1
         python = spec.get("cluster.python") or sys.executable

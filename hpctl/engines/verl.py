@@ -35,7 +35,7 @@ MODULE = "verl.trainer.main_ppo"  # HyperPod's images start every verl recipe (P
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 OVERHEAD_GB = 2.0  # CUDA context, NCCL buffers and allocator slack per GPU
 NEAR = 0.9  # a layout above this fraction of the GPU's memory is a warning
-BACKENDS = ("k8s", "sm_jobs")  # the backends that start verl's Ray cluster
+BACKENDS = ("k8s", "sm_jobs", "slurm", "local")  # the backends that start verl's Ray cluster
 EXPONENT = re.compile(r'"(?:\\.|[^"\\])*"|(?<![\w.])(-?\d+)([eE][-+]?\d+)')  # JSON strings, or 1e-05
 SIZE = re.compile(r"(?:^|[^a-z0-9.])e?(\d+(?:\.\d+)?)b(?![a-z0-9])", re.I)  # "Llama-3.2-1B", "gpt-oss-120b"
 
@@ -72,9 +72,15 @@ def engine_of(spec_data: Any) -> Engine | None:
     return Engine(version_of(config), kind)
 
 
-def entrypoint(config_dir: str) -> list[str]:
-    """The command verl documents for a config file in a directory (HyperPod's RayJob runs it)."""
-    return ["python", "-u", "-m", MODULE, "--config-path", config_dir, "--config-name", CONFIG_NAME]
+def entrypoint(spec: Spec, config_dir: str, python: str = "python") -> list[str]:
+    """The command verl documents for a config file in a directory (HyperPod's RayJob runs it):
+    `python -u -m verl.trainer.main_ppo --config-path DIR --config-name verl_config`. A spec's
+    git.entry_module or entry_script (hpctl.entry, the owner of `git`) runs instead of verl's module,
+    with the same arguments: a fork of verl's entry point, or a probe of the launch."""
+    from hpctl.entry import DEFAULT_PROGRAM, entry_point
+    program = entry_point(spec, str(spec.get("recipes.run.results_dir") or "")).program
+    return [python, "-u", *(("-m", MODULE) if program == DEFAULT_PROGRAM else program),
+            "--config-path", config_dir, "--config-name", CONFIG_NAME]
 
 
 def config_text(spec: Spec) -> str:
