@@ -28,7 +28,7 @@ from hpctl.plan import verify
 from hpctl.workspace import Workspace
 from test_k8s_render import strict, validate_core, validate_pod_template
 from verl_inputs import IMAGE, V2, as_hpctl, script_args, verl_scripts
-from workspace_inputs import SHARED
+from tests.helpers.workspace import SHARED
 
 RAYJOB_CRD = SHARED / "k8s-schemas" / "kuberay" / "ray.io_rayjobs.yaml"
 RLAIF = "fine-tuning/llama/verl-grpo-rlaif-llama-3-dot-2-1b-instruct-lora"

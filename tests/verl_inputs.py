@@ -11,7 +11,7 @@ import re
 import shlex
 from pathlib import Path
 
-from workspace_inputs import SHARED
+from tests.helpers.workspace import SHARED
 
 V2 = (SHARED / "peer-recipes" / "hyperpod").resolve()
 LAUNCHER = (SHARED / "peer-launchers" / "hyperpod-v2").resolve()

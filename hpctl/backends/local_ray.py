@@ -11,6 +11,7 @@ import sys
 from hpctl.backends.base import Artifact
 from hpctl.backends.common import USER_ENV_PREFIXES, job_env, secret_vars
 from hpctl.backends.ray_start import ports
+from hpctl.devices import uses_gpus
 from hpctl.engines import verl
 from hpctl.entry import entry_point
 from hpctl.spec import Spec
@@ -26,13 +27,12 @@ def render_job(spec: Spec) -> Artifact:
     config_dir = f"{results}/verl"
     layout = ports(spec, 1)
     secrets = secret_vars(spec)
-    accelerator = str(spec.get("recipes.trainer.accelerator") or "gpu").lower()
     text = render("local_ray.sh.j2", job=spec.job_name, recipe=spec.recipe_name,
                   env=sorted(job_env(spec), key=lambda v: v.name),
                   secret_refs=sorted(v for v, p in secrets.items() if not p.startswith(USER_ENV_PREFIXES)),
                   verl_07=engine.version == "0.7", pythonpath=entry_point(spec, results).pythonpath,
                   python=python, gcs_port=layout.base, head_ports=layout.node(0),
-                  gpus=0 if accelerator == "cpu" else per_node,
+                  gpus=per_node if uses_gpus(spec.data) else 0,
                   command=shlex.join(verl.entrypoint(spec, config_dir, python)), exit_dir=f"{results}/hpctl")
     return Artifact(
         kind="command", text=text, language="bash",

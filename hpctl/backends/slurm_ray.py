@@ -11,6 +11,7 @@ from hpctl.backends import slurm
 from hpctl.backends.base import Artifact
 from hpctl.backends.common import positive_int, secret_vars
 from hpctl.backends.ray_start import ports
+from hpctl.devices import uses_gpus
 from hpctl.engines import verl
 from hpctl.entry import entry_point
 from hpctl.spec import Spec
@@ -30,7 +31,6 @@ def render_job(spec: Spec) -> Artifact:
     layout = ports(spec, max(nodes, planned))
     image, mounts = slurm._container(spec, results_dir, workdir)
     env = secret_vars(spec)
-    accelerator = str(spec.get("recipes.trainer.accelerator") or "gpu").lower()
     python = cluster.get("python") or "python3"
     text = render(
         TEMPLATE,
@@ -44,7 +44,7 @@ def render_job(spec: Spec) -> Artifact:
         pythonpath=entry_point(spec, results_dir).pythonpath,
         container_image=image, container_mounts=mounts,
         srun_args=[str(a) for a in cluster.get("srun_args") or [] if a is not None],
-        python=python, gpus=0 if accelerator == "cpu" else per_node,
+        python=python, gpus=per_node if uses_gpus(spec.data) else 0,
         nodes=planned, gcs_port=layout.base, head_ports=layout.node(0),
         worker_ports=[layout.node(i) for i in range(1, planned)],
         command=[shquote(a) for a in verl.entrypoint(spec, '"$HPCTL_VERL_DIR"', python)],

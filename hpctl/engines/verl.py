@@ -25,7 +25,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from hpctl.spec import Spec, get_path, secret_env_name
+from adapter.keypath import get_path
+from adapter.secret import secret_env_name
+from hpctl.spec import Spec
 
 MODEL_TYPE = "verl"
 CONFIG = "recipes.training_config"
