@@ -34,6 +34,7 @@ CONFIG = "recipes.training_config"
 CONFIG_NAME = "verl_config"  # the file verl's Hydra entry point reads: <dir>/verl_config.yaml
 CONFIG_FILE = f"{CONFIG_NAME}.yaml"
 MODULE = "verl.trainer.main_ppo"  # HyperPod's images start every verl recipe (PPO, SFT, DPO) through it
+MAX_VLLM_LORA_RANK = 512  # vLLM's largest max_lora_rank, which verl 0.7 checks the actor's LoRA rank against
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 OVERHEAD_GB = 2.0  # CUDA context, NCCL buffers and allocator slack per GPU
 NEAR = 0.9  # a layout above this fraction of the GPU's memory is a warning
@@ -126,6 +127,9 @@ def world(spec: Spec) -> tuple[int, int]:
             _int(spec.get(f"{CONFIG}.trainer.n_gpus_per_node"), 1) or 1)
 
 
+VALIDATE, WORKERS, INPUTS = "validate", "workers", "inputs"
+
+
 @dataclass(frozen=True)
 class Rule:
     """One start-up rule verl would fail on: the keys involved (most relevant first) and why."""
@@ -133,6 +137,7 @@ class Rule:
     message: str
     keys: list[str]
     hint: str | None = None
+    stage: str = VALIDATE  # where verl checks it: VALIDATE (its config validation), WORKERS (workers' start), INPUTS
 
 
 def _c(spec: Spec, path: str) -> Any:
@@ -147,7 +152,10 @@ def need_reference(spec: Spec) -> bool:
 def need_critic(spec: Spec) -> bool:
     """verl's own test (need_critic): critic.enable when set, else only GAE (PPO) uses a critic."""
     enable = _c(spec, "critic.enable")
-    return bool(enable) if enable is not None else _c(spec, "algorithm.adv_estimator") == "gae"
+    engine = engine_of(spec.data)
+    if enable is not None and engine is not None and engine.version != "0.5":  # 0.5 has no critic.enable
+        return bool(enable)
+    return _c(spec, "algorithm.adv_estimator") == "gae"
 
 
 def rules(spec: Spec) -> list[Rule]:
@@ -160,7 +168,7 @@ def rules(spec: Spec) -> list[Rule]:
     if _c(spec, "data.train_files") in (None, "", []):
         found.append(Rule("data.train_files is not set: verl reads its training data from there",
                           [k("data.train_files")], "set recipes.training_config.data.train_files (HyperPod's "
-                                                     "launcher scripts pass TRAIN_DATA there)"))
+                                                     "launcher scripts pass TRAIN_DATA there)", INPUTS))
     if engine.kind != "ppo":
         return found
     nodes, per_node = world(spec)
@@ -234,6 +242,13 @@ def rules(spec: Spec) -> list[Rule]:
         if isinstance(temperature, (int, float)) and temperature <= 0:
             found.append(Rule("rollout.val_kwargs.do_sample needs rollout.temperature above 0",
                               [k("actor_rollout_ref.rollout.temperature"), k("actor_rollout_ref.rollout.val_kwargs.do_sample")]))
+    lora = _c(spec, "actor_rollout_ref.model.lora") or {}
+    rank = (_int(lora.get("rank"), 0) if isinstance(lora, dict) else 0) or _int(_c(spec, "actor_rollout_ref.model.lora_rank"), 0)
+    merged = isinstance(lora, dict) and lora.get("merge")
+    if engine.version != "0.5" and not merged and (rank or 0) > MAX_VLLM_LORA_RANK \
+            and _c(spec, "actor_rollout_ref.rollout.name") == "vllm":
+        found.append(Rule(f"LoRA rank {rank} is above vLLM's largest ({MAX_VLLM_LORA_RANK}), which verl's rollout needs",
+                          [k("actor_rollout_ref.model.lora_rank")]))
     found += _worker_rules(spec, n_gpus, gpus_text, mini, n, sp, micro_gpu, dynamic, megatron)
     return found
 
@@ -248,11 +263,12 @@ def _worker_rules(spec: Spec, n_gpus: int, gpus_text: str, mini: int | None, n: 
         degree = _int(_c(spec, f"{section}.ulysses_sequence_parallel_size"), 1) or 1
         if n_gpus % degree:
             found.append(Rule(f"{section.rsplit('.', 1)[1]}.ulysses_sequence_parallel_size {degree} does not divide "
-                              f"{gpus_text}", [k(f"{section}.ulysses_sequence_parallel_size")]))
+                              f"{gpus_text}", [k(f"{section}.ulysses_sequence_parallel_size")], stage=WORKERS))
     if max(sp, _int(_c(spec, "actor_rollout_ref.ref.ulysses_sequence_parallel_size"), 1) or 1) > 1 \
             and not megatron and not _c(spec, "actor_rollout_ref.model.use_remove_padding"):
         found.append(Rule("sequence parallelism (ulysses_sequence_parallel_size > 1) needs "
-                          "actor_rollout_ref.model.use_remove_padding", [k("actor_rollout_ref.model.use_remove_padding")]))
+                          "actor_rollout_ref.model.use_remove_padding", [k("actor_rollout_ref.model.use_remove_padding")],
+                          stage=VALIDATE if engine_of(spec.data).version == "0.5" else WORKERS))
     tp = _int(_c(spec, "actor_rollout_ref.rollout.tensor_model_parallel_size"), 1) or 1
     dp = _int(_c(spec, "actor_rollout_ref.rollout.data_parallel_size"), 1) or 1
     pp = _int(_c(spec, "actor_rollout_ref.rollout.pipeline_model_parallel_size"), 1) or 1
@@ -261,20 +277,21 @@ def _worker_rules(spec: Spec, n_gpus: int, gpus_text: str, mini: int | None, n: 
                           + (f" x data_parallel_size {dp}" if dp > 1 else "") + (f" x pipeline {pp}" if pp > 1 else "")
                           + f" does not divide {gpus_text}",
                           [k("actor_rollout_ref.rollout.tensor_model_parallel_size")],
-                          "use a rollout tensor-parallel size that divides the GPU count"))
+                          "use a rollout tensor-parallel size that divides the GPU count", WORKERS))
     if mini is not None and not megatron and n_gpus % sp == 0:
         ranks = n_gpus // sp
         per_rank = mini * n // ranks
         if per_rank <= 0:
             found.append(Rule(f"actor.ppo_mini_batch_size {mini} x rollout.n {n} = {mini * n} is fewer than the "
                               f"{ranks} data-parallel ranks ({gpus_text} / sequence parallel {sp}): each rank's "
-                              "mini-batch would be empty", [k("actor_rollout_ref.actor.ppo_mini_batch_size")]))
+                              "mini-batch would be empty", [k("actor_rollout_ref.actor.ppo_mini_batch_size")],
+                              stage=WORKERS))
         elif not dynamic and isinstance(micro_gpu, int) and micro_gpu > 0 and per_rank % micro_gpu:
             found.append(Rule(f"actor.ppo_mini_batch_size {mini} x rollout.n {n} / {ranks} ranks = {per_rank} per "
                               f"GPU is not divisible by ppo_micro_batch_size_per_gpu {micro_gpu}",
                               [k("actor_rollout_ref.actor.ppo_mini_batch_size"),
                                k("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu")],
-                              "make ppo_mini_batch_size x n / GPUs a multiple of ppo_micro_batch_size_per_gpu"))
+                              "make ppo_mini_batch_size x n / GPUs a multiple of ppo_micro_batch_size_per_gpu", WORKERS))
     return found
 
 
