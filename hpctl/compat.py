@@ -1,8 +1,9 @@
 """Which SageMaker HyperPod recipes hpctl runs, and why not where it cannot.
 
-HyperPod's recipe collection holds recipes for several training stacks. hpctl launches two recipe
-formats: v1 Hugging Face recipes (`run.model_type: hf`) and v2 LLM fine-tuning recipes
-(`run.model_type: llm_finetuning_aws`). The others need software hpctl does not have; `refusal`
+HyperPod's recipe collection holds recipes for several training stacks. hpctl launches three recipe
+formats: v1 Hugging Face recipes (`run.model_type: hf`), v2 LLM fine-tuning recipes
+(`run.model_type: llm_finetuning_aws`) and v2 reinforcement-learning recipes, which run verl on Ray
+(`run.model_type: verl`, hpctl.engines.verl). The others need software hpctl does not have; `refusal`
 names the key that shows it and says why, so validate refuses such a recipe with one reason
 instead of a page of unknown keys.
 

@@ -469,7 +469,10 @@ def checks(spec: Spec, host: Any) -> list[Any]:
     keys = [f"{CONFIG}.actor_rollout_ref.rollout.gpu_memory_utilization",
             f"{CONFIG}.actor_rollout_ref.actor.fsdp_config.param_offload",
             f"{CONFIG}.actor_rollout_ref.ref.fsdp_config.param_offload"] + ([DEVICE_MEMORY] if source else [])
-    if mem is None:
+    engine = engine_of(spec.data)
+    if mem is None and engine is not None and engine.kind != "ppo":
+        found.append(Check("memory", INFO, "no memory estimate for verl's SFT trainer", [f"{CONFIG}.engine"]))
+    elif mem is None:
         found.append(Check("memory", INFO, "no memory estimate: the actor's model name does not say its size "
                            "(actor_rollout_ref.model.path)", keys[:1]))
     elif mem.fraction is None:
