@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from adapter.numbers import positive_int
 from hpctl import instances, memory, model_arch, standin
 from hpctl.devices import devices_per_node, uses_gpus
+from hpctl.engines import engine_of
 from hpctl.entry import runs_adapter
 from hpctl.errors import Problem
 from hpctl.spec import Spec
@@ -186,6 +187,8 @@ def memory_estimate(spec: Spec, host: HostInfo | None = None) -> memory.MemoryEs
 
 
 def check_memory(spec: Spec, host: HostInfo | None) -> list[Check]:
+    if engine_of(spec.data):  # an engine's memory is its own (check_engine)
+        return []
     available, source = device_memory_gb(spec, host)
     est = memory.estimate(spec.data, available, _host_gpus(host))
     keys = _present(spec, [MICRO, SEQ, "recipes.model.activation_checkpointing", SHARD, TP])
@@ -283,9 +286,16 @@ def check_backend(spec: Spec, host: HostInfo | None) -> list[Check]:
     return get_backend(spec.cluster_type).preflight(spec) if spec.cluster_type in MODULES else []
 
 
+def check_engine(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """An engine's own start-up rules and memory per GPU, asked of the engine's module (hpctl.engines)."""
+    from hpctl.engines import verl
+    return verl.checks(spec, host)
+
+
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_trainer,
     model_arch.check,
+    check_engine,
     check_backend,
     check_host_capacity,
     check_memory,

@@ -1,10 +1,11 @@
 """Which SageMaker HyperPod recipes hpctl runs, and why not where it cannot.
 
-HyperPod's recipe collection holds recipes for several training stacks. hpctl launches two recipe
-formats: v1 Hugging Face recipes (`run.model_type: hf`) and v2 LLM fine-tuning recipes
-(`run.model_type: llm_finetuning_aws`). The others need software hpctl does not have; `refusal`
+HyperPod's recipe collection holds recipes for several training stacks. hpctl launches three recipe
+formats: v1 Hugging Face recipes (`run.model_type: hf`), v2 LLM fine-tuning recipes
+(`run.model_type: llm_finetuning_aws`) and v2 reinforcement-learning recipes, which run verl on Ray
+(`run.model_type: verl`, hpctl.engines.verl). The others need software hpctl does not have; `refusal`
 names the key that shows it and says why, so validate refuses such a recipe with one reason
-instead of a page of unknown keys. The recipe families refused outright (Nova, verl, evaluation,
+instead of a page of unknown keys. The recipe families refused outright (Nova, evaluation,
 checkpointless, ...) are one table, REFUSED_FAMILIES; compose asks `family_refusal` of the recipe
 file before any override, so a launcher script's overrides for a recipe of another kind are never
 answered with "key does not exist".
@@ -33,10 +34,11 @@ from adapter.keypath import get_path, join
 from hpctl import instances
 from hpctl.suggest import did_you_mean
 
-SUPPORTED_MODEL_TYPES = ("hf", llmft.MODEL_TYPE)
+SUPPORTED_MODEL_TYPES = ("hf", llmft.MODEL_TYPE, "verl")
 MODEL_TYPE = "recipes.run.model_type"
-SUPPORTED = ("hpctl runs HyperPod v1 Hugging Face recipes (run.model_type: hf) and v2 LLM fine-tuning "
-             "recipes (run.model_type: llm_finetuning_aws)")
+SUPPORTED = ("hpctl runs HyperPod v1 Hugging Face recipes (run.model_type: hf), v2 LLM fine-tuning "
+             "recipes (run.model_type: llm_finetuning_aws) and v2 reinforcement-learning recipes on verl "
+             "(run.model_type: verl)")
 
 NOVA = "Nova recipes run only on SageMaker's closed Nova training stack"
 TRAINIUM = instances.TRAINIUM
@@ -47,8 +49,6 @@ MEGATRON = "Megatron/NeMo recipes run on NVIDIA NeMo's Megatron trainer, which h
 # script acceptance test) then expects its recipes to plan.
 REFUSED_FAMILIES: dict[str, str] = {
     "nova": NOVA,
-    "verl": "VERL recipes run reinforcement learning (GRPO, PPO) on Ray through the verl library; hpctl's "
-            "trainer does supervised fine-tuning and DPO",
     "mtrl": "multi-turn RL (mtrl) recipes need SageMaker's closed rollout and reward services; hpctl's trainer "
             "does supervised fine-tuning and DPO",
     "checkpointless": "checkpointless recipes are NVIDIA NeMo 2 recipes that run with HyperPod's closed "
@@ -66,6 +66,7 @@ NEURON_KEYS = re.compile(r"^(neuron_|compiler_flags$|compiler_cache_url$)")
 MEGATRON_KEYS = ("recipes.model.mcore_gpt", "recipes.model.megatron_amp_O2")
 
 LLMFT_MODEL = "recipes." + llmft.MC + "model_name_or_path"
+VERL_MODEL = "recipes.training_config.actor_rollout_ref.model.path"
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,13 @@ def _elastic(data: dict[str, Any]) -> Refusal | None:
 
 
 def family(data: dict[str, Any]) -> tuple[str | None, str]:
-    """(model, the key it comes from) for display: a v1 recipe's model_type, an LLMFT recipe's base
-    model id; the model is None when the recipe does not say."""
+    """(model, the key it comes from) for display: a v1 recipe's model_type, an LLMFT or verl recipe's
+    base model id; the model is None when the recipe does not say."""
     recipe = data.get("recipes")
     key = LLMFT_MODEL if isinstance(recipe, dict) and llmft.is_llmft(recipe) else "recipes.model.model_type"
+    key = VERL_MODEL if get_path(data, MODEL_TYPE) == "verl" else key
     value = get_path(data, key)
+    if value is None and key == VERL_MODEL:  # verl's SFT/DPO configs name the model under model.path
+        key = "recipes.training_config.model.path"
+        value = get_path(data, key)
     return (value if isinstance(value, str) and value else None), key

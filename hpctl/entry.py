@@ -249,6 +249,9 @@ def entry_point(spec: Spec, results_dir: str | None) -> EntryPoint:
 def runs_adapter(spec_data: dict[str, Any]) -> bool:
     """Whether the job runs this installation's trainer (`-m adapter.train`), so its acceptance
     rules apply; False when git sets an entry script or module, or runs a cloned adapter."""
+    from hpctl.engines import engine_of  # an engine's recipe runs the engine's program (hpctl.engines)
+    if engine_of(spec_data):
+        return False
     git = spec_data.get("git") if isinstance(spec_data, dict) else None
     if not isinstance(git, dict) or standin.stands_in(spec_data):
         return True
@@ -258,6 +261,10 @@ def runs_adapter(spec_data: dict[str, Any]) -> bool:
 def summary(spec_data: dict[str, Any]) -> str | None:
     """The plan summary's line for a custom program (None for the built-in trainer), from values
     that rendering has already checked with `entry_point`."""
+    from hpctl.engines import engine_of
+    engine = engine_of(spec_data)
+    if engine:
+        return engine.program
     if runs_adapter(spec_data):
         return None
     git = spec_data["git"]

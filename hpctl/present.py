@@ -50,7 +50,8 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("parallelism", par), ("precision", str(s["precision"] or "?")),
         ("steps", str(s["max_steps"] or "?")), ("sequence", str(s["sequence_length"] or "?")),
         ("results", str(s["results_dir"])), *tracking, ("memory/device", mem),
-    ] + ([("program", s["entry"])] if s.get("entry") else []) \
+    ] + [(k, str(v)) for k, v in (s.get("engine") or {}).items() if k != "name" and v is not None] \
+      + ([("program", s["entry"])] if s.get("entry") else []) \
       + ([("network", s["network"])] if s.get("network") else []) \
       + [("tag", s.get("tag") or "made at the workspace's first apply")]  # plans saved before tags had none
 
