@@ -79,6 +79,15 @@ def _sub(origins: dict[str, Origin], src: str, dst: str) -> dict[str, Origin]:
     return out
 
 
+def _given(value: Any) -> bool:
+    """Whether a value says anything: not null, not a list or mapping of nulls only."""
+    if isinstance(value, list):
+        return any(_given(v) for v in value)
+    if isinstance(value, dict):
+        return any(_given(v) for v in value.values())
+    return value is not None
+
+
 def _script_args(value: Any, origin: Origin | None) -> list[str] | None:
     """HyperPod's `script_args` ([{"--flag": value}, ...]) as an argument list."""
     if value is None:
@@ -96,8 +105,11 @@ def _script_args(value: Any, origin: Origin | None) -> list[str] | None:
     return out
 
 
-def load(config_path: str, config_name: str, ws: Workspace, base: Path) -> Custom:
+def load(config_path: str, config_name: str | None, ws: Workspace, base: Path) -> Custom:
     """Read DIR/NAME.yaml (DIR relative to `base`, as Hydra takes it relative to main.py)."""
+    if not config_name:
+        raise HpctlError("--config-path needs --config-name: the config file in it", key="--config-name",
+                         expected="--config-path DIR --config-name NAME for DIR/NAME.yaml")
     directory = Path(config_path) if Path(config_path).is_absolute() else base / config_path
     name = config_name if config_name.endswith((".yaml", ".yml")) else config_name + ".yaml"
     path = directory / name
@@ -141,7 +153,7 @@ def load(config_path: str, config_name: str, ws: Workspace, base: Path) -> Custo
     for key in ("container_mounts", "slurm_docker_cfg"):
         for where in (key, f"cluster.{key}"):  # v1 keeps them at the root, v2 under cluster
             value = data.get(key) if where == key else cluster.get(key)
-            if value is not None:
+            if _given(value):  # HyperPod's templates leave `- null` and empty sections for every cluster type
                 overlay[key] = value
                 overlay_origins.update(_sub(origins, where, key))
 

@@ -95,3 +95,19 @@ def test_a_custom_script_runs_on_the_local_backend(tmp_path: Path) -> None:
     status = json.loads(subprocess.run([sys.executable, "-m", "hpctl", "status", "hello", "--json", "--workspace",
                                         str(ws)], capture_output=True, text=True, env=env).stdout)
     assert status["jobs"][0]["name"] == "hello"
+
+
+def test_a_config_path_without_a_config_name_is_refused() -> None:
+    with pytest.raises(HpctlError, match="--config-path needs --config-name"):
+        compose([f"--config-path={V1}/launcher_scripts/custom_script", "base_results_dir=/r"], workspace=_workspace())
+
+
+def test_hyperpods_custom_k8s_config_plans_with_its_script_args(tmp_path: Path) -> None:
+    """config_k8s.yaml's own script_args reach the program; its template's `container_mounts: [null]`
+    (a Slurm key) says nothing and is not carried."""
+    spec = compose([f"--config-path={V1}/launcher_scripts/custom_script", "--config-name=config_k8s",
+                    f"base_results_dir={tmp_path}", "training_cfg.entry_script=/fsx/a.py", "container=example.com/i:1",
+                    "cluster.instance_type=ml.p5.48xlarge"], workspace=_workspace())
+    _, artifact = verify(spec)
+    assert '"/fsx/a.py", "--some_args", "debug", "--some_other_args", "1"]' in artifact.text
+    assert "container_mounts" not in spec.cluster
