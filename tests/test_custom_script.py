@@ -43,6 +43,9 @@ def test_hyperpods_custom_slurm_config_plans_what_its_launcher_writes(tmp_path: 
     assert golden[-2:] == ["/fsx/custom_allreduce.py \\", "--some_args debug --n 1 "]
     assert "  /fsx/custom_allreduce.py\n  --some_args debug --n 1\n" in text and '--config "$HPCTL_SPEC"' not in text
     assert spec.get("recipes.run.model_type") == "custom_script"
+    from hpctl.checks import memory_estimate
+    from hpctl.plan import summarize
+    assert summarize(spec, memory_estimate(spec))["model"] == "custom program"
     assert spec.notes[0].startswith(f"HyperPod custom-script config {V1}/launcher_scripts/custom_script/config_slurm.yaml")
     assert "training_cfg.entry_script=/fsx/custom_allreduce.py: read as git.entry_script" in spec.notes
     # where a value came from: the config file's own line
