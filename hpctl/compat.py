@@ -31,10 +31,10 @@ from typing import Any
 
 from adapter import llmft
 from adapter.keypath import get_path, join
-from hpctl import instances
+from hpctl import custom_script, instances
 from hpctl.suggest import did_you_mean
 
-SUPPORTED_MODEL_TYPES = ("hf", llmft.MODEL_TYPE, "verl")
+SUPPORTED_MODEL_TYPES = ("hf", llmft.MODEL_TYPE, "verl", custom_script.MODEL_TYPE)
 MODEL_TYPE = "recipes.run.model_type"
 SUPPORTED = ("hpctl runs HyperPod v1 Hugging Face recipes (run.model_type: hf), v2 LLM fine-tuning "
              "recipes (run.model_type: llm_finetuning_aws) and v2 reinforcement-learning recipes on verl "

@@ -17,14 +17,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from adapter.keypath import get_path, join
-from hpctl import compat, hyperpod_args, instances, interpolate, overrides, scale, standin
+from hpctl import compat, custom_script, hyperpod_args, instances, interpolate, overrides, scale, standin
 from hpctl.backends import MODULES as BACKENDS
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
 from hpctl.merge import merge
 from hpctl.spec import Spec
 from hpctl.validate import unsupported_problem
-from hpctl.workspace import Workspace
+from hpctl.workspace import Found, Workspace
 
 HYDRA_ONLY = ("defaults", "hydra")  # Hydra's own bookkeeping: read, never part of the spec
 DEFAULT_CLUSTER = "local"
@@ -54,28 +54,38 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
             env: Mapping[str, str] | None = None) -> Spec:
     """Build the resolved, not yet validated, spec for a command line."""
     ws = workspace or Workspace()
+    config_path, config_name, args = custom_script.split_flags(args)
+    custom = custom_script.load(config_path or str(ws.root), config_name, ws, Path.cwd()) \
+        if config_path or config_name else None
     recipe_name, cluster_arg, override_args, hyperpod = split_args(args)
-    general_file = ws.general_config()
-    general = load_file(general_file.path, general_file.display)
-    notes: list[str] = []
-    if recipe_name is None and hyperpod:  # as Hydra composes HyperPod's config.yaml
+    general_file = custom.file if custom else ws.general_config()
+    general = custom.general if custom else load_file(general_file.path, general_file.display)
+    notes: list[str] = list(custom.notes) if custom else []
+    if custom:  # HyperPod's custom-script mode: the config file is every layer (hpctl.custom_script)
+        hyperpod, recipe_name = True, f"{custom_script.MODEL_TYPE}/{custom.file.name}"
+    elif recipe_name is None and hyperpod:  # as Hydra composes HyperPod's config.yaml
         recipe_name = hyperpod_args.default_recipe(general.data.get("defaults"))
         if recipe_name is not None:
             notes.append(f"no recipes= given: the recipe is {recipe_name}, from {general_file.display}'s defaults")
     if recipe_name is None:
         raise HpctlError("no recipe given", expected="hpctl plan RECIPE --cluster NAME, or recipes=PATH",
                          hint="run `hpctl recipes list` to see the recipes")
-    cluster_name = cluster or cluster_arg or _default_cluster(general)
-    cluster_file = ws.cluster(cluster_name)
-    recipe_file = ws.recipe(recipe_name)
-    cluster_layer = load_file(cluster_file.path, cluster_file.display)
-    recipe_layer = load_file(recipe_file.path, recipe_file.display)
+    if custom:
+        cluster_file, cluster_layer = custom.cluster_file, custom.cluster_base
+        recipe_file, recipe_layer = Found(custom.file.path, custom.file.display, recipe_name), custom.recipe
+    else:
+        cluster_name = cluster or cluster_arg or _default_cluster(general)
+        cluster_file = ws.cluster(cluster_name)
+        recipe_file = ws.recipe(recipe_name)
+        cluster_layer = load_file(cluster_file.path, cluster_file.display)
+        recipe_layer = load_file(recipe_file.path, recipe_file.display)
     family = compat.family_refusal(recipe_layer.data)  # before overrides meant for a recipe of that kind
     if family:
         key = family.key.removeprefix("recipes.")
         raise HpctlError(unsupported_problem(family, recipe_layer.origins.get(key), get_path(recipe_layer.data, key)))
 
-    data, origins = merge([("", general), ("cluster", cluster_layer), ("recipes", recipe_layer)])
+    overlay = [("cluster", custom.cluster_overlay)] if custom else []  # cluster_config over the cluster file
+    data, origins = merge([("", general), ("cluster", cluster_layer), *overlay, ("recipes", recipe_layer)])
     for key in HYDRA_ONLY:
         data.pop(key, None)
         origins = {p: o for p, o in origins.items() if p != key and not p.startswith(key + ".")}
@@ -87,7 +97,10 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
         if ov.path.split(".")[0] == "hydra":  # Hydra's own settings: noted, never part of the spec
             notes.append(hyperpod_args.hydra_note(ov))
             continue
-        if not hyperpod and ov.path.split(".")[0] not in root_keys:
+        if custom and (read_as := custom_script.read_as(ov.path)) is not None:
+            notes.append(f"{ov.text}: read as {read_as}")
+            ov = ov.with_path(read_as)
+        elif not hyperpod and ov.path.split(".")[0] not in root_keys:
             ov = ov.with_path("recipes." + ov.path)
         elif hyperpod and (read := hyperpod_args.recipe_reading(data, ov, root_keys)) is not None:
             notes.append(f"{ov.text}: read as {read.path} (the root has no '{ov.path.split('.')[0]}')")

@@ -31,7 +31,6 @@ COLLECTION = "recipes_collection"
 STATE = ".hpctl/state.json"
 PLAN_ONLY, AUTO_APPROVE = "HPCTL_PLAN_ONLY", "HPCTL_AUTO_APPROVE"
 TRUE, FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
-CUSTOM_SCRIPT_FLAGS = ("--config-path", "--config-name", "-cp", "-cn")  # Hydra's; HyperPod's custom_script uses them
 
 TEMPLATE = '''#!/usr/bin/env python3
 {marker}, written by `hpctl init`: HyperPod's launcher scripts run hpctl with
@@ -114,23 +113,29 @@ def _flag(name: str) -> bool:
 
 def command(directory: Path, argv: list[str], tty: bool) -> list[str]:
     """The hpctl command line that a launcher script's main.py arguments amount to."""
-    custom = next((a for a in argv if a.split("=", 1)[0] in CUSTOM_SCRIPT_FLAGS), None)
-    if custom:
-        raise HpctlError(f"HyperPod's custom-script mode ({custom.split('=', 1)[0]} with a training_cfg block) is not "
-                         "supported by hpctl", key=custom.split("=", 1)[0],
-                         hint="run your program from a recipe with git.entry_script (a Python file) or "
-                              "git.entry_module, and trainer.num_nodes x trainer.devices for training_cfg.run's "
-                              "nodes x ntasks_per_node")
+    argv = _absolute_config_path(directory, argv)
     workspace, state = directory / COLLECTION, directory / STATE
     common = ["--workspace", str(workspace), "--state", str(state)]
     if _flag(PLAN_ONLY):
-        return ["plan", "--detailed-exitcode", *common, *argv]
+        return ["plan", "--detailed-exitcode", *common, "--", *argv]
     if _flag(AUTO_APPROVE):
-        return ["apply", "--auto-approve", *common, *argv]
+        return ["apply", "--auto-approve", *common, "--", *argv]
     if tty:
-        return ["apply", *common, *argv]
+        return ["apply", *common, "--", *argv]
     raise HpctlError("stdin is not a terminal, so hpctl cannot ask whether to apply",
                      hint=f"set {AUTO_APPROVE}=1 to apply without asking, or {PLAN_ONLY}=1 to only plan")
+
+
+def _absolute_config_path(directory: Path, argv: list[str]) -> list[str]:
+    """Hydra takes a relative --config-path relative to main.py: here, DIR (hpctl.custom_script)."""
+    out, items = [], iter(argv)
+    for a in items:
+        flag, eq, value = a.partition("=")
+        if flag in ("--config-path", "-cp"):
+            value = value if eq else next(items, "")
+            a = f"{flag}={value if Path(value).is_absolute() else directory / value}"
+        out.append(a)
+    return out
 
 
 def main() -> None:

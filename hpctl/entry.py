@@ -102,10 +102,11 @@ class EntryPoint:
     program: tuple[str, ...]
     clone: Clone | None = None
     pythonpath: str | None = None  # prepended to PYTHONPATH when set
+    args: tuple[str, ...] | None = None  # git.script_args: the program's own, in place of --config SPEC
 
     def argv(self, spec_path: str) -> list[str]:
-        """The program and its one argument, after torchrun's own options."""
-        return [*self.program, "--config", spec_path]
+        """The program and its arguments (`--config SPEC`, or git.script_args), after torchrun's own options."""
+        return [*self.program, *(self.args if self.args is not None else ("--config", spec_path))]
 
 
 def _str(git: dict[str, Any], name: str, problems: list[Problem], spec: Spec) -> str | None:
@@ -243,7 +244,24 @@ def entry_point(spec: Spec, results_dir: str | None) -> EntryPoint:
         clone = Clone(url, branch, commit, clone_dir, token_env, update_adapter)
     program = (path,) if path else ("-m", module) if module else DEFAULT_PROGRAM
     pythonpath = clone_dir if clone and (module or update_adapter) else None
-    return EntryPoint(program, clone, pythonpath)
+    return EntryPoint(program, clone, pythonpath, _script_args(git, spec, script or module))
+
+
+def _script_args(git: dict[str, Any], spec: Spec, program: str | None) -> tuple[str, ...] | None:
+    """git.script_args (HyperPod custom_script's), checked: strings, and a program to give them to."""
+    args = git.get("script_args")
+    if args is None:
+        return None
+    problems = []
+    if not program:
+        problems.append(_problem(spec, "script_args", "arguments need a program to take them", found=repr(args),
+                                 hint="set git.entry_script or git.entry_module; hpctl's trainer takes --config only"))
+    elif not isinstance(args, list) or not all(isinstance(a, str) and not CONTROL.search(a) for a in args):
+        problems.append(_problem(spec, "script_args", "expected a list of strings without control characters",
+                                 found=repr(args)))
+    if problems:
+        raise HpctlError(problems)
+    return tuple(args)
 
 
 def runs_adapter(spec_data: dict[str, Any]) -> bool:

@@ -17,7 +17,7 @@ from adapter.modelsize import param_count
 from adapter.secret import REDACTED, is_sensitive
 from hpctl import checks as preflight
 from hpctl import entry
-from hpctl import memory, model_arch
+from hpctl import custom_script, memory, model_arch
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
 from hpctl.backends.common import check_no_secrets, job_tag, network_summary
@@ -121,7 +121,8 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
     strategy = ((args.get("strategy") or {}).get("fsdp_config") or {}).get("sharding_strategy")
     known = estimate is not None and estimate.known
     return {
-        "model": model.get("model_type") or model_config.get("model_name_or_path"),
+        "model": model.get("model_type") or model_config.get("model_name_or_path")
+        or ("custom program" if (r.get("run") or {}).get("model_type") == custom_script.MODEL_TYPE else None),
         "parameters": params,
         "active_parameters": active if active != params else None,
         "nodes": trainer.get("num_nodes"), "devices_per_node": trainer.get("devices"),

@@ -109,9 +109,10 @@ def test_auto_approve_applies_and_extra_arguments_pass_through(checkout: Path) -
     assert "Apply complete: wrote " + str(sbatch) in p.stdout and sbatch.is_file()
 
 
-def test_hyperpods_custom_script_mode_is_refused_with_hpctls_way(checkout: Path) -> None:
-    with pytest.raises(HpctlError) as e:
-        dropin.command(checkout, ["--config-path=/x/custom_script", "--config-name=config_slurm", "base_results_dir=/r"],
-                       tty=False)
-    [p] = e.value.problems
-    assert p.key == "--config-path" and "custom-script mode" in p.message and "git.entry_script" in p.hint
+
+def test_a_relative_config_path_is_hydras_relative_to_main_py(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPCTL_PLAN_ONLY", "1")
+    args = dropin.command(checkout, ["--config-path", "launcher_scripts/custom_script", "--config-name=config_slurm",
+                                     "base_results_dir=/r"], tty=False)
+    assert args[args.index("--") + 1:] == [f"--config-path={checkout}/launcher_scripts/custom_script",
+                                           "--config-name=config_slurm", "base_results_dir=/r"]

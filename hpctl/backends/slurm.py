@@ -505,6 +505,8 @@ class SlurmBackend(Backend):
             clone=entry.clone.script() if entry.clone else None,
             pythonpath=entry.pythonpath,
             program=[shquote(a) for a in entry.program],
+            # the program's own arguments (git.script_args), else the spec, as the other backends pass them
+            program_args=[shquote(a) for a in entry.args] if entry.args is not None else ['--config "$HPCTL_SPEC"'],
         )
         logs_dir = f"{results_dir}/logs"
         logs = {"stdout": f"{logs_dir}/%j.out", "torchrun": f"{logs_dir}/torchrun"}

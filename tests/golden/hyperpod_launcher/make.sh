@@ -44,3 +44,15 @@ PY
   echo "## launch_docker_container.sh lines with the two keys' values"
   grep -h -e test_docker_cmd -e test_post_launch_cmd "$work/res1"/*/launch_docker_container.sh | sed 's/^ *//'
 } > "$here/slurm_workflow.txt"
+# HyperPod's custom-script mode (v1 launcher_scripts/custom_script/config_slurm.yaml), with script_args;
+# HyperPod's launcher asserts on a git section without a repository, hence its `~git` (hpctl needs none).
+(cd "$work/hp1" && "$PYTHON_V1" main.py --config-path="$work/hp1/launcher_scripts/custom_script" --config-name=config_slurm \
+  base_results_dir="$work/res2" training_cfg.entry_script=/fsx/custom_allreduce.py container=/fsx/c.sqsh \
+  cluster.cluster_config.slurm_create_submission_file_only=True '+training_cfg.script_args=[{--some_args:debug},{--n:1}]' \
+  '~git' >/dev/null 2>&1)
+{
+  echo "## submission script"
+  grep -h -e '^#SBATCH --nodes' -e '^#SBATCH --job-name' "$work/res2"/*/*_submission.sh | sed -E 's/-[a-z0-9]{5}$//'
+  echo "## train_script.sh"
+  grep -h -e '^NNODES=' -e '^PROCESSES_PER_NODE=' -e '^  /' -e '^  --' "$work/res2"/*/train_script.sh | sed 's/^ *//'
+} > "$here/custom_script.txt"

@@ -1,0 +1,116 @@
+"""HyperPod's custom-script mode (`--config-path/--config-name` with a training_cfg block), read onto
+hpctl's custom programs (hpctl/custom_script.py). tests/golden/hyperpod_launcher/custom_script.txt is
+what HyperPod's own v1 launcher wrote for the same config and arguments (make.sh)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpctl.compose import compose
+from hpctl.entry import entry_point
+from hpctl.errors import HpctlError
+from hpctl.plan import verify
+from hpctl.workspace import Workspace
+from helpers.workspace import SHARED
+
+V1 = SHARED / "peer-launchers" / "hyperpod-v1"
+GOLDEN = Path(__file__).parent / "golden" / "hyperpod_launcher" / "custom_script.txt"
+ARGS = ["training_cfg.entry_script=/fsx/custom_allreduce.py", "container=/fsx/c.sqsh",
+        "cluster.cluster_config.slurm_create_submission_file_only=True",
+        "+training_cfg.script_args=[--some_args,debug,--n,'1']"]
+
+
+def _workspace() -> Workspace:
+    return Workspace(SHARED / "peer-recipes" / "hyperpod-v1")
+
+
+def test_hyperpods_custom_slurm_config_plans_what_its_launcher_writes(tmp_path: Path) -> None:
+    golden = GOLDEN.read_text().splitlines()
+    spec = compose([f"--config-path={V1}/launcher_scripts/custom_script", "--config-name=config_slurm",
+                    f"base_results_dir={tmp_path}", *ARGS], workspace=_workspace())
+    _, artifact = verify(spec)
+    text = artifact.text
+    assert "#SBATCH --job-name=testcustom_slurm_test_custom" in golden and \
+        "#SBATCH --job-name=testcustom_slurm_test_custom" in text
+    assert "#SBATCH --nodes=2" in golden and "#SBATCH --nodes=2" in text
+    assert "PROCESSES_PER_NODE=8" in golden and "--nproc-per-node=8" in text
+    assert golden[-2:] == ["/fsx/custom_allreduce.py \\", "--some_args debug --n 1 "]
+    assert "  /fsx/custom_allreduce.py\n  --some_args debug --n 1\n" in text and '--config "$HPCTL_SPEC"' not in text
+    assert spec.get("recipes.run.model_type") == "custom_script"
+    from hpctl.checks import memory_estimate
+    from hpctl.plan import summarize
+    assert summarize(spec, memory_estimate(spec))["model"] == "custom program"
+    assert spec.notes[0].startswith(f"HyperPod custom-script config {V1}/launcher_scripts/custom_script/config_slurm.yaml")
+    assert "training_cfg.entry_script=/fsx/custom_allreduce.py: read as git.entry_script" in spec.notes
+    # where a value came from: the config file's own line
+    assert str(spec.origin("recipes.trainer.num_nodes")).endswith("config_slurm.yaml:25:12")  # nodes: 2
+
+
+def test_script_args_in_hyperpods_mapping_form_and_errors_at_the_config_line(tmp_path: Path) -> None:
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "job.yaml").write_text(
+        "training_cfg:\n  entry_module: mypkg.train\n  script_args:\n    - --lr: 0.1\n    - --fast: true\n"
+        "  run:\n    name: mine\n    nodes: 1\n    ntasks_per_node: 0\n"
+        "cluster:\n  cluster_type: slurm\n  cluster_config: {}\nbase_results_dir: /r\ncontainer: /fsx/c.sqsh\n")
+    with pytest.raises(HpctlError) as e:
+        verify(compose([f"--config-path={config}", "--config-name=job"], workspace=_workspace()))
+    [p] = [p for p in e.value.problems if p.key == "recipes.trainer.devices"]
+    assert str(p.origin) == f"{config}/job.yaml:9:22"
+    spec = compose([f"--config-path={config}", "--config-name=job", "training_cfg.run.ntasks_per_node=2"],
+                   workspace=_workspace())
+    assert entry_point(spec, "/r/mine").argv("/spec") == ["-m", "mypkg.train", "--lr", "0.1", "--fast", "true"]
+
+
+@pytest.mark.slow
+def test_a_custom_script_runs_on_the_local_backend(tmp_path: Path) -> None:
+    """Plan and apply a custom-script config on the local cluster: torchrun starts the script on
+    ntasks_per_node processes with its script_args."""
+    script = tmp_path / "hello.py"
+    script.write_text("import os, sys\nrank = os.environ['RANK']\n"
+                      "open(os.path.join(sys.argv[2], f'rank{rank}.txt'), 'w').write(' '.join(sys.argv[1:]))\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "config_local.yaml").write_text(
+        f"training_cfg:\n  entry_script: {script}\n  script_args:\n    - --out: {out}\n"
+        "  run:\n    name: hello\n    nodes: 1\n    ntasks_per_node: 2\n"
+        f"cluster:\n  cluster_type: local\n  cluster_config: {{}}\nbase_results_dir: {tmp_path}/results\n")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "config.yaml").write_text("base_results_dir: null\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPCTL_")}
+    cmd = [sys.executable, "-m", "hpctl", "apply", "--auto-approve", "--workspace", str(ws), "--no-color", "--",
+           f"--config-path={tmp_path}", "--config-name=config_local"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"script {script}" in p.stdout
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("rank*.txt"))) < 2:
+        time.sleep(0.5)
+    assert sorted(f.name for f in out.glob("rank*.txt")) == ["rank0.txt", "rank1.txt"], p.stdout[-2000:]
+    assert (out / "rank0.txt").read_text() == f"--out {out}"
+    status = json.loads(subprocess.run([sys.executable, "-m", "hpctl", "status", "hello", "--json", "--workspace",
+                                        str(ws)], capture_output=True, text=True, env=env).stdout)
+    assert status["jobs"][0]["name"] == "hello"
+
+
+def test_a_config_path_without_a_config_name_is_refused() -> None:
+    with pytest.raises(HpctlError, match="--config-path needs --config-name"):
+        compose([f"--config-path={V1}/launcher_scripts/custom_script", "base_results_dir=/r"], workspace=_workspace())
+
+
+def test_hyperpods_custom_k8s_config_plans_with_its_script_args(tmp_path: Path) -> None:
+    """config_k8s.yaml's own script_args reach the program; its template's `container_mounts: [null]`
+    (a Slurm key) says nothing and is not carried."""
+    spec = compose([f"--config-path={V1}/launcher_scripts/custom_script", "--config-name=config_k8s",
+                    f"base_results_dir={tmp_path}", "training_cfg.entry_script=/fsx/a.py", "container=example.com/i:1",
+                    "cluster.instance_type=ml.p5.48xlarge"], workspace=_workspace())
+    _, artifact = verify(spec)
+    assert '"/fsx/a.py", "--some_args", "debug", "--some_other_args", "1"]' in artifact.text
+    assert "container_mounts" not in spec.cluster
