@@ -380,3 +380,13 @@ def test_node_counts_that_disagree_with_verls_are_warned_about():
     results, _ = verify(plan_spec(RLAIF, *SM, "recipes.trainer.num_nodes=2", cluster="sm_jobs"))
     (warning,) = [c for c in results if c.id == "engine-nodes"]
     assert warning.severity == "warning" and "SageMaker starts num_nodes instances" in warning.message
+
+
+def test_hyperpods_worker_count_that_disagrees_with_verls_is_warned_about_on_kubernetes():
+    """HyperPod's chart would start ray_cluster.worker_nodes.replicas GPU workers; hpctl starts the
+    nodes verl asks Ray for, and says so."""
+    results, artifact = verify(plan_spec(RLAIF, "recipes.ray_cluster.worker_nodes.replicas=2"))
+    (warning,) = [c for c in results if c.id == "engine-nodes"]
+    assert "replicas is 2" in warning.message and "hpctl starts 1" in warning.message
+    _, job = documents(artifact.text)
+    assert job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 1
