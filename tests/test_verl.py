@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from hpctl.backends import kuberay
+from hpctl.backends import kubernetes_ray
 from hpctl.backends.base import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED
 from hpctl.backends.kubernetes import BACKEND as K8S
 from hpctl.backends.kubernetes import documents, job_state
@@ -292,10 +292,10 @@ def test_logs_pick_the_submitter_then_head_then_workers():
     pods = [{"metadata": {"name": n, "labels": {"app": "j", "ray-role": r}}}
             for n, r in [("j-raycluster-worker-b", "worker"), ("j-abcde", "submitter"),
                          ("j-raycluster-head", "head"), ("j-raycluster-worker-a", "worker")]]
-    assert kuberay.pod_for(pods, None) == ("j-abcde", "ray-job-submitter")
-    assert kuberay.pod_for(pods, 0) == ("j-raycluster-head", "ray-head")
-    assert kuberay.pod_for(pods, 2) == ("j-raycluster-worker-b", "ray-worker")
-    assert kuberay.pod_for(pods, 3) == (None, "ray-worker")
+    assert kubernetes_ray.pod_for(pods, None) == ("j-abcde", "ray-job-submitter")
+    assert kubernetes_ray.pod_for(pods, 0) == ("j-raycluster-head", "ray-head")
+    assert kubernetes_ray.pod_for(pods, 2) == ("j-raycluster-worker-b", "ray-worker")
+    assert kubernetes_ray.pod_for(pods, 3) == (None, "ray-worker")
 
 
 # ------------------------------------------------------------ against HyperPod's own chart values
