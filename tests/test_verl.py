@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from hpctl.backends import kuberay
+from hpctl.backends import kubernetes_ray
 from hpctl.backends.base import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED
 from hpctl.backends.kubernetes import BACKEND as K8S
 from hpctl.backends.kubernetes import documents, job_state
@@ -292,10 +292,10 @@ def test_logs_pick_the_submitter_then_head_then_workers():
     pods = [{"metadata": {"name": n, "labels": {"app": "j", "ray-role": r}}}
             for n, r in [("j-raycluster-worker-b", "worker"), ("j-abcde", "submitter"),
                          ("j-raycluster-head", "head"), ("j-raycluster-worker-a", "worker")]]
-    assert kuberay.pod_for(pods, None) == ("j-abcde", "ray-job-submitter")
-    assert kuberay.pod_for(pods, 0) == ("j-raycluster-head", "ray-head")
-    assert kuberay.pod_for(pods, 2) == ("j-raycluster-worker-b", "ray-worker")
-    assert kuberay.pod_for(pods, 3) == (None, "ray-worker")
+    assert kubernetes_ray.pod_for(pods, None) == ("j-abcde", "ray-job-submitter")
+    assert kubernetes_ray.pod_for(pods, 0) == ("j-raycluster-head", "ray-head")
+    assert kubernetes_ray.pod_for(pods, 2) == ("j-raycluster-worker-b", "ray-worker")
+    assert kubernetes_ray.pod_for(pods, 3) == (None, "ray-worker")
 
 
 # ------------------------------------------------------------ against HyperPod's own chart values
@@ -380,3 +380,13 @@ def test_node_counts_that_disagree_with_verls_are_warned_about():
     results, _ = verify(plan_spec(RLAIF, *SM, "recipes.trainer.num_nodes=2", cluster="sm_jobs"))
     (warning,) = [c for c in results if c.id == "engine-nodes"]
     assert warning.severity == "warning" and "SageMaker starts num_nodes instances" in warning.message
+
+
+def test_hyperpods_worker_count_that_disagrees_with_verls_is_warned_about_on_kubernetes():
+    """HyperPod's chart would start ray_cluster.worker_nodes.replicas GPU workers; hpctl starts the
+    nodes verl asks Ray for, and says so."""
+    results, artifact = verify(plan_spec(RLAIF, "recipes.ray_cluster.worker_nodes.replicas=2"))
+    (warning,) = [c for c in results if c.id == "engine-nodes"]
+    assert "replicas is 2" in warning.message and "hpctl starts 1" in warning.message
+    _, job = documents(artifact.text)
+    assert job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 1

@@ -58,7 +58,7 @@ TAG_LABEL, SPEC_LABEL = "hpctl/tag", "hpctl/spec"  # apply's JobTag, on the job 
 KINDS = {
     "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
     "HyperPodPyTorchJob": ("sagemaker.amazonaws.com", "v1", "hyperpodpytorchjobs"),
-    "RayJob": ("ray.io", "v1", "rayjobs"),  # verl recipes (hpctl.backends.kuberay)
+    "RayJob": ("ray.io", "v1", "rayjobs"),  # verl recipes (hpctl.backends.kubernetes_ray)
 }
 CODE_VOLUME = "hpctl-code"  # a pod's own clone of git.repo_url_or_path (emptyDir)
 RESERVED_VOLUMES = ("job-spec", "dshm", CODE_VOLUME)  # the template's ConfigMap, /dev/shm and code volumes
@@ -357,10 +357,10 @@ def documents(manifest: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def job_state(obj: dict[str, Any]) -> JobStatus:
-    """A job object's status.conditions as a normalised JobStatus (a RayJob's: kuberay.job_state)."""
+    """A job object's status.conditions as a normalised JobStatus (a RayJob's: kubernetes_ray.job_state)."""
     if obj.get("kind") == "RayJob":
-        from hpctl.backends import kuberay
-        return kuberay.job_state(obj)
+        from hpctl.backends import kubernetes_ray
+        return kubernetes_ray.job_state(obj)
     conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []
                   if str(c.get("status")) == "True"}
     for ctype, state in CONDITION_STATES:
@@ -476,9 +476,9 @@ class KubernetesBackend(Backend):
         return k8s_checks(cluster)
 
     def render(self, spec: Spec) -> Artifact:
-        if engine_of(spec.data):  # verl runs on a Ray cluster: a RayJob (hpctl.backends.kuberay)
-            from hpctl.backends import kuberay
-            return kuberay.render(spec)
+        if engine_of(spec.data):  # verl runs on a Ray cluster: a RayJob (hpctl.backends.kubernetes_ray)
+            from hpctl.backends import kubernetes_ray
+            return kubernetes_ray.render(spec)
         ctx = context(spec)
         ns, name = shquote(ctx["namespace"]), shquote(ctx["name"])
         logs = {"pods": f"kubectl get pods -n {ns} -l {JOB_LABEL}={name}"}
@@ -619,7 +619,7 @@ class KubernetesBackend(Backend):
     def _ray_logs(self, record: JobRecord, namespace: str, name: str, follow: bool, rank: int | None) -> Iterator[str]:
         """A RayJob's pod log: the submitter's (verl's output) without a rank, else node `rank`."""
         client = _kubernetes("client")
-        from hpctl.backends import kuberay
+        from hpctl.backends import kubernetes_ray
 
         with api_client(record.spec.get("cluster") or {}) as api:
             core = client.CoreV1Api(api)
@@ -627,7 +627,7 @@ class KubernetesBackend(Backend):
                 pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_LABEL}={name}",
                                                 _preload_content=False)
                 items = json.loads(pods.data).get("items") or []
-            pod, container = kuberay.pod_for(items, rank)
+            pod, container = kubernetes_ray.pod_for(items, rank)
             if pod is None:
                 raise HpctlError(f"no {'submitter' if rank is None else f'node {rank}'} pod of {namespace}/{name} yet",
                                  found=", ".join(p["metadata"]["name"] for p in items) or "no pods",

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from adapter.digest import digest
 from hpctl.backends import get_backend
 from hpctl.backends.base import SUCCEEDED, TERMINAL, JobRecord
 from hpctl.plan import verify
-from adapter.digest import digest
 from test_verl import RLAIF, plan_spec
 
 pytestmark = [pytest.mark.slow]
