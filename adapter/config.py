@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from adapter import architectures, llmft
+from adapter import architectures, ft_config, llmft
 from adapter.architectures import CP
 from adapter.reader import ConfigError, InvalidConfig, Reader, resolve_local
 
@@ -164,6 +164,7 @@ class TrainConfig:
     # image-text samples (multimodal.py)
     multi_modal: bool = False
     tracking: TrackingConfig | None = None  # MLflow / W&B; None: metrics.jsonl (and TensorBoard) only
+    fault_tolerance: ft_config.FaultTolerance | None = None  # trainer.fault_tolerance (ft_config.py); None: off
 
 
 def load(path: str | Path) -> TrainConfig:
@@ -290,10 +291,12 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
         r.refuse("model.max_context_width", f"{seq_len} exceeds model.max_position_embeddings ({max_positions}): "
                  f"positions past {max_positions} were never trained (and some models cannot encode them)",
                  f"use at most {max_positions}, or raise max_position_embeddings")
+    ft = ft_config.read(r, parallel, world_size)  # replica groups: each group's mesh is world / groups
     if world_size is not None:
-        shape = r.guard(None, mesh_shape, parallel, world_size)
+        shape = r.guard(None, mesh_shape, parallel, ft.group_world(world_size) if ft else world_size)
         if shape is not None and global_batch is not None:
-            r.guard(1, _accumulation, global_batch, micro, shape.dp, r.name("model.train_batch_size"))
+            r.guard(1, _accumulation, global_batch, micro, shape.dp * (ft.replica_groups if ft else 1),
+                    r.name("model.train_batch_size"))
 
     cfg = TrainConfig(
         name=name,
@@ -323,6 +326,7 @@ def _from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tr
         lora=lora,
         dpo=_dpo(r),
         multi_modal=multi_modal,
+        fault_tolerance=ft,
     )
     return None if r.errors else cfg
 
@@ -749,7 +753,8 @@ def grad_accumulation(cfg: TrainConfig, dp_size: int) -> int:
     """Micro-batches per optimizer step so that micro x dp x accumulation = global batch."""
     if cfg.global_batch is None:
         return 1
-    return _accumulation(cfg.global_batch, cfg.micro_batch, dp_size)
+    groups = cfg.fault_tolerance.replica_groups if cfg.fault_tolerance else 1  # the groups share the batch
+    return _accumulation(cfg.global_batch, cfg.micro_batch, dp_size * groups)
 
 
 # Experiment tracking: which recipe keys send metrics where (adapter/tracking.py sends them).
