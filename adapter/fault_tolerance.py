@@ -89,7 +89,8 @@ class Replica:
         self.ft, self.group, self.model, self.optimizer, self.scheduler = ft, group, model, optimizer, scheduler
         # The same across groups at every commit (observed on committed steps; a joiner receives them).
         self.counters = {"recoveries": 0, "steps_with_fewer_groups": 0, "last_live": ft.replica_groups}
-        self.healed: float | None = None  # seconds the last heal took, until it is reported
+        self.loaded = False  # a peer's state was applied in this quorum
+        self.healed: float | None = None  # seconds the last heal (quorum, transfer, load) took, until reported
         timeout = timedelta(seconds=ft.timeout_s)
         pg = ProcessGroupNCCL(timeout=timeout) if device.type == "cuda" else ProcessGroupGloo(timeout=timeout)
         self.manager = Manager(
@@ -97,7 +98,8 @@ class Replica:
             use_async_quorum=False,  # the data a step reads depends on the quorum: know it before the forward
             timeout=timeout, quorum_timeout=timedelta(seconds=ft.quorum_timeout_s),
             connect_timeout=timedelta(seconds=ft.quorum_timeout_s),
-            rank=dist.get_rank(), world_size=dist.get_world_size(), replica_id=f"group_{group}")
+            rank=dist.get_rank(), world_size=dist.get_world_size(), replica_id=f"group_{group}",
+            init_sync=False)  # every group initialises (or resumes) the same weights: no transfer at step 0
 
     def _state(self) -> dict[str, Any]:
         model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
@@ -105,7 +107,6 @@ class Replica:
                 "counters": dict(self.counters)}
 
     def _load(self, state: dict[str, Any]) -> None:
-        start = time.perf_counter()
         # This rank's live state as the template (it creates the optimizer's state on a fresh
         # start), filled in place with the peer's shards: the groups' layouts are identical.
         model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
@@ -114,12 +115,26 @@ class Replica:
         set_state_dict(self.model, self.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
         self.scheduler.load_state_dict(state["scheduler"])
         self.counters = dict(state["counters"])
-        self.healed = time.perf_counter() - start
+        self.loaded = True
 
     def start_step(self) -> tuple[int, int]:
         """(live groups, this group's rank among them) for the step about to run; heals first when behind."""
+        start = time.perf_counter()
         self.manager.start_quorum()
+        if self.loaded:
+            self.healed, self.loaded = time.perf_counter() - start, False
         return self.manager.num_participants(), self.manager.participating_rank() or 0
+
+    def join(self) -> tuple[int, int]:
+        """The first quorum: wait up to quorum_timeout_s for every group, so groups that start a
+        few seconds apart (imports, model build) start training together; then go on with the
+        live ones (a group still down joins later and heals)."""
+        deadline = time.monotonic() + self.ft.quorum_timeout_s
+        live, position = self.start_step()
+        while live < self.ft.replica_groups and time.monotonic() < deadline:
+            time.sleep(0.5)
+            live, position = self.start_step()
+        return live, position
 
     def reduce_gradients(self, model: Any) -> None:
         """Average this rank's gradient shards with the same rank of every live group: one
@@ -188,6 +203,15 @@ def _fill(template: dict[str, Any], received: dict[str, Any]) -> None:
             template[key] = got
 
 
+def _process_age() -> float:
+    """Seconds since this process started (its imports and model build included), from /proc."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def _digest(model: Any) -> str:
     h = hashlib.sha256()
     for name, p in model.named_parameters():
@@ -221,7 +245,6 @@ def run(cfg: TrainConfig, layout: Any, accum: int, device: torch.device, model: 
     from adapter import checkpoint, data, metrics, tracking
     ft = cfg.fault_tolerance
     assert ft is not None
-    started = time.perf_counter()
     group = int(os.environ.get(GROUP_ENV, "0"))
     rank, world = dist.get_rank(), dist.get_world_size()
     say = (lambda text: print(f"{MARK} {text}", flush=True)) if rank == 0 else (lambda text: None)
@@ -253,14 +276,17 @@ def run(cfg: TrainConfig, layout: Any, accum: int, device: torch.device, model: 
     live_before = None
     first_commit = True
     try:
+        joined: tuple[int, int] | None = replica.join()
         while manager.current_step() < cfg.max_steps:
             start = time.perf_counter()
-            live, position = replica.start_step()
+            live, position = joined or replica.start_step()
+            joined = None
             if replica.healed is not None:
+                age = _process_age()
                 say(f"=== recovery: replica group {group} rejoined at step {manager.current_step()}, healed from a "
-                    f"live peer in {replica.healed:.2f} s ({time.perf_counter() - started:.1f} s after its start) ===")
+                    f"live peer in {replica.healed:.2f} s ({age:.1f} s after its process started) ===")
                 commits.write({"event": "recovery", "at_step": manager.current_step(), "heal_s": replica.healed,
-                               "since_start_s": time.perf_counter() - started, "time": time.time()})
+                               "since_start_s": age, "time": time.time()})
                 replica.healed = None
             if live != live_before:
                 say(f"{live} of {ft.replica_groups} replica groups live at step {manager.current_step() + 1}")

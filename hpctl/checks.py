@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hpctl import instances, memory
+from hpctl import ft_launch, instances, memory
 from hpctl.entry import runs_adapter
 from hpctl.errors import Problem
 from hpctl.spec import Spec
@@ -321,6 +321,7 @@ CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_memory,
     check_instance_type,
     check_instance_capacity,
+    ft_launch.check,  # trainer.fault_tolerance: where hpctl can launch replica groups
 ]
 
 

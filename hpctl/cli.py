@@ -299,6 +299,8 @@ def _status_table(rows, spark: bool = False) -> "Table | Text":
         state = st.state + (f" ({st.backend_state})" if st.backend_state and st.backend_state.upper() != st.state else "")
         if st.exit_code not in (None, 0):
             state += f" exit {st.exit_code}"
+        from hpctl.ft_launch import status_note
+        state += status_note(m)  # a fault-tolerant job: live replica groups, recoveries
         step, max_steps = m.get("step"), m.get("max_steps") or record.spec.get("recipes", {}).get("trainer", {}).get("max_steps")
         eta = "-"
         if step is not None and max_steps and m.get("step_time_s") and st.state == "RUNNING":

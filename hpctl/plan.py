@@ -12,6 +12,7 @@ from typing import Any
 
 from hpctl import checks as preflight
 from hpctl import entry
+from hpctl import ft_launch
 from hpctl import memory
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
@@ -133,6 +134,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "memory_fraction": round(estimate.fraction, 3) if known and estimate.fraction is not None else None,
         "network": network_summary(spec, platform_network),
         "tracking": tracking_destinations(spec),
+        "fault_tolerance": ft_launch.plan_summary(spec, spec.cluster_type, preflight.world_size(spec)),
     }
 
 

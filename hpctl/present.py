@@ -46,6 +46,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("results", str(s["results_dir"])), *tracking, ("memory/device", mem),
     ] + ([("program", s["entry"])] if s.get("entry") else []) \
       + ([("network", s["network"])] if s.get("network") else []) \
+      + ([("fault tolerance", s["fault_tolerance"])] if s.get("fault_tolerance") else []) \
       + [("tag", s.get("tag") or "made at the workspace's first apply")]  # plans saved before tags had none
 
 
