@@ -85,6 +85,7 @@ class Replica:
 
     def __init__(self, ft: FaultTolerance, group: int, model: Any, optimizer: Any, scheduler: Any,
                  device: torch.device) -> None:
+        os.environ.setdefault("RUST_LOG", "warn")  # torchft's Rust core logs every quorum tick at INFO
         from torchft import Manager, ProcessGroupGloo, ProcessGroupNCCL
         self.ft, self.group, self.model, self.optimizer, self.scheduler = ft, group, model, optimizer, scheduler
         # The same across groups at every commit (observed on committed steps; a joiner receives them).

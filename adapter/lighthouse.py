@@ -9,6 +9,7 @@ cannot run as `python -m`; this wrapper runs the same server from the interprete
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--min-replicas", type=int, default=1)
     args = parser.parse_args(argv)
+    os.environ.setdefault("RUST_LOG", "warn")  # its INFO log has a line for every quorum tick
     from torchft._torchft import LighthouseServer
     server = LighthouseServer(bind=f"[::]:{args.port}", min_replicas=args.min_replicas, join_timeout_ms=JOIN_TIMEOUT_MS)
     print(f"adapter: [fault tolerance] lighthouse listening at {server.address()}", flush=True)
