@@ -58,7 +58,7 @@ def sigkill_group(group: int) -> list[int]:
 
 def assert_recovered(results: Path, groups: int, ranks: int, max_steps: int, killed: int) -> dict:
     """The acceptance: the survivors were never restarted and committed every step once; the
-    killed group rejoined, and from its rejoin on every rank's parameters equal the survivors'
+    killed (or late) group joined and from its rejoin on every rank's parameters equal the survivors'
     after every commit. Returns figures for the caller (the rejoin step, the steps degraded)."""
     survivors = [g for g in range(groups) if g != killed]
     for g in survivors:
@@ -73,10 +73,12 @@ def assert_recovered(results: Path, groups: int, ranks: int, max_steps: int, kil
     before, after = log[:recoveries[-1]], [c for c in log[recoveries[-1]:] if "event" not in c]
     before = [c for c in before if "event" not in c]
     steps_before, steps_after = [c["step"] for c in before], [c["step"] for c in after]
-    assert steps_before == list(range(steps_before[0], steps_before[0] + len(steps_before)))
     assert steps_after == list(range(steps_after[0], max_steps + 1)), "the rejoined group skipped a step"
-    assert steps_after[0] > steps_before[-1], "the killed group committed a step twice"
-    assert len({c["pid"] for c in after}) == 1 and after[0]["pid"] != before[-1]["pid"]
+    assert len({c["pid"] for c in after}) == 1
+    if before:  # killed mid-run (a group that joined late has no commits before its heal)
+        assert steps_before == list(range(steps_before[0], steps_before[0] + len(steps_before)))
+        assert steps_after[0] > steps_before[-1], "the killed group committed a step twice"
+        assert after[0]["pid"] != before[-1]["pid"]
     for r in range(ranks):
         reference = {c["step"]: c["params"] for c in commits(results, survivors[0], r)}
         rejoined = [c for c in commits(results, killed, r) if c["step"] >= steps_after[0]]
