@@ -51,7 +51,8 @@ from torch.utils.data import default_collate
 from adapter.config import TrainConfig
 from adapter.ft_config import GROUP_ENV, FaultTolerance
 
-DIGEST_ENV = "HPCTL_FT_PARAM_DIGEST"  # record each commit's parameter digest (a verification aid: it reads every weight)
+# Record each commit's parameter digest: a verification aid (it reads every weight at every step).
+DIGEST_ENV = "HPCTL_FT_PARAM_DIGEST"
 MARK = "adapter: [fault tolerance]"
 
 

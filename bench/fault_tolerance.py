@@ -1,16 +1,17 @@
 """Section: replica-group fault tolerance (trainer.fault_tolerance, torchft) against the current
-path, checkpoint-restart, on one workload: the bench model (bench/tinyllama.py shapes, global batch
-16) on synthetic tokens, 2 CPU processes, launched exactly as `hpctl apply` on the local cluster
-would (hpctl composes the spec and renders the launch script; the bench runs that script).
+path, checkpoint-restart, each pair on one workload and 2 CPU processes, launched exactly as `hpctl
+apply` on the local cluster would (hpctl composes the spec and renders the launch script; the
+bench runs that script).
 
-- tokens/s: fault tolerance on (2 replica groups x 1 process, gradients averaged through torchft,
-  a quorum per step) against off (FSDP2 over the same 2 processes), median of each run's
-  metrics.jsonl after warm-up. Goal: at least 0.95x.
+- tokens/s on the bench model (bench/tinyllama.py shapes, global batch 16, synthetic tokens):
+  fault tolerance on (2 replica groups x 1 process, gradients averaged through torchft, a quorum
+  per step) against off (FSDP2 over the same 2 processes), median of each run's metrics.jsonl
+  after warm-up. Goal: at least 0.95x.
 - a kill (on the tiny recipe's own model, whose steps are short enough that the killed group
-  comes back well before the run ends): SIGKILL of group 1's trainer after its step KILL_AT. Steps lost by the surviving group
-  (committed steps it trained again; goal 0), and the seconds from the kill to the killed group
-  committing again (its restart, imports, model build and the heal from its peer) from the
-  trainer's commit logs.
+  comes back well before the run ends): SIGKILL of group 1's trainer after its step KILL_AT.
+  Steps lost by the surviving group (committed steps it trained again; goal 0), and the seconds
+  from the kill to the killed group committing again (its restart, imports, model build and the
+  heal from its peer) from the trainer's commit logs.
 - the same kill under checkpoint-restart: SIGKILL of one rank after step KILL_AT of a plain job
   checkpointing every CHECKPOINT_EVERY steps; the launch script is started again at once (what a
   requeue or a re-apply does, without the scheduler's queueing), and the bench reports the seconds
@@ -30,7 +31,7 @@ from typing import Any
 from bench import adapter_spec, runner
 from bench.report import Row, Section, median
 
-KEY, TITLE = "fault_tolerance", "Fault tolerance: 2 replica groups (torchft) vs checkpoint-restart, bench model, 2 CPU proc"
+KEY, TITLE = "fault_tolerance", "Fault tolerance: 2 replica groups (torchft) vs checkpoint-restart, 2 CPU proc"
 KILL_AT = 15
 CHECKPOINT_EVERY = 10
 WARMUP = 5
@@ -170,7 +171,8 @@ def run(section: Section, quick: bool) -> None:
         plain, ft = _tokens_per_s(plain_dir), _tokens_per_s(ft_dir)
         kill = _ft_kill(root, kill_steps)
         restart = _restart_kill(root, kill_steps)
-    section.details = {"steps": steps, "kill_run_steps": kill_steps, "kill_at": KILL_AT, "checkpoint_every": CHECKPOINT_EVERY,
+    section.details = {"steps": steps, "kill_run_steps": kill_steps, "kill_at": KILL_AT,
+                       "checkpoint_every": CHECKPOINT_EVERY,
                        "tokens_per_s": {"ft": ft, "plain": plain}, "ft_kill": kill, "checkpoint_restart": restart}
     section.rows = [
         Row("tokens/s, fault tolerance on (2 groups x 1) vs off (FSDP2 x 2)", ft, "tok/s", plain, ">= 0.95x",

@@ -151,7 +151,8 @@ def slurm_block(ft: FaultTolerance, nodes: int, devices: int, python: str, step_
     lighthouse = [*step, "--nodes=1", "--ntasks=1", "--relative=0", python, "-m", "adapter.lighthouse",
                   f"--port={ft.lighthouse_port}", f"--min-replicas={ft.min_replicas}"]
     group = (f"{GROUP_ENV}=\"$1\" {LIGHTHOUSE_ENV}=\"http://{SLURM_HEAD}:{ft.lighthouse_port}\" "
-             f"{shlex.join(step)} --nodes={group_nodes} --ntasks-per-node=1 --relative=\"{first}\" "
+             f"{shlex.join(step)} --nodes={group_nodes} --ntasks={group_nodes} --ntasks-per-node=1 "
+             f"--relative=\"{first}\" "
              f"{shlex.quote(python)} -m torch.distributed.run --nnodes={group_nodes} --nproc-per-node={per_node} "
              "--rdzv-backend=c10d "
              f"--rdzv-endpoint=\"$(hpctl_node_addr \"{first}\"):$((HPCTL_RDZV_PORT + 1 + $1))\" "
