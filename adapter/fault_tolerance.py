@@ -128,12 +128,15 @@ class Replica:
         return self.manager.num_participants(), self.manager.participating_rank() or 0
 
     def join(self) -> tuple[int, int]:
-        """The first quorum: wait up to quorum_timeout_s for every group, so groups that start a
-        few seconds apart (imports, model build) start training together; then go on with the
-        live ones (a group still down joins later and heals)."""
+        """The first quorum. When no live group is further on (the job is starting: every group
+        is where it starts), wait up to quorum_timeout_s for every group, so groups that start a
+        few seconds apart (imports, model build) train together from the first step; a group
+        still down joins later and heals. A group that (re)joins a job already further on took
+        the peers' state in this quorum and never waits: the live groups must not wait for it."""
         deadline = time.monotonic() + self.ft.quorum_timeout_s
+        start = self.manager.current_step()
         live, position = self.start_step()
-        while live < self.ft.replica_groups and time.monotonic() < deadline:
+        while live < self.ft.replica_groups and self.manager.current_step() == start and time.monotonic() < deadline:
             time.sleep(0.5)
             live, position = self.start_step()
         return live, position
@@ -258,8 +261,8 @@ def run(cfg: TrainConfig, layout: Any, accum: int, device: torch.device, model: 
     batches.count = manager.batches_committed
     gate = CommitGate(optimizer, manager)
 
-    writer = group == 0  # checkpoints (the backstop) and metrics.jsonl
-    ckpt = checkpoint.Checkpointer(cfg.checkpoint, rank) if writer else None
+    # Replica group 0 writes the checkpoints (the backstop) and metrics.jsonl.
+    ckpt = checkpoint.Checkpointer(cfg.checkpoint, rank) if group == 0 else None
     found = [checkpoint.find_resume(cfg.checkpoint) if rank == 0 else None]
     dist.broadcast_object_list(found, src=0)
     if found[0] is not None:
@@ -298,7 +301,8 @@ def run(cfg: TrainConfig, layout: Any, accum: int, device: torch.device, model: 
             data_wait = time.perf_counter() - start
             loss, grad_norm = step_fn(gate, step_batches, lambda: replica.reduce_gradients(model))
             if not gate.committed:
-                say(f"step {manager.current_step() + 1} not committed (a replica group was lost): redoing it")
+                say(f"step {manager.current_step() + 1} not committed (a replica group was lost, or fewer than "
+                    f"min_replicas are live): redoing it")
                 continue
             step = manager.current_step()
             lr = scheduler.get_last_lr()[0]
