@@ -48,8 +48,8 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.tensor import DTensor
 from torch.utils.data import default_collate
 
-from adapter.config import TrainConfig
-from adapter.ft_config import GROUP_ENV, FaultTolerance
+from adapter.ft_config import GROUP_ENV
+from adapter.trainconfig import FaultTolerance, TrainConfig
 
 # Record each commit's parameter digest: a verification aid (it reads every weight at every step).
 DIGEST_ENV = "HPCTL_FT_PARAM_DIGEST"

@@ -12,37 +12,17 @@ them through it with the world size it launches, and hpctl's launchers read the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from adapter.trainconfig import DEFAULT_LIGHTHOUSE_PORT, FaultTolerance, ParallelConfig
+
 if TYPE_CHECKING:
-    from adapter.config import ParallelConfig
     from adapter.reader import Reader
 
 KEY = "trainer.fault_tolerance"
-DEFAULT_LIGHTHOUSE_PORT = 29510
 # Environment the launchers give each group's processes (the trainer reads them).
 GROUP_ENV = "HPCTL_REPLICA_GROUP"
 LIGHTHOUSE_ENV = "TORCHFT_LIGHTHOUSE"  # torchft's own name for the lighthouse address
-
-
-@dataclass(frozen=True)
-class FaultTolerance:
-    """The validated `trainer.fault_tolerance` section (present only when enabled)."""
-
-    replica_groups: int
-    min_replicas: int = 1  # live groups a step needs to commit
-    lighthouse_port: int = DEFAULT_LIGHTHOUSE_PORT
-    # How long a group waits for the lighthouse to form a quorum, and for one collective or
-    # peer-state transfer, before it gives the step up (seconds).
-    quorum_timeout_s: float = 60.0
-    timeout_s: float = 30.0
-    # A group restarted more often than this ends the job FAILED (the other groups then stop too).
-    max_restarts: int = 3
-
-    def group_world(self, world: int) -> int:
-        """Processes in one group."""
-        return world // self.replica_groups
 
 
 def read(r: "Reader", parallel: "ParallelConfig", world: int | None) -> FaultTolerance | None:

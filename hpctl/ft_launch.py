@@ -22,8 +22,9 @@ import shlex
 from typing import TYPE_CHECKING
 
 from adapter import ft_config
-from adapter.ft_config import GROUP_ENV, LIGHTHOUSE_ENV, FaultTolerance
+from adapter.ft_config import GROUP_ENV, LIGHTHOUSE_ENV
 from adapter.reader import Reader
+from adapter.trainconfig import FaultTolerance
 from hpctl.entry import runs_adapter
 from hpctl.spec import Spec
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import ft_checks
+from tests.helpers import ft as ft_checks
 
 FT = "trainer.fault_tolerance"
 
@@ -31,6 +31,7 @@ def ft_args(port: int, *extra: str) -> list[str]:
             f"+{FT}.lighthouse_port={port}", *extra]
 
 
+@pytest.mark.slow
 def test_plan_shows_the_groups_and_refuses_what_cannot_split(tmp_path: Path) -> None:
     out = hpctl(tmp_path, "plan", *ft_args(24601)).stdout
     assert "2 replica groups x 1 process (torchft); lighthouse at http://127.0.0.1:24601" in out

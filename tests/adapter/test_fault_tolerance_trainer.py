@@ -12,8 +12,8 @@ import torch
 
 from adapter import data
 from adapter.fault_tolerance import GroupBatches
-from tests import ft_checks
-from tests.adapter.conftest import REPO, env, tiny_recipe, write_spec
+from tests.helpers import ft as ft_checks
+from tests.helpers.trainer import REPO, env, tiny_recipe, write_spec
 
 
 def test_group_batches_cover_the_plain_steps_samples() -> None:

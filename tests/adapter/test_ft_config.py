@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from adapter.config import ConfigError, from_recipe, grad_accumulation, problems
-from tests.adapter.conftest import tiny_recipe
+from adapter.config import ConfigError, from_recipe, problems
+from adapter.mesh import grad_accumulation
+from tests.helpers.trainer import tiny_recipe
 
 FT = "trainer.fault_tolerance"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import ft_checks
-from tests.slurm.conftest import Workspace
+from tests.helpers import ft as ft_checks
+from tests.helpers.slurm import Workspace
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
