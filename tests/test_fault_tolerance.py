@@ -49,7 +49,7 @@ def test_plan_shows_the_groups_and_refuses_what_cannot_split(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_sigkill_of_one_group_heals_from_the_other(tmp_path: Path) -> None:
-    ws, steps = tmp_path, 400
+    ws, steps = tmp_path, 800  # long enough for the killed group to come back (about 10 s) before the end
     results = ws / "results" / "tiny-llama"
     hpctl(ws, "apply", *ft_args(24602, f"trainer.max_steps={steps}", "+cluster.env.HPCTL_FT_PARAM_DIGEST=1"),
           "--auto-approve")
