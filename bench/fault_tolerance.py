@@ -161,7 +161,7 @@ def _restart_kill(root: Path, steps: int) -> dict[str, Any]:
 
 
 def run(section: Section, quick: bool) -> None:
-    steps, kill_steps = (20, 200) if quick else (60, 400)
+    steps, kill_steps = (20, 600) if quick else (60, 1000)  # the killed group needs about 10 s to come back
     with tempfile.TemporaryDirectory(prefix="hpctl-bench-ft-") as d:
         root = Path(d)
         proc, plain_dir = _launch(_spec("plain", root, steps, adapter_spec.no_checkpoints()))
