@@ -122,12 +122,13 @@ def _ft_kill(root: Path, steps: int) -> dict[str, Any]:
     proc, results = _launch(_spec("ft_kill", root, steps, _ft(24901), bench_model=False))
     _wait(lambda: any(c.get("step", 0) >= KILL_AT for c in _commits(results, 1)), "group 1's step")
     survivor_before = max(c["step"] for c in _commits(results, 0) if "step" in c)
-    killed_at = time.time()
-    for pid in _trainers(str(results), group=1):
+    killed = _trainers(str(results), group=1)
+    for pid in killed:
         os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
     _finish(proc, results)
     survivor = [c["step"] for c in _commits(results, 0) if "step" in c]
-    back = [c for c in _commits(results, 1) if "step" in c and c["time"] > killed_at]
+    back = [c for c in _commits(results, 1) if "step" in c and c["pid"] not in killed]  # the restarted process
     log = (results / "logs" / "stdout.log").read_text()
     return {"steps_lost": len(survivor) - len(set(survivor)), "survivor_step_at_kill": survivor_before,
             "uncommitted_attempts": log.count("not committed"),
