@@ -7,7 +7,7 @@ into groups; this module owns how each backend starts them:
   - one torchrun per group with the group id and the lighthouse address in its environment
     (HPCTL_REPLICA_GROUP, TORCHFT_LIGHTHOUSE), each in its own restart loop, so one group's exit
     leaves the others running: a group that exits non-zero is started again alone, up to
-    `max_restarts` times; the job's exit code is the first non-zero one of a group that gave up;
+    `max_restarts` times; the job exits non-zero when a group gave up (0 when every group finished);
   - the plan's line saying all this (`plan_summary`), and the refusals where a backend cannot
     (`check`: Kubernetes and SageMaker; a Slurm layout whose nodes do not split into the groups).
 
