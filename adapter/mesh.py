@@ -77,4 +77,5 @@ def grad_accumulation(cfg: TrainConfig, dp_size: int) -> int:
     """Micro-batches per optimizer step so that micro x dp x accumulation = global batch."""
     if cfg.global_batch is None:
         return 1
-    return accumulation(cfg.global_batch, cfg.micro_batch, dp_size)
+    groups = cfg.fault_tolerance.replica_groups if cfg.fault_tolerance else 1  # the groups share the batch
+    return accumulation(cfg.global_batch, cfg.micro_batch, dp_size * groups)

@@ -135,7 +135,8 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     from adapter.modelsize import flops_per_token
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    if rank == 0 and world != cfg.expected_world_size:
+    groups = cfg.fault_tolerance.replica_groups if cfg.fault_tolerance else 1  # each group is its own world
+    if rank == 0 and world * groups != cfg.expected_world_size:
         print(f"adapter: note: running {world} processes; trainer.devices x num_nodes says {cfg.expected_world_size}",
               flush=True)
     torch.manual_seed(cfg.seed)
@@ -165,6 +166,16 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
 
     datasets = dpo.build_datasets if cfg.dpo else multimodal.build_datasets if cfg.multi_modal else data.build_datasets
     train_set, val_set = datasets(cfg.data, config.get_text_config().vocab_size, cfg.seed)
+    flops = flops_per_token(models.arch_fields(cfg, config), cfg.data.seq_len)
+    peak = metrics.peak_tflops(device, cfg.peak_tflops)
+    aux_coef = getattr(config, "router_aux_loss_coef", 0.0) if getattr(config, "output_router_logits", False) else 0.0
+    export_dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
+    if cfg.fault_tolerance is not None:  # one replica group of several under torchft: its own loop
+        from adapter import fault_tolerance
+        return fault_tolerance.run(
+            cfg, layout, accum, device, model, optimizer, scheduler, train_set, val_set,
+            lambda opt, batches, sync: train_step(model, opt, batches, layout, cfg.grad_clip, device, aux_coef, sync),
+            _validate, lambda at: export_model(cfg, model, config, at, rank, export_dtype), flops, peak)
     train_data = data.TrainData(train_set, cfg.data, cfg.micro_batch, accum, layout.dp_rank, layout.shape.dp, cfg.seed)
 
     ckpt = checkpoint.Checkpointer(cfg.checkpoint, rank)
@@ -180,32 +191,17 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
 
     preemption = checkpoint.Preemption()
     fail_at = int(os.environ.get(FAIL_AT_STEP) or 0) if resume is None else 0
-    flops = flops_per_token(models.arch_fields(cfg, config), cfg.data.seq_len)
-    peak = metrics.peak_tflops(device, cfg.peak_tflops)
     tokens_per_step = cfg.micro_batch * layout.shape.dp * accum * cfg.data.seq_len
     if cfg.dpo:  # two sequences per pair; the reference's forward adds a third of a training step
         tokens_per_step *= 2
         if reference is not None:
             flops *= 4 / 3
-    aux_coef = getattr(config, "router_aux_loss_coef", 0.0) if getattr(config, "output_router_logits", False) else 0.0
-    export_dtype = torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32
 
     def state() -> dict[str, Any]:
         return checkpoint.training_state(model, optimizer, scheduler, train_data, step, rank, layout.dp_rank)
 
     def export() -> None:
-        out = cfg.checkpoint.dir / "full" / f"step_{step:08d}"
-        if out.exists():
-            return
-        full = checkpoint.gather_full(model)
-        if rank == 0:
-            hf = lora.merged(full, cfg.lora) if cfg.lora else {models.checkpoint_key(k): v for k, v in full.items()}
-            config_out = copy.deepcopy(config)
-            config_out.use_cache = True
-            checkpoint.write_hf(hf, config_out, out, export_dtype, _tokenizer_files(cfg))
-            if cfg.lora:
-                lora.write_adapter(model, full, cfg.checkpoint.dir / "peft" / f"step_{step:08d}")
-        dist.barrier()
+        export_model(cfg, model, config, step, rank, export_dtype)
 
     log = metrics.MetricsLog(cfg.results_dir, rank, cfg.tensorboard_dir, step,
                              tracking.start(cfg, rank, resumed=resume is not None))
@@ -283,6 +279,25 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
         raise
 
 
+def export_model(cfg: TrainConfig, model: Any, config: Any, step: int, rank: int, dtype: Any) -> None:
+    """The Hugging Face export of `step` (and the LoRA adapter alone); every rank calls it."""
+    import torch.distributed as dist
+
+    from adapter import checkpoint, lora, models
+    out = cfg.checkpoint.dir / "full" / f"step_{step:08d}"
+    if out.exists():
+        return
+    full = checkpoint.gather_full(model)
+    if rank == 0:
+        hf = lora.merged(full, cfg.lora) if cfg.lora else {models.checkpoint_key(k): v for k, v in full.items()}
+        config_out = copy.deepcopy(config)
+        config_out.use_cache = True
+        checkpoint.write_hf(hf, config_out, out, dtype, _tokenizer_files(cfg))
+        if cfg.lora:
+            lora.write_adapter(model, full, cfg.checkpoint.dir / "peft" / f"step_{step:08d}")
+    dist.barrier()
+
+
 @contextlib.contextmanager
 def _micro_loss(model: Any, batch: dict[str, Any], device: Any, layout: Any) -> Iterator[tuple[Any, Any, Any]]:
     """(sum of token cross-entropies, labelled tokens, MoE load-balancing loss or None) of this
@@ -324,11 +339,12 @@ def _micro_loss(model: Any, batch: dict[str, Any], device: Any, layout: Any) -> 
 
 
 def train_step(model: Any, optimizer: Any, batches: list[dict[str, Any]], layout: Any, grad_clip: float,
-                device: Any, aux_coef: float) -> tuple[Any, Any]:
+                device: Any, aux_coef: float, sync: Any = None) -> tuple[Any, Any]:
     """One optimizer step over the accumulated micro-batches. The loss is the mean over every
     labelled token of the global batch, whatever the layout: each micro-batch's sum (over this
     rank's tokens: all of its batch's, or its cp share) is divided by the global token count, and
-    scaled by the number of ranks FSDP's gradient mean divides by (data parallel x context parallel)."""
+    scaled by the number of ranks FSDP's gradient mean divides by (data parallel x context parallel).
+    `sync`, when given, runs between the backward and clipping (fault tolerance's cross-group mean)."""
     import torch
     import torch.distributed as dist
 
@@ -346,6 +362,8 @@ def train_step(model: Any, optimizer: Any, batches: list[dict[str, Any]], layout
             objective.backward()
         loss_sum += loss.detach()
     dist.all_reduce(loss_sum, group=layout.token_group)
+    if sync is not None:
+        sync()
     grad_norm = parallel.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

@@ -117,6 +117,28 @@ class DpoConfig:
     reference_free: bool = False  # compare against a uniform reference (log-ratio 0) instead of a model
 
 
+DEFAULT_LIGHTHOUSE_PORT = 29510  # trainer.fault_tolerance.lighthouse_port
+
+
+@dataclass(frozen=True)
+class FaultTolerance:
+    """The validated `trainer.fault_tolerance` section (present only when enabled; rules: ft_config.py)."""
+
+    replica_groups: int
+    min_replicas: int = 1  # live groups a step needs to commit
+    lighthouse_port: int = DEFAULT_LIGHTHOUSE_PORT
+    # How long a group waits for the lighthouse to form a quorum, and for one collective or
+    # peer-state transfer, before it gives the step up (seconds).
+    quorum_timeout_s: float = 60.0
+    timeout_s: float = 30.0
+    # A group restarted more often than this makes the job end FAILED (the others train on to the end).
+    max_restarts: int = 3
+
+    def group_world(self, world: int) -> int:
+        """Processes in one group."""
+        return world // self.replica_groups
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     name: str
@@ -148,6 +170,7 @@ class TrainConfig:
     # image-text samples (multimodal.py)
     multi_modal: bool = False
     tracking: TrackingConfig | None = None  # MLflow / W&B; None: metrics.jsonl (and TensorBoard) only
+    fault_tolerance: FaultTolerance | None = None  # trainer.fault_tolerance (ft_config.py); None: off
 
 
 

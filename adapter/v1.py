@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from adapter import architectures, known_models
+from adapter import architectures, ft_config, known_models
 from adapter.architectures import CP
 from adapter.devices import read_accelerator
 from adapter.mesh import accumulation, mesh_shape
@@ -65,10 +65,12 @@ def from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tra
         r.refuse("model.max_context_width", f"{seq_len} exceeds model.max_position_embeddings ({max_positions}): "
                  f"positions past {max_positions} were never trained (and some models cannot encode them)",
                  f"use at most {max_positions}, or raise max_position_embeddings")
+    ft = ft_config.read(r, parallel, world_size)  # replica groups: each group's mesh is world / groups
     if world_size is not None:
-        shape = r.guard(None, mesh_shape, parallel, world_size)
+        shape = r.guard(None, mesh_shape, parallel, ft.group_world(world_size) if ft else world_size)
         if shape is not None and global_batch is not None:
-            r.guard(1, accumulation, global_batch, micro, shape.dp, r.name("model.train_batch_size"))
+            r.guard(1, accumulation, global_batch, micro, shape.dp * (ft.replica_groups if ft else 1),
+                    r.name("model.train_batch_size"))
 
     cfg = TrainConfig(
         name=name,
@@ -98,6 +100,7 @@ def from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tra
         lora=lora,
         dpo=_dpo(r),
         multi_modal=multi_modal,
+        fault_tolerance=ft,
     )
     return None if r.errors else cfg
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapter.numbers import positive_int
-from hpctl import instances, memory, model_arch, standin
+from hpctl import ft_launch, instances, memory, model_arch, standin
 from hpctl.devices import devices_per_node, uses_gpus
 from hpctl.engines import engine_of
 from hpctl.entry import runs_adapter
@@ -301,6 +301,7 @@ CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_memory,
     check_instance_type,
     check_instance_capacity,
+    ft_launch.check,  # trainer.fault_tolerance: where hpctl can launch replica groups
 ]
 
 

@@ -17,7 +17,7 @@ from adapter.modelsize import param_count
 from adapter.secret import REDACTED, is_sensitive
 from hpctl import checks as preflight
 from hpctl import entry
-from hpctl import custom_script, memory, model_arch
+from hpctl import custom_script, ft_launch, memory, model_arch
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
 from hpctl.backends.common import check_no_secrets, job_tag, network_summary
@@ -143,6 +143,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "network": network_summary(spec, platform_network),
         "tracking": tracking_destinations(spec),
         "notes": [*spec.notes, *filter(None, [model_arch.note(spec.data)])],
+        "fault_tolerance": ft_launch.plan_summary(spec, spec.cluster_type, preflight.world_size(spec)),
     }
 
 

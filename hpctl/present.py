@@ -12,6 +12,7 @@ from rich.text import Text
 
 from hpctl.backends.base import RUNNING, JobRecord, JobStatus
 from hpctl.diff import DESTROY, NOOP, SYMBOL, Change
+from hpctl.ft_launch import status_note
 from hpctl.tables import MANY_ROWS, plain
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
     ] + [(k, str(v)) for k, v in (s.get("engine") or {}).items() if k != "name" and v is not None] \
       + ([("program", s["entry"])] if s.get("entry") else []) \
       + ([("network", s["network"])] if s.get("network") else []) \
+      + ([("fault tolerance", s["fault_tolerance"])] if s.get("fault_tolerance") else []) \
       + [("tag", s.get("tag") or "made at the workspace's first apply")]  # plans saved before tags had none
 
 
@@ -147,6 +149,7 @@ def status_row(record: JobRecord, st: JobStatus, spark: bool = False) -> tuple[s
     state = st.state + (f" ({st.backend_state})" if st.backend_state and st.backend_state.upper() != st.state else "")
     if st.exit_code not in (None, 0):
         state += f" exit {st.exit_code}"
+    state += status_note(m)  # a fault-tolerant job: live replica groups, recoveries
     step, max_steps = m.get("step"), m.get("max_steps") or record.spec.get("recipes", {}).get("trainer", {}).get("max_steps")
     return (record.name, record.cluster, record.job_id, state,
             f"{step}/{max_steps}" if step is not None else "-",

@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0            # the CPU wheel on disk; never a CUDA build
-.venv/bin/python -m pip install -q -e '.[adapter,kubernetes,sagemaker,test]'
+.venv/bin/python -m pip install -q -e '.[adapter,kubernetes,sagemaker,test,fault-tolerance]'
 
 # verl's contract test (tests/test_verl_contract.py): each verl version HyperPod's recipes target in its
 # own venv (verl pins transformers below the project's), built once and reused.

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter.rank_prefix import TEE_ALL, rank_prefix_env
+from hpctl import ft_launch
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
                                  JobRecord, JobStatus, TaggedJob)
 from hpctl.backends.common import JobTag, job_env, last_metrics, log_lines, secret_vars
@@ -51,12 +52,14 @@ class LocalBackend(Backend):
         python = spec.get("cluster.python") or sys.executable
         spec_path = f"{results}/job_spec.json"
         entry = entry_point(spec, results)
-        argv = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                TEE_ALL, *entry.argv(spec_path)]
+        ft = ft_launch.settings(spec)  # replica groups: one torchrun per group, each with its share
+        argv = [python, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={nproc // ft.replica_groups if ft else nproc}", TEE_ALL, *entry.argv(spec_path)]
         secrets = secret_vars(spec)
+        command = ft_launch.local_command(ft, python, argv, f"{results}/hpctl") if ft else shlex.join(argv)
         text = render("local.sh.j2", job=spec.job_name, recipe=spec.recipe_name, spec_path=spec_path,
                       env=sorted(job_env(spec), key=lambda v: v.name), rank_prefix=rank_prefix_env(),
-                      command=shlex.join(argv), exit_dir=f"{results}/hpctl",
+                      command=command, exit_dir=f"{results}/hpctl",
                       clone=entry.clone.script() if entry.clone else None, pythonpath=entry.pythonpath)
         return Artifact(
             kind="command", text=text, language="bash",

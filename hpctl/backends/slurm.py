@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter.rank_prefix import TEE_ALL, rank_prefix_env
+from hpctl import ft_launch
 from hpctl.backends.base import (
     CANCELLED, FAILED, NOT_SUBMITTED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN,
     Artifact, Backend, JobRecord, JobStatus, TaggedJob,
@@ -164,6 +165,23 @@ def _directives(spec: Spec, results_dir: str, workdir: str | None, auto_resume: 
         lines.append("--requeue")
         lines.append(f"--signal=B:USR1@{auto_resume['signal_seconds']}")
     return lines
+
+
+def _ft_block(ft: Any, spec: Spec, image: str | None, mounts: str | None, workdir: str | None,
+              srun_args: list[Any], program: tuple[str, ...]) -> str:
+    """The launch under trainer.fault_tolerance (hpctl.ft_launch), with this script's srun options."""
+    step_args = []
+    if image:
+        step_args.append(f"--container-image={image}")
+        if mounts:
+            step_args.append(f"--container-mounts={mounts}")
+        if workdir:
+            step_args.append(f"--container-workdir={workdir}")
+    step_args += [str(a) for a in srun_args if a is not None]
+    tail = [TEE_ALL, *[shquote(a) for a in program], "--config", '"$HPCTL_SPEC"']
+    return ft_launch.slurm_block(ft, positive_int(spec, "recipes.trainer.num_nodes", 1),
+                                 positive_int(spec, "recipes.trainer.devices", 1),
+                                 spec.cluster.get("python") or "python3", step_args, tail)
 
 
 def _auto_resume(spec: Spec) -> dict[str, Any]:
@@ -484,6 +502,7 @@ class SlurmBackend(Backend):
         entry = entry_point(spec, results_dir)
         setup = cluster.get("setup") or []
         srun_args = cluster.get("srun_args") or []
+        ft = ft_launch.settings(spec)  # replica groups: a lighthouse step and one restarting step per group
         text = render(
             TEMPLATE,
             directives=_directives(spec, results_dir, workdir, auto_resume),
@@ -507,6 +526,7 @@ class SlurmBackend(Backend):
             program=[shquote(a) for a in entry.program],
             # the program's own arguments (git.script_args), else the spec, as the other backends pass them
             program_args=[shquote(a) for a in entry.args] if entry.args is not None else ['--config "$HPCTL_SPEC"'],
+            fault_tolerance=_ft_block(ft, spec, image, mounts, workdir, srun_args, entry.program) if ft else None,
         )
         logs_dir = f"{results_dir}/logs"
         logs = {"stdout": f"{logs_dir}/%j.out", "torchrun": f"{logs_dir}/torchrun"}
