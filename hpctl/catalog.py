@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapter import evalspec
 from hpctl import compat
 from hpctl.backends import get_backend
 from hpctl.checks import errors_as_problems, run_checks
@@ -90,12 +91,17 @@ STAND_INS = {
     "training_config.model_config.model_name_or_path": "/stand-in/base-model",
 }
 
+EVAL_MODEL = "run.model_name_or_path"
+
 
 def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = ()) -> list[str]:
     """HyperPod-form overrides filling the user inputs this recipe leaves empty or out (see
     STAND_INS): its own format's keys only, the base model only for a fine-tune, and nothing the
     given overrides already set."""
     run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
+    if evalspec.is_evaluation(recipe):  # an evaluation recipe's one user input: the model it scores
+        given = any(o.lstrip("+~").split("=", 1)[0] in (EVAL_MODEL, f"recipes.{EVAL_MODEL}") for o in overrides)
+        return [] if run.get("model_name_or_path") or given else [f"++recipes.{EVAL_MODEL}=/stand-in/model"]
     llmft = run.get("model_type") == "llm_finetuning_aws"
     model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
     out = []
@@ -159,8 +165,8 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
     row.parsed = True
     run = layer.data.get("run")
     row.model_type = run.get("model_type") if isinstance(run, dict) and isinstance(run.get("model_type"), str) else None
-    row.supported = row.model_type in compat.SUPPORTED_MODEL_TYPES
     found = compat.refusal({"recipes": layer.data})
+    row.supported = row.model_type in compat.SUPPORTED_MODEL_TYPES or (found is None and evalspec.is_evaluation(layer.data))
     if found:
         origin = layer.origins.get(found.key.removeprefix("recipes."))
         row.kind, row.reason, row.location = found.kind, found.reason, str(origin or display)

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from adapter import evalspec
 from hpctl import instances, memory
 from hpctl.entry import runs_adapter
 from hpctl.errors import Problem
@@ -314,8 +315,15 @@ def _likely_channel(role: str, value: str, channels: dict[str, tuple[str, str]])
     return next(iter(channels.values()))[0] if len(channels) == 1 and role == "train" else None
 
 
+def check_evaluation(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """An evaluation recipe's task, strategy and metric against lm-eval (hpctl.engines.evaluation)."""
+    from hpctl.engines import evaluation
+    return evaluation.check(spec, host)
+
+
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_trainer,
+    check_evaluation,
     check_data_channels,
     check_host_capacity,
     check_memory,
@@ -324,11 +332,17 @@ CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
 ]
 
 
+# An evaluation job is one lm-eval process on whatever device the node has: the trainer's
+# device, memory and world-size checks do not apply to it.
+EVALUATION_CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [check_evaluation, check_instance_type]
+
+
 def run_checks(spec: Spec, host: HostInfo | None = None) -> list[Check]:
     """Every check, in order. The machine is detected (no torch) only for local clusters."""
     if host is None and _is_local(spec):
         host = detect_host()
-    return [found for check in CHECKS for found in check(spec, host)]
+    checks = EVALUATION_CHECKS if evalspec.is_evaluation(spec.recipe) else CHECKS
+    return [found for check in checks for found in check(spec, host)]
 
 
 def errors_as_problems(spec: Spec, results: list[Check]) -> list[Problem]:

@@ -345,11 +345,17 @@ def status(env: Env, job, as_json, watch, plot, plot_file) -> int:
                 time.sleep(2)
     else:
         rows = _refresh(env, names)
+        from hpctl.engines.evaluation import scores, scores_table
         if as_json:
             _print_json({"jobs": [{"name": r.name, "cluster": r.cluster, "backend": r.backend, "job_id": r.job_id,
-                                   "results_dir": r.results_dir, **st.to_json()} for r, st in rows]})
+                                   "results_dir": r.results_dir, **st.to_json(),
+                                   **({"evaluation": found} if (found := scores(r.spec)) is not None else {})}
+                                  for r, st in rows]})
         else:
             env.out.print(_status_table(rows))
+            for r, _ in rows:  # an evaluation job's scores, once it wrote them
+                if (found := scores(r.spec)) is not None:
+                    env.out.print(scores_table(r.name, found))
     if plot or plot_file:
         _plot(env, rows[0][0], plot, plot_file)
     return 0

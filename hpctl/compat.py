@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from adapter import evalspec
 from hpctl import instances
 from hpctl.spec import get_path, join
 from hpctl.suggest import did_you_mean
@@ -48,7 +49,6 @@ BY_MODEL_TYPE = {
                                      "HyperPod's closed checkpointless-training extensions"),
     "neuron-hf": ("trainium", TRAINIUM),
 }
-EVALUATION_SECTIONS = ("evaluation", "llm_as_judge")
 NOVA_ID = re.compile(r"(^|\.)amazon\.nova-")
 NEURON_KEYS = re.compile(r"^(neuron_|compiler_flags$|compiler_cache_url$)")
 MEGATRON_KEYS = ("recipes.model.mcore_gpt", "recipes.model.megatron_amp_O2")
@@ -82,10 +82,8 @@ def refusal(data: dict[str, Any]) -> Refusal | None:
     if model_type in BY_MODEL_TYPE:
         kind, reason = BY_MODEL_TYPE[model_type]
         return Refusal(kind, MODEL_TYPE, reason)
-    section = next((s for s in EVALUATION_SECTIONS if s in recipe), None)
-    if section:
-        return Refusal("evaluation", f"recipes.{section}", "evaluation recipes run SageMaker's evaluation "
-                       "containers (benchmarks, LLM-as-judge); hpctl launches training jobs")
+    if evalspec.JUDGE in recipe:  # evaluation recipes run lm-eval (adapter.evalspec); a judge has no open equivalent
+        return Refusal("llm-judge", f"recipes.{evalspec.JUDGE}", evalspec.JUDGE_REASON, evalspec.JUDGE_HINT)
     found = _trainium(data, recipe) or _megatron(data, recipe, model_type) or _elastic(data)
     if found is None and model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
         found = Refusal("model-type", MODEL_TYPE, f"run.model_type {model_type!r} is not a recipe format hpctl runs",
@@ -137,5 +135,7 @@ def family(data: dict[str, Any]) -> tuple[str | None, str]:
     """(model, the key it comes from) for display: a v1 recipe's model_type, an LLMFT recipe's base
     model id; the model is None when the recipe does not say."""
     key = LLMFT_MODEL if get_path(data, MODEL_TYPE) == "llm_finetuning_aws" else "recipes.model.model_type"
+    if evalspec.is_evaluation(data.get("recipes")):  # the model an evaluation scores
+        key = "recipes.run.model_name_or_path"
     value = get_path(data, key)
     return (value if isinstance(value, str) and value else None), key

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from adapter import evalspec
 from hpctl import compat, instances, interpolate, overrides, scale
 from hpctl.backends import MODULES as BACKENDS
 from hpctl.errors import HpctlError, Origin
@@ -122,6 +123,9 @@ def _apply_defaults(data: dict, origins: dict[str, Origin], root: Path) -> None:
         data["base_results_dir"] = str((root / data["base_results_dir"]).resolve()) \
             if not os.path.isabs(data["base_results_dir"]) else data["base_results_dir"]
     run = get_path(data, "recipes.run")
+    if isinstance(run, dict) and evalspec.is_evaluation(data.get("recipes")) and run.get("results_dir") in (None, ""):
+        run["results_dir"] = "${base_results_dir}/${.name}"  # HyperPod's evaluation recipes do not name one
+        origins["recipes.run.results_dir"] = Origin()
     if isinstance(run, dict) and isinstance(run.get("results_dir"), str) and "${" not in run["results_dir"] \
             and not os.path.isabs(run["results_dir"]):
         run["results_dir"] = str((root / run["results_dir"]).resolve())

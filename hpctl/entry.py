@@ -33,10 +33,12 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from adapter import evalspec
 from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.spec import Spec, secret_env_name
 
 DEFAULT_PROGRAM = ("-m", "adapter.train")
+EVALUATION_PROGRAM = ("-m", "adapter.evaluate")  # an evaluation recipe's job: lm-eval on its model
 CODE_DIR = "code"  # the clone, under the results dir
 TOKEN_KEY = "git.token"
 MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
@@ -182,6 +184,8 @@ def _script(script: str, clone_dir: str | None, spec: Spec, problems: list[Probl
 def entry_point(spec: Spec, results_dir: str | None) -> EntryPoint:
     """The program the job runs and the clone it needs; HpctlError listing every bad `git` value."""
     git = spec.get("git")
+    if evalspec.is_evaluation(spec.recipe):  # lm-eval (adapter.evaluate); git.* names trainer programs
+        return EntryPoint(EVALUATION_PROGRAM)
     if not isinstance(git, dict):
         return EntryPoint(DEFAULT_PROGRAM)
     problems: list[Problem] = []
@@ -246,6 +250,8 @@ def entry_point(spec: Spec, results_dir: str | None) -> EntryPoint:
 def runs_adapter(spec_data: dict[str, Any]) -> bool:
     """Whether the job runs this installation's trainer (`-m adapter.train`), so its acceptance
     rules apply; False when git sets an entry script or module, or runs a cloned adapter."""
+    if isinstance(spec_data, dict) and evalspec.is_evaluation(spec_data.get("recipes")):
+        return False
     git = spec_data.get("git") if isinstance(spec_data, dict) else None
     if not isinstance(git, dict):
         return True
@@ -255,6 +261,8 @@ def runs_adapter(spec_data: dict[str, Any]) -> bool:
 def summary(spec_data: dict[str, Any]) -> str | None:
     """The plan summary's line for a custom program (None for the built-in trainer), from values
     that rendering has already checked with `entry_point`."""
+    if evalspec.is_evaluation(spec_data.get("recipes")):
+        return "lm-eval (python -m adapter.evaluate)"
     if runs_adapter(spec_data):
         return None
     git = spec_data["git"]

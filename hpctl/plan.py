@@ -17,6 +17,7 @@ from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
 from hpctl.backends.common import check_no_secrets, job_tag, network_summary
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
+from hpctl.engines import evaluation
 from hpctl.errors import HpctlError, Origin
 from hpctl.interpolate import env_reference
 from hpctl.modelsize import param_count
@@ -180,6 +181,8 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
     summary = summarize(spec, estimate, backend.platform_network)
     # where the backend says the results land (a SageMaker job's are in S3, not at run.results_dir)
     summary["results_dir"] = artifact.results_dir or summary["results_dir"]
+    if evaluation.is_evaluation(spec.data):  # what lm-eval runs, HyperPod's task names mapped
+        summary["evaluation"] = evaluation.summary(spec)
     # The tag apply gives the job; a workspace's first apply fixes the lineage it is made of.
     summary["tag"] = job_tag(state.lineage, spec.job_name, public).comment if state.lineage else None
     return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,

@@ -1,0 +1,211 @@
+"""Evaluation jobs at plan time: lm-evaluation-harness on the model a recipe names.
+
+The recipe's rules (task mapping, strategies, metric names, destinations) belong to the job's
+own reader, `adapter.evalspec`; this module asks it, then checks the answer against the lm-eval
+registry installed here (its task index is torch-free; the compact form is cached by lm-eval's
+version and the task directory's content, since building it reads every task YAML), and says
+what the plan shows: the model, each HyperPod task name with the lm-eval task it maps to, the
+strategy's settings and where results go. `scores` reads the results the job wrote, for
+`hpctl status`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from adapter import evalspec
+from adapter.reader import ConfigError
+from hpctl import cache
+from hpctl.checks import ERROR, Check
+from hpctl.errors import HpctlError
+from hpctl.spec import Spec, get_path
+from hpctl.suggest import did_you_mean
+
+MODEL = "recipes.run.model_name_or_path"
+
+
+def is_evaluation(spec_data: dict[str, Any]) -> bool:
+    """Whether the spec's recipe is an evaluation recipe (the job runs lm-eval, not the trainer)."""
+    return evalspec.is_evaluation(spec_data.get("recipes") if isinstance(spec_data, dict) else None)
+
+
+def read(spec: Spec) -> evalspec.EvalConfig:
+    """The recipe as lm-eval's settings; HpctlError with every refusal at its file:line."""
+    try:
+        return evalspec.from_recipe(spec.recipe)
+    except ConfigError as exc:
+        raise HpctlError([_problem(spec, e) for e in exc.errors]) from None
+
+
+def _problem(spec: Spec, error: ConfigError) -> Any:
+    from hpctl.errors import Problem
+    path = f"recipes.{error.key}"
+    value = spec.get(path)
+    hint = error.hint
+    if error.key == "evaluation.strategy" and isinstance(value, str) and value not in evalspec.STRATEGIES:
+        hint = did_you_mean(value, evalspec.STRATEGIES) or hint
+    return Problem(error.message, spec.origin(path), path, found=repr(value) if value is not None else None, hint=hint)
+
+
+def registry(include_path: str | None) -> dict[str, dict[str, Any]]:
+    """lm-eval's tasks (evalspec.registry_info), from the cache when lm-eval and the task
+    directory are unchanged. HpctlError when lm-eval is not installed."""
+    from importlib import metadata
+    try:
+        version = metadata.version("lm_eval")
+    except metadata.PackageNotFoundError:
+        raise HpctlError("evaluation recipes need lm-eval (lm-evaluation-harness) where hpctl plans: its task "
+                         "registry is what the plan checks the task against",
+                         hint="pip install 'hpctl[evaluation]' (lm-eval==0.4.13)") from None
+    key = cache.key("lm-eval-registry", version, evalspec.REGISTRY_FORMAT, _directory_digest(include_path) if include_path else "")
+    found = cache.get("lm-eval-registry", key)
+    if isinstance(found, dict):
+        return found
+    info = evalspec.registry_info(include_path)
+    cache.put("lm-eval-registry", key, info)
+    return info
+
+
+def _directory_digest(root: str) -> str:
+    h = hashlib.sha256(root.encode())
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def check(spec: Spec, host: Any) -> list[Check]:
+    """The plan's checks of an evaluation job: the recipe as the job reads it, its tasks, strategy
+    and metric against lm-eval's registry, and (local jobs) the model directory."""
+    if not is_evaluation(spec.data):
+        return []
+    try:
+        cfg = evalspec.from_recipe(spec.recipe)
+    except ConfigError as exc:
+        return [Check("evaluation", ERROR, e.message, [f"recipes.{e.key}"], _problem(spec, e).hint)
+                for e in exc.errors]
+    found = [Check("evaluation", ERROR, e.message, [f"recipes.{e.key}"], e.hint)
+             for e in check_registry(cfg, registry(cfg.include_path))]
+    for key, value in (("output.eval_results_dir", cfg.results_dir), ("output.eval_tensorboard_results_dir",
+                                                                     cfg.tensorboard_dir)):
+        if value and "://" in value:
+            found.append(Check("evaluation", ERROR, f"{value} is not a file-system path: the job writes its results "
+                               "with plain file I/O", [f"recipes.{key}"], "give a directory on storage the job's "
+                               "nodes mount (on SageMaker, leave it empty: results go to the job's output)"))
+    local = (spec.get("cluster.type") or spec.cluster_type) == "local"
+    if local and not Path(cfg.model, "config.json").is_file():
+        found.append(Check("evaluation", ERROR, f"{cfg.model} is not a Hugging Face model directory (no config.json)",
+                           [MODEL], "give the directory a training job exported (checkpoints/full/step_N), or "
+                           "job:NAME for a job in this workspace"))
+    return found
+
+
+def check_registry(cfg: evalspec.EvalConfig, reg: dict[str, dict[str, Any]]) -> list[ConfigError]:
+    """Every way the tasks, the strategy and the metric do not fit lm-eval's registry."""
+    errors: list[ConfigError] = []
+    names = cfg.tasks or tuple(evalspec.default_tasks(reg))
+    if not names:
+        return [ConfigError("evaluation.task", f"{cfg.include_path} defines no lm-eval task")]
+    key = "evaluation.subtask" if cfg.subtask else "evaluation.task"  # where the failing names came from
+    for name in names:
+        if name not in reg:
+            where = f"in {cfg.include_path}" if cfg.include_path else "in lm-eval's registry"
+            mapped = f" (HyperPod's {cfg.mapped_from} with strategy {cfg.strategy})" if cfg.mapped_from else ""
+            errors.append(ConfigError(key, f"no task or group {name!r}{mapped} {where}",
+                                      did_you_mean(name, reg) or "`lm-eval ls tasks` lists them"))
+            continue
+        leaves = evalspec.leaves(name, reg)
+        types = sorted({str(reg[leaf].get("output_type")) for leaf in leaves})
+        if cfg.strategy == "zs_cot" and evalspec.GENERATE not in types:
+            errors.append(ConfigError("evaluation.strategy", f"zs_cot (chain of thought) needs a task that generates "
+                                      f"text; {name} is scored by log-likelihood ({', '.join(types)})",
+                                      "use strategy zs or fs, or a generate_until task"))
+        if cfg.strategy == "fs" and cfg.num_fewshot and not any(reg[leaf].get("fewshot") for leaf in leaves):
+            errors.append(ConfigError("evaluation.strategy", f"few-shot needs examples to draw from; {name} has no "
+                                      "fewshot, training or validation split", "use strategy zs"))
+        if cfg.metric != "all":
+            offered = sorted({m for leaf in leaves for m in reg[leaf].get("metrics", [])})
+            wanted = {m for leaf in leaves for m in (cfg.metric_names(reg[leaf].get("output_type")) or ())}
+            missing = sorted(wanted - set(offered))
+            if offered and missing:
+                errors.append(ConfigError("evaluation.metric", f"{name} does not report {', '.join(missing)}"
+                                          + (f" (HyperPod's {cfg.metric})" if cfg.metric in evalspec.ACCURACY else ""),
+                                          did_you_mean(cfg.metric, offered) or "it reports: " + ", ".join(offered)))
+    return errors
+
+
+def summary(spec: Spec) -> dict[str, Any]:
+    """The plan summary's `evaluation` entry: what lm-eval will run, and where results go."""
+    cfg = evalspec.from_recipe(spec.recipe)  # verified by `check` before the summary is made
+    out: dict[str, Any] = {
+        "model": cfg.model,
+        "tasks": list(cfg.tasks) or f"every task in {cfg.include_path}",
+        "strategy": cfg.strategy, "num_fewshot": cfg.num_fewshot, "metric": cfg.metric,
+        "results_dir": cfg.results_dir,
+    }
+    if cfg.mapped_from:
+        out["mapping"] = f"HyperPod {cfg.mapped_from} ({cfg.strategy}) -> lm-eval {', '.join(cfg.tasks)}"
+    if cfg.include_path:
+        out["include_path"] = cfg.include_path
+    if cfg.generation:
+        out["generation"] = cfg.generation.kwargs()
+    if cfg.limit:
+        out["limit"] = cfg.limit
+    if cfg.mlflow:
+        out["mlflow"] = {k: v for k, v in cfg.mlflow.items()}
+    if cfg.tensorboard_dir:
+        out["tensorboard"] = cfg.tensorboard_dir
+    return out
+
+
+def summary_rows(ev: dict[str, Any]) -> list[tuple[str, str]]:
+    """The plan's text rows for an evaluation summary."""
+    tasks = ev["tasks"] if isinstance(ev["tasks"], str) else ", ".join(ev["tasks"])
+    shots = {"fs": f"{ev['num_fewshot']}-shot", "zs_cot": "zero-shot chain of thought"}.get(ev["strategy"], "zero-shot")
+    rows = [("model", ev["model"]), ("tasks", tasks)]
+    rows += [("mapping", ev["mapping"])] if ev.get("mapping") else []
+    rows += [("task dir", ev["include_path"])] if ev.get("include_path") else []
+    rows += [("strategy", f"{ev['strategy']} ({shots})"), ("metric", ev["metric"])]
+    rows += [("generation", json.dumps(ev["generation"], sort_keys=True))] if ev.get("generation") else []
+    rows += [("limit", f"{ev['limit']} documents per task")] if ev.get("limit") else []
+    rows += [("eval results", ev["results_dir"])]
+    rows += [("mlflow", json.dumps(ev["mlflow"], sort_keys=True))] if ev.get("mlflow") else []
+    rows += [("tensorboard", ev["tensorboard"])] if ev.get("tensorboard") else []
+    return rows
+
+
+def scores(spec_data: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Each task's metrics with their stderr from the results the job wrote, or None when the
+    job has written none (yet) or is not an evaluation job."""
+    if not is_evaluation(spec_data):
+        return None
+    try:
+        cfg = evalspec.from_recipe(spec_data["recipes"])
+        results = json.loads(Path(cfg.results_dir, evalspec.RESULTS_FILE).read_text())["results"]
+    except (ConfigError, OSError, ValueError, KeyError, TypeError):
+        return None
+    wanted = evalspec.reported_metrics(cfg.metric)
+    out = []
+    for task, values in sorted(results.items()):
+        for name, value in sorted(values.items()):
+            metric, comma, filt = name.partition(",")
+            if not comma or metric.endswith("_stderr") or (wanted is not None and metric not in wanted) or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            stderr = values.get(f"{metric}_stderr,{filt}")
+            out.append({"task": task, "metric": metric, "filter": filt or None, "value": value,
+                        "stderr": stderr if isinstance(stderr, (int, float)) else None})
+    return out
+
+
+
+def scores_table(job: str, found: list[dict[str, Any]]) -> Any:
+    """`hpctl status`'s table of an evaluation job's scores: task, metric, value ± stderr."""
+    from rich.table import Table
+    table = Table("task", "metric", "value", "± stderr", title=f"{job}: lm-eval scores")
+    for row in found:
+        metric = row["metric"] + (f" ({row['filter']})" if row["filter"] and row["filter"] != "none" else "")
+        stderr = f"{row['stderr']:.4f}" if isinstance(row["stderr"], (int, float)) else "-"
+        table.add_row(row["task"], metric, f"{row['value']:.4f}", stderr)
+    return table
