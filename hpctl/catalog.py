@@ -29,6 +29,8 @@ def _int(v: Any) -> int | None:
 
 
 def kind(recipe: dict[str, Any]) -> str:
+    if evalspec.is_evaluation(recipe):
+        return "evaluation"
     model = recipe.get("model") or {}
     peft = (model.get("peft") or {}).get("peft_type")
     if peft:

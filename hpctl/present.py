@@ -40,7 +40,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         from hpctl.engines.evaluation import summary_rows as evaluation_rows
         return [("job", plan.job), ("recipe", plan.recipe), ("cluster", f"{plan.cluster} ({plan.backend})"),
                 *evaluation_rows(s["evaluation"]), ("results", str(s["results_dir"])), ("program", s["entry"]),
-                ("tag", s.get("tag") or "made at the workspace's first apply")]
+                *([("after", s["after"])] if s.get("after") else []), ("tag", s.get("tag") or "made at the workspace's first apply")]
     return [
         ("job", plan.job), ("recipe", plan.recipe), ("cluster", f"{plan.cluster} ({plan.backend})"),
         ("model", f"{s['model']} ({_human(s.get('parameters'))} parameters)"
@@ -51,6 +51,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         ("results", str(s["results_dir"])), *tracking, ("memory/device", mem),
     ] + ([("program", s["entry"])] if s.get("entry") else []) \
       + ([("network", s["network"])] if s.get("network") else []) \
+      + ([("after", s["after"])] if s.get("after") else []) \
       + [("tag", s.get("tag") or "made at the workspace's first apply")]  # plans saved before tags had none
 
 

@@ -63,7 +63,7 @@ def test_the_base_spec_passes_with_only_the_memory_estimate_to_report():
 
 
 def test_every_check_is_registered_once_and_one_run_reports_them_all():
-    assert len(CHECKS) == len(set(CHECKS)) == 6
+    assert len(CHECKS) == len(set(CHECKS)) == 7
     spec = make(**{"recipes.model.tensor_model_parallel_degree": 3, "recipes.model.max_context_width": 16384,
                    "recipes.trainer.devices": 9, "cluster.device_memory_gb": 1})
     found = run_checks(spec, HOST)

@@ -77,8 +77,8 @@ def _directory_digest(root: str) -> str:
 
 
 def check(spec: Spec, host: Any) -> list[Check]:
-    """The plan's checks of an evaluation job: the recipe as the job reads it, its tasks, strategy
-    and metric against lm-eval's registry, and (local jobs) the model directory."""
+    """The plan's checks of an evaluation job: the recipe as the job reads it, and its tasks,
+    strategy and metric against lm-eval's registry. (The model is resolve_model's.)"""
     if not is_evaluation(spec.data):
         return []
     try:
@@ -94,12 +94,67 @@ def check(spec: Spec, host: Any) -> list[Check]:
             found.append(Check("evaluation", ERROR, f"{value} is not a file-system path: the job writes its results "
                                "with plain file I/O", [f"recipes.{key}"], "give a directory on storage the job's "
                                "nodes mount (on SageMaker, leave it empty: results go to the job's output)"))
-    local = (spec.get("cluster.type") or spec.cluster_type) == "local"
-    if local and not Path(cfg.model, "config.json").is_file():
-        found.append(Check("evaluation", ERROR, f"{cfg.model} is not a Hugging Face model directory (no config.json)",
-                           [MODEL], "give the directory a training job exported (checkpoints/full/step_N), or "
-                           "job:NAME for a job in this workspace"))
     return found
+
+
+def resolve_model(spec: Spec, state: Any) -> str | None:
+    """`run.model_name_or_path: job:NAME` made that job's latest Hugging Face export (or the one its
+    last step will write, while it has not finished), in the spec itself, so the plan shows and the
+    job reads the path. For a local job the model directory must exist, unless it is the export of
+    a job that is still to finish (chain it with `--after NAME`). Returns what the plan says about
+    where the model comes from, or None."""
+    if not is_evaluation(spec.data):
+        return None
+    value = spec.get(MODEL)
+    if not isinstance(value, str):
+        return None  # the recipe's own reader reports it
+    note, pending = None, False
+    if value.startswith(evalspec.JOB_PREFIX):
+        name = value[len(evalspec.JOB_PREFIX):]
+        record = state.jobs.get(name)
+        if record is None:
+            raise HpctlError(f"no job {name!r} in state to take the model from", origin=spec.origin(MODEL), key=MODEL,
+                             found=value, hint=did_you_mean(name, state.jobs) or "apply the training job first")
+        path, written = export_of(record.spec)
+        if path is None:
+            raise HpctlError(f"job {name} writes no Hugging Face export hpctl can find", origin=spec.origin(MODEL),
+                             key=MODEL, found=value, hint="its recipe needs exp_manager.export_full_model.save_last: "
+                             "true (hpctl's trainer writes checkpoints/full/step_N)")
+        from hpctl.apply import backend_of
+        status = record.status if written else backend_of(record).describe(record).state
+        pending = not written and status not in ("SUCCEEDED", "FAILED", "CANCELLED")
+        if not written and not pending:
+            raise HpctlError(f"job {name} ended {status} without its export {path}", origin=spec.origin(MODEL),
+                             key=MODEL, found=value, hint=f"see hpctl logs {name}")
+        spec.data["recipes"]["run"]["model_name_or_path"] = path
+        note = f"{value}: {'its latest export' if written else f'the export it writes when it finishes ({status})'}"
+    model = spec.get(MODEL)
+    local = (spec.get("cluster.type") or spec.cluster_type) == "local"
+    if local and not pending and not Path(model, "config.json").is_file():
+        raise HpctlError(f"{model} is not a Hugging Face model directory (no config.json)", origin=spec.origin(MODEL),
+                         key=MODEL, found=model, hint="give a directory a training job exported "
+                         "(checkpoints/full/step_N), or job:NAME for a job in this workspace's state")
+    return note
+
+
+def export_of(training: dict[str, Any]) -> tuple[str | None, bool]:
+    """(the newest Hugging Face export of a training job's spec, whether it is on disk yet): the
+    newest complete `full/step_N` under its checkpoint dir, else the one its last step writes."""
+    recipe = training.get("recipes") or {}
+    exp = recipe.get("exp_manager") or {}
+    exp_dir = exp.get("exp_dir") or (recipe.get("run") or {}).get("results_dir")  # as adapter.config reads it
+    root = exp.get("checkpoint_dir") or (f"{exp_dir}/checkpoints" if isinstance(exp_dir, str) else None)
+    if not isinstance(root, str):
+        return None, False
+    full = Path(root) / "full"
+    done = sorted(p for p in full.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
+                  and (p / "config.json").is_file())
+    if done:
+        return str(done[-1]), True
+    steps = (recipe.get("trainer") or {}).get("max_steps")
+    if (exp.get("export_full_model") or {}).get("save_last") and isinstance(steps, int):
+        return str(full / f"step_{steps:08d}"), False
+    return None, False
 
 
 def check_registry(cfg: evalspec.EvalConfig, reg: dict[str, dict[str, Any]]) -> list[ConfigError]:
@@ -164,7 +219,7 @@ def summary_rows(ev: dict[str, Any]) -> list[tuple[str, str]]:
     """The plan's text rows for an evaluation summary."""
     tasks = ev["tasks"] if isinstance(ev["tasks"], str) else ", ".join(ev["tasks"])
     shots = {"fs": f"{ev['num_fewshot']}-shot", "zs_cot": "zero-shot chain of thought"}.get(ev["strategy"], "zero-shot")
-    rows = [("model", ev["model"]), ("tasks", tasks)]
+    rows = [("model", ev["model"] + (f" ({ev['model_from']})" if ev.get("model_from") else "")), ("tasks", tasks)]
     rows += [("mapping", ev["mapping"])] if ev.get("mapping") else []
     rows += [("task dir", ev["include_path"])] if ev.get("include_path") else []
     rows += [("strategy", f"{ev['strategy']} ({shots})"), ("metric", ev["metric"])]
