@@ -88,6 +88,10 @@ def check(spec: Spec, host: Any) -> list[Check]:
                 for e in exc.errors]
     found = [Check("evaluation", ERROR, e.message, [f"recipes.{e.key}"], e.hint)
              for e in check_registry(cfg, registry(cfg.include_path))]
+    local = (spec.get("cluster.type") or spec.cluster_type) == "local"
+    if local and cfg.device == "gpu" and host is not None and host.gpu_count == 0:
+        found.append(Check("evaluation", ERROR, "trainer.accelerator is gpu but this machine has no GPU (nvidia-smi "
+                           "lists none)", ["recipes.trainer.accelerator"], "set trainer.accelerator: cpu"))
     for key, value in (("output.eval_results_dir", cfg.results_dir), ("output.eval_tensorboard_results_dir",
                                                                      cfg.tensorboard_dir)):
         if value and "://" in value:

@@ -25,10 +25,10 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
     tokenizer = word_tokenizer(tmp_path_factory.mktemp("tokenizer"))
     hpctl(ws, "apply", "--auto-approve", "tiny/tiny_llama", "trainer.max_steps=4",
           f"+model.data.tokenizer_name_or_path={tokenizer}")
-    planned = hpctl(ws, "plan", "--json", "evaluation/lm_eval_task", "run.model_name_or_path=job:tiny-llama",
-                    f"evaluation.task={TASKS}", "evaluation.metric=all", "--after", "tiny-llama")
-    hpctl(ws, "apply", "--auto-approve", "evaluation/lm_eval_task", "run.model_name_or_path=job:tiny-llama",
-          f"evaluation.task={TASKS}", "evaluation.metric=all", "--after", "tiny-llama")
+    evaluate = ["evaluation/lm_eval_task", "run.model_name_or_path=job:tiny-llama", "trainer.accelerator=cpu",
+                f"evaluation.task={TASKS}", "evaluation.metric=all", "--after", "tiny-llama"]
+    planned = hpctl(ws, "plan", "--json", *evaluate)
+    hpctl(ws, "apply", "--auto-approve", *evaluate)
     return ws, {"plan": json.loads(planned.stdout), **wait(ws, "tiny-llama", "lm-eval-task")}
 
 
