@@ -37,6 +37,8 @@ EVALUATION = "evaluation"
 JUDGE = "llm_as_judge"
 STRATEGIES = ("zs", "zs_cot", "fs")
 DEFAULT_FEWSHOT = 5
+JOB_MODULE = "adapter.evaluate"  # what a job of an evaluation recipe runs (python -m), on every backend
+EVAL_DIR = "eval"  # the results dir's subdirectory for lm-eval's files when output.eval_results_dir is empty
 JOB_PREFIX = "job:"  # run.model_name_or_path naming a job in hpctl's state (hpctl resolves it at plan)
 GENERATE = "generate_until"
 REGISTRY_FORMAT = "1"  # bump when registry_info's data changes meaning (hpctl caches it)
@@ -215,7 +217,7 @@ def from_recipe(recipe: dict[str, Any]) -> EvalConfig:
 
 def _default_results(run: dict[str, Any]) -> str:
     results = run.get("results_dir")
-    return f"{results.rstrip('/')}/eval" if isinstance(results, str) and results else "eval"
+    return f"{results.rstrip('/')}/{EVAL_DIR}" if isinstance(results, str) and results else EVAL_DIR
 
 
 def _tasks(task: str, strategy: str, subtask: str | None) -> tuple[tuple[str, ...], str | None, str | None]:

@@ -38,7 +38,7 @@ from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.spec import Spec, secret_env_name
 
 DEFAULT_PROGRAM = ("-m", "adapter.train")
-EVALUATION_PROGRAM = ("-m", "adapter.evaluate")  # an evaluation recipe's job: lm-eval on its model
+EVALUATION_PROGRAM = ("-m", evalspec.JOB_MODULE)  # an evaluation recipe's job: lm-eval on its model
 CODE_DIR = "code"  # the clone, under the results dir
 TOKEN_KEY = "git.token"
 MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")

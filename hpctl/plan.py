@@ -183,7 +183,7 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
     # where the backend says the results land (a SageMaker job's are in S3, not at run.results_dir)
     summary["results_dir"] = artifact.results_dir or summary["results_dir"]
     if evaluation.is_evaluation(spec.data):  # what lm-eval runs, HyperPod's task names mapped
-        summary["evaluation"] = evaluation.summary(spec) | ({"model_from": model_from} if model_from else {})
+        summary["evaluation"] = evaluation.summary(spec, artifact.results_dir) | ({"model_from": model_from} if model_from else {})
     # The tag apply gives the job; a workspace's first apply fixes the lineage it is made of.
     summary["tag"] = job_tag(state.lineage, spec.job_name, public).comment if state.lineage else None
     return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,

@@ -92,12 +92,42 @@ def check(spec: Spec, host: Any) -> list[Check]:
     if local and cfg.device == "gpu" and host is not None and host.gpu_count == 0:
         found.append(Check("evaluation", ERROR, "trainer.accelerator is gpu but this machine has no GPU (nvidia-smi "
                            "lists none)", ["recipes.trainer.accelerator"], "set trainer.accelerator: cpu"))
+    if spec.cluster_type == "sm_jobs":
+        return found + _sagemaker(spec, cfg)
     for key, value in (("output.eval_results_dir", cfg.results_dir), ("output.eval_tensorboard_results_dir",
                                                                      cfg.tensorboard_dir)):
         if value and "://" in value:
             found.append(Check("evaluation", ERROR, f"{value} is not a file-system path: the job writes its results "
                                "with plain file I/O", [f"recipes.{key}"], "give a directory on storage the job's "
                                "nodes mount (on SageMaker, leave it empty: results go to the job's output)"))
+    return found
+
+
+def _sagemaker(spec: Spec, cfg: evalspec.EvalConfig) -> list[Check]:
+    """A SageMaker job reads its model from an input channel and writes its results into the job's
+    output (lm-eval's files under eval/ of output.tar.gz at the output path) and TensorBoard to
+    the request's TensorBoardOutputConfig, as adapter.sagemaker_launch places them."""
+    from hpctl.backends import sagemaker
+    found = []
+    output = spec.get("cluster.sm_jobs_config.output_path") or ""
+    given = spec.get("recipes.output.eval_results_dir")
+    if given and not (output and str(given).rstrip("/").startswith(str(output).rstrip("/"))):
+        found.append(Check("evaluation", ERROR, f"on SageMaker lm-eval's results go into the job's output (eval/ in "
+                           f"output.tar.gz under {output or 'cluster.sm_jobs_config.output_path'}), not {given}",
+                           ["recipes.output.eval_results_dir"], "leave it empty, or name a prefix of that output path"))
+    tensorboard = spec.get("cluster.sm_jobs_config.tensorboard_config.output_path")
+    if cfg.tensorboard_dir and cfg.tensorboard_dir != tensorboard:
+        found.append(Check("evaluation", ERROR, "on SageMaker TensorBoard files go to the job's TensorBoardOutputConfig "
+                           f"({tensorboard or 'none configured'}), not {cfg.tensorboard_dir}",
+                           ["recipes.output.eval_tensorboard_results_dir"],
+                           "set cluster.sm_jobs_config.tensorboard_config (output_path, container_logs_path) and give "
+                           "the same output_path here"))
+    channels = sagemaker.data_channels(spec)
+    if not any(cfg.model == where or cfg.model.startswith(where + "/") for where, _ in channels.values()):
+        found.append(Check("evaluation", ERROR, f"a SageMaker job reads its model from an input channel; {cfg.model} "
+                           "is in none (" + (", ".join(w for w, _ in channels.values()) or "the job has none") + ")",
+                           [MODEL], "add the model's S3 URI as a channel (cluster.sm_jobs_config.inputs.s3.<name>) "
+                           "and give its container path, /opt/ml/input/data/<name>"))
     return found
 
 
@@ -195,8 +225,9 @@ def check_registry(cfg: evalspec.EvalConfig, reg: dict[str, dict[str, Any]]) -> 
     return errors
 
 
-def summary(spec: Spec) -> dict[str, Any]:
-    """The plan summary's `evaluation` entry: what lm-eval will run, and where results go."""
+def summary(spec: Spec, results_dir: str | None = None) -> dict[str, Any]:
+    """The plan summary's `evaluation` entry: what lm-eval will run, and where results go
+    (`results_dir`: where the backend says the job's results land, for SageMaker's S3 output)."""
     cfg = evalspec.from_recipe(spec.recipe)  # verified by `check` before the summary is made
     out: dict[str, Any] = {
         "model": cfg.model,
@@ -204,6 +235,8 @@ def summary(spec: Spec) -> dict[str, Any]:
         "strategy": cfg.strategy, "num_fewshot": cfg.num_fewshot, "metric": cfg.metric,
         "results_dir": cfg.results_dir,
     }
+    if spec.cluster_type == "sm_jobs" and results_dir:  # adapter.sagemaker_launch puts them in the job's output
+        out["results_dir"] = f"{results_dir}/output/output.tar.gz ({evalspec.EVAL_DIR}/)"
     if cfg.mapped_from:
         out["mapping"] = f"HyperPod {cfg.mapped_from} ({cfg.strategy}) -> lm-eval {', '.join(cfg.tasks)}"
     if cfg.include_path:

@@ -123,3 +123,54 @@ def test_the_llm_as_judge_recipe_is_refused_naming_what_it_needs(run_cli, tmp_pa
     assert code == 1
     assert "open_source_llmaj_eval.yaml:1:" in err and "needs a judge model endpoint" in err
     assert "Amazon Bedrock" in err and "open_source_deterministic_eval" in err
+
+
+SAGEMAKER = ["--cluster", "sagemaker", "+cluster.role_arn=arn:aws:iam::123456789012:role/hpctl",
+             "cluster.sm_jobs_config.output_path=s3://bucket/out", "cluster.region=us-west-2",
+             "container=123456789012.dkr.ecr.us-west-2.amazonaws.com/hpctl:1", "instance_type=ml.g5.2xlarge",
+             f"evaluation.task={TASKS}", "evaluation.metric=all"]
+
+
+def test_a_sagemaker_evaluation_reads_its_model_from_a_channel_and_writes_to_the_jobs_output(
+        tiny_workspace, run_cli) -> None:
+    """The request passes botocore's model (render checks it); results land in the job's output."""
+    ws = tiny_workspace()
+    code, out, err = run_cli("plan", "--workspace", ws, "--json", "evaluation/lm_eval_task", *SAGEMAKER,
+                             "run.model_name_or_path=/opt/ml/input/data/model",
+                             "+cluster.sm_jobs_config.inputs.s3.model=s3://bucket/models/tiny")
+    assert code == 0, err
+    plan = json.loads(out)
+    request = json.loads(plan["artifact"]["text"])
+    assert request["AlgorithmSpecification"]["ContainerEntrypoint"] == ["python3", "-m", "adapter.sagemaker_launch"]
+    assert {"ChannelName": "model"}.items() <= request["InputDataConfig"][1].items()
+    ev = plan["summary"]["evaluation"]
+    assert ev["results_dir"] == plan["summary"]["results_dir"] + "/output/output.tar.gz (eval/)"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["run.model_name_or_path=/models/tiny"], "a SageMaker job reads its model from an input channel; /models/tiny"),
+    (["run.model_name_or_path=/opt/ml/input/data/model", "+cluster.sm_jobs_config.inputs.s3.model=s3://b/m",
+      "output.eval_results_dir=s3://elsewhere/eval"], "on SageMaker lm-eval's results go into the job's output"),
+])
+def test_sagemaker_refuses_a_model_or_results_it_cannot_carry(tiny_workspace, run_cli, extra, message) -> None:
+    code, _, err = run_cli("plan", "--workspace", tiny_workspace(), "evaluation/lm_eval_task", *SAGEMAKER, *extra)
+    assert code == 1 and message in err, err
+
+
+def test_kubernetes_runs_hyperpods_recipe_as_lm_eval(run_cli, tmp_path: Path) -> None:
+    code, out, err = run_cli("plan", "--workspace", HYPERPOD, "--json", f"base_results_dir={tmp_path}", DETERMINISTIC,
+                             "recipes.run.model_name_or_path=/fsx/models/tiny", "recipes.evaluation.subtask=anatomy",
+                             "cluster=k8s", "cluster_type=k8s", "container=example.com/img:1")
+    assert code == 0, err
+    text = json.loads(out)["artifact"]["text"]
+    assert 'kind: "HyperPodPyTorchJob"' in text
+    assert '"--nproc-per-node=1", "--rdzv-backend=hyperpod", "--tee=3", "-m", "adapter.evaluate"' in text
+    assert '"model_name_or_path": "/fsx/models/tiny"' in text
+
+
+def test_the_sagemaker_container_runs_lm_eval_and_keeps_its_files_in_the_output() -> None:
+    from adapter import sagemaker_launch
+    spec = {"recipes": {"run": {"name": "e", "results_dir": "/r", "model_name_or_path": "/opt/ml/input/data/m"},
+                        "evaluation": {"task": "x"}, "output": {"eval_results_dir": "", "eval_tensorboard_results_dir": "s3://t"}}}
+    out = sagemaker_launch.container_spec(spec, "/opt/ml/output/tensorboard")["recipes"]["output"]
+    assert out == {"eval_results_dir": "/opt/ml/output/data/eval", "eval_tensorboard_results_dir": "/opt/ml/output/tensorboard"}
