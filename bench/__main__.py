@@ -15,10 +15,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import checkpoint_stall, gpu, many_jobs, memory_accuracy, plan_latency, report, scaling, throughput
+from bench import (checkpoint_stall, evaluation, gpu, many_jobs, memory_accuracy, plan_latency, report, scaling,
+                   throughput)
 from bench.baselines import ensure_baselines
 
-SECTIONS = (plan_latency, throughput, memory_accuracy, checkpoint_stall, many_jobs, scaling, gpu)
+SECTIONS = (plan_latency, throughput, memory_accuracy, checkpoint_stall, many_jobs, scaling, evaluation, gpu)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("plan_latency", "throughput", "memory_accuracy", "checkpoint_stall", "many_jobs", "scaling", "gpu")
+SECTIONS = ("plan_latency", "throughput", "memory_accuracy", "checkpoint_stall", "many_jobs", "scaling",
+            "evaluation", "gpu")
 
 
 def test_live_tensor_bytes_counts_allocations_frees_and_resizes():
