@@ -1,7 +1,7 @@
 """The model families the trainer builds and the architecture arithmetic they must satisfy.
 
 Torch-free, so the same rules run inside the job (models.py, parallel.py) and at plan time
-(config.py, which hpctl calls): a recipe whose heads do not divide its hidden size, or whose
+(v1.py, which config.py and so hpctl call): a recipe whose heads do not divide its hidden size, or whose
 tensor-parallel degree does not divide its heads, is refused by `hpctl plan` at the recipe's line
 instead of by transformers or DTensor after the job waited in a queue.
 """

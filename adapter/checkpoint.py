@@ -36,7 +36,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
 from adapter import faults, qlora
-from adapter.config import CheckpointConfig, ConfigError
+from adapter.reader import ConfigError
+from adapter.trainconfig import CheckpointConfig
 
 MARKER = "COMMITTED"
 MAX_SHARD_BYTES = 5 * 2**30

@@ -30,9 +30,10 @@ import torch
 from torch.utils.data import Dataset
 
 from adapter import rows
-from adapter.config import ConfigError, DataConfig, resolve_local
+from adapter.reader import ConfigError, resolve_local
 
 # torchdata 0.11 calls a deprecated torch hook in every loader's constructor; the warning is noise.
+from adapter.trainconfig import DataConfig
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
 SYNTHETIC_VAL_BATCHES = 8  # a "full" pass over the (endless) synthetic validation stream

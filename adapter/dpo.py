@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from adapter import data, models, parallel, rows
-from adapter.config import ConfigError, DataConfig, DpoConfig, TrainConfig, resolve_local
+from adapter.reader import ConfigError, resolve_local
+from adapter.trainconfig import DataConfig, DpoConfig, TrainConfig
 
 SIDES = ("chosen", "rejected")
 

@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter.devices import accelerator_of
 from adapter.reader import ConfigError, InvalidConfig
 
 EVALUATION = "evaluation"
@@ -98,7 +99,7 @@ class EvalConfig:
     metric: str  # as written: accuracy, all or an lm-eval metric
     generation: Generation | None  # zs_cot: the inference settings
     limit: int | None  # documents per task (hpctl's evaluation.limit), None: all
-    device: str | None  # trainer.accelerator: cpu, gpu, or None (a GPU when the node has one)
+    accelerator: str  # trainer.accelerator as adapter.devices reads it: gpu, cpu or auto
     batch_size: int
     results_dir: str  # output.eval_results_dir, else <run.results_dir>/eval
     tensorboard_dir: str | None
@@ -165,7 +166,6 @@ def from_recipe(recipe: dict[str, Any]) -> EvalConfig:
     run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
     inference = recipe.get("inference") if isinstance(recipe.get("inference"), dict) else {}
     output = recipe.get("output") if isinstance(recipe.get("output"), dict) else {}
-    trainer = recipe.get("trainer") if isinstance(recipe.get("trainer"), dict) else {}
 
     model = guard(_str, run, "model_name_or_path", "run")
     if model is None and not errors:
@@ -187,9 +187,6 @@ def from_recipe(recipe: dict[str, Any]) -> EvalConfig:
         errors.append(ConfigError("evaluation.num_fewshot", f"strategy {strategy} is zero-shot, found num_fewshot "
                                   f"{fewshot}", "use strategy: fs for few-shot"))
     limit = guard(_int, ev, "limit", EVALUATION, 1)
-    device = guard(_str, trainer, "accelerator", "trainer")
-    if device not in (None, "cpu", "gpu"):
-        errors.append(ConfigError("trainer.accelerator", f"{device!r} is not a device kind", "cpu or gpu"))
     batch = guard(_int, ev, "batch_size", EVALUATION, 1) or 1
     max_new = guard(_int, inference, "max_new_tokens", "inference", 1)
     temperature = guard(_float, inference, "temperature", "inference") or 0.0
@@ -211,7 +208,7 @@ def from_recipe(recipe: dict[str, Any]) -> EvalConfig:
     generation = Generation(max_new, temperature, top_p, top_k) if strategy == "zs_cot" else None
     return EvalConfig(model=model, asked=task, subtask=subtask, tasks=tasks, include_path=include, strategy=strategy,
                       num_fewshot=(fewshot if fewshot is not None else DEFAULT_FEWSHOT) if strategy == "fs" else 0,
-                      metric=metric, generation=generation, limit=limit, device=device, batch_size=batch,
+                      metric=metric, generation=generation, limit=limit, accelerator=accelerator_of(recipe), batch_size=batch,
                       results_dir=results, tensorboard_dir=tensorboard, mlflow=mlflow, mapped_from=mapped)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter import evalspec
+from adapter.devices import wants_accelerators
 from adapter.reader import ConfigError
 
 DEFAULT_EXPERIMENT = "hpctl-evaluation"
@@ -35,7 +36,7 @@ def run(cfg: evalspec.EvalConfig) -> dict[str, Any]:
         os.chdir(cfg.include_path)
     manager = TaskManager(include_path=cfg.include_path, include_defaults=cfg.include_path is None)
     tasks = list(cfg.tasks) or evalspec.default_tasks(evalspec.registry_from(manager))
-    device = {"cpu": "cpu", "gpu": "cuda"}.get(cfg.device or "", "cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if wants_accelerators(cfg.accelerator, torch.cuda.device_count()) else "cpu"
     print(f"adapter: lm-eval {', '.join(tasks)} on {cfg.model} ({device}, strategy {cfg.strategy}, "
           f"{cfg.num_fewshot}-shot)", flush=True)
     results = simple_evaluate(model="hf", model_args={"pretrained": cfg.model}, tasks=tasks,

@@ -6,9 +6,9 @@ name the LLMFT key. Torch-free, like config.py: the only I/O is counting the tra
 LLMFT gives epochs and the trainer counts optimizer steps.
 
 Honoured (LLMFT -> trainer):
-- trainer.devices, num_nodes; hpctl's trainer.accelerator (default gpu) and trainer.max_steps
+- trainer.devices, num_nodes; hpctl's trainer.accelerator (default auto, devices.py) and trainer.max_steps
   (default: max_epochs x steps per epoch, steps per epoch = training rows // train_batch_size).
-  Precision is bf16 on GPUs and fp32 on CPUs (LLMFT has no precision field).
+  Precision is fp32 when trainer.accelerator is cpu, else bf16 (LLMFT has no precision field).
 - training_args: trainer_type (sft | dpo), learning_rate, adam_betas, weight_decay, lr_scheduler
   (cosine: to 0.1 x lr like OpenRLHF's cosine_with_min_lr; linear: to 0; constant),
   lr_warmup_ratio (ceil(ratio x max_steps) warmup steps), micro_train_batch_size (per rank),
@@ -26,7 +26,7 @@ Honoured (LLMFT -> trainer):
   full fine-tuning; lora with r, lora_alpha, lora_dropout, target_modules incl. "all-linear",
   exclude_modules).
 - mlflow (tracking_uri, run_id) and training_args.use_wandb (the W&B API key, a secret): metrics
-  go to MLflow / W&B (config.tracking, tracking.py).
+  go to MLflow / W&B (tracking_keys.tracking, tracking.py).
 - datasets: train_data.file_path / val_data.file_path (JSON lines: `messages`, `prompt` +
   `completion` or `text` rows for SFT, `prompt` + `chosen` + `rejected` for DPO; see data.py and
   dpo.py), train_data.limit, train_val_split_ratio and train_val_split_seed (when val_data is empty).
@@ -58,13 +58,14 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Mapping
 
 from adapter import rows
+from adapter.devices import read_accelerator
 from adapter.reader import Reader, resolve_local
+from adapter.trainconfig import TrainConfig
 
-if TYPE_CHECKING:
-    from adapter.config import TrainConfig
+MODEL_TYPE = "llm_finetuning_aws"  # run.model_type of an LLMFT recipe
 
 TA = "training_config.training_args."
 MC = "training_config.model_config."
@@ -116,6 +117,13 @@ LLMFT_KEY = {
 }
 
 
+def is_llmft(recipe: Mapping[str, Any]) -> bool:
+    """Whether a recipe is an LLMFT (v2) recipe: the one test config, hpctl's catalogue and
+    compatibility checks ask."""
+    run = recipe.get("run")
+    return isinstance(run, Mapping) and run.get("model_type") == MODEL_TYPE
+
+
 def llmft_key(key: str) -> str:
     """The LLMFT key a v1 key of the translated recipe came from: its own entry, else its nearest
     section's (model.optim.sched.warmup_steps -> lr_warmup_ratio); unmapped keys stay as they are."""
@@ -127,7 +135,7 @@ def llmft_key(key: str) -> str:
     return key
 
 
-def build(r: Reader, from_v1: Callable[[Reader], "TrainConfig | None"], files: bool) -> "TrainConfig | None":
+def build(r: Reader, from_v1: Callable[[Reader], TrainConfig | None], files: bool) -> TrainConfig | None:
     """Validate an LLMFT recipe (read through `r`, where refusals are recorded under LLMFT's keys)
     and turn it into the trainer's TrainConfig by way of the v1 builder `from_v1`. Without `files`
     (hpctl's plan of a remote job) the model and data files are not read: epochs then count one
@@ -189,7 +197,7 @@ def _v1_recipe(r: Reader, model: str, trainer_type: str, train_path: str, val_pa
                global_batch: int, max_steps: int, steps_per_epoch: int) -> dict[str, Any]:
     results_dir = r.str("run.results_dir")
     exp_dir = r.str(TA + "training_dir") or results_dir
-    accelerator = (r.str("trainer.accelerator") or "gpu").lower()
+    accelerator = read_accelerator(r)
     lr = r.float(TA + "learning_rate", 1e-5)
     schedule = r.str(TA + "lr_scheduler", "cosine")
     if schedule not in SCHEDULES:

@@ -3,7 +3,7 @@ export the adapter alone and the base model with the adapters merged in.
 
 Fields (HyperPod's model.peft): peft_type lora, rank, alpha, dropout, target_modules (default:
 peft's choice for the architecture, q_proj and v_proj for Llama; "all-linear" or a regex string
-also work, see config._lora_targets), and LLMFT's exclude_modules. FSDP2 then shards the wrapped
+also work, see v1._lora_targets), and LLMFT's exclude_modules. FSDP2 then shards the wrapped
 model like any other; the frozen base weights are sharded too but get no optimizer state.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from torch import nn
 
 from adapter import qlora
 from adapter.checkpoint import atomic_dir
-from adapter.config import ConfigError, LoraConfig
+from adapter.reader import ConfigError
+from adapter.trainconfig import LoraConfig
 from adapter.models import checkpoint_key
 
 

@@ -8,7 +8,7 @@ mfu (when the device's peak is known: trainer.peak_tflops, else the table below)
 max allocated, CPU peak RSS), step_time_s and data_wait_s (means over the steps since the last
 record), val_loss on validation steps, and for DPO
 chosen_reward, rejected_reward, reward_margin and reward_accuracy (dpo.py).
-FLOPs per token come from the architecture (hpctl.modelsize, torch-free): 6 x active matmul
+FLOPs per token come from the architecture (adapter.modelsize, torch-free): 6 x active matmul
 parameters + attention, i.e. what a full training step costs (LoRA's frozen weights are counted).
 """
 from __future__ import annotations

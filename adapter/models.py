@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from adapter import architectures, parallel
-from adapter.config import ConfigError, TrainConfig, resolve_local
+from adapter.reader import ConfigError, resolve_local
 
 # model_type -> (transformers config class, extra recipe fields, transformers model_type): the one table.
+from adapter.trainconfig import TrainConfig
 ARCHITECTURES = architectures.ARCHITECTURES
 
 

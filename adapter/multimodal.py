@@ -22,9 +22,11 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from adapter.config import ConfigError, DataConfig, resolve_local
+from adapter.reader import ConfigError, resolve_local
 
 # The vision inputs the model's forward takes besides input_ids and attention_mask.
+
+from adapter.trainconfig import DataConfig
 MODEL_INPUTS = ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask")
 
 

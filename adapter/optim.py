@@ -14,7 +14,7 @@ from typing import Iterable
 
 import torch
 
-from adapter.config import OptimConfig, SchedConfig
+from adapter.trainconfig import OptimConfig, SchedConfig
 
 
 def lr_at(step: int, lr: float, s: SchedConfig) -> float:

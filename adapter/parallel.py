@@ -36,7 +36,10 @@ from torch.distributed.tensor.parallel import (ColwiseParallel, ParallelStyle, R
 
 from adapter import qlora
 from adapter.architectures import cp_problems, tp_problems
-from adapter.config import ConfigError, MeshShape, ParallelConfig, cp_without_cuda, mesh_shape  # noqa: F401 - mesh_shape is re-exported
+from adapter.mesh import MeshShape, mesh_shape  # noqa: F401 - mesh_shape is re-exported
+from adapter.reader import ConfigError
+from adapter.trainconfig import ParallelConfig
+from adapter.v1 import cp_without_cuda
 
 DIMS = ("dp_replicate", "dp_shard", "cp", "tp")
 
@@ -97,7 +100,7 @@ def peer_groups(shape: MeshShape, across: tuple[str, ...]) -> list[list[int]]:
 
 def check_device(shape: MeshShape, device_type: str) -> None:
     """Ring attention needs CUDA's attention kernels; a CPU run with cp > 1 (accelerator auto on a
-    machine without GPUs: config.py refuses accelerator cpu) stops before any work."""
+    machine without GPUs: v1.py refuses accelerator cpu) stops before any work."""
     if shape.cp > 1 and device_type != "cuda":
         raise cp_without_cuda(shape.cp)
 
@@ -237,9 +240,8 @@ def _float8(layers: nn.ModuleList, fsdp_all_gather: bool) -> int:
     """torchao float8 training on the decoder layers' Linears (the embedding and LM head stay in
     full precision): tensorwise dynamic scaling, with FSDP2 all-gathering float8 weights when the
     parameters are sharded. Returns how many Linears were converted."""
-    import logging
-    # torchao reports each of its CUDA extensions that a CPU build cannot load; none is used here.
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    from adapter.quiet import filter_noise
+    filter_noise()  # torchao reports each of its CUDA extensions that a CPU build cannot load; none is used here
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     from torchao.float8.float8_linear import Float8Linear
     config = Float8LinearConfig(enable_fsdp_float8_all_gather=fsdp_all_gather)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapter.config import ConfigError
+from adapter.reader import ConfigError
 
 BLOCK = 64  # weights per absmax scaler: QLoRA's (and bitsandbytes') block size
 SCALER_BLOCKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)

@@ -1,6 +1,6 @@
 """Typed, located reading of a recipe, collecting every refusal instead of stopping at the first.
 
-The trainer's rules about what it accepts live in config.py (v1 recipes) and llmft.py (v2 LLMFT
+The trainer's rules about what it accepts live in v1.py (v1 recipes) and llmft.py (v2 LLMFT
 recipes); both read through `Reader`, so a bad value is reported by its key path with what was
 found and what is expected, and a recipe with five problems names all five at once. hpctl runs the
 same code at plan time (it is torch-free), which is why it must never stop at the first error.

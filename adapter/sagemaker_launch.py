@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter import evalspec, sagemaker
-from hpctl.backends.common import TEE_ALL, rank_prefix_env  # the one owner of the rank prefix
+from adapter.rank_prefix import TEE_ALL, rank_prefix_env
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 

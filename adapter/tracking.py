@@ -1,6 +1,6 @@
 """Experiment tracking: rank 0 sends every metrics record to MLflow and / or Weights & Biases.
 
-What is sent (config.tracking decides where): the resolved recipe as parameters (flattened,
+What is sent (tracking_keys.tracking decides where): the resolved recipe as parameters (flattened,
 secrets redacted), every record of metrics.jsonl as step metrics, tags naming the hpctl job, the
 spec digest and the backend job id, and at the end the newest checkpoint and export directories.
 
@@ -26,7 +26,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
-from adapter.config import ConfigError, MlflowConfig, TrackingConfig, TrainConfig, WandbConfig
+from adapter.reader import ConfigError
+from adapter.secret import secret_env_name  # the variable hpctl passes the W&B key in
+from adapter.trainconfig import MlflowConfig, TrackingConfig, TrainConfig, WandbConfig
 
 RUN_IDS = "tracking.json"
 BUFFER = 100_000  # records held per destination while it is unreachable; the oldest are dropped beyond
@@ -315,7 +317,6 @@ class WandbSink:
 
     def open(self) -> None:
         if self.cfg.api_key_from and "WANDB_API_KEY" not in os.environ:
-            from hpctl.spec import secret_env_name  # the variable hpctl passes this secret in
             key = os.environ.get(secret_env_name("recipes." + self.cfg.api_key_from))
             if key:
                 os.environ["WANDB_API_KEY"] = key

@@ -28,7 +28,13 @@ import sys
 import time
 from typing import Any, Iterator
 
-from adapter.config import ConfigError, TrainConfig, grad_accumulation, load, resolve_local
+from adapter import quiet
+from adapter.config import load
+from adapter.devices import wants_accelerators
+from adapter.mesh import grad_accumulation
+from adapter.rank_prefix import TORCH_LOGS_FORMAT
+from adapter.reader import ConfigError, resolve_local
+from adapter.trainconfig import TrainConfig
 
 FAIL_AT_STEP = "HPCTL_FAIL_AT_STEP"
 
@@ -79,6 +85,8 @@ def _free_port() -> int:
 def train(cfg: TrainConfig) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TORCH_LOGS_FORMAT", TORCH_LOGS_FORMAT)  # one rank prefix per line: torchrun's
+    quiet.load_only_what_runs(cfg)
     # A missing model or tokenizer is reported before torch loads.
     if cfg.hf_model:
         resolve_local(cfg.hf_model)
@@ -105,10 +113,12 @@ def train(cfg: TrainConfig) -> int:
 
 
 def _device(accelerator: str, local_rank: int) -> Any:
+    """This rank's device, as devices.wants_accelerators decides with the GPUs torch sees."""
     import torch
-    if accelerator == "gpu" and not torch.cuda.is_available():
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator == "gpu" and not gpus:
         raise ConfigError("trainer.accelerator", "gpu was asked for but CUDA is not available", "use cpu or auto")
-    if accelerator != "cpu" and torch.cuda.is_available():
+    if wants_accelerators(accelerator, gpus):
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
@@ -122,7 +132,7 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
 
     from adapter import (checkpoint, data, dpo, faults, lora, metrics, models, multimodal, optim, parallel,
                          qlora, tracking)
-    from hpctl.modelsize import flops_per_token
+    from adapter.modelsize import flops_per_token
 
     rank, world = dist.get_rank(), dist.get_world_size()
     if rank == 0 and world != cfg.expected_world_size:

@@ -38,7 +38,7 @@ import torch.distributed as dist  # noqa: E402
 from adapter import metrics, models, parallel  # noqa: E402
 from adapter.config import from_recipe  # noqa: E402
 from adapter.train import _validate, train_step  # noqa: E402
-from hpctl.modelsize import flops_per_token  # noqa: E402
+from adapter.modelsize import flops_per_token  # noqa: E402
 
 # Llama 3.2 1B (HyperPod's hf_llama3_2_1b recipe), at sequence length 2048.
 LLAMA_3_2_1B = {"model_type": "llama_v3", "hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32,
@@ -101,7 +101,7 @@ def measure(name: str, arch: dict, args: argparse.Namespace, device: torch.devic
     model = models.build_empty(config)
     if name in PEFT:
         from adapter import lora, qlora
-        from adapter.config import LoraConfig
+        from adapter.trainconfig import LoraConfig
         model = lora.apply(model, LoraConfig(rank=16, alpha=32.0, dropout=0.0, target_modules=None,
                                              quantize_base=PEFT[name]))
         if PEFT[name]:

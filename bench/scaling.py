@@ -115,7 +115,7 @@ def _tokens_per_s(name: str, nproc: int, root: Path, steps: int, warmup: int, ex
 
 
 def _params(overrides: dict[str, int]) -> int:
-    from hpctl.modelsize import param_count
+    from adapter.modelsize import param_count
     model = {"model_type": "llama_v3", "hidden_size": tl.HIDDEN, "intermediate_size": tl.INTERMEDIATE,
              "num_hidden_layers": tl.LAYERS, "num_attention_heads": tl.HEADS, "num_key_value_heads": tl.KV_HEADS,
              "vocab_size": tl.VOCAB, **overrides}

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from adapter import checkpoint, config, data, metrics, models, optim, parallel
+from adapter import checkpoint, config, data, mesh, metrics, models, optim, parallel
 
 Z_LOSS = 1e-4  # weight of the z-loss term
 
@@ -45,7 +45,7 @@ def main() -> None:
     optimizer, scheduler = optim.build(model.parameters(), cfg.optim)
 
     # Data: the recipe's dataset, this rank's share of each global batch.
-    accum = config.grad_accumulation(cfg, layout.shape.dp)
+    accum = mesh.grad_accumulation(cfg, layout.shape.dp)
     train_set, _ = data.build_datasets(cfg.data, hf_config.vocab_size, cfg.seed)
     loader = data.TrainData(train_set, cfg.data, cfg.micro_batch, accum, layout.dp_rank, layout.shape.dp, cfg.seed)
 

@@ -23,14 +23,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from adapter.digest import digest
+from adapter.keypath import get_path
+from adapter.secret import REDACTED
 from hpctl.backends import get_backend
 from hpctl.backends.base import NOT_SUBMITTED, Backend, JobStatus, TaggedJob
 from hpctl.backends.common import job_tag
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE
 from hpctl.errors import HpctlError, Origin
 from hpctl.faults import crash_if
-from hpctl.records import TERMINAL, JobRecord, record_digest
-from hpctl.spec import REDACTED, Spec, digest, get_path
+from hpctl.records import CANCELLED, PENDING, TERMINAL, JobRecord, record_digest
+from hpctl.spec import Spec
 from hpctl.state import locked
 
 if TYPE_CHECKING:
@@ -197,8 +200,18 @@ def secrets_for(plan: "Plan", spec: Spec | None) -> dict[str, str]:
     return out
 
 
+def cancel(state: "State", name: str) -> JobRecord:
+    """Stop a recorded job and keep CANCELLED as its status; the caller holds the state lock."""
+    record = state.job(name)
+    backend_of(record).cancel(record)
+    record.status = CANCELLED
+    state.save()
+    return record
+
+
 def execute(state: "State", plan: "Plan", spec: Spec | None, say: Say) -> None:
-    """Carry out a plan; the caller holds the state lock. The only place that changes jobs and state."""
+    """Carry out a plan; the caller holds the state lock. With `cancel`, the only place that changes
+    jobs and state."""
     action = plan.change.action
     record = state.jobs.get(plan.job)
     if action == NOOP:
@@ -230,7 +243,7 @@ def execute(state: "State", plan: "Plan", spec: Spec | None, say: Say) -> None:
     state.recorded(plan.job, JobRecord(
         name=plan.job, cluster=plan.cluster, backend=backend.name, job_id=job_id, spec_digest=digest(plan.spec),
         spec=plan.spec, artifact=plan.artifact.to_json(), results_dir=plan.artifact.results_dir,
-        logs=plan.artifact.logs, applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status="PENDING"))
+        logs=plan.artifact.logs, applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status=PENDING))
     state.save()
     verb = {CREATE: "created", UPDATE: "resubmitted", REPLACE: "replaced"}[action]
     say(f"Apply complete: job {plan.job} {verb} as {backend.name} job {job_id}")

@@ -13,19 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from adapter import evalspec
+from adapter.config import DATA_PATHS
+from adapter.keypath import get_path
+from adapter.llmft import LLMFT_KEY, is_llmft
+from adapter.modelsize import param_count
+from adapter.numbers import whole
 from hpctl import compat
 from hpctl.backends import get_backend
 from hpctl.checks import errors_as_problems, run_checks
 from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.loader import load_file
-from hpctl.modelsize import param_count
 from hpctl.validate import validate
 from hpctl.workspace import Workspace
-
-
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def kind(recipe: dict[str, Any]) -> str:
@@ -44,14 +44,14 @@ def describe(name: str, recipe: dict[str, Any]) -> dict[str, Any]:
     model = recipe.get("model") or {}
     trainer = recipe.get("trainer") or {}
     try:
-        params = param_count(model) if all(_int(model.get(k)) for k in ("hidden_size", "num_hidden_layers")) else None
+        params = param_count(model) if all(whole(model.get(k)) for k in ("hidden_size", "num_hidden_layers")) else None
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         params = None
     human = "?" if not params else (f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.1f}M")
-    nodes, devices = _int(trainer.get("num_nodes")), _int(trainer.get("devices"))
+    nodes, devices = whole(trainer.get("num_nodes")), whole(trainer.get("devices"))
     return {"name": name, "family": model.get("model_type"), "params": params, "params_h": human,
             "type": kind(recipe), "nodes": nodes, "devices": devices,
-            "layout": f"{nodes or '?'} x {devices or '?'}", "seq": _int(model.get("max_context_width"))}
+            "layout": f"{nodes or '?'} x {devices or '?'}", "seq": whole(model.get("max_context_width"))}
 
 
 def describe_all(ws: Workspace) -> list[dict[str, Any]]:
@@ -86,11 +86,13 @@ def cluster_overrides(overrides: Sequence[str], cluster: str) -> list[str]:
 # Inputs a recipe leaves to its user (HyperPod ships them empty): the training data and, for a
 # fine-tune, the base model. `recipes check` fills the empty ones with these stand-ins, since a
 # job without them cannot start and only the user can name them (a user's own overrides win).
+# The data keys are the trainer's (adapter.config.DATA_PATHS, and llmft.LLMFT_KEY for LLMFT recipes).
+TRAIN, BASE_MODEL = DATA_PATHS["train"], "model.hf_model_name_or_path"
 STAND_INS = {
-    "model.data.train_dir": "/stand-in/data/train",
-    "model.hf_model_name_or_path": "/stand-in/base-model",
-    "training_config.datasets.train_data.file_path": "/stand-in/data/train.jsonl",
-    "training_config.model_config.model_name_or_path": "/stand-in/base-model",
+    TRAIN: "/stand-in/data/train",
+    BASE_MODEL: "/stand-in/base-model",
+    LLMFT_KEY[TRAIN]: "/stand-in/data/train.jsonl",
+    LLMFT_KEY[BASE_MODEL]: "/stand-in/base-model",
 }
 
 EVAL_MODEL = "run.model_name_or_path"
@@ -100,21 +102,19 @@ def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = ()) -> list[str
     """HyperPod-form overrides filling the user inputs this recipe leaves empty or out (see
     STAND_INS): its own format's keys only, the base model only for a fine-tune, and nothing the
     given overrides already set."""
-    run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
     if evalspec.is_evaluation(recipe):  # an evaluation recipe's one user input: the model it scores
+        run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
         given = any(o.lstrip("+~").split("=", 1)[0] in (EVAL_MODEL, f"recipes.{EVAL_MODEL}") for o in overrides)
         return [] if run.get("model_name_or_path") or given else [f"++recipes.{EVAL_MODEL}=/stand-in/model"]
-    llmft = run.get("model_type") == "llm_finetuning_aws"
+    llmft = is_llmft(recipe)
     model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
     out = []
     for key, value in STAND_INS.items():
         if key.startswith("training_config.") != llmft:
             continue
-        if key == "model.hf_model_name_or_path" and model.get("do_finetune") is not True:
+        if key == BASE_MODEL and model.get("do_finetune") is not True:
             continue
-        node: Any = recipe
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
+        node = get_path(recipe, key)
         given = any(o.lstrip("+~").split("=", 1)[0] in (key, f"recipes.{key}") for o in overrides)
         if node in (None, "") and not given:
             out.append(f"++recipes.{key}={value}")

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapter import evalspec
+from adapter.numbers import positive_int
 from hpctl import instances, memory
+from hpctl.devices import devices_per_node, uses_gpus
 from hpctl.entry import runs_adapter
 from hpctl.errors import Problem
 from hpctl.spec import Spec
@@ -85,10 +87,11 @@ def _meminfo_gb() -> float | None:
 
 def _num(spec: Spec, path: str) -> int | None:
     """A positive integer at `path`, or None when unset or not one (the schema reports bad types)."""
-    value = spec.get(path)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1 or int(value) != value:
-        return None
-    return int(value)
+    return positive_int(spec.get(path))
+
+
+def _host_gpus(host: HostInfo | None) -> int | None:
+    return host.gpu_count if host is not None else None
 
 
 def _present(spec: Spec, keys: list[str]) -> list[str]:
@@ -108,15 +111,15 @@ def _devices_key(spec: Spec) -> str:
 def _world(spec: Spec) -> tuple[int, str]:
     """(world size, a text showing how it was computed)."""
     nodes = _num(spec, NODES) or 1
-    per_node = memory.devices_per_node(spec.data)
+    per_node = devices_per_node(spec.data)
     return nodes * per_node, f"{NODES.rsplit('.', 1)[1]} {nodes} x {_devices_key(spec).rsplit('.', 1)[1]} {per_node}"
 
 
 def check_host_capacity(spec: Spec, host: HostInfo | None) -> list[Check]:
     """Enough devices per node: the local machine's CPUs or GPUs, or the cluster's devices_per_node."""
-    per_node = memory.devices_per_node(spec.data)
+    per_node = devices_per_node(spec.data)
     devices_key = _devices_key(spec)
-    gpu = str(spec.get(ACCELERATOR) or "gpu").lower() != "cpu"
+    gpu = uses_gpus(spec.data, _host_gpus(host))
     if _is_local(spec):
         nodes = _num(spec, NODES) or 1
         if nodes > 1:
@@ -168,10 +171,10 @@ def device_memory_gb(spec: Spec, host: HostInfo | None) -> tuple[float | None, s
         return float(value), DEVICE_MEMORY
     if not _is_local(spec) or host is None:
         return None, ""
-    if str(spec.get(ACCELERATOR) or "gpu").lower() == "cpu":
+    if not uses_gpus(spec.data, host.gpu_count):
         if host.memory_gb is None:
             return None, ""
-        procs = memory.devices_per_node(spec.data)
+        procs = devices_per_node(spec.data)
         return host.memory_gb / procs, f"host memory {host.memory_gb:.1f} GB / {procs} processes"
     return host.gpu_memory_gb, "GPU memory found by nvidia-smi" if host.gpu_memory_gb else ""
 
@@ -180,12 +183,12 @@ def memory_estimate(spec: Spec, host: HostInfo | None = None) -> memory.MemoryEs
     """The estimate against the device memory this spec runs on (detected for local clusters)."""
     if host is None and _is_local(spec):
         host = detect_host()
-    return memory.estimate(spec.data, device_memory_gb(spec, host)[0])
+    return memory.estimate(spec.data, device_memory_gb(spec, host)[0], _host_gpus(host))
 
 
 def check_memory(spec: Spec, host: HostInfo | None) -> list[Check]:
     available, source = device_memory_gb(spec, host)
-    est = memory.estimate(spec.data, available)
+    est = memory.estimate(spec.data, available, _host_gpus(host))
     keys = _present(spec, [MICRO, SEQ, "recipes.model.activation_checkpointing", SHARD, TP])
     if source == DEVICE_MEMORY:
         keys.append(DEVICE_MEMORY)
@@ -235,15 +238,15 @@ def check_instance_capacity(spec: Spec, host: HostInfo | None) -> list[Check]:
     if instance is None:
         return []
     found = []
-    per_node = memory.devices_per_node(spec.data)
-    gpu = str(spec.get(ACCELERATOR) or "gpu").lower() != "cpu"
+    per_node = devices_per_node(spec.data)
+    gpu = uses_gpus(spec.data, _host_gpus(host))
     if gpu and per_node > instance.devices and _num(spec, DEVICES_PER_NODE) != instance.devices:
         found.append(Check("instance-devices", ERROR,
                            f"trainer.devices is {per_node} but a {instance.name} node has {instance.devices} "
                            f"{instance.accelerator} GPUs", [_devices_key(spec), INSTANCE]))
     configured = spec.get(DEVICE_MEMORY)
     if gpu and configured != instance.device_memory_gb:
-        est = memory.estimate(spec.data, float(instance.device_memory_gb))
+        est = memory.estimate(spec.data, float(instance.device_memory_gb), _host_gpus(host))
         if est.fraction is not None and est.fraction > 1.0:
             found.append(Check("instance-memory", ERROR,
                                f"the job needs more memory than a {instance.name} GPU has "
@@ -265,7 +268,8 @@ def check_trainer(spec: Spec, host: HostInfo | None) -> list[Check]:
     A custom entry point (git.entry_script / entry_module) runs another program: it decides."""
     if not runs_adapter(spec.data):
         return []
-    from adapter.config import ConfigError, from_recipe  # torch-free; imported here so `hpctl` starts fast
+    from adapter.config import from_recipe  # torch-free; imported here so `hpctl` starts fast
+    from adapter.reader import ConfigError
     try:  # one read of the recipe: every refusal, or the config whose notes the plan states
         cfg = from_recipe(spec.recipe, world_size(spec), files=_is_local(spec))
     except ConfigError as exc:
@@ -273,46 +277,10 @@ def check_trainer(spec: Spec, host: HostInfo | None) -> list[Check]:
     note = cfg.parallel.offload_note
     return [Check("trainer", INFO, note, ["recipes.model.offload_activations"])] if note else []
 
-def check_data_channels(spec: Spec, host: HostInfo | None) -> list[Check]:
-    """A SageMaker job with input channels whose recipe reads its data from elsewhere: the trainer
-    would not find the channels' data. A warning, not an error: the path may be in the image, and
-    `hpctl recipes check` fills stand-in paths."""
-    from hpctl.backends import sagemaker
-    if spec.cluster_type != sagemaker.BACKEND.name or not runs_adapter(spec.data):
-        return []
-    channels = sagemaker.data_channels(spec)
-    if not channels:
-        return []
-    from adapter.config import data_paths
-    from adapter.sagemaker import CHANNELS, container_path
-    root = container_path(CHANNELS) + "/"
-    found = []
-    for role, (key, value) in data_paths(spec.recipe).items():
-        if value.startswith(root):
-            continue
-        path = f"recipes.{key}"
-        meant = _likely_channel(role, value, channels)
-        found.append(Check("data-channels", WARNING,
-                           f"{path} is {value} (set at {spec.origin(path) or 'default'}), outside {root}, where "
-                           f"the job's input channels are ({', '.join(sorted(channels))}): the trainer reads its data "
-                           "there, not from the channels"
-                           + (f"; did you mean {meant}?" if meant else ""), [path]))
-    return found
-
-
-def _likely_channel(role: str, value: str, channels: dict[str, tuple[str, str]]) -> str | None:
-    """The container path a data path most likely meant: the same place inside a channel that holds
-    it (its S3 URI or file-system directory), else the channel named for its role (train, val) or
-    its last part, else for training data the only channel."""
-    for where, held in channels.values():
-        held = held.rstrip("/")
-        if held and (value == held or value.startswith(held + "/")):
-            return where + value[len(held):]
-    base = value.rstrip("/").rsplit("/", 1)[-1]
-    for name in sorted(channels):
-        if name in (role, base) or name.startswith(role):
-            return channels[name][0]
-    return next(iter(channels.values()))[0] if len(channels) == 1 and role == "train" else None
+def check_backend(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """The checks only the spec's scheduler needs (Backend.preflight: SageMaker's input channels)."""
+    from hpctl.backends import MODULES, get_backend
+    return get_backend(spec.cluster_type).preflight(spec) if spec.cluster_type in MODULES else []
 
 
 def check_evaluation(spec: Spec, host: HostInfo | None) -> list[Check]:
@@ -324,7 +292,7 @@ def check_evaluation(spec: Spec, host: HostInfo | None) -> list[Check]:
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_trainer,
     check_evaluation,
-    check_data_channels,
+    check_backend,
     check_host_capacity,
     check_memory,
     check_instance_type,
@@ -334,7 +302,8 @@ CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
 
 # An evaluation job is one lm-eval process on whatever device the node has: the trainer's
 # device, memory and world-size checks do not apply to it.
-EVALUATION_CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [check_evaluation, check_instance_type]
+EVALUATION_CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [check_evaluation, check_backend,
+                                                                            check_instance_type]
 
 
 def run_checks(spec: Spec, host: HostInfo | None = None) -> list[Check]:

@@ -20,8 +20,6 @@ from hpctl.workspace import Workspace
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
 
 FORMAT_VERSION = 1
 
@@ -86,7 +84,8 @@ def _print_json(doc: dict[str, Any]) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hpctl")
 def cli() -> None:
-    """Plan, apply and follow LLM training jobs on local, Slurm and Kubernetes clusters."""
+    """Plan, apply and follow LLM training jobs on local, Slurm and Kubernetes clusters, and as SageMaker
+    training jobs."""
 
 
 recipe_args = click.argument("args", nargs=-1)
@@ -134,8 +133,9 @@ def validate(env: Env, args, cluster, as_json) -> int:
 @common
 def explain(env: Env, args, cluster, as_json) -> int:
     """Print the final value of KEY.PATH and where it came from: RECIPE [key=value ...] KEY.PATH"""
+    from adapter.keypath import get_path
+    from adapter.secret import redact_at
     from hpctl.compose import split_args
-    from hpctl.spec import REDACTED, get_path, redact
     from hpctl.suggest import did_you_mean
     *rest, key = args
     spec = _compose(env, tuple(rest), cluster)
@@ -148,8 +148,7 @@ def explain(env: Env, args, cluster, as_json) -> int:
         raise HpctlError(f"key '{key}' is not in the spec", key=key,
                          hint=did_you_mean(key.rpartition(".")[2], here if isinstance(here, dict) else []))
     value = get_path(spec.data, path)
-    shown = REDACTED if spec.is_secret(path) and value not in (None, "") and not isinstance(value, (dict, list)) \
-        else redact(value, path, spec.secret_paths)
+    shown = redact_at(path, value, spec.secret_paths)
     chain = spec.provenance.get(path) or ([spec.origin(path)] if spec.origin(path) else [])
     if as_json:
         _print_json({"key": path, "value": shown, "origins": [o.to_json() for o in chain]})
@@ -296,38 +295,6 @@ def _refresh(env: Env, names: list[str]) -> list[tuple[Any, Any]]:
         return refresh_many(state, names)
 
 
-def _status_table(rows, spark: bool = False) -> "Table | Text":
-    from rich.table import Table
-    from rich.text import Text
-
-    from hpctl.tables import MANY_ROWS, plain
-    headers = ("job", "cluster", "id", "state", "step", "loss", "tokens/s", "ETA")
-    cells = []
-    for record, st in rows:
-        m = st.metrics or {}
-        trend = ""
-        if spark:  # the recent losses beside the latest one
-            from hpctl.plot import read_metrics, series, sparkline
-            trend = " " + sparkline(series(read_metrics(record.results_dir, tail_bytes=65536), "loss")[1])
-        state = st.state + (f" ({st.backend_state})" if st.backend_state and st.backend_state.upper() != st.state else "")
-        if st.exit_code not in (None, 0):
-            state += f" exit {st.exit_code}"
-        step, max_steps = m.get("step"), m.get("max_steps") or record.spec.get("recipes", {}).get("trainer", {}).get("max_steps")
-        eta = "-"
-        if step is not None and max_steps and m.get("step_time_s") and st.state == "RUNNING":
-            eta = f"{int((max_steps - step) * m['step_time_s'])}s"
-        cells.append((record.name, record.cluster, record.job_id, state,
-                      f"{step}/{max_steps}" if step is not None else "-",
-                      f"{m['loss']:.4f}{trend}" if isinstance(m.get("loss"), (int, float)) else "-",
-                      f"{m['tokens_per_s']:.0f}" if isinstance(m.get("tokens_per_s"), (int, float)) else "-", eta))
-    if len(cells) > MANY_ROWS:
-        return Text(plain(headers, cells))
-    table = Table(*headers)
-    for row in cells:
-        table.add_row(*row)
-    return table
-
-
 @cli.command()
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True)
@@ -349,10 +316,12 @@ def status(env: Env, job, as_json, watch, plot, plot_file) -> int:
         check_image_path(plot_file)
     if watch and not as_json:  # until every job has ended; then its plots, when asked for
         from rich.live import Live
+
+        from hpctl.present import status_table
         with Live(console=env.out, auto_refresh=False) as live:
             while True:
                 rows = _refresh(env, names)
-                live.update(_status_table(rows, spark=True), refresh=True)
+                live.update(status_table(rows, spark=True), refresh=True)
                 if all(st.state in TERMINAL for _, st in rows):
                     break
                 time.sleep(2)
@@ -365,7 +334,8 @@ def status(env: Env, job, as_json, watch, plot, plot_file) -> int:
                                    **({"evaluation": found} if (found := scores(r.spec)) is not None else {})}
                                   for r, st in rows]})
         else:
-            env.out.print(_status_table(rows))
+            from hpctl.present import status_table
+            env.out.print(status_table(rows))
             for r, _ in rows:  # an evaluation job's scores, once it wrote them
                 if (found := scores(r.spec)) is not None:
                     env.out.print(scores_table(r.name, found))
@@ -404,12 +374,9 @@ def logs(env: Env, job, follow, rank) -> int:
 @common
 def cancel(env: Env, job) -> int:
     """Stop JOB (SIGTERM, then SIGKILL after a grace period). Results are kept."""
-    from hpctl.apply import backend_of
+    from hpctl.apply import cancel as cancel_job
     with env.locked() as state:
-        record = state.job(job)
-        backend_of(record).cancel(record)
-        record.status = "CANCELLED"
-        state.save()
+        record = cancel_job(state, job)
     env.out.print(f"cancelled {job} ({record.backend} job {record.job_id})", markup=False)
     return 0
 
@@ -538,11 +505,12 @@ def recipes_check(env: Env, directory, overrides, as_json) -> int:
 def doctor(env: Env, cluster, as_json) -> int:
     """Check that this machine can submit to the chosen cluster; prints a fix for each failure."""
     from dataclasses import asdict
+    from hpctl.compose import cluster_type_of
     from hpctl.doctor import reads_general_config, run_checks
     from hpctl.loader import load_file
     found = env.workspace.cluster(cluster or "local")
     data = load_file(found.path, found.display).data
-    ctype = data.get("type") or found.name
+    ctype = cluster_type_of(data, found.name) or found.name  # unknown: doctor names it
     general = env.workspace.general_config() if reads_general_config(ctype) else None
     results = run_checks(ctype, data, load_file(general.path, general.display).data if general else None)
     if as_json:

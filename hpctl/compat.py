@@ -25,12 +25,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from adapter import evalspec
+from adapter import evalspec, llmft
+from adapter.keypath import get_path, join
 from hpctl import instances
-from hpctl.spec import get_path, join
 from hpctl.suggest import did_you_mean
 
-SUPPORTED_MODEL_TYPES = ("hf", "llm_finetuning_aws")
+SUPPORTED_MODEL_TYPES = ("hf", llmft.MODEL_TYPE)
 MODEL_TYPE = "recipes.run.model_type"
 SUPPORTED = ("hpctl runs HyperPod v1 Hugging Face recipes (run.model_type: hf) and v2 LLM fine-tuning "
              "recipes (run.model_type: llm_finetuning_aws)")
@@ -53,7 +53,7 @@ NOVA_ID = re.compile(r"(^|\.)amazon\.nova-")
 NEURON_KEYS = re.compile(r"^(neuron_|compiler_flags$|compiler_cache_url$)")
 MEGATRON_KEYS = ("recipes.model.mcore_gpt", "recipes.model.megatron_amp_O2")
 
-LLMFT_MODEL = "recipes.training_config.model_config.model_name_or_path"
+LLMFT_MODEL = "recipes." + llmft.MC + "model_name_or_path"
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,9 @@ def _elastic(data: dict[str, Any]) -> Refusal | None:
 def family(data: dict[str, Any]) -> tuple[str | None, str]:
     """(model, the key it comes from) for display: a v1 recipe's model_type, an LLMFT recipe's base
     model id; the model is None when the recipe does not say."""
-    key = LLMFT_MODEL if get_path(data, MODEL_TYPE) == "llm_finetuning_aws" else "recipes.model.model_type"
-    if evalspec.is_evaluation(data.get("recipes")):  # the model an evaluation scores
+    recipe = data.get("recipes")
+    key = LLMFT_MODEL if isinstance(recipe, dict) and llmft.is_llmft(recipe) else "recipes.model.model_type"
+    if evalspec.is_evaluation(recipe):  # the model an evaluation scores
         key = "recipes.run.model_name_or_path"
     value = get_path(data, key)
     return (value if isinstance(value, str) and value else None), key

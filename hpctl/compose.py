@@ -17,12 +17,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from adapter import evalspec
+from adapter.keypath import get_path, join
 from hpctl import compat, instances, interpolate, overrides, scale
 from hpctl.backends import MODULES as BACKENDS
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
 from hpctl.merge import merge
-from hpctl.spec import Spec, get_path, join
+from hpctl.spec import Spec
 from hpctl.validate import unsupported_problem
 from hpctl.workspace import Workspace
 
@@ -103,14 +104,21 @@ def _default_cluster(general: Layer) -> str:
     return DEFAULT_CLUSTER
 
 
+def cluster_type_of(cluster: dict, name: str) -> str | None:
+    """A cluster file's type: its own `type`, else its name when that is a type (None: neither).
+    compose sets the spec's cluster_type from it, and doctor picks its checks by it."""
+    if isinstance(cluster.get("type"), str):
+        return cluster["type"]
+    return name if name in BACKENDS else None
+
+
 def _set_cluster_type(data: dict, origins: dict[str, Origin], name: str, layer: Layer) -> None:
-    """The cluster's own `type`, else its name when it is a type; overrides come after this."""
-    if isinstance(layer.data.get("type"), str):
-        data["cluster_type"] = layer.data["type"]
-        origins["cluster_type"] = layer.origins.get("type", Origin())
-    elif name in BACKENDS:
-        data["cluster_type"] = name
-        origins["cluster_type"] = Origin()
+    """The cluster's type (cluster_type_of); overrides come after this."""
+    ctype = cluster_type_of(layer.data, name)
+    if ctype is not None:
+        data["cluster_type"] = ctype
+        own = isinstance(layer.data.get("type"), str)
+        origins["cluster_type"] = layer.origins.get("type", Origin()) if own else Origin()
 
 
 def _apply_defaults(data: dict, origins: dict[str, Origin], root: Path) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from adapter.keypath import iter_leaves
 from hpctl.records import CANCELLED, FAILED, TERMINAL, JobRecord
-from hpctl.spec import iter_leaves
 
 CREATE, UPDATE, REPLACE, DESTROY, NOOP = "create", "update", "replace", "destroy", "no-op"
 SYMBOL = {CREATE: "+", UPDATE: "~", REPLACE: "-/+", DESTROY: "-", NOOP: " "}

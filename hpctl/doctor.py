@@ -167,79 +167,23 @@ def local_checks(cluster_cfg: dict[str, Any]) -> list[Check]:
     return checks
 
 
-# --------------------------------------------------------------------------------------------
-# sagemaker
-
-ECR_IMAGE = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})?$")
-
-
-def sagemaker_checks(cluster_cfg: dict[str, Any], general_cfg: dict[str, Any] | None = None) -> list[Check]:
-    """boto3, credentials (and whose: STS), region, the role's form (botocore's RoleArn rule, through
-    the backend's request check) and the image's form (an ECR URI in the job's region). The image is
-    the one the request would name, which may be the general config's `container` (the backend decides)."""
-    from hpctl.backends.sagemaker import field_problems, training_image
-
-    has_pkg = importlib.util.find_spec("boto3") is not None
-    checks = [Check("boto3 importable", has_pkg, "boto3" if has_pkg else "not installed",
-                    "" if has_pkg else "pip install 'hpctl[sagemaker]'")]
-    role = cluster_cfg.get("role_arn")
-    image, image_key = training_image({**(general_cfg or {}), "cluster": cluster_cfg})
-    problems = field_problems("RoleArn", role) if role else ["not set"]
-    checks.append(Check("role_arn form", not problems, str(role or "") + (f": {problems[0]}" if problems else ""),
-                        "" if not problems else "set cluster.role_arn=arn:aws:iam::<account>:role/<name>, a role "
-                        "SageMaker can assume (trust policy: sagemaker.amazonaws.com)"))
-    if not has_pkg:
-        return checks
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    session = boto3.session.Session(region_name=cluster_cfg.get("region") or None)
-    region = session.region_name
-    checks.append(Check("region", bool(region), region or "none",
-                        "" if region else "set cluster.region, or AWS_REGION / AWS_DEFAULT_REGION"))
-    match = ECR_IMAGE.match(str(image or ""))
-    same = bool(match) and (not region or match.group(2) == region)
-    checks.append(Check("image is an ECR URI in the job's region", same,
-                        f"{image} (from {image_key})" if image else "not set (cluster.image, or the general config's container)",
-                        "" if same else f"push the image to ECR in {region or 'the job region'} and set {image_key} "
-                        "to <account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>"))
-    credentials = session.get_credentials()
-    checks.append(Check("AWS credentials found", credentials is not None,
-                        f"from {credentials.method}" if credentials else "none in boto3's chain",
-                        "" if credentials else "set AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run "
-                        "`aws configure` / `aws sso login`"))
-    if credentials is None or not region:
-        return checks
-    try:
-        sts = session.client("sts", config=Config(connect_timeout=TIMEOUT_S, read_timeout=TIMEOUT_S,
-                                                  retries={"max_attempts": 1}))
-        who = sts.get_caller_identity()
-        checks.append(Check("credentials accepted (sts get-caller-identity)", True,
-                            f"account {who.get('Account')}, {who.get('Arn')}"))
-    except (BotoCoreError, ClientError) as exc:
-        checks.append(Check("credentials accepted (sts get-caller-identity)", False, str(exc).splitlines()[0],
-                            "refresh or replace the credentials (expired session? `aws sso login`)"))
-    return checks
-
-
-RUNNERS = {"slurm": slurm_checks, "k8s": k8s_checks, "kubernetes": k8s_checks, "local": local_checks,
-           "sm_jobs": sagemaker_checks, "sagemaker": sagemaker_checks}
+ALIASES = {"kubernetes": "k8s", "sagemaker": "sm_jobs"}  # doctor also takes the schedulers' own names
 
 
 def reads_general_config(cluster_type: str) -> bool:
-    """Whether the checks of this cluster type read the general config (SageMaker's image may be
-    its `container`); the others do not, so a broken config.yaml does not fail them."""
-    return RUNNERS.get(cluster_type) is sagemaker_checks
+    """Whether the checks of this cluster type read the general config (Backend.reads_general_config:
+    SageMaker's image may be its `container`); the others do not, so a broken config.yaml does not
+    fail them."""
+    from hpctl.backends import MODULES, get_backend
+    ctype = ALIASES.get(cluster_type, cluster_type)
+    return ctype in MODULES and get_backend(ctype).reads_general_config
 
 
 def run_checks(cluster_type: str, cluster_cfg: dict[str, Any], general_cfg: dict[str, Any] | None = None) -> list[Check]:
-    """All checks for one cluster type, in display order. The general config matters only to
-    SageMaker, whose image may be its `container`."""
-    runner = RUNNERS.get(cluster_type)
-    if runner is None:
+    """All checks for one cluster type, in display order: its backend's `doctor` hook."""
+    from hpctl.backends import MODULES, get_backend
+    ctype = ALIASES.get(cluster_type, cluster_type)
+    if ctype not in MODULES:
         return [Check("cluster type", False, f"unknown cluster type {cluster_type!r}",
-                      f"use one of: {', '.join(sorted(RUNNERS))}")]
-    if runner is sagemaker_checks:
-        return sagemaker_checks(cluster_cfg or {}, general_cfg or {})
-    return runner(cluster_cfg or {})
+                      f"use one of: {', '.join(sorted([*MODULES, *ALIASES]))}")]
+    return get_backend(ctype).doctor(cluster_cfg or {}, general_cfg or {})

@@ -16,7 +16,7 @@ check that `adapter/train.py` is there. HyperPod runs `pip install .` for this; 
 because on the local backend that would change the environment of every later job, and under a
 Slurm container it would run outside the container.
 
-`git.token` reaches the job as HPCTL_SECRET_GIT_TOKEN (hpctl.spec.secret_env_name); the clone
+`git.token` reaches the job as HPCTL_SECRET_GIT_TOKEN (adapter.secret.secret_env_name); the clone
 reads it through a one-off git credential helper, so it is never written into the plan, the
 script or the clone's .git/config. `git.use_default` (HyperPod v2: the launcher's default
 adapter repository) has no meaning here: hpctl's default program is its own trainer.
@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapter import evalspec
+from adapter.secret import secret_env_name
 from hpctl.errors import HpctlError, Origin, Problem
-from hpctl.spec import Spec, secret_env_name
+from hpctl.spec import Spec
 
 DEFAULT_PROGRAM = ("-m", "adapter.train")
 EVALUATION_PROGRAM = ("-m", evalspec.JOB_MODULE)  # an evaluation recipe's job: lm-eval on its model

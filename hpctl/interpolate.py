@@ -12,9 +12,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from adapter.keypath import get_path, join
+from adapter.secret import is_sensitive
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import parse_scalar
-from hpctl.spec import get_path, is_sensitive, join
 from hpctl.suggest import did_you_mean
 
 _MISSING = object()

@@ -15,9 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from adapter.keypath import join
 from hpctl import cache
 from hpctl.errors import HpctlError, Origin
-from hpctl.spec import join
 
 MAX_BYTES = 5 * 1024 * 1024  # a config is kilobytes; anything past this is a mistake
 MAX_VALUES = 100_000  # keys and list items; a few nested aliases (the "billion laughs") expand past it

@@ -20,11 +20,13 @@ Layout. world = trainer.num_nodes x devices (local clusters: cluster.nproc_per_n
 Weights. Tensor parallelism splits every decoder-layer weight by tp; embeddings and the output
   projection stay whole across tp (the plan shards only the attention and MLP projections) and are
   sharded by FSDP alone. Routed experts are split by ep x tp and FSDP-sharded over S / ep.
-Precision. Anything that names 16 bits (bf16, fp16, 16, 16-mixed, ...) is mixed precision as FSDP2's
-  MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): the sharded parameters stay fp32 (the
-  master copy), sharded gradients are fp32 and AdamW keeps two fp32 states, i.e. 16 bytes per
-  trainable parameter divided by S; computation, activations and the all-gathered weights are
-  16-bit. Everything else (32, fp32, 64, ...) is fp32 throughout. fp8 is counted as bf16.
+Precision. As the trainer reads it (adapter.config.precision_of over trainconfig.PRECISIONS): bf16,
+  bf16-mixed and bf16-true are mixed precision as FSDP2's MixedPrecisionPolicy(param_dtype=bf16,
+  reduce_dtype=fp32): the sharded parameters stay fp32 (the master copy), sharded gradients are
+  fp32 and AdamW keeps two fp32 states, i.e. 16 bytes per trainable parameter divided by S;
+  computation, activations and the all-gathered weights are 16-bit. 32, fp32 and 32-true are fp32
+  throughout, and so is a spelling the trainer refuses (fp16, 16-mixed, ...: the plan reports it).
+  fp8 is counted as bf16.
 Gathered weights. The trainer asks FSDP2 to reshard every module after its forward, the root
   (embedding, final norm, output projection) included, so at the loss nothing is gathered: the root
   is gathered again only once the loss's gradient reaches the logits. Once backward reaches the
@@ -93,7 +95,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hpctl.modelsize import Arch, Linear, ParamCounts, linears, param_counts
+from adapter.modelsize import Arch, Linear, ParamCounts, linears, param_counts
+from adapter.numbers import positive_int
+from hpctl.devices import devices_per_node, recipe_of, uses_gpus
 
 GB = 1e9
 ADAM_BYTES = 8  # exp_avg and exp_avg_sq, fp32
@@ -115,25 +119,11 @@ class Layout:
     dp: int
     shard: int  # FSDP shard group size
     strategy: str
+    assumed: bool = False  # the trainer refuses the parallel keys: fully sharded over every data rank
 
 
 def _int(value: Any, default: int) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 else default
-
-
-def recipe_of(spec_data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The recipe: the `recipes` key of a resolved spec, or the document itself (as the adapter reads)."""
-    recipe = spec_data.get("recipes")
-    return recipe if isinstance(recipe, Mapping) else spec_data
-
-
-def devices_per_node(spec_data: Mapping[str, Any]) -> int:
-    """Processes per node: a local cluster's nproc_per_node when set, else trainer.devices."""
-    cluster = spec_data.get("cluster")
-    cluster = cluster if isinstance(cluster, Mapping) else {}  # not a mapping: the schema reports it
-    trainer = recipe_of(spec_data).get("trainer") or {}
-    local = cluster.get("type", spec_data.get("cluster_type")) == "local"
-    return _int(cluster.get("nproc_per_node") if local else None, 0) or _int(trainer.get("devices"), 1)
+    return positive_int(value) or default
 
 
 def layout(spec_data: Mapping[str, Any]) -> Layout:
@@ -150,7 +140,8 @@ def layout(spec_data: Mapping[str, Any]) -> Layout:
     mesh = planned_mesh(recipe, world)
     dp = mesh.dp if mesh else max(world // (tp * cp), 1)
     shard = mesh.fsdp_shards if mesh else dp * cp
-    return Layout(world, tp, ep, cp, dp, shard, str(model.get("sharding_strategy") or "full_shard").lower())
+    return Layout(world, tp, ep, cp, dp, shard, str(model.get("sharding_strategy") or "full_shard").lower(),
+                  assumed=mesh is None)
 
 
 def is_16bit(recipe: Mapping[str, Any]) -> bool:
@@ -262,16 +253,18 @@ def _adapter_inputs(a: Arch, dtype: int, tp: int, lora: _Lora) -> float:
     return per_layer / max(a.layers, 1) / tp
 
 
-def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> MemoryEstimate:
+def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None,
+             host_gpus: int | None = None) -> MemoryEstimate:
     """Peak memory of one training process (see the module docstring for every assumption).
 
     `spec_data` is a resolved spec's data (or a bare recipe); `device_memory_gb` the memory one
-    process may use (None: unknown, then `fraction` is None).
+    process may use (None: unknown, then `fraction` is None); `host_gpus` the GPUs of a local
+    job's machine, for hpctl.devices.uses_gpus (GPU or CPU runtime and kernels).
     """
     recipe = recipe_of(spec_data)
-    model, trainer = recipe.get("model") or {}, recipe.get("trainer") or {}
+    model = recipe.get("model") or {}
     counts = param_counts(model)
-    accelerator = "cpu" if str(trainer.get("accelerator", "gpu")).lower() == "cpu" else "gpu"
+    accelerator = "gpu" if uses_gpus(spec_data, host_gpus) else "cpu"
     overhead = OVERHEAD_GB[accelerator]
     if not counts.total:
         return MemoryEstimate(0.0, 0.0, 0.0, 0.0, 0.0, overhead, overhead, device_memory_gb, None,
@@ -285,7 +278,7 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> Me
     act_loss, loss_b, act_recompute = _activations(counts.arch, lay, model, dtype, accelerator == "gpu" and not mixed,
                                                    w.peft)
 
-    accumulation = _accumulation(model, lay)
+    accumulation, accumulation_assumed = _accumulation(model, lay)
     offload = bool(model.get("cpu_offload"))
     params_b, grads_b, optimizer_b = (0.0, 0.0, 0.0) if offload else (w.params, w.grads, w.optimizer)
     earlier = grads_b if accumulation > 1 else 0.0  # the previous micro batches' gradients
@@ -311,6 +304,8 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None) -> Me
         "AC on" if model.get("activation_checkpointing") else "AC off",
         "params/grads/optimizer offloaded to host" if offload else None,
         f"grad accumulation {accumulation}" if accumulation > 1 else None,
+        "layout assumed fully sharded (the trainer refuses the parallel keys)" if lay.assumed else None,
+        "accumulation assumed (the trainer refuses the batch sizes)" if accumulation_assumed else None,
     ]
     activations_b = max(act_loss, act_recompute)
     sums = (f"params {_size(params_b)} + grads {_size(grads_b)} + optimizer {_size(optimizer_b)}, "
@@ -416,8 +411,17 @@ def _activations(a: Arch, lay: Layout, model: Mapping[str, Any], dtype: int,
     return tokens * (inputs + final_norm + loss), tokens * loss, tokens * (inputs + per_layer + backward_scores)
 
 
-def _accumulation(model: Mapping[str, Any], lay: Layout) -> int:
-    """Micro batches per optimizer step from model.global_batch_size (1 when unset or inconsistent)."""
+def _accumulation(model: Mapping[str, Any], lay: Layout) -> tuple[int, bool]:
+    """(micro batches per optimizer step, whether assumed): the trainer's arithmetic
+    (adapter.mesh.accumulation); for batch sizes it refuses (the plan says why), the nearest count
+    below, at least 1, marked assumed."""
+    from adapter.mesh import accumulation
+    from adapter.reader import ConfigError
     global_batch = _int(model.get("global_batch_size"), 0)
-    per_step = _int(model.get("train_batch_size"), 1) * lay.dp
-    return max(global_batch // per_step, 1) if global_batch else 1
+    micro = _int(model.get("train_batch_size"), 1)
+    if not global_batch:
+        return 1, False
+    try:
+        return accumulation(global_batch, micro, lay.dp), False
+    except ConfigError:
+        return max(global_batch // (micro * lay.dp), 1), True

@@ -9,9 +9,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from adapter.keypath import join
 from hpctl.errors import Origin
 from hpctl.loader import Layer
-from hpctl.spec import join
 
 
 def merge(layers: list[tuple[str, Layer]]) -> tuple[dict[str, Any], dict[str, Origin]]:

@@ -11,9 +11,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from adapter.keypath import get_path, iter_leaves, join
+from adapter.secret import REDACTED, is_sensitive
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import parse_scalar
-from hpctl.spec import REDACTED, get_path, is_sensitive, iter_leaves, join
 from hpctl.suggest import did_you_mean
 
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.([A-Za-z0-9_][A-Za-z0-9_\-]*))*$")

@@ -10,6 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapter.devices import accelerator_of
+from adapter.digest import canonical_json, digest
+from adapter.modelsize import param_count
+from adapter.secret import REDACTED, is_sensitive
 from hpctl import checks as preflight
 from hpctl import entry
 from hpctl import memory
@@ -20,9 +24,8 @@ from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
 from hpctl.engines import evaluation
 from hpctl.errors import HpctlError, Origin
 from hpctl.interpolate import env_reference
-from hpctl.modelsize import param_count
 from hpctl.records import JobRecord, record_digest
-from hpctl.spec import REDACTED, Spec, canonical_json, digest, is_sensitive
+from hpctl.spec import Spec
 from hpctl.state import State, open_private
 from hpctl.validate import validate
 
@@ -118,7 +121,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "model": model.get("model_type") or model_config.get("model_name_or_path"),
         "parameters": params,
         "nodes": trainer.get("num_nodes"), "devices_per_node": trainer.get("devices"),
-        "accelerator": trainer.get("accelerator", "gpu"),
+        "accelerator": accelerator_of(r),
         "tensor_parallel": model.get("tensor_model_parallel_degree", 1),
         "expert_parallel": model.get("expert_model_parallel_degree", 1),
         "context_parallel": model.get("context_parallel_degree", 1),
@@ -140,7 +143,8 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
 def tracking_destinations(spec: Spec) -> list[str]:
     """Where the trainer will send metrics besides metrics.jsonl (MLflow, W&B), as the trainer's
     own config reads the recipe; a value it refuses is an error at its file:line."""
-    from adapter.config import ConfigError, tracking
+    from adapter.reader import ConfigError
+    from adapter.tracking_keys import tracking
     try:
         found = tracking(spec.recipe)
     except ConfigError as exc:

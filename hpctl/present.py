@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
+from hpctl.backends.base import RUNNING, JobRecord, JobStatus
 from hpctl.diff import DESTROY, NOOP, SYMBOL, Change
-from hpctl.plan import Plan
+from hpctl.tables import MANY_ROWS, plain
+
+if TYPE_CHECKING:
+    from hpctl.plan import Plan  # annotations only: `hpctl status` never loads the planner
 
 STYLE = {"create": "green", "update": "yellow", "replace": "magenta", "destroy": "red", "no-op": "dim"}
 
@@ -120,3 +125,42 @@ def plan_markdown(plan: Plan) -> str:
                 f"```{plan.artifact.language}", plan.artifact.text.rstrip("\n"), "```", "", "</details>"]
     out += ["", f"**{footer(plan)}**", ""]
     return "\n".join(out)
+
+
+STATUS_HEADERS = ("job", "cluster", "id", "state", "step", "loss", "tokens/s", "ETA")
+
+
+def eta(step: int | None, max_steps: int | None, step_time_s: float | None, state: str) -> str:
+    """Time left of a running job at its recent step time, "-" when it is not running or unknown."""
+    if step is None or not max_steps or not step_time_s or state != RUNNING:
+        return "-"
+    return f"{int((max_steps - step) * step_time_s)}s"
+
+
+def status_row(record: JobRecord, st: JobStatus, spark: bool = False) -> tuple[str, ...]:
+    """One job's `hpctl status` row; with `spark`, the recent losses drawn beside the latest one."""
+    m = st.metrics or {}
+    trend = ""
+    if spark:
+        from hpctl.plot import read_metrics, series, sparkline
+        trend = " " + sparkline(series(read_metrics(record.results_dir, tail_bytes=65536), "loss")[1])
+    state = st.state + (f" ({st.backend_state})" if st.backend_state and st.backend_state.upper() != st.state else "")
+    if st.exit_code not in (None, 0):
+        state += f" exit {st.exit_code}"
+    step, max_steps = m.get("step"), m.get("max_steps") or record.spec.get("recipes", {}).get("trainer", {}).get("max_steps")
+    return (record.name, record.cluster, record.job_id, state,
+            f"{step}/{max_steps}" if step is not None else "-",
+            f"{m['loss']:.4f}{trend}" if isinstance(m.get("loss"), (int, float)) else "-",
+            f"{m['tokens_per_s']:.0f}" if isinstance(m.get("tokens_per_s"), (int, float)) else "-",
+            eta(step, max_steps, m.get("step_time_s"), st.state))
+
+
+def status_table(rows: list[tuple[JobRecord, JobStatus]], spark: bool = False) -> Table | Text:
+    """`hpctl status`: a table, or plain columns when there are many jobs (rich tables get slow)."""
+    cells = [status_row(record, st, spark) for record, st in rows]
+    if len(cells) > MANY_ROWS:
+        return Text(plain(STATUS_HEADERS, cells))
+    table = Table(*STATUS_HEADERS)
+    for row in cells:
+        table.add_row(*row)
+    return table

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hpctl.spec import digest
+from adapter.digest import digest
 
 # Normalised job states shown by `hpctl status`.
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN = (

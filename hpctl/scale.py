@@ -14,8 +14,8 @@ import copy
 import dataclasses
 from typing import Any
 
+from adapter.keypath import get_path, join
 from hpctl.errors import Origin
-from hpctl.spec import get_path, join
 
 
 def apply(data: dict[str, Any], origins: dict[str, Origin]) -> int | None:

@@ -20,10 +20,13 @@ import math
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from adapter.digest import canonical_json
+from adapter.keypath import get_path, iter_leaves, join
+from adapter.secret import REDACTED, is_sensitive
 from hpctl import cache, compat
 from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.resources import builtin
-from hpctl.spec import REDACTED, Spec, canonical_json, get_path, is_sensitive, iter_leaves, join
+from hpctl.spec import Spec
 from hpctl.suggest import did_you_mean
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from workspace_inputs import DEFAULT_FILES, SHARED, write_files
+from tests.helpers.workspace import DEFAULT_FILES, SHARED, write_files
 
 ROOT = Path(__file__).resolve().parent.parent
 

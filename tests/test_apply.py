@@ -99,6 +99,7 @@ def test_validate_renders_like_plan(tiny_workspace, run_cli):
         assert rc == 1 and "container image" in err, (command, err)
 
 
+@pytest.mark.slow
 def test_a_local_job_submitted_but_not_recorded_is_adopted_not_run_again(tiny_workspace, run_cli, run_hpctl, tmp_path):
     """A fresh workspace's first `hpctl apply`, SIGKILLed once the job runs but before state
     records it. The state file was made, with its lineage, before the job started: `hpctl plan`

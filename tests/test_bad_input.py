@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from workspace_inputs import GENERAL_CONFIG, LOCAL_CLUSTER, MINI_RECIPE, listing
+from tests.helpers.workspace import GENERAL_CONFIG, LOCAL_CLUSTER, MINI_RECIPE, listing
 
 RECIPE = "recipes/tiny/mini.yaml"
 CLUSTER = "clusters/local.yaml"
@@ -188,6 +188,7 @@ def _assert_one_clear_error(case: Case, rc: int, out: str, err: str) -> None:
         assert needle in first, f"{needle!r} not in {first!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["validate", "plan"])
 @pytest.mark.parametrize("case", CORPUS, ids=lambda c: c.id)
 def test_bad_input_in_process(case, command, tiny_workspace, run_cli, monkeypatch):

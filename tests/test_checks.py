@@ -277,9 +277,10 @@ def test_checks_tolerate_wrong_types_the_schema_reports():
     assert {c.id for c in found} == {"trainer"}
 
 
+@pytest.mark.slow
 def test_detect_host_reads_the_machine_without_torch():
     script = ("import sys, json; sys.path.insert(0, sys.argv[1]); from hpctl.checks import detect_host; "
-              "h = detect_host(); import hpctl.memory, hpctl.modelsize; "
+              "h = detect_host(); import hpctl.memory, adapter.modelsize; "
               "print(json.dumps([h.cpu_count, h.gpu_count, h.memory_gb, "
               "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'kubernetes'))]))")
     out = subprocess.run([sys.executable, "-c", script, str(REPO)], capture_output=True, text=True, timeout=60, check=True)

@@ -14,7 +14,7 @@ from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.validate import validate
 from hpctl.workspace import Workspace
-from workspace_inputs import MINI_RECIPE
+from tests.helpers.workspace import MINI_RECIPE
 
 HF = {"run": {"name": "x", "model_type": "hf"}, "trainer": {"accelerator": "gpu"},
       "model": {"model_type": "llama_v3"}}

@@ -10,7 +10,7 @@ from hpctl.compose import compose, split_args
 from hpctl.errors import HpctlError, Origin
 from hpctl.workspace import BUILTIN, Workspace
 
-from workspace_inputs import MINI_RECIPE
+from tests.helpers.workspace import MINI_RECIPE
 
 SLURM_CLUSTER = """\
 exclusive: True

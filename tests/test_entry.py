@@ -28,7 +28,7 @@ from hpctl.validate import validate
 from hpctl.workspace import Workspace
 from test_k8s_render import validate_all
 from test_k8s_render import parse as parse_manifest
-from workspace_inputs import GENERAL_CONFIG
+from tests.helpers.workspace import GENERAL_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "-c", "init.defaultBranch=main"]
@@ -92,6 +92,7 @@ def test_programs(git, program, clone, pythonpath, line):
     assert ep.argv("S")[-2:] == ["--config", "S"]
 
 
+@pytest.mark.slow
 def test_the_token_reaches_git_through_its_credential_helper_only():
     ep = entry_point(Spec(data={"git": {"repo_url_or_path": "https://example.com/r.git", "entry_module": "m",
                                         "token": "t0ken"}}), "/r/job")
@@ -195,6 +196,7 @@ def launch_tail(cluster: str, text: str) -> list[str]:
 SPEC_ARG = {"local": "/results/tiny-llama/job_spec.json", "slurm": "SPEC", "k8s": "/config/job_spec.json"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cluster", ["local", "slurm", "k8s"])
 def test_each_backend_runs_the_program_the_owner_names(tmp_path, cluster):
     cases = [
@@ -262,6 +264,7 @@ def local_spec(tmp_path: Path, results: Path, git: dict[str, Any], python: Path)
                 recipe_name="x", cluster_name="local")
 
 
+@pytest.mark.slow
 def test_local_script_clones_the_pinned_commit_and_runs_the_module_from_it(tmp_path):
     pwn = tmp_path / "PWNED"
     repo = tmp_path / "repo"
@@ -286,6 +289,7 @@ def test_local_script_clones_the_pinned_commit_and_runs_the_module_from_it(tmp_p
     assert (results / "hpctl" / next(p.name for p in (results / "hpctl").iterdir())).read_text() == "0\n"
 
 
+@pytest.mark.slow
 def test_local_script_stops_when_the_clone_fails(tmp_path):
     results = tmp_path / "res"
     (results / "hpctl").mkdir(parents=True)
@@ -302,6 +306,7 @@ def test_local_script_stops_when_the_clone_fails(tmp_path):
         assert {p.read_text() for p in (results / "hpctl").glob("exit.*")} == {"1\n"}
 
 
+@pytest.mark.slow
 def test_slurm_script_clones_once_on_the_batch_node_and_srun_runs_the_script(tmp_path):
     from test_slurm_render import make_spec, run_script
     pwn = tmp_path / "PWNED"
@@ -321,6 +326,7 @@ def test_slurm_script_clones_once_on_the_batch_node_and_srun_runs_the_script(tmp
     assert Path(argv[-3]).is_file()
 
 
+@pytest.mark.slow
 def test_kubernetes_init_container_clones_into_the_pods_code_volume(tmp_path):
     from test_k8s_render import make_spec
     repo = tmp_path / "repo"

@@ -34,7 +34,7 @@ hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from workspace_inputs import DEFAULT_FILES, MINI_RECIPE, REPO, SHARED, listing, write_files  # noqa: E402
+from tests.helpers.workspace import DEFAULT_FILES, MINI_RECIPE, REPO, SHARED, listing, write_files  # noqa: E402
 
 LONG = int(os.environ.get("HPCTL_FUZZ_EXAMPLES") or 0)
 LOG = os.environ.get("HPCTL_FUZZ_LOG")
@@ -309,7 +309,8 @@ def test_random_overrides_in_both_forms(scratch: Path, hyperpod: bool, data: st.
 @given(data=st.data(), name=st.sampled_from(["mini", "tiny_llama", "tiny_mistral", "tiny_mixtral",
                                               "tiny_llama_lora"]))
 def test_validate_passes_means_the_trainer_accepts(scratch: Path, data: st.DataObject, name: str) -> None:
-    from adapter.config import ConfigError, from_recipe
+    from adapter.config import from_recipe
+    from adapter.reader import ConfigError
     text = RECIPES[name]
     mutated = data.draw(structural(text), label="recipe")
     ovs = data.draw(st.lists(override(False), max_size=2), label="overrides")

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from workspace_inputs import MINI_RECIPE, REPO
+from tests.helpers.workspace import MINI_RECIPE, REPO
 
 HOSTILE = {
     "metachars": "x'\"; touch CANARY; $(touch CANARY) `touch CANARY` && touch CANARY | {{ 7*7 }} {% raw %} ${HOME} %j \\",

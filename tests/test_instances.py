@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from adapter.rank_prefix import PREFIX_VAR, rank_prefix_env
 from hpctl import compat, instances
 from hpctl.backends import get_backend
-from hpctl.backends.common import NCCL_ENV, PREFIX_VAR, job_env, network_summary, rank_prefix_env
+from hpctl.backends.common import NCCL_ENV, job_env, network_summary
 from hpctl.checks import run_checks
 from hpctl.compose import compose
 from hpctl.errors import HpctlError

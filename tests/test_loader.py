@@ -141,6 +141,7 @@ def test_invalid_utf8_names_the_line(tmp_path):
     assert "UTF-8" in err.render() and err.problems[0].origin == Origin("latin1.yaml", 3)
 
 
+@pytest.mark.slow
 def test_file_over_the_size_limit_is_refused_without_reading_it(tmp_path):
     path = tmp_path / "huge.yaml"
     subprocess.run(["truncate", "-s", "50M", str(path)], check=True)  # sparse: no 50 MB written

@@ -3,6 +3,7 @@ backend, with torchrun and the trainer running as real processes on CPU (gloo)."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -47,6 +48,10 @@ def test_apply_status_logs_reapply_cancel(tmp_path):
     assert "Apply complete: job tiny-llama created" in out
     logs = hpctl(ws, "logs", "tiny-llama", "-f").stdout  # follows until the job ends
     assert "finished at step 4" in logs
+    # a quiet first run: no dependency noise (torchao is not loaded without fp8 / NF4, torch's
+    # _pytree warning is filtered), no torchrun banner, and one rank prefix per line
+    assert not [line for line in logs.splitlines() if "torchao" in line or "_pytree" in line
+                or "OMP_NUM_THREADS" in line or re.match(r"\[rank\d+\]: ?\[rank\d+\]", line)]
     st = wait_for(ws, {"SUCCEEDED", "FAILED"})
     assert st["state"] == "SUCCEEDED" and st["exit_code"] == 0
     assert st["metrics"]["step"] == 4 and isinstance(st["metrics"]["loss"], float)

@@ -1,7 +1,7 @@
 """Parameter counts, FLOPs and the analytic memory estimate.
 
 Counts are checked exactly against transformers models built on the meta device (no memory, no
-initialisation), so the formulas in hpctl/modelsize.py track the modeling code the trainer runs.
+initialisation), so the formulas in adapter/modelsize.py track the modeling code the trainer runs.
 The estimate is checked for its arithmetic, for moving the right way when a knob turns, and in
 one slow test against a real CPU training run.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from adapter.modelsize import flops_per_token, param_count, param_counts
 from hpctl.memory import OVERHEAD_GB, estimate, is_16bit, layout
-from hpctl.modelsize import flops_per_token, param_count, param_counts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -242,6 +242,17 @@ def test_gradient_accumulation_keeps_gradients_through_the_next_micro_batch():
     single, accumulated = estimate(base, None), estimate(accumulating, None)
     assert accumulated.total_gb > single.total_gb
     assert "grad accumulation 4" in accumulated.explain
+
+
+def test_a_layout_or_batch_the_trainer_refuses_is_estimated_and_marked_assumed():
+    """The mesh and accumulation come from the trainer's arithmetic (adapter.mesh); where it refuses
+    the recipe (the plan reports why), the estimate falls back and says so."""
+    fine = estimate(spec(nodes=1, devices=8, global_batch_size=16), None)
+    assert "grad accumulation 2" in fine.explain and "assumed" not in fine.explain
+    uneven = estimate(spec(nodes=1, devices=8, global_batch_size=20), None)  # 20 % (1 x 8): refused
+    assert "grad accumulation 2" in uneven.explain and "accumulation assumed" in uneven.explain
+    bad_tp = estimate(spec(nodes=1, devices=8, tensor_model_parallel_degree=3), None)  # 3 does not divide 8
+    assert "layout assumed fully sharded" in bad_tp.explain
 
 
 def test_shard_grad_op_keeps_every_layer_gathered():

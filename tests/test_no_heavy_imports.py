@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from workspace_inputs import REPO
+from tests.helpers.workspace import REPO
 
 HEAVY = ("torch", "transformers", "kubernetes", "boto3")  # SageMaker plans read botocore's model only
 

@@ -151,5 +151,5 @@ def test_json_error_document_for_machine_readers(tmp_path, capsys):
     ("x.secretary", False),
 ])
 def test_sensitive_keys_are_whole_words(key, sensitive):
-    from hpctl.spec import is_sensitive
+    from adapter.secret import is_sensitive
     assert is_sensitive(key) is sensitive

@@ -88,11 +88,11 @@ def test_watch_shows_a_loss_sparkline(tmp_path: Path) -> None:
     from rich.console import Console
 
     from hpctl.backends.base import JobStatus
-    from hpctl.cli import _status_table
+    from hpctl.present import status_table
     _, results = _job(tmp_path)
     record = State.load(tmp_path / "state.json").job("tiny")
     console = Console(width=200, record=True)
-    console.print(_status_table([(record, JobStatus("RUNNING", metrics=read_metrics(results)[-1]))], spark=True))
+    console.print(status_table([(record, JobStatus("RUNNING", metrics=read_metrics(results)[-1]))], spark=True))
     line = next(ln for ln in console.export_text().splitlines() if "tiny" in ln)
     assert sparkline([1.0, 0.5, 0.25, 0.1]) == "█▄▂▁"
     assert sparkline([float("nan"), 2.0, 2.0]) == "▁▁" and sparkline([]) == ""

@@ -20,7 +20,7 @@ from hpctl.compose import compose
 from hpctl.validate import validate
 from hpctl.workspace import Workspace
 from test_compat import LLMFT_RECIPE, NOVA_RECIPE
-from workspace_inputs import GENERAL_CONFIG, MINI_RECIPE, SHARED, write_files
+from tests.helpers.workspace import GENERAL_CONFIG, MINI_RECIPE, SHARED, write_files
 
 IMAGE = "container=example.com/img:1"  # HyperPod's config.yaml has `container: null`; k8s needs an image
 # A SageMaker job also needs a role and an S3 output path, keys only its cluster file has.

@@ -285,6 +285,7 @@ def test_doctor_checks_the_image_plan_sends_from_the_general_config(aws, tmp_pat
     assert rc == 1 and not check["ok"] and "set container to" in check["fix"]
 
 
+@pytest.mark.slow
 def test_apply_killed_after_create_training_job_adopts_it_by_tag(aws, tmp_path, run_cli, run_hpctl):
     """`hpctl apply` (its own process, against moto's server) SIGKILLed after CreateTrainingJob
     returned, before state recorded the job: the job carries the tag in its Tags, the next apply

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from adapter.keypath import iter_leaves
 from hpctl.backends import get_backend
 from hpctl.compose import compose
 from hpctl.errors import Origin
-from hpctl.spec import iter_leaves
 from hpctl.workspace import Workspace
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sagemaker"

@@ -14,7 +14,7 @@ from hpctl.compose import compose
 from hpctl.errors import HpctlError
 from hpctl.workspace import Workspace
 
-from workspace_inputs import LOCAL_CLUSTER
+from tests.helpers.workspace import LOCAL_CLUSTER
 
 SECRETS = {  # environment variable -> value; each reaches the spec another way (see CONFIG)
     "HF_TOKEN": "hf_secret_from_a_sensitive_env_key",

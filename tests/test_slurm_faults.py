@@ -16,7 +16,7 @@ import pytest
 from hpctl.backends import slurm
 from hpctl.backends.base import TaggedJob
 from hpctl.backends.common import JobTag, job_tag
-from workspace_inputs import MINI_RECIPE, write_files
+from tests.helpers.workspace import MINI_RECIPE, write_files
 
 UNREACHABLE = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
 NO_REPLY = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
@@ -166,6 +166,7 @@ def test_unparseable_squeue_output_falls_back(fake, ws, run_cli):
     assert (job["state"], job["detail"]) == ("PENDING", "reason Priority")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["before_submit", "after_submit", "during_state_write"])
 def test_apply_killed_at_each_step_never_submits_twice(fake, ws, run_cli, run_hpctl, point):
     """`hpctl apply` (its own process) SIGKILLs itself at POINT (HPCTL_APPLY_CRASH_AT). The state

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from adapter.secret import secret_env_name
 from hpctl.backends.slurm import BACKEND, script_path
-from hpctl.spec import secret_env_name
 from hpctl.errors import HpctlError
 from hpctl.spec import Spec
 
@@ -66,6 +66,7 @@ def bash_n(text: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_directives_of_a_cpu_job():
     artifact = BACKEND.render(make_spec())
     assert directives(artifact.text) == [
@@ -139,6 +140,7 @@ def test_container_from_cluster_or_root_key_mounts_results_and_workdir():
     assert "--container-mounts=/data:/data,/x:/y,/fsx/results/tiny:/fsx/results/tiny\n" in root
 
 
+@pytest.mark.slow
 def test_auto_resume_requeues_and_forwards_usr1():
     plain = BACKEND.render(make_spec()).text
     assert "--requeue" not in plain and "USR1" not in plain and "scontrol requeue" not in plain
@@ -169,6 +171,7 @@ def test_secrets_stay_out_of_the_script_and_travel_by_environment():
     assert secret_env_name("git.token") == "HPCTL_SECRET_GIT_TOKEN"
 
 
+@pytest.mark.slow
 def test_render_is_byte_deterministic_across_processes(tmp_path):
     spec = make_spec(**{"cluster.env": {"B": "2", "A": "1"}, "git.token": "x"})
     first = BACKEND.render(spec).text
@@ -269,6 +272,7 @@ def hostile_spec(results_dir: str, workdir: str, value: str, in_directives: bool
     return make_spec(**changes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("template", HOSTILE)
 def test_hostile_strings_render_inert(template, tmp_path):
     pwn = tmp_path / "PWNED"
@@ -309,6 +313,7 @@ def test_newline_in_a_directive_field_is_refused():
 # ---------------------------------------------------------------------------------------------
 # The script's own logic, run by bash with stand-ins.
 
+@pytest.mark.slow
 def test_script_writes_spec_and_exit_marker_and_launches_torchrun(tmp_path):
     spec = make_spec(str(tmp_path / "res"), **{"git.token": "t0ken"})
     artifact = BACKEND.render(spec)
@@ -324,6 +329,7 @@ def test_script_writes_spec_and_exit_marker_and_launches_torchrun(tmp_path):
     assert env["HPCTL_SECRET_GIT_TOKEN"] == "t0ken" and env["NCCL_DEBUG"] == "WARN"
 
 
+@pytest.mark.slow
 def test_script_refuses_to_start_without_its_secrets(tmp_path):
     artifact = BACKEND.render(make_spec(str(tmp_path / "res"), **{"git.token": "t0ken"}))
     proc, record = run_script(artifact.text, tmp_path)
@@ -331,6 +337,7 @@ def test_script_refuses_to_start_without_its_secrets(tmp_path):
     assert not (tmp_path / "record.argv").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("restart, requeued", [(None, True), (1, True), (2, False)])
 def test_failed_run_requeues_until_max_restarts(tmp_path, restart, requeued):
     spec = make_spec(str(tmp_path / "res"), **{"cluster.auto_resume": {"enabled": True, "max_restarts": 2}})
@@ -341,6 +348,7 @@ def test_failed_run_requeues_until_max_restarts(tmp_path, restart, requeued):
     assert proc.returncode == 3
 
 
+@pytest.mark.slow
 def test_usr1_is_forwarded_to_the_launcher_and_requeues(tmp_path):
     """What Slurm does `signal_seconds` before the time limit, without Slurm."""
     spec = make_spec(str(tmp_path / "res"), **{"cluster.auto_resume": {"enabled": True, "max_restarts": 2}})

@@ -56,6 +56,7 @@ def test_lineage_is_fixed_at_creation_and_serial_grows(tmp_path):
     assert (tmp_path / "state.json.backup").exists()
 
 
+@pytest.mark.slow
 def test_second_writer_times_out_naming_the_holder(tmp_path):
     path = tmp_path / "state.json"
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -73,6 +74,7 @@ def test_second_writer_times_out_naming_the_holder(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_stale_lock_of_dead_pid_is_broken_with_a_warning(tmp_path, capsys):
     path = tmp_path / "state.json"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from adapter import config as trainer_config
+from adapter import devices, trainconfig, v1
 from adapter.architectures import ARCHITECTURES
 from hpctl import catalog
 from hpctl.checks import world_size
@@ -33,7 +34,7 @@ from hpctl.loader import load_file
 from hpctl.plan import verify
 from hpctl.resources import builtin
 from hpctl.workspace import Workspace
-from tests.adapter.conftest import deep_merge, tiny_recipe
+from tests.helpers.trainer import deep_merge, tiny_recipe
 from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT, TA
 from tests.adapter.test_config import CONTEXT_PARALLEL_REFUSALS, REFUSALS
 from tests.adapter.test_tracking import TRACKING_REFUSALS
@@ -245,13 +246,13 @@ def _schema() -> dict[str, Any]:
 def test_schema_enums_for_trainer_settings_equal_the_trainers_constants() -> None:
     s = _schema()
     model = s["properties"]["model"]["properties"]
-    assert set(model["sharding_strategy"]["enum"]) == set(trainer_config.SHARDING_STRATEGIES)
-    assert set(model["optim"]["properties"]["name"]["enum"]) == set(trainer_config.OPTIMIZERS)
-    assert set(model["optim"]["properties"]["sched"]["properties"]["name"]["enum"]) == set(trainer_config.SCHEDULES)
+    assert set(model["sharding_strategy"]["enum"]) == set(trainconfig.SHARDING_STRATEGIES)
+    assert set(model["optim"]["properties"]["name"]["enum"]) == set(trainconfig.OPTIMIZERS)
+    assert set(model["optim"]["properties"]["sched"]["properties"]["name"]["enum"]) == set(trainconfig.SCHEDULES)
     assert set(model["model_type"]["enum"]) == set(ARCHITECTURES)
-    assert set(model["fp8_amax_compute_algo"]["enum"]) == set(trainer_config.FP8_ALGOS)
-    assert set(s["properties"]["trainer"]["properties"]["accelerator"]["enum"]) == set(trainer_config.ACCELERATORS)
-    assert {str(v) for v in s["$defs"]["precision"]["enum"]} == set(trainer_config.PRECISIONS)
+    assert set(model["fp8_amax_compute_algo"]["enum"]) == set(v1.FP8_ALGOS)
+    assert set(s["properties"]["trainer"]["properties"]["accelerator"]["enum"]) == set(devices.ACCELERATORS)
+    assert {str(v) for v in s["$defs"]["precision"]["enum"]} == set(trainconfig.PRECISIONS)
 
 
 @pytest.mark.parametrize("key, bound, accepted, refused", [

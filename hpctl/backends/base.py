@@ -15,6 +15,7 @@ from hpctl.records import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMI
 from hpctl.spec import Spec
 
 if TYPE_CHECKING:
+    from hpctl import checks, doctor
     from hpctl.backends.common import JobTag
 
 # What `submit` returns for an artifact with submit=False (Slurm's
@@ -81,6 +82,7 @@ class Backend(abc.ABC):
 
     name: str
     platform_network = False  # the platform sets up EFA and NCCL itself (SageMaker): hpctl adds no network env
+    reads_general_config = False  # its doctor checks read the general config (SageMaker's image may be there)
 
     @abc.abstractmethod
     def render(self, spec: Spec) -> Artifact:
@@ -119,6 +121,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, record: JobRecord) -> None:
         """Stop the job. Never deletes results, checkpoints or logs."""
+
+    @abc.abstractmethod
+    def doctor(self, cluster: dict[str, Any], general: dict[str, Any]) -> list["doctor.Check"]:
+        """`hpctl doctor`: whether this machine can submit to a cluster of this type (`cluster` is
+        the cluster file, `general` the general config when reads_general_config), a fix for each gap."""
+
+    def preflight(self, spec: Spec) -> list["checks.Check"]:
+        """Plan-time checks only this scheduler needs, run with hpctl's own (hpctl.checks); none by default."""
+        return []
 
     def test_only(self, artifact: Artifact) -> str:
         """Ask the scheduler whether it would accept the submission, submitting nothing (`plan

@@ -27,9 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapter.digest import digest
+from adapter.keypath import join
+from adapter.numbers import positive_int as count
+from adapter.rank_prefix import RANK_PREFIX
+from adapter.secret import secret_env_name
 from hpctl import instances
 from hpctl.errors import HpctlError
-from hpctl.spec import Spec, digest, join, secret_env_name
+from hpctl.spec import Spec
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 USER_ENV = ("env_vars", "cluster.env")  # in order: the cluster's env wins
@@ -88,9 +93,10 @@ def positive_int(spec: Spec, path: str, default: int) -> int:
     value = spec.get(path)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    number = count(value) if isinstance(value, int) else None  # 8.0 is not written as a count
+    if number is None:
         raise HpctlError("expected a positive integer", key=path, expected="integer >= 1", found=repr(value))
-    return value
+    return number
 
 
 def secret_vars(spec: Spec) -> dict[str, str]:
@@ -249,18 +255,6 @@ def last_metrics(results_dir: str) -> dict[str, Any] | None:
             continue
         return value if isinstance(value, dict) else None
     return None
-
-
-RANK_PREFIX = "[rank{rank}]: "  # what torchrun writes before each worker line, per rank_prefix_env
-PREFIX_VAR = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
-TEE_ALL = "--tee=3"  # torchrun prefixes only the output it tees; 3 = stdout and stderr
-
-
-def rank_prefix_env() -> dict[str, str]:
-    """The variable that makes torchrun (launched with TEE_ALL) start each worker's line with
-    RANK_PREFIX, so that `rank_lines` can pick one rank out of a node's log (`hpctl logs --rank`).
-    Torchrun fills in `${rank}` (string.Template) with the worker's global rank."""
-    return {PREFIX_VAR: RANK_PREFIX.format(rank="${rank}")}
 
 
 def rank_lines(lines: Iterable[str], rank: int | None) -> Iterator[str]:

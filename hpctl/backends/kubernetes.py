@@ -15,7 +15,7 @@ Node and rank mapping, used by `logs --rank`: a job of N nodes with D devices ea
 ranks 0..N*D-1, grouped per node, so rank r runs on node r // D. Node 0 is the `Master` replica
 (pod `<job>-master-0`), node k >= 1 is `Worker` replica k-1 (pod `<job>-worker-<k-1>`). A
 HyperPodPyTorchJob has one replica group; its node k is the pod whose name ends in `-<k>`. That
-pod's log holds all D ranks of the node, each line prefixed by torchrun (common.rank_prefix_env),
+pod's log holds all D ranks of the node, each line prefixed by torchrun (adapter.rank_prefix),
 and `common.rank_lines` keeps rank r's.
 """
 from __future__ import annotations
@@ -27,14 +27,18 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from adapter.keypath import get_path, join
+from adapter.rank_prefix import TEE_ALL, rank_prefix_env
+from adapter.secret import is_sensitive
 from hpctl.backends.base import (
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.backends.common import (
-    TEE_ALL, USER_ENV_PREFIXES, JobTag, job_env, positive_int, rank_lines, rank_prefix_env, scalar_text,
+    USER_ENV_PREFIXES, JobTag, job_env, positive_int, rank_lines, scalar_text,
     secret_vars)
+from hpctl.devices import uses_gpus
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError, optional_import
-from hpctl.spec import Spec, get_path, is_sensitive, join
+from hpctl.spec import Spec
 from hpctl.suggest import did_you_mean
 from hpctl.templating import render as render_template
 from hpctl.templating import shquote
@@ -266,7 +270,7 @@ def context(spec: Spec) -> dict[str, Any]:
             annotations[MAX_RETRY] = scalar_text(max_retry)
 
     resources = {}
-    gpu = str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu"  # unset: GPUs (LLMFT recipes)
+    gpu = uses_gpus(spec.data)
     if gpu:
         resources["nvidia.com/gpu"] = str(devices)
     if (cluster.get("efa_per_node") or 0) > 0:
@@ -461,6 +465,10 @@ def _target(record: JobRecord) -> tuple[str, str, tuple[str, str, str]]:
 
 class KubernetesBackend(Backend):
     name = "k8s"
+
+    def doctor(self, cluster: dict[str, Any], general: dict[str, Any]) -> list[Any]:
+        from hpctl.doctor import k8s_checks
+        return k8s_checks(cluster)
 
     def render(self, spec: Spec) -> Artifact:
         ctx = context(spec)

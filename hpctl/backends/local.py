@@ -19,10 +19,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from adapter.rank_prefix import TEE_ALL, rank_prefix_env
 from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact, Backend,
                                  JobRecord, JobStatus, TaggedJob)
-from hpctl.backends.common import TEE_ALL, JobTag, job_env, last_metrics, log_lines, rank_prefix_env, secret_vars
+from hpctl.backends.common import JobTag, job_env, last_metrics, log_lines, secret_vars
+from hpctl.devices import devices_per_node
 from hpctl.entry import entry_point
 from hpctl.spec import Spec
 from hpctl.templating import render
@@ -34,9 +37,13 @@ TAG_ENV = "HPCTL_JOB_TAG"
 class LocalBackend(Backend):
     name = "local"
 
+    def doctor(self, cluster: dict[str, Any], general: dict[str, Any]) -> list[Any]:
+        from hpctl.doctor import local_checks
+        return local_checks(cluster)
+
     def render(self, spec: Spec) -> Artifact:
         results = spec.get("recipes.run.results_dir")
-        nproc = spec.get("cluster.nproc_per_node") or spec.get("recipes.trainer.devices") or 1
+        nproc = devices_per_node(spec.data)
         python = spec.get("cluster.python") or sys.executable
         spec_path = f"{results}/job_spec.json"
         entry = entry_point(spec, results)

@@ -38,13 +38,16 @@ from functools import lru_cache
 from typing import Any
 
 from adapter import sagemaker as container
-from adapter.config import Reader
+from adapter.digest import digest
+from adapter.keypath import get_path, join
+from adapter.reader import Reader
+from adapter.secret import REDACTED
 from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact,
                                  Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.errors import HpctlError, Problem, optional_import
 from hpctl.instances import sagemaker_name
 from hpctl.backends.common import JobTag, job_env, rank_lines, scalar_text
-from hpctl.spec import REDACTED, Spec, digest, get_path, join
+from hpctl.spec import Spec
 from hpctl.suggest import did_you_mean
 
 SMC = "cluster.sm_jobs_config"
@@ -444,7 +447,16 @@ def _source(path: str, sources: dict[str, str]) -> str | None:
 
 class SageMakerBackend(Backend):
     name = "sm_jobs"
+    reads_general_config = True
     platform_network = True  # SageMaker provides EFA and the NCCL environment on its instances
+
+    def doctor(self, cluster: dict[str, Any], general: dict[str, Any]) -> list[Any]:
+        from hpctl.backends.sagemaker_checks import doctor_checks
+        return doctor_checks(cluster, general)
+
+    def preflight(self, spec: Spec) -> list[Any]:
+        from hpctl.backends.sagemaker_checks import data_channel_checks
+        return data_channel_checks(spec)
 
     def render(self, spec: Spec) -> Artifact:
         request, sources, spec_uri = request_for(spec)

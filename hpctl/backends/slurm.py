@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapter.rank_prefix import TEE_ALL, rank_prefix_env
 from hpctl.backends.base import (
     CANCELLED, FAILED, NOT_SUBMITTED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN,
     Artifact, Backend, JobRecord, JobStatus, TaggedJob,
 )
 from hpctl.backends.common import (
-    TEE_ALL, JobTag, job_env, last_metrics, log_lines, positive_int, rank_prefix_env, secret_vars)
+    JobTag, job_env, last_metrics, log_lines, positive_int, secret_vars)
+from hpctl.devices import uses_gpus
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.resources import builtin_root
@@ -140,7 +142,7 @@ def _directives(spec: Spec, results_dir: str, workdir: str | None, auto_resume: 
         f"--nodes={positive_int(spec, 'recipes.trainer.num_nodes', 1)}",
         "--ntasks-per-node=1",
     ]
-    if str(spec.get("recipes.trainer.accelerator") or "gpu").lower() == "gpu":  # unset: GPUs (LLMFT recipes)
+    if uses_gpus(spec.data):
         gpus = cluster.get("gpus_per_node") or positive_int(spec, "recipes.trainer.devices", 1)
         lines.append(opt("gpus-per-node", gpus, "cluster.gpus_per_node"))
     if cluster.get("cpus_per_task"):
@@ -459,6 +461,10 @@ def _write_files(artifact: Artifact) -> None:
 
 class SlurmBackend(Backend):
     name = "slurm"
+
+    def doctor(self, cluster: dict[str, Any], general: dict[str, Any]) -> list[Any]:
+        from hpctl.doctor import slurm_checks
+        return slurm_checks(cluster)
 
     def render(self, spec: Spec) -> Artifact:
         results_dir = _results_dir(spec)

@@ -20,7 +20,7 @@ from adapter.reader import ConfigError
 from hpctl import cache
 from hpctl.checks import ERROR, Check
 from hpctl.errors import HpctlError
-from hpctl.spec import Spec, get_path
+from hpctl.spec import Spec
 from hpctl.suggest import did_you_mean
 
 MODEL = "recipes.run.model_name_or_path"
@@ -89,7 +89,7 @@ def check(spec: Spec, host: Any) -> list[Check]:
     found = [Check("evaluation", ERROR, e.message, [f"recipes.{e.key}"], e.hint)
              for e in check_registry(cfg, registry(cfg.include_path))]
     local = (spec.get("cluster.type") or spec.cluster_type) == "local"
-    if local and cfg.device == "gpu" and host is not None and host.gpu_count == 0:
+    if local and cfg.accelerator == "gpu" and host is not None and host.gpu_count == 0:
         found.append(Check("evaluation", ERROR, "trainer.accelerator is gpu but this machine has no GPU (nvidia-smi "
                            "lists none)", ["recipes.trainer.accelerator"], "set trainer.accelerator: cpu"))
     if spec.cluster_type == "sm_jobs":

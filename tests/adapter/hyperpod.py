@@ -54,7 +54,7 @@ def write(spec: dict[str, Any], path: Path) -> Path:
 def train_on_two_ranks(spec: dict[str, Any], path: Path) -> subprocess.CompletedProcess:
     """Write the spec to `path` and train it with torchrun on 2 CPU processes; fails the test
     with the output when the trainer does not exit 0."""
-    from tests.adapter.conftest import REPO, env, ok
+    from tests.helpers.trainer import REPO, env, ok
     return ok(subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                               "-m", "adapter.train", "--config", str(write(spec, path))],
                              cwd=REPO, env=env(), capture_output=True, text=True, timeout=300))

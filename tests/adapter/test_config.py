@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from adapter.config import ConfigError, from_recipe, grad_accumulation, load
-from tests.adapter.conftest import REPO, deep_merge, env, tiny_recipe, write_spec
+from adapter.config import from_recipe, load
+from adapter.mesh import grad_accumulation
+from adapter.reader import ConfigError
+from tests.helpers.trainer import REPO, deep_merge, env, tiny_recipe, write_spec
 
 
 def refused(tmp_path: Path, **sections: object) -> ConfigError:
@@ -157,7 +159,7 @@ def test_mesh_shapes() -> None:
 def test_mesh_shapes_with_context_parallelism() -> None:
     """HyperPod's shard_degree counts FSDP's group, dp_shard x cp: its 70B 16k recipes (cp 2, shard
     256) on 32 and 64 p5 nodes, its 405B QLoRA ones (cp 8 and 16, shard 16) on 2."""
-    from adapter.config import MeshShape, mesh_shape
+    from adapter.mesh import MeshShape, mesh_shape
     def parallel(cp: int, **model: object) -> object:
         return from_recipe(tiny_recipe(Path("/r"), trainer={"accelerator": "gpu", "precision": "bf16"},
                                        model={"context_parallel_degree": cp, **model})).parallel
@@ -184,6 +186,7 @@ def test_spec_file_formats(tmp_path: Path) -> None:
     assert load(tmp_path / "recipe.yaml").max_steps == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe_update, message", [
     ({"model": {"sharding_strategy": "zero3"}}, "adapter: error: model.sharding_strategy: 'zero3' is not supported"),
     ({"model": {"tensor_model_parallel_degree": 2}}, "adapter: error: model.tensor_model_parallel_degree: 2 does not divide the world size 1"),

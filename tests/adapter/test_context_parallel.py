@@ -1,5 +1,5 @@
 """Context parallelism on CPU: what torch 2.13 lets run there. Ring attention itself needs CUDA
-(config.CP_CPU_REASON; bench/gpu_check.py runs it on 2+ GPUs), but the mesh, the groups, the
+(v1.CP_CPU_REASON; bench/gpu_check.py runs it on 2+ GPUs), but the mesh, the groups, the
 sequence split (torch's own, called on gloo), the loss and gradient scaling over dp x cp, and how
 transformers' Llama is called on a rank's share of a sequence are all tested here."""
 from __future__ import annotations
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from adapter.config import ConfigError, MeshShape
-from tests.adapter.conftest import REPO, env, ok, tiny_recipe, write_spec
+from adapter.mesh import MeshShape
+from adapter.reader import ConfigError
+from tests.helpers.trainer import REPO, env, ok, tiny_recipe, write_spec
 
 WORKER = r"""
 import os, sys
@@ -22,7 +23,7 @@ from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.experimental._attention import context_parallel_unshard
 from transformers.modeling_outputs import CausalLMOutput
 from adapter import parallel, train
-from adapter.config import MeshShape
+from adapter.mesh import MeshShape
 
 SEQ, VOCAB, ACCUM = 8, 11, 2
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import (REPO, crash_point, crash_seeds, env, export_dir, losses, ok, sharded, tiny_recipe,
+from tests.helpers.trainer import (REPO, crash_point, crash_seeds, env, export_dir, losses, ok, sharded, tiny_recipe,
                                    torchrun)
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ import resource, signal, sys
 from pathlib import Path
 import torch, torch.distributed as dist
 from adapter.checkpoint import Checkpointer
-from adapter.config import CheckpointConfig
+from adapter.trainconfig import CheckpointConfig
 root, keep, steps, fsize = Path(sys.argv[1]), int(sys.argv[2]), [int(s) for s in sys.argv[3].split(",")], int(sys.argv[4])
 dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{root}/.pg")
 ckpt = Checkpointer(CheckpointConfig(root, True, 3, keep, True, False, None, 0, False), 0)
@@ -58,7 +58,7 @@ def test_sigkill_inside_a_save_never_loses_the_last_complete_checkpoint(tmp_path
     resumed from, step 3 is (keep-N cleanup runs only after a commit), and the next save clears
     the debris. A save that hits the file-size limit fails with a clear message, step 3 intact."""
     from adapter.checkpoint import find_resume
-    from adapter.config import CheckpointConfig
+    from adapter.trainconfig import CheckpointConfig
 
     points = ("shards", "metadata", "commit")
     procs = {p: saver(tmp_path / p, "3,6", HPCTL_CRASH_AT=f"{p}@6") for p in points}

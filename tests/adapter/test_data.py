@@ -10,7 +10,7 @@ import torch
 from adapter.config import from_recipe
 from adapter.data import (PackedDataset, StreamSampler, SyntheticDataset, TokenizedDataset, TrainData,
                           build_datasets, val_batches)
-from tests.adapter.conftest import pattern_rows, tiny_recipe
+from tests.helpers.trainer import pattern_rows, tiny_recipe
 
 
 def step_samples(dp: int, accum: int, micro: int, steps: int) -> list[set[int]]:

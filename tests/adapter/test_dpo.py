@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adapter.dpo import PreferenceDataset, SyntheticPreferences, dpo_loss, triple
-from tests.adapter.conftest import REPO, env, ok, records
+from tests.helpers.trainer import REPO, env, ok, records
 from tests.adapter.hyperpod import V1, chat_tokenizer, compose, require, tiny_checkpoint, write
 
 

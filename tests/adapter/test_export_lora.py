@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.adapter.conftest import export_dir, losses, ok, records, tiny_recipe, torchrun
+from tests.helpers.trainer import export_dir, losses, ok, records, tiny_recipe, torchrun
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import REPO, env, ok, records
+from tests.helpers.trainer import REPO, env, ok, records
 from tests.adapter.hyperpod import V1, compose, require, tiny_checkpoint, write
 
 # Overrides every recipe needs to run small on 2 CPU processes, and why.
@@ -99,7 +99,8 @@ def test_family_trains_shrunk(family: str, tmp_path: Path) -> None:
 
 
 def refusal(recipe: str, tmp_path: Path, *overrides: str) -> str:
-    from adapter.config import ConfigError, from_recipe
+    from adapter.config import from_recipe
+    from adapter.reader import ConfigError
     spec = compose(V1, recipe, tmp_path, ["recipes.trainer.accelerator=cpu", *overrides])
     with pytest.raises(ConfigError) as exc:
         from_recipe(spec["recipes"])

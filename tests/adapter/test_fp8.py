@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import records
+from tests.helpers.trainer import records
 from tests.adapter.hyperpod import V1, compose, require, tiny_checkpoint, train_on_two_ranks
 from tests.adapter.test_families import SHRINK
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import REPO, env
+from tests.helpers.trainer import REPO, env
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapter.config import ConfigError, from_recipe
-from tests.adapter.conftest import REPO, env, ok, records
+from adapter.config import from_recipe
+from adapter.reader import ConfigError
+from tests.helpers.trainer import REPO, env, ok, records
 from tests.adapter.hyperpod import LLMFT_REFUSALS, SFT, TA, V2, chat_tokenizer, compose, require, write
 
 DPO = "fine-tuning/llama/llmft_llama3_2_1b_instruct_seq4k_gpu_dpo"

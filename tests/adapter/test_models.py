@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from adapter import models
-from adapter.config import ConfigError, from_recipe
-from tests.adapter.conftest import tiny_recipe
+from adapter.config import from_recipe
+from adapter.reader import ConfigError
+from tests.helpers.trainer import tiny_recipe
 
 EXTRA = {
     "mixtral": {"num_local_experts": 4, "num_experts_per_tok": 2},
@@ -19,7 +20,7 @@ EXTRA = {
     "gpt_oss": {"num_local_experts": 4, "num_experts_per_tok": 2, "head_dim": 16, "sliding_window": 8},
     "falcon": {"num_kv_heads": 1},
 }
-# hpctl.modelsize models these families' layouts exactly (Llama 4's shared expert and Falcon's
+# adapter.modelsize models these families' layouts exactly (Llama 4's shared expert and Falcon's
 # fused, parallel blocks it does not), so their counts must agree with the built model.
 COUNTED = ("llama_v3", "deepseek_r1_llama_v3", "mistral", "mixtral", "qwen_v2", "deepseek_r1_qwen_v2",
            "deepseek_r1", "gpt_oss")
@@ -36,7 +37,7 @@ def test_every_model_type_builds_fills_and_runs(model_type: str) -> None:
     cfg, config, model = build(model_type)
     assert all(p.device.type == "meta" for p in model.parameters())
     if model_type in COUNTED:
-        from hpctl.modelsize import param_count
+        from adapter.modelsize import param_count
         assert sum(p.numel() for p in model.parameters()) == param_count(models.arch_fields(cfg, config))
     models.materialize(model, torch.device("cpu"), seed=1, std=0.02, weights=None)
     ids = torch.randint(256, (2, 16), generator=torch.Generator().manual_seed(0))

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from adapter.config import SchedConfig
+from adapter.trainconfig import SchedConfig
 from adapter.optim import lr_at
 
 

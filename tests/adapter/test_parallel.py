@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import losses, ok, records, tiny_recipe, torchrun
+from tests.helpers.trainer import losses, ok, records, tiny_recipe, torchrun
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-5

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.adapter.conftest import losses, records
+from tests.helpers.trainer import losses, records
 from tests.adapter.hyperpod import V1, compose, require, tiny_checkpoint, train_on_two_ranks
 from tests.adapter.test_families import SHRINK
 

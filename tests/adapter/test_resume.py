@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import (export_dir, losses, ok, records, sharded, srun_style, tiny_recipe,
+from tests.helpers.trainer import (export_dir, losses, ok, records, sharded, srun_style, tiny_recipe,
                                     torchrun)
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adapter import metrics, parallel
-from adapter.config import ParallelConfig
+from adapter.trainconfig import ParallelConfig
 
 FP32 = ParallelConfig(tp=1, sharding_strategy="full_shard", shard_degree=None, activation_checkpointing=False,
                       cpu_offload=False, compile=False, precision="fp32")

@@ -17,9 +17,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from adapter.config import ConfigError, from_recipe, tracking
-from tests.adapter.conftest import REPO, deep_merge, env, export_dir, records, srun_style, tiny_recipe, write_spec
-from workspace_inputs import MINI_RECIPE
+from adapter.config import from_recipe
+from adapter.reader import ConfigError
+from adapter.tracking_keys import tracking
+from tests.helpers.trainer import REPO, deep_merge, env, export_dir, records, srun_style, tiny_recipe, write_spec
+from tests.helpers.workspace import MINI_RECIPE
 
 MLFLOW_ON = {"create_mlflow_logger": True, "mlflow_logger_kwargs": {"tracking_uri": "http://127.0.0.1:5000"}}
 
@@ -118,7 +120,7 @@ def test_a_v1_wandb_api_key_reaches_wandb_the_way_hpctl_passes_it(tmp_path: Path
     arrives in HPCTL_SECRET_<KEY>, which the sink hands to W&B as WANDB_API_KEY (as for LLMFT's use_wandb)."""
     pytest.importorskip("wandb", reason="the W&B checks need the wandb package (the test extra)")
     from adapter import tracking as sender
-    from hpctl.spec import secret_env_name
+    from adapter.secret import secret_env_name
     key = "0123456789abcdef" * 2 + "k3y-v1-w"  # 40 characters, as W&B's keys are
     cfg = from_recipe(tiny_recipe(tmp_path, exp_manager={"create_wandb_logger": True, "wandb_logger_kwargs": {
         "mode": "offline", "save_dir": str(tmp_path / "wandb"), "api_key": "(sensitive)"}})).tracking
@@ -143,7 +145,7 @@ def test_the_sinks_turn_their_libraries_telemetry_off_unless_env_vars_say_otherw
     values standing for a user's are other spellings of "off", so the test itself contacts nothing."""
     pytest.importorskip("wandb", reason="the W&B checks need the wandb package (the test extra)")
     from adapter import tracking as sender
-    from adapter.config import MlflowConfig, WandbConfig
+    from adapter.trainconfig import MlflowConfig, WandbConfig
     for name in ("MLFLOW_DISABLE_TELEMETRY", "WANDB_ERROR_REPORTING", "MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE",
                  "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         monkeypatch.setenv(name, "")  # recorded first: a delenv of an unset variable records nothing,
@@ -278,7 +280,7 @@ def test_one_job_one_mlflow_run_through_a_fault_and_a_resume(mlflow_server: Mlfl
     pytest.importorskip("wandb", reason="the W&B checks need the wandb package (the test extra)")
     from mlflow.tracking import MlflowClient
 
-    from hpctl.spec import digest
+    from adapter.digest import digest
     results, wandb_dir = tmp_path / "results", tmp_path / "wandb"
     recipe = tiny_recipe(results, exp_manager={
         "create_mlflow_logger": True,
@@ -368,7 +370,7 @@ def test_a_server_killed_mid_run_costs_one_warning_and_names_the_lost_steps(
     from mlflow.tracking import MlflowClient
 
     from adapter import tracking
-    from adapter.config import MlflowConfig
+    from adapter.trainconfig import MlflowConfig
     monkeypatch.setattr(tracking, "_outputs", lambda checkpoint_dir: {})  # no checkpoints here (and no torch)
     cfg = MlflowConfig(key="exp_manager.create_mlflow_logger", tracking_uri=mlflow_server.uri, local_store="",
                        experiment="killed", run_name="r", run_id=None, tags={}, artifact_location=None)

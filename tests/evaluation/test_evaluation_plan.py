@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workspace_inputs import SHARED
+from tests.helpers.workspace import SHARED
 
 pytest.importorskip("lm_eval", reason="evaluation recipes need lm-eval (the evaluation extra)")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapter.conftest import REPO, env, export_dir, ok, tiny_recipe, torchrun, write_spec
+from tests.helpers.trainer import REPO, env, export_dir, ok, tiny_recipe, torchrun, write_spec
 from tests.adapter.test_tracking import MlflowServer, mlflow_server  # noqa: F401 - the session fixture
 from tests.evaluation.helpers import TASKS, word_tokenizer
 

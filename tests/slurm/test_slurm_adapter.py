@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.adapter.conftest import crash_point, crash_seeds
-from tests.slurm.conftest import TERMINAL, Workspace
+from tests.helpers.trainer import crash_point, crash_seeds
+from tests.helpers.slurm import TERMINAL, Workspace
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

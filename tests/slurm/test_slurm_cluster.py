@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from adapter.digest import digest
 from hpctl.backends.base import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, JobRecord, JobStatus
 from hpctl.backends.slurm import BACKEND, read_exit_marker
 from hpctl.errors import HpctlError
-from hpctl.spec import Spec, digest
+from hpctl.spec import Spec
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

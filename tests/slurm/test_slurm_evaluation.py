@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.evaluation.helpers import TASKS, lm_eval_directly, word_tokenizer
-from tests.slurm.conftest import Workspace
+from tests.helpers.slurm import Workspace
 from tests.slurm.test_slurm_adapter import REPO, overrides
 
 pytest.importorskip("lm_eval", reason="evaluation jobs need lm-eval (the evaluation extra)")

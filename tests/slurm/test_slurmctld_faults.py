@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.slurm.conftest import Workspace, controller
+from tests.helpers.slurm import Workspace, controller
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -3,6 +3,7 @@
 # Writes the resolved spec to /results/mixtral-8x7b-pretrain/job_spec.json before this script runs; this script launches it.
 set -u
 export PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # torchrun's default, set here so that it prints no banner about it
 export HPCTL_JOB_ID=$$  # the job id hpctl records (tracking tags name it)
 export NCCL_DEBUG=WARN
 # torchrun prefixes every line a worker prints with its global rank (`hpctl logs --rank N`); set after

@@ -1,8 +1,8 @@
 """Parameter counts and training FLOPs of a decoder-only transformer, from a recipe's `model` section.
 
-`hpctl plan` needs the size of the model a recipe describes (for `recipes list`, the memory estimate
-and MFU) without importing torch or transformers, so the count is computed from the HyperPod v1
-architecture fields. The formulas follow the transformers modeling code that the trainer builds
+The trainer (its MFU) and `hpctl plan` (`recipes list`, the memory estimate) need the size of the
+model a recipe describes without importing torch or transformers, so the count is computed from the
+HyperPod v1 architecture fields; it lives in the trainer's package, which hpctl sits on. The formulas follow the transformers modeling code that the trainer builds
 (LlamaForCausalLM and relatives), so the counts are exact for these families; the tests check them
 against real transformers models on the meta device.
 
@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from adapter.numbers import whole
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,11 @@ class Arch:
 
 
 def _int(model: Mapping[str, Any], *keys: str, default: int = 0) -> int:
-    """The first of `keys` that holds a number; `default` otherwise."""
+    """The first of `keys` that holds a whole number; `default` otherwise."""
     for key in keys:
-        value = model.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return int(value)
+        value = whole(model.get(key))
+        if value is not None:
+            return value
     return default
 
 

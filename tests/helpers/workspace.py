@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
 
 GENERAL_CONFIG = """\
