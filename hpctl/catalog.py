@@ -98,14 +98,19 @@ STAND_INS = {
 EVAL_MODEL = "run.model_name_or_path"
 
 
-def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = ()) -> list[str]:
+def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = (), cluster: str | None = None) -> list[str]:
     """HyperPod-form overrides filling the user inputs this recipe leaves empty or out (see
     STAND_INS): its own format's keys only, the base model only for a fine-tune, and nothing the
     given overrides already set."""
     if evalspec.is_evaluation(recipe):  # an evaluation recipe's one user input: the model it scores
         run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
         given = any(o.lstrip("+~").split("=", 1)[0] in (EVAL_MODEL, f"recipes.{EVAL_MODEL}") for o in overrides)
-        return [] if run.get("model_name_or_path") or given else [f"++recipes.{EVAL_MODEL}=/stand-in/model"]
+        if run.get("model_name_or_path") or given:
+            return []
+        if cluster == "sm_jobs":  # a SageMaker job reads its model from an input channel
+            return [f"++recipes.{EVAL_MODEL}=/opt/ml/input/data/model",
+                    "++cluster.sm_jobs_config.inputs.s3.model=s3://stand-in/model"]
+        return [f"++recipes.{EVAL_MODEL}=/stand-in/model"]
     llmft = is_llmft(recipe)
     model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
     out = []
@@ -179,7 +184,7 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
         try:
             file = cluster if cluster in ws.clusters() else BUILTIN_FALLBACK.get(cluster, cluster)
             given = cluster_overrides(overrides, cluster)
-            spec = compose([f"recipes={name}", f"cluster={file}", *stand_ins(layer.data, given), *given], None, ws)
+            spec = compose([f"recipes={name}", f"cluster={file}", *stand_ins(layer.data, given, cluster), *given], None, ws)
             validate(spec)
             validated += 1
             stage = "pre-flight"
