@@ -101,7 +101,8 @@ class EvalConfig:
     limit: int | None  # documents per task (hpctl's evaluation.limit), None: all
     accelerator: str  # trainer.accelerator as adapter.devices reads it: gpu, cpu or auto
     batch_size: int
-    results_dir: str  # output.eval_results_dir, else <run.results_dir>/eval
+    results_dir: str  # output.eval_results_dir (a directory or s3:// prefix), else <run.results_dir>/eval
+    staging: str  # <run.results_dir>/eval: where the job writes what goes to S3, and an S3 model's copy
     tensorboard_dir: str | None
     mlflow: dict[str, str] = field(default_factory=dict)  # tracking_uri, experiment_name, run_id, run_name
     mapped_from: str | None = None  # the HyperPod task name, when the table mapped it
@@ -114,6 +115,11 @@ class EvalConfig:
             ll, gen = ACCURACY[self.metric]
             return (gen if output_type == GENERATE else ll,)
         return (self.metric,)
+
+
+def is_s3(path: str | None) -> bool:
+    """Whether a model or results path is an S3 URI (the job copies it down or up with boto3)."""
+    return bool(path) and str(path).startswith("s3://")
 
 
 def is_evaluation(recipe: Any) -> bool:
@@ -209,7 +215,7 @@ def from_recipe(recipe: dict[str, Any]) -> EvalConfig:
     return EvalConfig(model=model, asked=task, subtask=subtask, tasks=tasks, include_path=include, strategy=strategy,
                       num_fewshot=(fewshot if fewshot is not None else DEFAULT_FEWSHOT) if strategy == "fs" else 0,
                       metric=metric, generation=generation, limit=limit, accelerator=accelerator_of(recipe), batch_size=batch,
-                      results_dir=results, tensorboard_dir=tensorboard, mlflow=mlflow, mapped_from=mapped)
+                      results_dir=results, staging=_default_results(run), tensorboard_dir=tensorboard, mlflow=mlflow, mapped_from=mapped)
 
 
 def _default_results(run: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,45 @@ def send_tensorboard(cfg: evalspec.EvalConfig, values: dict[str, float]) -> None
     writer.close()
 
 
+def _s3(uri: str) -> tuple[Any, str, str]:
+    """(an S3 client from the job's environment, bucket, key prefix) of an s3:// URI."""
+    import boto3
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    return boto3.client("s3"), bucket, prefix.rstrip("/")
+
+
+def download(uri: str, dest: Path) -> Path:
+    """Copy every object under an S3 prefix (a model directory) into `dest`."""
+    client, bucket, prefix = _s3(uri)
+    found = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for obj in page.get("Contents", []):
+            path = dest / obj["Key"][len(prefix) + 1:]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, obj["Key"], str(path))
+            found += 1
+    if not found:
+        raise FileNotFoundError(f"no objects under {uri}")
+    return dest
+
+
+def upload(src: Path, uri: str) -> None:
+    """Copy every file under `src` to the S3 prefix `uri`, keeping relative paths."""
+    client, bucket, prefix = _s3(uri)
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(src).as_posix()}")
+
+
+def local(cfg: evalspec.EvalConfig) -> evalspec.EvalConfig:
+    """The settings with S3 paths replaced by local ones under the staging dir: an S3 model is
+    copied down first; S3 results and TensorBoard files are written there and uploaded after."""
+    staging = Path(cfg.staging)
+    model = str(download(cfg.model, staging / "model")) if evalspec.is_s3(cfg.model) else cfg.model
+    results = str(staging / "results") if evalspec.is_s3(cfg.results_dir) else cfg.results_dir
+    tensorboard = str(staging / "tensorboard") if evalspec.is_s3(cfg.tensorboard_dir) else cfg.tensorboard_dir
+    return replace(cfg, model=model, results_dir=results, tensorboard_dir=tensorboard)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, type=Path, help="the job spec hpctl wrote (job_spec.json)")
@@ -117,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"adapter: {exc}", file=sys.stderr)
         return 1
+    asked, cfg = cfg, local(cfg)
     results = run(cfg)
     out = write(cfg, results)
     from lm_eval.utils import make_table
@@ -129,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.tensorboard_dir:
         send_tensorboard(cfg, values)
         print(f"adapter: scores written to TensorBoard in {cfg.tensorboard_dir}", flush=True)
+    for here, there in ((cfg.results_dir, asked.results_dir), (cfg.tensorboard_dir, asked.tensorboard_dir)):
+        if there and evalspec.is_s3(there):
+            upload(Path(here), there)
+            print(f"adapter: {here} uploaded to {there}", flush=True)
     return 0
 
 

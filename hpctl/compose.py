@@ -78,7 +78,13 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
     for ov in parsed:
         if not hyperpod and ov.path.split(".")[0] not in root_keys:
             ov = ov.with_path("recipes." + ov.path)
-        overrides.apply(data, ov, origins)
+        try:
+            overrides.apply(data, ov, origins)
+        except HpctlError:  # a recipe hpctl cannot run says why, not that a launcher's key is missing from it
+            found = compat.refusal(data)
+            if found:
+                raise HpctlError(unsupported_problem(found, origins.get(found.key), get_path(data, found.key))) from None
+            raise
     scale.apply(data, origins)  # the v2 preset for the chosen node count; overrides still win
 
     found = compat.refusal(data)  # before resolving: some of these recipes use resolvers only HyperPod's launchers define

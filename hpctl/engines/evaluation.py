@@ -96,10 +96,10 @@ def check(spec: Spec, host: Any) -> list[Check]:
         return found + _sagemaker(spec, cfg)
     for key, value in (("output.eval_results_dir", cfg.results_dir), ("output.eval_tensorboard_results_dir",
                                                                      cfg.tensorboard_dir)):
-        if value and "://" in value:
-            found.append(Check("evaluation", ERROR, f"{value} is not a file-system path: the job writes its results "
-                               "with plain file I/O", [f"recipes.{key}"], "give a directory on storage the job's "
-                               "nodes mount (on SageMaker, leave it empty: results go to the job's output)"))
+        if value and "://" in value and not evalspec.is_s3(value):
+            found.append(Check("evaluation", ERROR, f"{value} is neither a file-system path nor an s3:// URI",
+                               [f"recipes.{key}"], "give a directory the job's nodes mount, or an S3 prefix (the "
+                               "job uploads with boto3 and the credentials of its environment)"))
     return found
 
 
@@ -164,7 +164,7 @@ def resolve_model(spec: Spec, state: Any) -> str | None:
         note = f"{value}: {'its latest export' if written else f'the export it writes when it finishes ({status})'}"
     model = spec.get(MODEL)
     local = (spec.get("cluster.type") or spec.cluster_type) == "local"
-    if local and not pending and not Path(model, "config.json").is_file():
+    if local and not pending and not evalspec.is_s3(model) and not Path(model, "config.json").is_file():
         raise HpctlError(f"{model} is not a Hugging Face model directory (no config.json)", origin=spec.origin(MODEL),
                          key=MODEL, found=model, hint="give a directory a training job exported "
                          "(checkpoints/full/step_N), or job:NAME for a job in this workspace's state")
@@ -275,7 +275,8 @@ def scores(spec_data: dict[str, Any]) -> list[dict[str, Any]] | None:
         return None
     try:
         cfg = evalspec.from_recipe(spec_data["recipes"])
-        results = json.loads(Path(cfg.results_dir, evalspec.RESULTS_FILE).read_text())["results"]
+        here = Path(cfg.staging, "results") if evalspec.is_s3(cfg.results_dir) else Path(cfg.results_dir)
+        results = json.loads((here / evalspec.RESULTS_FILE).read_text())["results"]  # the job's own copy
     except (ConfigError, OSError, ValueError, KeyError, TypeError):
         return None
     wanted = evalspec.reported_metrics(cfg.metric)

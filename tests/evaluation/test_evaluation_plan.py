@@ -118,8 +118,14 @@ def test_a_hyperpod_strategy_its_task_lacks_is_refused_with_the_ones_it_has(run_
 
 
 def test_the_llm_as_judge_recipe_is_refused_naming_what_it_needs(run_cli, tmp_path: Path) -> None:
-    code, _, err = run_cli("plan", "--workspace", HYPERPOD, "--cluster", "local", f"base_results_dir={tmp_path}",
-                           "recipes=evaluation/open-source/open_source_llmaj_eval", "cluster_type=local")
+    """run_open_source_llmaj_eval.sh's arguments (but hydra.job.chdir): the refusal comes before the
+    complaint that the recipe has no run.data_s3_path."""
+    code, _, err = run_cli("plan", "--workspace", HYPERPOD, f"base_results_dir={tmp_path}",
+                           "recipes=evaluation/open-source/open_source_llmaj_eval",
+                           "recipes.run.data_s3_path=s3://test-bucket/data",
+                           "recipes.output.eval_results_dir=s3://your-bucket/eval-results",
+                           "recipes.output.eval_tensorboard_results_dir=s3://your-bucket/tensorboard",
+                           "container=img", "cluster_type=k8s", "launch_json=true")
     assert code == 1
     assert "open_source_llmaj_eval.yaml:1:" in err and "needs a judge model endpoint" in err
     assert "Amazon Bedrock" in err and "open_source_deterministic_eval" in err
@@ -174,3 +180,21 @@ def test_the_sagemaker_container_runs_lm_eval_and_keeps_its_files_in_the_output(
                         "evaluation": {"task": "x"}, "output": {"eval_results_dir": "", "eval_tensorboard_results_dir": "s3://t"}}}
     out = sagemaker_launch.container_spec(spec, "/opt/ml/output/tensorboard")["recipes"]["output"]
     assert out == {"eval_results_dir": "/opt/ml/output/data/eval", "eval_tensorboard_results_dir": "/opt/ml/output/tensorboard"}
+
+
+def test_the_deterministic_script_with_its_s3_defaults_plans_on_kubernetes(run_cli, tmp_path: Path) -> None:
+    """The script's defaults: an s3:// model and s3:// results (the job copies them with boto3).
+    `cluster=k8s` picks HyperPod's k8s cluster file, which its Hydra defaults leave at slurm."""
+    code, out, err = run_cli(
+        "plan", "--workspace", HYPERPOD, "--json", f"base_results_dir={tmp_path}", DETERMINISTIC,
+        "recipes.run.name=deterministic-eval-job", "recipes.run.model_name_or_path=s3://my-model-path/test",
+        "recipes.run.base_model_name=meta-textgeneration-llama-3-1-8b-instruct",
+        "recipes.run.data_s3_path=s3://test-bucket/data", "recipes.evaluation.task=mmlu",
+        "recipes.evaluation.strategy=zs_cot", "recipes.evaluation.metric=accuracy",
+        "recipes.evaluation.subtask=abstract_algebra", "recipes.output.eval_results_dir=s3://your-bucket/eval-results",
+        "recipes.output.eval_tensorboard_results_dir=s3://your-bucket/tensorboard",
+        "container=885173626742.dkr.ecr.us-west-2.amazonaws.com/cjz-eval-poc:s3-util-log", "cluster=k8s",
+        "cluster_type=k8s", "launch_json=true")
+    assert code == 0, err
+    ev = json.loads(out)["summary"]["evaluation"]
+    assert (ev["model"], ev["results_dir"]) == ("s3://my-model-path/test", "s3://your-bucket/eval-results")
