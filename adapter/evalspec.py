@@ -90,7 +90,6 @@ class EvalConfig:
     """An evaluation recipe as lm-eval's settings."""
 
     model: str
-    asked: str  # evaluation.task as written
     subtask: str | None  # evaluation.subtask as written
     tasks: tuple[str, ...]  # lm-eval task or group names
     include_path: str | None  # a task directory (lm-eval runs from it)
@@ -212,7 +211,7 @@ def from_recipe(recipe: dict[str, Any]) -> EvalConfig:
     if errors:
         raise InvalidConfig(errors)
     generation = Generation(max_new, temperature, top_p, top_k) if strategy == "zs_cot" else None
-    return EvalConfig(model=model, asked=task, subtask=subtask, tasks=tasks, include_path=include, strategy=strategy,
+    return EvalConfig(model=model, subtask=subtask, tasks=tasks, include_path=include, strategy=strategy,
                       num_fewshot=(fewshot if fewshot is not None else DEFAULT_FEWSHOT) if strategy == "fs" else 0,
                       metric=metric, generation=generation, limit=limit, accelerator=accelerator_of(recipe), batch_size=batch,
                       results_dir=results, staging=_default_results(run), tensorboard_dir=tensorboard, mlflow=mlflow, mapped_from=mapped)
