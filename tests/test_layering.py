@@ -34,7 +34,7 @@ def imported(path: Path) -> list[tuple[int, str]]:
 def test_no_adapter_module_imports_hpctl(module):
     found = [f"{MODULES[module].name}:{line} imports {name}" for line, name in imported(MODULES[module])
              if name.split(".")[0] == "hpctl"]
-    assert found == []
+    assert sorted(set(found)) == []
 
 
 def test_the_walk_sees_imports_inside_functions_and_type_checking(tmp_path):
@@ -61,3 +61,28 @@ def test_adapter_modules_import_no_circle():
     assert circles == []
 
 
+
+
+HPCTL = ADAPTER.parent / "hpctl"
+BACKENDS = ("local", "slurm", "kubernetes", "sagemaker")  # hpctl.backends.MODULES' modules
+
+
+def _backend_of(module: str) -> str | None:
+    """The backend a hpctl.backends module belongs to (sagemaker_checks is SageMaker's), else None."""
+    name = module.removeprefix("hpctl.backends.")
+    return next((b for b in BACKENDS if module.startswith("hpctl.backends.") and name.split("_")[0] == b), None)
+
+
+def test_only_a_backend_imports_its_own_modules():
+    """What one scheduler needs lives in its backend behind the Backend hooks (preflight, doctor):
+    no other hpctl module, and no other backend, imports a backend's modules."""
+    found = []
+    for path in sorted(HPCTL.rglob("*.py")):
+        module = ".".join(path.relative_to(HPCTL.parent).with_suffix("").parts)
+        names = [(n.lineno, f"{n.module}.{a.name}") for n in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(n, ast.ImportFrom) and n.module for a in n.names]
+        for line, name in imported(path) + names:
+            owner = _backend_of(name)
+            if owner is not None and owner != _backend_of(module):
+                found.append(f"{module}:{line} imports {name}")
+    assert sorted(set(found)) == []
