@@ -213,8 +213,9 @@ def from_recipe(recipe: dict[str, Any]) -> EvalConfig:
     generation = Generation(max_new, temperature, top_p, top_k) if strategy == "zs_cot" else None
     return EvalConfig(model=model, subtask=subtask, tasks=tasks, include_path=include, strategy=strategy,
                       num_fewshot=(fewshot if fewshot is not None else DEFAULT_FEWSHOT) if strategy == "fs" else 0,
-                      metric=metric, generation=generation, limit=limit, accelerator=accelerator_of(recipe), batch_size=batch,
-                      results_dir=results, staging=_default_results(run), tensorboard_dir=tensorboard, mlflow=mlflow, mapped_from=mapped)
+                      metric=metric, generation=generation, limit=limit, accelerator=accelerator_of(recipe),
+                      batch_size=batch, results_dir=results, staging=_default_results(run),
+                      tensorboard_dir=tensorboard, mlflow=mlflow, mapped_from=mapped)
 
 
 def _default_results(run: dict[str, Any]) -> str:
@@ -311,3 +312,20 @@ def reported_metrics(metric: str) -> set[str] | None:
     if metric == "all":
         return None
     return set(ACCURACY.get(metric, (metric,)))
+
+
+def score_rows(results: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    """Each task's scores in lm-eval's `results` section (`{task: {"acc,none": v, "acc_stderr,none":
+    e, "alias": ...}}`) that the recipe's `metric` selects: task, metric, filter, value, stderr."""
+    wanted = reported_metrics(metric)
+    out = []
+    for task, values in sorted(results.items()):
+        for name, value in sorted(values.items()):
+            name_, comma, filt = name.partition(",")  # other keys (alias, sample_len) are not scores
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not comma or not number or name_.endswith("_stderr") or (wanted is not None and name_ not in wanted):
+                continue
+            stderr = values.get(f"{name_}_stderr,{filt}")
+            out.append({"task": task, "metric": name_, "filter": filt or None, "value": value,
+                        "stderr": stderr if isinstance(stderr, (int, float)) else None})
+    return out

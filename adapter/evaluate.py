@@ -66,15 +66,12 @@ def write(cfg: evalspec.EvalConfig, results: dict[str, Any]) -> Path:
 
 
 def metrics(results: dict[str, Any], cfg: evalspec.EvalConfig) -> dict[str, float]:
-    """`eval/<task>/<metric>` (and `..._stderr`) for the metrics the recipe asks for."""
-    wanted = evalspec.reported_metrics(cfg.metric)
+    """`eval/<task>/<metric>` and `eval/<task>/<metric>_stderr` for the metrics the recipe asks for."""
     out = {}
-    for task, values in results.get("results", {}).items():
-        for name, value in values.items():
-            metric, comma, _ = name.partition(",")  # `metric,filter`; other keys (alias, sample_len) are not scores
-            base = metric.removesuffix("_stderr")
-            if comma and (wanted is None or base in wanted) and isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[f"eval/{task}/{metric}"] = float(value)
+    for row in evalspec.score_rows(results.get("results", {}), cfg.metric):
+        out[f"eval/{row['task']}/{row['metric']}"] = float(row["value"])
+        if row["stderr"] is not None:
+            out[f"eval/{row['task']}/{row['metric']}_stderr"] = float(row["stderr"])
     return out
 
 

@@ -455,8 +455,8 @@ class SageMakerBackend(Backend):
         return doctor_checks(cluster, general)
 
     def preflight(self, spec: Spec) -> list[Any]:
-        from hpctl.backends.sagemaker_checks import data_channel_checks
-        return data_channel_checks(spec)
+        from hpctl.backends.sagemaker_checks import data_channel_checks, evaluation_checks
+        return data_channel_checks(spec) + evaluation_checks(spec)
 
     def render(self, spec: Spec) -> Artifact:
         request, sources, spec_uri = request_for(spec)

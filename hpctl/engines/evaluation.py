@@ -59,7 +59,8 @@ def registry(include_path: str | None) -> dict[str, dict[str, Any]]:
         raise HpctlError("evaluation recipes need lm-eval (lm-evaluation-harness) where hpctl plans: its task "
                          "registry is what the plan checks the task against",
                          hint="pip install 'hpctl[evaluation]' (lm-eval==0.4.13)") from None
-    key = cache.key("lm-eval-registry", version, evalspec.REGISTRY_FORMAT, _directory_digest(include_path) if include_path else "")
+    key = cache.key("lm-eval-registry", version, evalspec.REGISTRY_FORMAT,
+                    _directory_digest(include_path) if include_path else "")
     found = cache.get("lm-eval-registry", key)
     if isinstance(found, dict):
         return found
@@ -92,42 +93,14 @@ def check(spec: Spec, host: Any) -> list[Check]:
     if local and cfg.accelerator == "gpu" and host is not None and host.gpu_count == 0:
         found.append(Check("evaluation", ERROR, "trainer.accelerator is gpu but this machine has no GPU (nvidia-smi "
                            "lists none)", ["recipes.trainer.accelerator"], "set trainer.accelerator: cpu"))
-    if spec.cluster_type == "sm_jobs":
-        return found + _sagemaker(spec, cfg)
+    if spec.cluster_type == "sm_jobs":  # its backend's preflight places the model and results (sagemaker_checks)
+        return found
     for key, value in (("output.eval_results_dir", cfg.results_dir), ("output.eval_tensorboard_results_dir",
                                                                      cfg.tensorboard_dir)):
         if value and "://" in value and not evalspec.is_s3(value):
             found.append(Check("evaluation", ERROR, f"{value} is neither a file-system path nor an s3:// URI",
                                [f"recipes.{key}"], "give a directory the job's nodes mount, or an S3 prefix (the "
                                "job uploads with boto3 and the credentials of its environment)"))
-    return found
-
-
-def _sagemaker(spec: Spec, cfg: evalspec.EvalConfig) -> list[Check]:
-    """A SageMaker job reads its model from an input channel and writes its results into the job's
-    output (lm-eval's files under eval/ of output.tar.gz at the output path) and TensorBoard to
-    the request's TensorBoardOutputConfig, as adapter.sagemaker_launch places them."""
-    from hpctl.backends import sagemaker
-    found = []
-    output = spec.get("cluster.sm_jobs_config.output_path") or ""
-    given = spec.get("recipes.output.eval_results_dir")
-    if given and not (output and str(given).rstrip("/").startswith(str(output).rstrip("/"))):
-        found.append(Check("evaluation", ERROR, f"on SageMaker lm-eval's results go into the job's output (eval/ in "
-                           f"output.tar.gz under {output or 'cluster.sm_jobs_config.output_path'}), not {given}",
-                           ["recipes.output.eval_results_dir"], "leave it empty, or name a prefix of that output path"))
-    tensorboard = spec.get("cluster.sm_jobs_config.tensorboard_config.output_path")
-    if cfg.tensorboard_dir and cfg.tensorboard_dir != tensorboard:
-        found.append(Check("evaluation", ERROR, "on SageMaker TensorBoard files go to the job's TensorBoardOutputConfig "
-                           f"({tensorboard or 'none configured'}), not {cfg.tensorboard_dir}",
-                           ["recipes.output.eval_tensorboard_results_dir"],
-                           "set cluster.sm_jobs_config.tensorboard_config (output_path, container_logs_path) and give "
-                           "the same output_path here"))
-    channels = sagemaker.data_channels(spec)
-    if not any(cfg.model == where or cfg.model.startswith(where + "/") for where, _ in channels.values()):
-        found.append(Check("evaluation", ERROR, f"a SageMaker job reads its model from an input channel; {cfg.model} "
-                           "is in none (" + (", ".join(w for w, _ in channels.values()) or "the job has none") + ")",
-                           [MODEL], "add the model's S3 URI as a channel (cluster.sm_jobs_config.inputs.s3.<name>) "
-                           "and give its container path, /opt/ml/input/data/<name>"))
     return found
 
 
@@ -279,18 +252,7 @@ def scores(spec_data: dict[str, Any]) -> list[dict[str, Any]] | None:
         results = json.loads((here / evalspec.RESULTS_FILE).read_text())["results"]  # the job's own copy
     except (ConfigError, OSError, ValueError, KeyError, TypeError):
         return None
-    wanted = evalspec.reported_metrics(cfg.metric)
-    out = []
-    for task, values in sorted(results.items()):
-        for name, value in sorted(values.items()):
-            metric, comma, filt = name.partition(",")
-            if not comma or metric.endswith("_stderr") or (wanted is not None and metric not in wanted) or not isinstance(value, (int, float)) or isinstance(value, bool):
-                continue
-            stderr = values.get(f"{metric}_stderr,{filt}")
-            out.append({"task": task, "metric": metric, "filter": filt or None, "value": value,
-                        "stderr": stderr if isinstance(stderr, (int, float)) else None})
-    return out
-
+    return evalspec.score_rows(results, cfg.metric)
 
 
 def scores_table(job: str, found: list[dict[str, Any]]) -> Any:
