@@ -141,6 +141,33 @@ def build(r: Reader, from_v1: Callable[[Reader], TrainConfig | None], files: boo
     (hpctl's plan of a remote job) the model and data files are not read: epochs then count one
     step each, which changes no rule."""
     _refuse(r)
+    v1, limit, fraction, split_seed = _translate(r, files)
+    inner = Reader(v1, key_name=llmft_key)
+    cfg = from_v1(inner)
+    for error in inner.errors:
+        r.refuse(llmft_key(error.key), error.message, error.hint)
+    if cfg is None or r.errors:
+        return None
+    return replace(
+        cfg,
+        data=replace(cfg.data, limit=limit, train_fraction=fraction, split_seed=split_seed,
+                     mask_prompt=not r.bool(TA + "pretrain_mode", False)),
+        dpo=replace(cfg.dpo, reference_free=r.bool(TA + "reference_free", False)) if cfg.dpo else None,
+        lora=replace(cfg.lora, exclude_modules=_names(r, PC + "exclude_modules")) if cfg.lora else None,
+    )
+
+
+def as_v1(recipe: Any) -> dict[str, Any] | None:
+    """The v1 recipe an LLMFT recipe is trained as (files not read), for plan-time numbers that read
+    v1 fields (hpctl's memory estimate and summary); None for a recipe that is not LLMFT."""
+    run = recipe.get("run") if isinstance(recipe, dict) else None
+    if not isinstance(run, dict) or run.get("model_type") != "llm_finetuning_aws":
+        return None
+    return _translate(Reader(recipe), False)[0]
+
+
+def _translate(r: Reader, files: bool) -> tuple[dict[str, Any], int | None, float, int]:
+    """(the v1 recipe, data limit, train fraction, split seed) of the LLMFT recipe `r` reads."""
     trainer_type = r.str(TA + "trainer_type", "sft") or "sft"
     if trainer_type not in ("sft", "dpo"):
         r.refuse(TA + "trainer_type", f"{trainer_type!r} is not supported", "use sft or dpo")
@@ -178,19 +205,7 @@ def build(r: Reader, from_v1: Callable[[Reader], TrainConfig | None], files: boo
 
     v1 = _v1_recipe(r, model or "", trainer_type, train_path or "", val_path, micro, global_batch, max_steps,
                     steps_per_epoch)
-    inner = Reader(v1, key_name=llmft_key)
-    cfg = from_v1(inner)
-    for error in inner.errors:
-        r.refuse(llmft_key(error.key), error.message, error.hint)
-    if cfg is None or r.errors:
-        return None
-    return replace(
-        cfg,
-        data=replace(cfg.data, limit=limit, train_fraction=fraction, split_seed=split_seed,
-                     mask_prompt=not r.bool(TA + "pretrain_mode", False)),
-        dpo=replace(cfg.dpo, reference_free=r.bool(TA + "reference_free", False)) if cfg.dpo else None,
-        lora=replace(cfg.lora, exclude_modules=_names(r, PC + "exclude_modules")) if cfg.lora else None,
-    )
+    return v1, limit, fraction, split_seed
 
 
 def _v1_recipe(r: Reader, model: str, trainer_type: str, train_path: str, val_path: str | None, micro: int,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from adapter import architectures
+from adapter import architectures, known_models
 from adapter.architectures import CP
 from adapter.devices import read_accelerator
 from adapter.mesh import accumulation, mesh_shape
@@ -105,8 +105,15 @@ def from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tra
 def _architecture(r: Reader, model_type: str | None, hf_model: str | None, arch: dict[str, Any],
                   parallel: ParallelConfig) -> None:
     """The model family is one the trainer builds, with the fields and shapes it needs. A recipe
-    with hf_model_name_or_path takes its architecture from that checkpoint, read only in the job."""
+    with hf_model_name_or_path takes its architecture from that checkpoint: its shapes are checked
+    here when known_models knows them (a readable config.json, or a model of its table)."""
     if hf_model is not None:
+        known = known_models.lookup(hf_model)
+        if known is not None and isinstance(known.fields.get("model_type"), str):
+            hf_type = known.fields["model_type"]
+            for error in architectures.tp_problems(hf_type, known.fields, parallel.tp) + \
+                    architectures.cp_problems(hf_type, known.fields, parallel.cp):
+                r.refuse(error.key, error.message, error.hint)
         return
     if model_type is None:
         r.refuse("model.model_type", "is required unless model.hf_model_name_or_path gives the architecture")

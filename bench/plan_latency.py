@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench import hyperpod_launcher, runner
+from bench import hyperpod_launcher, runner, verl_plan
 from bench.report import Row, Section, Skip, median, spread
 
 RECIPE = "llama/llama3_1_8b_pretrain"
@@ -76,6 +76,7 @@ def run(section: Section, quick: bool) -> None:
         Row("CPU time, median", ours_cpu, "s", tx_cpu, "<= 1.0x", ours_cpu <= tx_cpu),
     ]
     section.rows += _hyperpod_rows(n, section.details)
+    section.rows += verl_plan.rows(n, section.details)
     section.details.update({
         "runs_each": n,
         "commands": {k: " ".join([Path(v[0]).name, *v[1:]]) for k, v in cmds.items()},

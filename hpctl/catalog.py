@@ -22,6 +22,7 @@ from hpctl import compat
 from hpctl.backends import get_backend
 from hpctl.checks import errors_as_problems, run_checks
 from hpctl.compose import compose
+from hpctl.engines import engine_of
 from hpctl.errors import HpctlError
 from hpctl.loader import load_file
 from hpctl.validate import validate
@@ -66,6 +67,9 @@ def describe_all(ws: Workspace) -> list[dict[str, Any]]:
 
 
 CHECK_CLUSTERS = ("slurm", "k8s", "sm_jobs")
+# Checks that say whether the program accepts the recipe (hpctl's trainer, or an engine's own rules such
+# as verl's): a recipe failing only these is planned but not trainable.
+TRAINER_CHECKS = ("trainer", "engine")
 # A checkout without its own cluster file of that name is checked with this built-in cluster.
 BUILTIN_FALLBACK = {"sm_jobs": "sagemaker"}
 
@@ -95,7 +99,9 @@ STAND_INS = {
     LLMFT_KEY[BASE_MODEL]: "/stand-in/base-model",
 }
 
-EVAL_MODEL = "run.model_name_or_path"
+# verl recipes (hpctl.engines.verl): the training data verl reads
+VERL_STAND_INS = {"training_config.data.train_files": "/stand-in/data/train.parquet"}
+EVAL_MODEL = "run.model_name_or_path"  # an evaluation recipe's model (hpctl.engines.evaluation)
 
 
 def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = (), cluster: str | None = None) -> list[str]:
@@ -113,9 +119,10 @@ def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = (), cluster: st
         return [f"++recipes.{EVAL_MODEL}=/stand-in/model"]
     llmft = is_llmft(recipe)
     model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+    verl = engine_of(recipe) is not None
     out = []
-    for key, value in STAND_INS.items():
-        if key.startswith("training_config.") != llmft:
+    for key, value in (VERL_STAND_INS if verl else STAND_INS).items():
+        if not verl and key.startswith("training_config.") != llmft:
             continue
         if key == BASE_MODEL and model.get("do_finetune") is not True:
             continue
@@ -189,9 +196,9 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
             validated += 1
             stage = "pre-flight"
             results = run_checks(spec)
-            trainer = errors_as_problems(spec, [c for c in results if c.id == "trainer"])
+            trainer = errors_as_problems(spec, [c for c in results if c.id in TRAINER_CHECKS])
             trainer_refusal = trainer_refusal or (HpctlError(trainer) if trainer else None)
-            problems = errors_as_problems(spec, [c for c in results if c.id != "trainer"])
+            problems = errors_as_problems(spec, [c for c in results if c.id not in TRAINER_CHECKS])
             if problems:
                 raise HpctlError(problems)
             stage = "render"

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from adapter import evalspec
 from adapter.numbers import positive_int
-from hpctl import instances, memory
+from hpctl import instances, memory, model_arch, standin
 from hpctl.devices import devices_per_node, uses_gpus
+from hpctl.engines import engine_of
 from hpctl.entry import runs_adapter
 from hpctl.errors import Problem
 from hpctl.spec import Spec
@@ -187,6 +188,8 @@ def memory_estimate(spec: Spec, host: HostInfo | None = None) -> memory.MemoryEs
 
 
 def check_memory(spec: Spec, host: HostInfo | None) -> list[Check]:
+    if engine_of(spec.data):  # an engine's memory is its own (check_engine)
+        return []
     available, source = device_memory_gb(spec, host)
     est = memory.estimate(spec.data, available, _host_gpus(host))
     keys = _present(spec, [MICRO, SEQ, "recipes.model.activation_checkpointing", SHARD, TP])
@@ -273,7 +276,8 @@ def check_trainer(spec: Spec, host: HostInfo | None) -> list[Check]:
     try:  # one read of the recipe: every refusal, or the config whose notes the plan states
         cfg = from_recipe(spec.recipe, world_size(spec), files=_is_local(spec))
     except ConfigError as exc:
-        return [Check("trainer", ERROR, e.message, [f"recipes.{e.key}"], e.hint) for e in exc.errors]
+        return [Check("trainer", ERROR, e.message, [f"recipes.{e.key}"], standin.trainer_hint(spec.data, e.hint))
+                for e in exc.errors]
     note = cfg.parallel.offload_note
     return [Check("trainer", INFO, note, ["recipes.model.offload_activations"])] if note else []
 
@@ -283,15 +287,17 @@ def check_backend(spec: Spec, host: HostInfo | None) -> list[Check]:
     return get_backend(spec.cluster_type).preflight(spec) if spec.cluster_type in MODULES else []
 
 
-def check_evaluation(spec: Spec, host: HostInfo | None) -> list[Check]:
-    """An evaluation recipe's task, strategy and metric against lm-eval (hpctl.engines.evaluation)."""
-    from hpctl.engines import evaluation
-    return evaluation.check(spec, host)
+def check_engine(spec: Spec, host: HostInfo | None) -> list[Check]:
+    """An engine's own start-up rules (verl's batch rules and memory per GPU, lm-eval's tasks,
+    strategy and metric), asked of the engine's module (hpctl.engines)."""
+    engine = engine_of(spec.data)
+    return engine.checks(spec, host) if engine else []
 
 
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
     check_trainer,
-    check_evaluation,
+    model_arch.check,
+    check_engine,
     check_backend,
     check_host_capacity,
     check_memory,
@@ -302,7 +308,7 @@ CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
 
 # An evaluation job is one lm-eval process on whatever device the node has: the trainer's
 # device, memory and world-size checks do not apply to it.
-EVALUATION_CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [check_evaluation, check_backend,
+EVALUATION_CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [check_engine, check_backend,
                                                                             check_instance_type]
 
 

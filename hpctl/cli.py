@@ -524,6 +524,17 @@ def doctor(env: Env, cluster, as_json) -> int:
     return 0 if all(c.ok for c in results) else 1
 
 
+@cli.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--restore", is_flag=True, help="Undo: put HyperPod's main.py back.")
+def init(directory, restore) -> int:
+    """Make a HyperPod recipes checkout DIRECTORY run hpctl: its main.py becomes a drop-in (HyperPod's
+    kept as main.py.hyperpod), so its launcher scripts plan and apply with hpctl unchanged."""
+    from hpctl import dropin
+    click.echo(dropin.restore(directory) if restore else dropin.init(directory))
+    return 0
+
+
 def _wants_json(argv: list[str]) -> bool:
     fmt = argv[argv.index("--format") + 1] if "--format" in argv[:-1] else None
     return "--json" in argv or "--format=json" in argv or fmt == "json"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from adapter import evalspec
 from adapter.keypath import get_path, join
-from hpctl import compat, instances, interpolate, overrides, scale
+from hpctl import compat, hyperpod_args, instances, interpolate, overrides, scale, standin
 from hpctl.backends import MODULES as BACKENDS
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
@@ -56,16 +56,25 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
     """Build the resolved, not yet validated, spec for a command line."""
     ws = workspace or Workspace()
     recipe_name, cluster_arg, override_args, hyperpod = split_args(args)
+    general_file = ws.general_config()
+    general = load_file(general_file.path, general_file.display)
+    notes: list[str] = []
+    if recipe_name is None and hyperpod:  # as Hydra composes HyperPod's config.yaml
+        recipe_name = hyperpod_args.default_recipe(general.data.get("defaults"))
+        if recipe_name is not None:
+            notes.append(f"no recipes= given: the recipe is {recipe_name}, from {general_file.display}'s defaults")
     if recipe_name is None:
         raise HpctlError("no recipe given", expected="hpctl plan RECIPE --cluster NAME, or recipes=PATH",
                          hint="run `hpctl recipes list` to see the recipes")
-    general_file = ws.general_config()
-    general = load_file(general_file.path, general_file.display)
-    cluster_name = cluster or cluster_arg or _default_cluster(general)
+    cluster_name = cluster or cluster_arg or _cluster_of_type(override_args, ws) or _default_cluster(general)
     cluster_file = ws.cluster(cluster_name)
     recipe_file = ws.recipe(recipe_name)
     cluster_layer = load_file(cluster_file.path, cluster_file.display)
     recipe_layer = load_file(recipe_file.path, recipe_file.display)
+    family = compat.family_refusal(recipe_layer.data)  # before overrides meant for a recipe of that kind
+    if family:
+        key = family.key.removeprefix("recipes.")
+        raise HpctlError(unsupported_problem(family, recipe_layer.origins.get(key), get_path(recipe_layer.data, key)))
 
     data, origins = merge([("", general), ("cluster", cluster_layer), ("recipes", recipe_layer)])
     for key in HYDRA_ONLY:
@@ -76,15 +85,15 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
     parsed = [overrides.parse(text, i) for i, text in enumerate(override_args, start=1)]
     root_keys = set(general.data) | {"recipes", "cluster", "cluster_type"}
     for ov in parsed:
+        if ov.path.split(".")[0] == "hydra":  # Hydra's own settings: noted, never part of the spec
+            notes.append(hyperpod_args.hydra_note(ov))
+            continue
         if not hyperpod and ov.path.split(".")[0] not in root_keys:
             ov = ov.with_path("recipes." + ov.path)
-        try:
-            overrides.apply(data, ov, origins)
-        except HpctlError:  # a recipe hpctl cannot run says why, not that a launcher's key is missing from it
-            found = compat.refusal(data)
-            if found:
-                raise HpctlError(unsupported_problem(found, origins.get(found.key), get_path(data, found.key))) from None
-            raise
+        elif hyperpod and (read := hyperpod_args.recipe_reading(data, ov, root_keys)) is not None:
+            notes.append(f"{ov.text}: read as {read.path} (the root has no '{ov.path.split('.')[0]}')")
+            ov = read
+        overrides.apply(data, ov, origins)
     scale.apply(data, origins)  # the v2 preset for the chosen node count; overrides still win
 
     found = compat.refusal(data)  # before resolving: some of these recipes use resolvers only HyperPod's launchers define
@@ -97,9 +106,18 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
     _apply_recipe_overrides(resolved, chains)
     _require_absolute_results(resolved, chains)
     instances.fill_cluster(resolved, chains)
+    notes += filter(None, [standin.note(resolved)])
     inputs = {f.display: _digest(f.path) for f in (general_file, cluster_file, recipe_file)}
     return Spec(resolved, chains, recipe_file.name, cluster_file.name, inputs,
-                secret_paths=frozenset(resolver.secret_paths))
+                secret_paths=frozenset(resolver.secret_paths), notes=tuple(notes))
+
+
+def _cluster_of_type(args: Sequence[str], ws: Workspace) -> str | None:
+    """HyperPod's form with `cluster_type=T` and no `cluster=`: the workspace's cluster file named T.
+    HyperPod's evaluation scripts pass only cluster_type (k8s); its launcher then reads a few keys
+    of whatever cluster file the defaults name (slurm), where hpctl needs the cluster it launches on."""
+    wanted = next((a.partition("=")[2] for a in args if a.startswith("cluster_type=")), None)
+    return wanted if wanted and wanted in ws.clusters() else None
 
 
 def _default_cluster(general: Layer) -> str:

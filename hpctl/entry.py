@@ -19,7 +19,8 @@ Slurm container it would run outside the container.
 `git.token` reaches the job as HPCTL_SECRET_GIT_TOKEN (adapter.secret.secret_env_name); the clone
 reads it through a one-off git credential helper, so it is never written into the plan, the
 script or the clone's .git/config. `git.use_default` (HyperPod v2: the launcher's default
-adapter repository) has no meaning here: hpctl's default program is its own trainer.
+adapter repository) has no meaning here: hpctl's default program is its own trainer. HyperPod's
+LLMFT module as `git.entry_module` is run by hpctl's trainer in its place (hpctl.standin).
 
 `runs_adapter(spec_data)` tells hpctl's pre-flight checks whether this installation's trainer
 runs the recipe; when a custom program does, the trainer's acceptance rules do not apply.
@@ -35,6 +36,7 @@ from typing import Any
 
 from adapter import evalspec
 from adapter.secret import secret_env_name
+from hpctl import standin
 from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.spec import Spec
 
@@ -187,7 +189,7 @@ def entry_point(spec: Spec, results_dir: str | None) -> EntryPoint:
     git = spec.get("git")
     if evalspec.is_evaluation(spec.recipe):  # lm-eval (adapter.evaluate); git.* names trainer programs
         return EntryPoint(EVALUATION_PROGRAM)
-    if not isinstance(git, dict):
+    if not isinstance(git, dict) or standin.stands_in(spec.data):
         return EntryPoint(DEFAULT_PROGRAM)
     problems: list[Problem] = []
     names = ("repo_url_or_path", "branch", "commit", "entry_script", "entry_module")
@@ -251,10 +253,11 @@ def entry_point(spec: Spec, results_dir: str | None) -> EntryPoint:
 def runs_adapter(spec_data: dict[str, Any]) -> bool:
     """Whether the job runs this installation's trainer (`-m adapter.train`), so its acceptance
     rules apply; False when git sets an entry script or module, or runs a cloned adapter."""
-    if isinstance(spec_data, dict) and evalspec.is_evaluation(spec_data.get("recipes")):
+    from hpctl.engines import engine_of  # an engine's recipe runs the engine's program (hpctl.engines)
+    if engine_of(spec_data):
         return False
     git = spec_data.get("git") if isinstance(spec_data, dict) else None
-    if not isinstance(git, dict):
+    if not isinstance(git, dict) or standin.stands_in(spec_data):
         return True
     return not (git.get("entry_script") or git.get("entry_module") or git.get("update_adapter") is True)
 
@@ -262,8 +265,10 @@ def runs_adapter(spec_data: dict[str, Any]) -> bool:
 def summary(spec_data: dict[str, Any]) -> str | None:
     """The plan summary's line for a custom program (None for the built-in trainer), from values
     that rendering has already checked with `entry_point`."""
-    if evalspec.is_evaluation(spec_data.get("recipes")):
-        return "lm-eval (python -m adapter.evaluate)"
+    from hpctl.engines import engine_of
+    engine = engine_of(spec_data)
+    if engine:
+        return engine.program
     if runs_adapter(spec_data):
         return None
     git = spec_data["git"]

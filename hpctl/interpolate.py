@@ -1,7 +1,8 @@
 """Resolve OmegaConf-style interpolations, keeping the chain of origins behind each value.
 
 Supported: absolute `${a.b}`, relative `${.x}` (a sibling) and `${..x}` (in the parent),
-interpolation inside strings, `${oc.env:VAR}` and `${oc.env:VAR,default}`, and
+interpolation inside strings, `${oc.env:VAR}` and `${oc.env:VAR,default}`, `${oc.select:key,default}`
+(verl 0.7 recipes use it), and
 `${hydra:runtime.choices.recipes}` (the recipe's name). `\\${` is a literal `${`.
 A value that is exactly one interpolation keeps the referred value's type; inside a longer string
 values are rendered as OmegaConf renders them (None -> "None").
@@ -19,7 +20,7 @@ from hpctl.loader import parse_scalar
 from hpctl.suggest import did_you_mean
 
 _MISSING = object()
-RESOLVERS = ("oc.env", "hydra")
+RESOLVERS = ("oc.env", "oc.select", "hydra")
 
 
 def _split(text: str) -> list[tuple[str, str]]:
@@ -164,6 +165,12 @@ class Resolver:
                 return None if default in ("null", "None") else parse_scalar(default.strip("'\""))
             raise HpctlError(f"environment variable {var} is not set", origin=self.origin(path), key=path,
                              hint=f"export {var}=... or give a default: ${{oc.env:{var},value}}")
+        if name == "oc.select":  # OmegaConf's: the value at a key when it exists, else the default (None)
+            key, comma, default = args.partition(",")
+            if get_path(self.raw, self.absolute(key.strip(), path), _MISSING) is not _MISSING:
+                return self.reference(key.strip(), path, chain)
+            default = default.strip()
+            return None if not comma or default in ("null", "None") else parse_scalar(default.strip("'\""))
         if name == "hydra":
             key = args.strip()
             prefix = "runtime.choices."

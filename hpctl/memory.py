@@ -95,8 +95,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adapter.llmft import as_v1
 from adapter.modelsize import Arch, Linear, ParamCounts, linears, param_counts
 from adapter.numbers import positive_int
+from hpctl import model_arch
 from hpctl.devices import devices_per_node, recipe_of, uses_gpus
 
 GB = 1e9
@@ -262,8 +264,11 @@ def estimate(spec_data: Mapping[str, Any], device_memory_gb: float | None,
     job's machine, for hpctl.devices.uses_gpus (GPU or CPU runtime and kernels).
     """
     recipe = recipe_of(spec_data)
+    translated = as_v1(recipe)  # an LLMFT recipe: the v1 recipe the trainer trains it as
+    if translated is not None:
+        spec_data, recipe = ({**spec_data, "recipes": translated} if "recipes" in spec_data else translated), translated
     model = recipe.get("model") or {}
-    counts = param_counts(model)
+    counts = param_counts(model_arch.fields(spec_data))  # the checkpoint's architecture where known
     accelerator = "gpu" if uses_gpus(spec_data, host_gpus) else "cpu"
     overhead = OVERHEAD_GB[accelerator]
     if not counts.total:

@@ -85,9 +85,12 @@ def _parent_and_key(root: dict, path: str, ov: Override, create: bool) -> tuple[
             if not create:
                 _missing(root, walked, part, ov)
             if isinstance(node, list):
-                _missing(root, walked, part, ov)
-            node[part] = {}
-            child = node[part]
+                if child is _MISSING:
+                    _missing(root, walked, part, ov)
+                node[int(part)] = {}  # a null item filled, as Hydra fills it (`+claims.0.name=x`)
+            else:
+                node[part] = {}
+            child = node[int(part)] if isinstance(node, list) else node[part]
         if not isinstance(child, (dict, list)):
             raise HpctlError(f"'{join(walked, part)}' is a {type(child).__name__}, not a section",
                              origin=ov.origin, key=path, expected="a mapping or list on the way to the key")

@@ -12,16 +12,17 @@ from typing import Any
 
 from adapter.devices import accelerator_of
 from adapter.digest import canonical_json, digest
+from adapter.llmft import as_v1
 from adapter.modelsize import param_count
 from adapter.secret import REDACTED, is_sensitive
 from hpctl import checks as preflight
 from hpctl import entry
-from hpctl import memory
+from hpctl import memory, model_arch
 from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
 from hpctl.backends.common import check_no_secrets, job_tag, network_summary
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
-from hpctl.engines import evaluation
+from hpctl.engines import engine_of, evaluation
 from hpctl.errors import HpctlError, Origin
 from hpctl.interpolate import env_reference
 from hpctl.records import JobRecord, record_digest
@@ -114,12 +115,15 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
     trainer, model = r.get("trainer", {}), r.get("model", {})
     llmft = r.get("training_config") or {}
     args, model_config = llmft.get("training_args") or {}, llmft.get("model_config") or {}
-    params = param_count(model) if model.get("hidden_size") else None
+    arch = model_arch.fields(spec.data)  # the checkpoint's architecture where known, else the recipe's
+    params = param_count(arch) if arch.get("hidden_size") else None
+    active = param_count(arch, active=True) if params else None
     strategy = ((args.get("strategy") or {}).get("fsdp_config") or {}).get("sharding_strategy")
     known = estimate is not None and estimate.known
     return {
         "model": model.get("model_type") or model_config.get("model_name_or_path"),
         "parameters": params,
+        "active_parameters": active if active != params else None,
         "nodes": trainer.get("num_nodes"), "devices_per_node": trainer.get("devices"),
         "accelerator": accelerator_of(r),
         "tensor_parallel": model.get("tensor_model_parallel_degree", 1),
@@ -127,7 +131,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "context_parallel": model.get("context_parallel_degree", 1),
         "sharding": model.get("sharding_strategy") or (strategy.lower() if isinstance(strategy, str) else None),
         "shard_degree": model.get("shard_degree"),
-        "precision": trainer.get("precision"),
+        "precision": trainer.get("precision") or ((as_v1(r) or {}).get("trainer") or {}).get("precision"),
         "sequence_length": model.get("max_context_width") or args.get("max_len"),
         "max_steps": trainer.get("max_steps") or (f"{args['max_epochs']} epochs" if args.get("max_epochs") else None),
         "peft": (model.get("peft") or {}).get("peft_type") or (model_config.get("peft_config") or {}).get("peft_type"),
@@ -137,6 +141,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "memory_fraction": round(estimate.fraction, 3) if known and estimate.fraction is not None else None,
         "network": network_summary(spec, platform_network),
         "tracking": tracking_destinations(spec),
+        "notes": [*spec.notes, *filter(None, [model_arch.note(spec.data)])],
     }
 
 
@@ -186,8 +191,11 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
     summary = summarize(spec, estimate, backend.platform_network)
     # where the backend says the results land (a SageMaker job's are in S3, not at run.results_dir)
     summary["results_dir"] = artifact.results_dir or summary["results_dir"]
-    if evaluation.is_evaluation(spec.data):  # what lm-eval runs, HyperPod's task names mapped
-        summary["evaluation"] = evaluation.summary(spec, artifact.results_dir) | ({"model_from": model_from} if model_from else {})
+    engine = engine_of(spec.data)
+    if engine:  # an engine states its own model, layout and memory (hpctl.engines)
+        summary.update(engine.summary(spec, artifact, preflight.device_memory_gb(spec, None)[0]))
+    if model_from:  # run.model_name_or_path: job:NAME, resolved above
+        summary["evaluation"]["model_from"] = model_from
     # The tag apply gives the job; a workspace's first apply fixes the lineage it is made of.
     summary["tag"] = job_tag(state.lineage, spec.job_name, public).comment if state.lineage else None
     return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,

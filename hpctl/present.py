@@ -48,13 +48,15 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
                 *([("after", s["after"])] if s.get("after") else []), ("tag", s.get("tag") or "made at the workspace's first apply")]
     return [
         ("job", plan.job), ("recipe", plan.recipe), ("cluster", f"{plan.cluster} ({plan.backend})"),
-        ("model", f"{s['model']} ({_human(s.get('parameters'))} parameters)"
+        ("model", f"{s['model']} ({_human(s.get('parameters'))} parameters"
+                  + (f", {_human(s['active_parameters'])} active)" if s.get("active_parameters") else ")")
                   + (f", {s['peft']}" if s.get("peft") else "")),
         ("devices", f"{s['nodes']} x {s['devices_per_node']} {s['accelerator']}"),
         ("parallelism", par), ("precision", str(s["precision"] or "?")),
         ("steps", str(s["max_steps"] or "?")), ("sequence", str(s["sequence_length"] or "?")),
         ("results", str(s["results_dir"])), *tracking, ("memory/device", mem),
-    ] + ([("program", s["entry"])] if s.get("entry") else []) \
+    ] + [(k, str(v)) for k, v in (s.get("engine") or {}).items() if k != "name" and v is not None] \
+      + ([("program", s["entry"])] if s.get("entry") else []) \
       + ([("network", s["network"])] if s.get("network") else []) \
       + ([("after", s["after"])] if s.get("after") else []) \
       + [("tag", s.get("tag") or "made at the workspace's first apply")]  # plans saved before tags had none
@@ -95,6 +97,8 @@ def print_plan(plan: Plan, console: Console, show_artifact: bool = True) -> None
     for c in plan.checks:
         if c["severity"] == "warning":
             console.print("[yellow]warning[/yellow] " + escape(f"[{c['id']}] {c['message']}"), highlight=False)
+    for note in plan.summary.get("notes") or []:  # plans saved before notes had none
+        console.print("note: " + note, highlight=False, markup=False)
     console.print()
     if plan.has_changes:
         console.print("hpctl will perform the following actions:\n", highlight=False)
@@ -117,6 +121,8 @@ def plan_markdown(plan: Plan) -> str:
     warnings = [c for c in plan.checks if c["severity"] == "warning"]
     if warnings:
         out += ["", *[f"- :warning: `{c['id']}` {c['message']}" for c in warnings]]
+    if plan.summary.get("notes"):
+        out += ["", *[f"- note: {note}" for note in plan.summary["notes"]]]
     lines = change_lines(plan.change)
     if lines:
         out += ["", "```diff", *lines, "```"]

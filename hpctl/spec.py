@@ -30,6 +30,7 @@ class Spec:
     cluster_name: str = ""
     inputs: dict[str, str] = field(default_factory=dict)  # file path -> content digest
     secret_paths: frozenset[str] = frozenset()  # leaves valued from a sensitive environment variable
+    notes: tuple[str, ...] = ()  # how HyperPod-form arguments were read (hpctl.hyperpod_args)
 
     def get(self, path: str, default: Any = None) -> Any:
         return get_path(self.data, path, default)

@@ -1,9 +1,11 @@
 """Validate a resolved Spec against the JSON Schemas, reporting every violation at once.
 
-A recipe for a training stack hpctl does not run (Nova, VERL, Trainium, ...) is refused first,
+A recipe for a training stack hpctl does not run (Nova, Trainium, ...) is refused first,
 with the reason, at the key that shows it (hpctl.compat): its schema errors would only be noise.
 The recipe's schema follows its run.model_type: llm_finetuning_aws recipes are checked against
-llmft.schema.json, the others against recipe.schema.json (spec.schema.json's if/then/else).
+llmft.schema.json, verl recipes against verl.schema.json (whose training_config is checked against
+the keys of the verl version it targets, schemas/verl), the others against recipe.schema.json
+(spec.schema.json's if/then/else).
 
 Each violation becomes a Problem located through the spec's provenance (file:line of the value,
 or of the section holding a missing key), with the expected shape taken from the schema and a

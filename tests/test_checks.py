@@ -63,7 +63,7 @@ def test_the_base_spec_passes_with_only_the_memory_estimate_to_report():
 
 
 def test_every_check_is_registered_once_and_one_run_reports_them_all():
-    assert len(CHECKS) == len(set(CHECKS)) == 7
+    assert len(CHECKS) == len(set(CHECKS)) == 8
     spec = make(**{"recipes.model.tensor_model_parallel_degree": 3, "recipes.model.max_context_width": 16384,
                    "recipes.trainer.devices": 9, "cluster.device_memory_gb": 1})
     found = run_checks(spec, HOST)
@@ -308,3 +308,18 @@ def test_activation_offloading_is_stated_as_info():
     [c] = trainer(make(**{"recipes.model.offload_activations": True}))
     assert c.severity == "info" and "on a CPU-only run" in c.message
     assert c.keys == ["recipes.model.offload_activations"]
+
+
+# --- HyperPod's slurm_docker_cfg: refused where pyxis would ignore it (hpctl/slurm_docker.py) ------
+
+def test_slurm_docker_cfg_values_are_refused_at_their_key_with_pyxis_equivalents():
+    spec = make(**{"cluster_type": "slurm", "container": "example.com/img:1",
+                   "cluster.slurm_docker_cfg": {"docker_args": ["-v /fsx:/fsx", "--privileged"],
+                                                "post_launch_commands": ["echo hi"]}})
+    found = only(spec, "slurm-docker")
+    assert [c.keys for c in found] == [["cluster.slurm_docker_cfg.docker_args"],
+                                       ["cluster.slurm_docker_cfg.post_launch_commands"]]
+    assert "-v -> cluster.container_mounts" in found[0].hint and "Docker on each node" in found[0].message
+    empty = make(**{"cluster_type": "slurm", "cluster.slurm_docker_cfg": {"docker_args": [None],
+                                                                          "post_launch_commands": None}})
+    assert only(empty, "slurm-docker") == []

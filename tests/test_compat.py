@@ -81,7 +81,6 @@ def with_value(recipe: dict, path: str, value) -> dict:
      "Nova recipes run only on SageMaker's closed Nova training stack"),
     (spec({"run": {"name": "distill"}, "training_config": {"teacherModelId": "us.amazon.nova-pro-v1:0"}}), "nova",
      "recipes.training_config.teacherModelId", "closed Nova training stack"),
-    (spec(with_value(HF, "run.model_type", "verl")), "verl", "recipes.run.model_type", "verl library"),
     (spec(with_value(HF, "run.model_type", "mtrl")), "mtrl", "recipes.run.model_type", "multi-turn RL"),
     (spec(with_value(HF, "run.model_type", "hyperpod_checkpointless_nemo")), "checkpointless",
      "recipes.run.model_type", "checkpointless-training extensions"),
@@ -167,11 +166,9 @@ def test_a_trainium_instance_type_is_refused_at_the_override(tiny_workspace):
     assert "Trainium" in p.message
 
 
-def test_a_verl_recipe_is_refused_at_its_file_line(tiny_workspace):
-    recipe = "run:\n  name: grpo\n  model_type: verl\ntraining_config:\n  algorithm: grpo\n"
-    p = refusal_problem(tiny_workspace({"recipes/rl/grpo.yaml": recipe}), ["rl/grpo"])
-    assert (p.key, p.origin.line, p.origin.col) == ("recipes.run.model_type", 3, 15)
-    assert "verl" in p.message
+def test_a_verl_recipe_is_not_refused_as_a_format():
+    """verl recipes run on Ray (hpctl.engines.verl): compat has no reason to refuse them."""
+    assert compat.refusal(spec({"run": {"name": "grpo", "model_type": "verl"}, "training_config": {}})) is None
 
 
 def test_an_elastic_llmft_recipe_is_refused_where_is_elastic_is_written(tiny_workspace):

@@ -109,11 +109,18 @@ def test_hyperpod_form_keys_are_relative_to_the_root(tiny_workspace):
         "recipes/tiny/mini.yaml:3:16", "override 2 (base_results_dir=/r)", "override 3 (recipes.run.name=x)"]
 
 
-def test_hyperpod_form_recipe_relative_keys_are_refused(tiny_workspace):
-    err = _error(tiny_workspace(), "recipes=tiny/mini", "trainer.max_steps=7")
+def test_hyperpod_form_recipe_relative_key_is_read_as_the_recipes_with_a_note(tiny_workspace):
+    """HyperPod's verl scripts pass `run.name=` at the root, which has no `run`: the recipe's key."""
+    spec = _compose(tiny_workspace(), "recipes=tiny/mini", "trainer.max_steps=7")
+    assert spec.get("recipes.trainer.max_steps") == 7
+    assert spec.notes == ("trainer.max_steps=7: read as recipes.trainer.max_steps (the root has no 'trainer')",)
+
+
+def test_hyperpod_form_key_in_neither_root_nor_recipe_is_refused(tiny_workspace):
+    err = _error(tiny_workspace(), "recipes=tiny/mini", "trainer.max_stpes=7")
     [p] = err.problems
-    assert p.message == "key 'trainer' does not exist" and p.key == "trainer.max_steps"
-    assert "+trainer.max_steps=7" in p.hint
+    assert p.message == "key 'trainer' does not exist" and p.key == "trainer.max_stpes"
+    assert "+trainer.max_stpes=7" in p.hint
 
 
 def test_hyperpod_form_without_a_recipe(tiny_workspace):

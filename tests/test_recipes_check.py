@@ -29,9 +29,9 @@ SM_JOBS = ("sm_jobs:+cluster.role_arn=arn:aws:iam::123456789012:role/hpctl",
 SMALL_SM_JOBS = (*SM_JOBS, "sm_jobs:instance_type=ml.g5.12xlarge")  # the small checkout's config names none
 PLANNED = {"slurm": True, "k8s": True, "sm_jobs": True}
 NOT_PLANNED = {"slurm": False, "k8s": False, "sm_jobs": False}
-# supported recipes: v1's 85 hf; v2's 86 LLMFT + 1 hf + 1 evaluation (lm-eval)
-COLLECTIONS = {"hyperpod-v1": 85, "hyperpod": 88}
-REFUSAL_KINDS = {"nova", "verl", "mtrl", "checkpointless", "llm-judge", "trainium", "megatron", "elastic"}
+# supported recipes: v1's 85 hf; v2's 86 LLMFT + 1 hf + 151 verl + 1 evaluation (lm-eval)
+COLLECTIONS = {"hyperpod-v1": 85, "hyperpod": 239}
+REFUSAL_KINDS = {"nova", "mtrl", "checkpointless", "llm-judge", "trainium", "megatron", "elastic"}
 
 
 def run_main(*argv: str) -> tuple[int, str]:
@@ -69,7 +69,7 @@ def test_every_supported_recipe_plans_for_slurm_k8s_and_sm_jobs(report):
     not_planned = [(r["name"], r["reason"]) for r in supported if r["planned"] != PLANNED]
     assert not_planned == []
     assert all(r["parsed"] and r["valid"] for r in supported)
-    # `ok` (and exit 0) also needs the trainer to accept every supported recipe, as `hpctl plan` does
+    # `ok` (and exit 0) also needs the trainer (or the engine) to accept every supported recipe, as `hpctl plan` does
     every_trainable = all(r["trainable"] for r in supported)
     assert (rc, doc["summary"]["ok"], doc["summary"]["planned"]) == (0 if every_trainable else 1, every_trainable,
                                                                     COLLECTIONS[name])
@@ -93,7 +93,7 @@ def test_the_v2_collection_holds_86_llmft_recipes_and_they_plan():
     assert len(llmft) == 86
     assert all(r["planned"] == PLANNED for r in llmft)
     assert {r["kind"] for r in doc["recipes"] if not r["supported"]} == {
-        "nova", "verl", "mtrl", "checkpointless", "llm-judge"}
+        "nova", "mtrl", "checkpointless", "llm-judge"}
 
 
 def test_trainability_is_reported_for_planned_recipes(report):

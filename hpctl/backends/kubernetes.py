@@ -36,6 +36,7 @@ from hpctl.backends.common import (
     USER_ENV_PREFIXES, JobTag, job_env, positive_int, rank_lines, scalar_text,
     secret_vars)
 from hpctl.devices import uses_gpus
+from hpctl.engines import engine_of
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError, optional_import
 from hpctl.spec import Spec
@@ -57,6 +58,7 @@ TAG_LABEL, SPEC_LABEL = "hpctl/tag", "hpctl/spec"  # apply's JobTag, on the job 
 KINDS = {
     "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
     "HyperPodPyTorchJob": ("sagemaker.amazonaws.com", "v1", "hyperpodpytorchjobs"),
+    "RayJob": ("ray.io", "v1", "rayjobs"),  # verl recipes (hpctl.backends.kuberay)
 }
 CODE_VOLUME = "hpctl-code"  # a pod's own clone of git.repo_url_or_path (emptyDir)
 RESERVED_VOLUMES = ("job-spec", "dshm", CODE_VOLUME)  # the template's ConfigMap, /dev/shm and code volumes
@@ -355,7 +357,10 @@ def documents(manifest: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def job_state(obj: dict[str, Any]) -> JobStatus:
-    """A job object's status.conditions as a normalised JobStatus."""
+    """A job object's status.conditions as a normalised JobStatus (a RayJob's: kuberay.job_state)."""
+    if obj.get("kind") == "RayJob":
+        from hpctl.backends import kuberay
+        return kuberay.job_state(obj)
     conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []
                   if str(c.get("status")) == "True"}
     for ctype, state in CONDITION_STATES:
@@ -471,6 +476,9 @@ class KubernetesBackend(Backend):
         return k8s_checks(cluster)
 
     def render(self, spec: Spec) -> Artifact:
+        if getattr(engine_of(spec.data), "ray", False):  # verl runs on a Ray cluster: a RayJob (hpctl.backends.kuberay)
+            from hpctl.backends import kuberay
+            return kuberay.render(spec)
         ctx = context(spec)
         ns, name = shquote(ctx["namespace"]), shquote(ctx["name"])
         logs = {"pods": f"kubectl get pods -n {ns} -l {JOB_LABEL}={name}"}
@@ -580,7 +588,10 @@ class KubernetesBackend(Backend):
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
         client = _kubernetes("client")
 
-        namespace, name, _ = _target(record)
+        namespace, name, (_, _, plural) = _target(record)
+        if plural == "rayjobs":
+            yield from self._ray_logs(record, namespace, name, follow, rank)
+            return
         node = 0
         if rank is not None:
             devices = int(get_path(record.spec, "recipes.trainer.devices") or 1)
@@ -604,6 +615,27 @@ class KubernetesBackend(Backend):
                 response = core.read_namespaced_pod_log(pod, namespace, container=CONTAINER, follow=follow,
                                                         _preload_content=False)
                 yield from rank_lines(_lines(response), rank)
+
+    def _ray_logs(self, record: JobRecord, namespace: str, name: str, follow: bool, rank: int | None) -> Iterator[str]:
+        """A RayJob's pod log: the submitter's (verl's output) without a rank, else node `rank`."""
+        client = _kubernetes("client")
+        from hpctl.backends import kuberay
+
+        with api_client(record.spec.get("cluster") or {}) as api:
+            core = client.CoreV1Api(api)
+            with api_errors(f"list the pods of {namespace}/{name}", "pods"):
+                pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_LABEL}={name}",
+                                                _preload_content=False)
+                items = json.loads(pods.data).get("items") or []
+            pod, container = kuberay.pod_for(items, rank)
+            if pod is None:
+                raise HpctlError(f"no {'submitter' if rank is None else f'node {rank}'} pod of {namespace}/{name} yet",
+                                 found=", ".join(p["metadata"]["name"] for p in items) or "no pods",
+                                 hint="the Ray cluster may still be starting; try `hpctl status`")
+            with api_errors(f"read the log of pod {namespace}/{pod}", "pods/log"):
+                response = core.read_namespaced_pod_log(pod, namespace, container=container, follow=follow,
+                                                        _preload_content=False)
+                yield from _lines(response)
 
     def cancel(self, record: JobRecord) -> None:
         """Delete the job (its pods go with it), then its ConfigMap and Secret. Volumes are untouched."""

@@ -44,6 +44,7 @@ from adapter.reader import Reader
 from adapter.secret import REDACTED
 from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact,
                                  Backend, JobRecord, JobStatus, TaggedJob)
+from hpctl.engines import engine_of
 from hpctl.errors import HpctlError, Problem, optional_import
 from hpctl.instances import sagemaker_name
 from hpctl.backends.common import JobTag, job_env, rank_lines, scalar_text
@@ -460,6 +461,11 @@ class SageMakerBackend(Backend):
 
     def render(self, spec: Spec) -> Artifact:
         request, sources, spec_uri = request_for(spec)
+        spec_json = json.dumps(spec.public_data(), indent=2, sort_keys=True, ensure_ascii=True, default=str) + "\n"
+        files = {spec_uri: spec_json}
+        if getattr(engine_of(spec.data), "ray", False):  # verl: the request the SDK's recipe support sends (hpctl.backends.sagemaker_verl)
+            from hpctl.backends import sagemaker_verl
+            request, files = sagemaker_verl.request(spec, request)
         problems = []
         for path, message in request_problems(request):
             key = _source(path, sources)
@@ -469,10 +475,9 @@ class SageMakerBackend(Backend):
         if problems:
             raise HpctlError(problems)
         name = request["TrainingJobName"]
-        spec_json = json.dumps(spec.public_data(), indent=2, sort_keys=True, ensure_ascii=True, default=str) + "\n"
         return Artifact(
             kind="CreateTrainingJob", language="json", text=json.dumps(request, indent=2, sort_keys=True) + "\n",
-            files={spec_uri: spec_json},
+            files=files,
             logs={"cloudwatch": f"{LOG_GROUP} {name}/algo-*"},
             results_dir=_s3_join(request["OutputDataConfig"]["S3OutputPath"], name))
 

@@ -30,6 +30,7 @@ from hpctl.backends.base import (
 from hpctl.backends.common import (
     JobTag, job_env, last_metrics, log_lines, positive_int, secret_vars)
 from hpctl.devices import uses_gpus
+from hpctl.engines import engine_of
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.resources import builtin_root
@@ -466,7 +467,14 @@ class SlurmBackend(Backend):
         from hpctl.doctor import slurm_checks
         return slurm_checks(cluster)
 
+    def preflight(self, spec: Spec) -> list[Any]:
+        from hpctl.slurm_docker import check  # HyperPod's slurm_docker_cfg: refused where pyxis ignores it
+        return check(spec)
+
     def render(self, spec: Spec) -> Artifact:
+        if getattr(engine_of(spec.data), "ray", False):  # verl: a Ray cluster across the allocation (hpctl.backends.slurm_ray)
+            from hpctl.backends import slurm_ray
+            return slurm_ray.render_job(spec)
         results_dir = _results_dir(spec)
         cluster = spec.cluster
         workdir = _workdir(spec)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,29 @@ from hpctl.spec import Spec
 from hpctl.suggest import did_you_mean
 
 MODEL = "recipes.run.model_name_or_path"
+
+
+@dataclass(frozen=True)
+class Engine:
+    """lm-eval as hpctl.engines' interface: a one-process job under the backend's usual launch."""
+
+    name: str = "lm-eval"
+    program: str = f"lm-eval (python -m {evalspec.JOB_MODULE})"
+    ray: bool = False
+
+    def checks(self, spec: Spec, host: Any) -> list[Check]:
+        return check(spec, host)
+
+    def summary(self, spec: Spec, artifact: Any, device_gb: float | None) -> dict[str, Any]:
+        return {"evaluation": summary(spec, artifact.results_dir)}
+
+
+def engine_of(spec_data: Any) -> Engine | None:
+    """The lm-eval engine for a resolved spec (recipe under `recipes`) or a bare recipe, else None."""
+    if not isinstance(spec_data, dict):
+        return None
+    recipe = spec_data.get("recipes") if isinstance(spec_data.get("recipes"), dict) else spec_data
+    return Engine() if evalspec.is_evaluation(recipe) and evalspec.JUDGE not in recipe else None
 
 
 def is_evaluation(spec_data: dict[str, Any]) -> bool:
