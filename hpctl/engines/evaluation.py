@@ -55,14 +55,6 @@ def is_evaluation(spec_data: dict[str, Any]) -> bool:
     return evalspec.is_evaluation(spec_data.get("recipes") if isinstance(spec_data, dict) else None)
 
 
-def read(spec: Spec) -> evalspec.EvalConfig:
-    """The recipe as lm-eval's settings; HpctlError with every refusal at its file:line."""
-    try:
-        return evalspec.from_recipe(spec.recipe)
-    except ConfigError as exc:
-        raise HpctlError([_problem(spec, e) for e in exc.errors]) from None
-
-
 def _problem(spec: Spec, error: ConfigError) -> Any:
     from hpctl.errors import Problem
     path = f"recipes.{error.key}"
