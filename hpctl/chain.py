@@ -36,6 +36,8 @@ def after(artifact: Artifact, backend: str, record: JobRecord | None, name: str,
     if status in TERMINAL and status != SUCCEEDED:
         raise HpctlError(f"--after {name}: {name} already ended {status}; this job would never start",
                          hint=f"see hpctl logs {name}")
+    if status == SUCCEEDED:  # nothing to wait for (Slurm forgets ended jobs: afterok on one could be refused)
+        return artifact
     if backend == "slurm":
         lines = [f"#SBATCH --dependency=afterok:{record.job_id}  # hpctl apply --after {name}",
                  "#SBATCH --kill-on-invalid-dep=yes"]

@@ -175,7 +175,8 @@ def _make_plan(env: Env, args, cluster, destroy: bool = False, state=None, after
         record = state.jobs.get(after)
         status = backend_of(record).describe(record).state if record else None
         p.artifact = chain_after(p.artifact, p.backend, record, after, sorted(state.jobs), status)
-        p.summary["after"] = f"{after} ({record.backend} job {record.job_id})"
+        done = ", succeeded" if status == "SUCCEEDED" else ""
+        p.summary["after"] = f"{after} ({record.backend} job {record.job_id}{done})"
     return p, spec
 
 

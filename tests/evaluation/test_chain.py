@@ -48,3 +48,8 @@ def test_what_cannot_be_chained_is_refused(backend: str, rec, status, words: str
     assert words in str(exc.value)
     if rec is None:
         assert "did you mean 'train'?" in str(exc.value)
+
+
+def test_a_job_that_already_succeeded_needs_no_wait() -> None:
+    art = Artifact("sbatch", SBATCH, files={"/r/ev/ev.sbatch": SBATCH}, results_dir="/r/ev")
+    assert after(art, "slurm", record(), "train", ["train"], "SUCCEEDED") == art
