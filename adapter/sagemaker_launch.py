@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapter import sagemaker
+from adapter import evalspec, sagemaker
 from adapter.rank_prefix import TEE_ALL, rank_prefix_env
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -52,16 +52,21 @@ def container_spec(spec: dict[str, Any], tensorboard_dir: str | None) -> dict[st
         exp["checkpoint_dir"] = str(sagemaker.checkpoint_dir())
         if tensorboard_dir:
             exp.setdefault("summary_writer_kwargs", {})["save_dir"] = tensorboard_dir
+    if evalspec.is_evaluation(recipe):  # lm-eval's files go to the job's output; scores to its TensorBoard
+        output = recipe.setdefault("output", {})
+        output["eval_results_dir"] = f"{results}/{evalspec.EVAL_DIR}"
+        output["eval_tensorboard_results_dir"] = tensorboard_dir if output.get("eval_tensorboard_results_dir") else ""
     args = (recipe.get("training_config") or {}).get("training_args")
     if isinstance(args, dict):  # LLMFT: checkpoints live under <training_dir>/checkpoints
         args["training_dir"] = str(sagemaker.checkpoint_dir())
     return out
 
 
-def torchrun_argv(python: str, node: sagemaker.Node, nproc: int, port: int, config: Path) -> list[str]:
+def torchrun_argv(python: str, node: sagemaker.Node, nproc: int, port: int, config: Path,
+                  program: str = "adapter.train") -> list[str]:
     return [python, "-m", "torch.distributed.run", f"--nnodes={node.nnodes}", f"--node-rank={node.rank}",
             f"--nproc-per-node={nproc}", f"--master-addr={node.master_addr}", f"--master-port={port}",
-            TEE_ALL, "-m", "adapter.train", "--config", str(config)]
+            TEE_ALL, "-m", program, "--config", str(config)]
 
 
 def newest(directory: Path) -> Path | None:
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Each line a worker prints starts with its global rank, as on the other backends: the host's
     # CloudWatch stream then serves `hpctl logs --rank` (common.rank_lines). hpctl's value wins.
-    proc = subprocess.Popen(torchrun_argv(args.python, node, args.nproc_per_node, args.master_port, config),
+    program = evalspec.JOB_MODULE if evalspec.is_evaluation(spec.get("recipes")) else "adapter.train"
+    proc = subprocess.Popen(torchrun_argv(args.python, node, args.nproc_per_node, args.master_port, config, program),
                             env={**os.environ, **rank_prefix_env()})
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))

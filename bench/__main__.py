@@ -15,11 +15,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import (checkpoint_stall, fault_tolerance, gpu, many_jobs, memory_accuracy, plan_latency, report, scaling,
-                   throughput)
+from bench import (checkpoint_stall, evaluation, fault_tolerance, gpu, many_jobs, memory_accuracy, plan_latency,
+                   report, scaling, throughput)
 from bench.baselines import ensure_baselines
 
-SECTIONS = (plan_latency, throughput, memory_accuracy, checkpoint_stall, many_jobs, scaling, fault_tolerance, gpu)
+SECTIONS = (plan_latency, throughput, memory_accuracy, checkpoint_stall, many_jobs, scaling, fault_tolerance, evaluation,
+            gpu)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapter import evalspec
 from adapter.config import DATA_PATHS
 from adapter.keypath import get_path
 from adapter.llmft import LLMFT_KEY, is_llmft
@@ -29,6 +30,8 @@ from hpctl.workspace import Workspace
 
 
 def kind(recipe: dict[str, Any]) -> str:
+    if evalspec.is_evaluation(recipe):
+        return "evaluation"
     model = recipe.get("model") or {}
     peft = (model.get("peft") or {}).get("peft_type")
     if peft:
@@ -98,12 +101,22 @@ STAND_INS = {
 
 # verl recipes (hpctl.engines.verl): the training data verl reads
 VERL_STAND_INS = {"training_config.data.train_files": "/stand-in/data/train.parquet"}
+EVAL_MODEL = "run.model_name_or_path"  # an evaluation recipe's model (hpctl.engines.evaluation)
 
 
-def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = ()) -> list[str]:
+def stand_ins(recipe: dict[str, Any], overrides: Sequence[str] = (), cluster: str | None = None) -> list[str]:
     """HyperPod-form overrides filling the user inputs this recipe leaves empty or out (see
     STAND_INS): its own format's keys only, the base model only for a fine-tune, and nothing the
     given overrides already set."""
+    if evalspec.is_evaluation(recipe):  # an evaluation recipe's one user input: the model it scores
+        run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
+        given = any(o.lstrip("+~").split("=", 1)[0] in (EVAL_MODEL, f"recipes.{EVAL_MODEL}") for o in overrides)
+        if run.get("model_name_or_path") or given:
+            return []
+        if cluster == "sm_jobs":  # a SageMaker job reads its model from an input channel
+            return [f"++recipes.{EVAL_MODEL}=/opt/ml/input/data/model",
+                    "++cluster.sm_jobs_config.inputs.s3.model=s3://stand-in/model"]
+        return [f"++recipes.{EVAL_MODEL}=/stand-in/model"]
     llmft = is_llmft(recipe)
     model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
     verl = engine_of(recipe) is not None
@@ -166,8 +179,8 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
     row.parsed = True
     run = layer.data.get("run")
     row.model_type = run.get("model_type") if isinstance(run, dict) and isinstance(run.get("model_type"), str) else None
-    row.supported = row.model_type in compat.SUPPORTED_MODEL_TYPES
     found = compat.refusal({"recipes": layer.data})
+    row.supported = row.model_type in compat.SUPPORTED_MODEL_TYPES or (found is None and evalspec.is_evaluation(layer.data))
     if found:
         origin = layer.origins.get(found.key.removeprefix("recipes."))
         row.kind, row.reason, row.location = found.kind, found.reason, str(origin or display)
@@ -178,7 +191,7 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
         try:
             file = cluster if cluster in ws.clusters() else BUILTIN_FALLBACK.get(cluster, cluster)
             given = cluster_overrides(overrides, cluster)
-            spec = compose([f"recipes={name}", f"cluster={file}", *stand_ins(layer.data, given), *given], None, ws)
+            spec = compose([f"recipes={name}", f"cluster={file}", *stand_ins(layer.data, given, cluster), *given], None, ws)
             validate(spec)
             validated += 1
             stage = "pre-flight"

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from adapter import evalspec
 from adapter.numbers import positive_int
 from hpctl import ft_launch, instances, memory, model_arch, standin
 from hpctl.devices import devices_per_node, uses_gpus
@@ -287,9 +288,10 @@ def check_backend(spec: Spec, host: HostInfo | None) -> list[Check]:
 
 
 def check_engine(spec: Spec, host: HostInfo | None) -> list[Check]:
-    """An engine's own start-up rules and memory per GPU, asked of the engine's module (hpctl.engines)."""
-    from hpctl.engines import verl
-    return verl.checks(spec, host)
+    """An engine's own start-up rules (verl's batch rules and memory per GPU, lm-eval's tasks,
+    strategy and metric), asked of the engine's module (hpctl.engines)."""
+    engine = engine_of(spec.data)
+    return engine.checks(spec, host) if engine else []
 
 
 CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
@@ -305,11 +307,18 @@ CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [
 ]
 
 
+# An evaluation job is one lm-eval process on whatever device the node has: the trainer's
+# device, memory and world-size checks do not apply to it.
+EVALUATION_CHECKS: list[Callable[[Spec, HostInfo | None], list[Check]]] = [check_engine, check_backend,
+                                                                            check_instance_type]
+
+
 def run_checks(spec: Spec, host: HostInfo | None = None) -> list[Check]:
     """Every check, in order. The machine is detected (no torch) only for local clusters."""
     if host is None and _is_local(spec):
         host = detect_host()
-    return [found for check in CHECKS for found in check(spec, host)]
+    checks = EVALUATION_CHECKS if evalspec.is_evaluation(spec.recipe) else CHECKS
+    return [found for check in checks for found in check(spec, host)]
 
 
 def errors_as_problems(spec: Spec, results: list[Check]) -> list[Problem]:

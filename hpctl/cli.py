@@ -159,13 +159,24 @@ def explain(env: Env, args, cluster, as_json) -> int:
     return 0
 
 
-def _make_plan(env: Env, args, cluster, destroy: bool = False, state=None):
+def _make_plan(env: Env, args, cluster, destroy: bool = False, state=None, after: str | None = None):
     """Compose and plan (apply.plan_job) against `state`: the caller's, held under its lock, or
-    without one read unlocked, where an adoption is only shown."""
+    without one read unlocked, where an adoption is only shown. `after`: start only once that job
+    in state has succeeded (hpctl.chain)."""
     from hpctl.apply import plan_job
     spec = _compose(env, args, cluster)
-    p = plan_job(spec, state if state is not None else env.state(), lambda line: env.err.print(line, markup=False),
-                 save_adoption=state is not None, destroy=destroy, args=list(args), workspace=str(env.workspace.root))
+    held = state is not None
+    state = state if held else env.state()
+    p = plan_job(spec, state, lambda line: env.err.print(line, markup=False),
+                 save_adoption=held, destroy=destroy, args=list(args), workspace=str(env.workspace.root))
+    if after:
+        from hpctl.apply import backend_of
+        from hpctl.chain import after as chain_after
+        record = state.jobs.get(after)
+        status = backend_of(record).describe(record).state if record else None
+        p.artifact = chain_after(p.artifact, p.backend, record, after, sorted(state.jobs), status)
+        done = ", succeeded" if status == "SUCCEEDED" else ""
+        p.summary["after"] = f"{after} ({record.backend} job {record.job_id}{done})"
     return p, spec
 
 
@@ -191,10 +202,12 @@ def _emit_plan(env: Env, plan, fmt: str) -> None:
 @click.option("--write-artifacts", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the rendered artifacts into DIR (for review in version control).")
 @click.option("--check", is_flag=True, help="Ask the scheduler to test the submission (Slurm: sbatch --test-only).")
+@click.option("--after", metavar="JOB", help="Start only after JOB (in state) succeeds (local, Slurm).")
 @common
-def plan(env: Env, args, cluster, as_json, fmt, out, detailed_exitcode, destroy, write_artifacts, check) -> int:
+def plan(env: Env, args, cluster, as_json, fmt, out, detailed_exitcode, destroy, write_artifacts, check,
+         after) -> int:
     """Show what apply would do for RECIPE [key=value ...]. Writes nothing unless asked."""
-    p, _ = _make_plan(env, args, cluster, destroy)
+    p, _ = _make_plan(env, args, cluster, destroy, after=after)
     _emit_plan(env, p, "json" if as_json else fmt)
     if check:
         from hpctl.backends import get_backend
@@ -229,8 +242,9 @@ def show(env: Env, planfile, fmt) -> int:
 @recipe_args
 @cluster_opt
 @click.option("--auto-approve", is_flag=True, help="Skip the confirmation.")
+@click.option("--after", metavar="JOB", help="Start only after JOB (in state) succeeds (local, Slurm).")
 @common
-def apply(env: Env, args, cluster, auto_approve) -> int:
+def apply(env: Env, args, cluster, auto_approve, after) -> int:
     """Submit RECIPE [key=value ...] after showing its plan, or a saved PLANFILE as it is."""
     from hpctl.apply import apply_saved, execute
     from hpctl.plan import Plan
@@ -241,7 +255,7 @@ def apply(env: Env, args, cluster, auto_approve) -> int:
                     lambda line: env.err.print(line, markup=False))
         return 0
     with env.locked() as state:  # Terraform's order: lock, plan, confirm, apply, unlock
-        p, spec = _make_plan(env, args, cluster, state=state)
+        p, spec = _make_plan(env, args, cluster, state=state, after=after)
         print_plan(p, env.out)
         if not p.has_changes:
             return 0
@@ -314,12 +328,18 @@ def status(env: Env, job, as_json, watch, plot, plot_file) -> int:
                 time.sleep(2)
     else:
         rows = _refresh(env, names)
+        from hpctl.engines.evaluation import scores, scores_table
         if as_json:
             _print_json({"jobs": [{"name": r.name, "cluster": r.cluster, "backend": r.backend, "job_id": r.job_id,
-                                   "results_dir": r.results_dir, **st.to_json()} for r, st in rows]})
+                                   "results_dir": r.results_dir, **st.to_json(),
+                                   **({"evaluation": found} if (found := scores(r.spec)) is not None else {})}
+                                  for r, st in rows]})
         else:
             from hpctl.present import status_table
             env.out.print(status_table(rows))
+            for r, _ in rows:  # an evaluation job's scores, once it wrote them
+                if (found := scores(r.spec)) is not None:
+                    env.out.print(scores_table(r.name, found))
     if plot or plot_file:
         _plot(env, rows[0][0], plot, plot_file)
     return 0

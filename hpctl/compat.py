@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from adapter import llmft
+from adapter import evalspec, llmft
 from adapter.keypath import get_path, join
 from hpctl import custom_script, instances
 from hpctl.suggest import did_you_mean
@@ -53,14 +53,12 @@ REFUSED_FAMILIES: dict[str, str] = {
             "does supervised fine-tuning and DPO",
     "checkpointless": "checkpointless recipes are NVIDIA NeMo 2 recipes that run with HyperPod's closed "
                       "checkpointless-training extensions",
-    "evaluation": "evaluation recipes run SageMaker's evaluation containers (benchmarks, LLM-as-judge); hpctl "
-                  "launches training jobs",
+    "llm-judge": evalspec.JUDGE_REASON,  # evaluation recipes run lm-eval (hpctl.engines.evaluation)
     "trainium": TRAINIUM,
 }
 # run.model_type -> family
 BY_MODEL_TYPE = {"verl": "verl", "mtrl": "mtrl", "hyperpod_checkpointless_nemo": "checkpointless",
                  "neuron-hf": "trainium"}
-EVALUATION_SECTIONS = ("evaluation", "llm_as_judge")
 NOVA_ID = re.compile(r"(^|\.)amazon\.nova-")
 NEURON_KEYS = re.compile(r"^(neuron_|compiler_flags$|compiler_cache_url$)")
 MEGATRON_KEYS = ("recipes.model.mcore_gpt", "recipes.model.megatron_amp_O2")
@@ -108,8 +106,10 @@ def _family(recipe: dict[str, Any], model_type: str | None) -> Refusal | None:
     if model_type in BY_MODEL_TYPE:
         kind = BY_MODEL_TYPE[model_type]
         return Refusal(kind, MODEL_TYPE, REFUSED_FAMILIES.get(kind, ""))
-    section = next((s for s in EVALUATION_SECTIONS if s in recipe), None)
-    return Refusal("evaluation", f"recipes.{section}", REFUSED_FAMILIES.get("evaluation", "")) if section else None
+    if evalspec.JUDGE in recipe:  # an LLM-as-judge recipe: no open judge to call
+        return Refusal("llm-judge", f"recipes.{evalspec.JUDGE}", REFUSED_FAMILIES.get("llm-judge", ""),
+                       evalspec.JUDGE_HINT)
+    return None
 
 
 def family_refusal(recipe: dict[str, Any]) -> Refusal | None:
@@ -166,6 +166,8 @@ def family(data: dict[str, Any]) -> tuple[str | None, str]:
     recipe = data.get("recipes")
     key = LLMFT_MODEL if isinstance(recipe, dict) and llmft.is_llmft(recipe) else "recipes.model.model_type"
     key = VERL_MODEL if get_path(data, MODEL_TYPE) == "verl" else key
+    if evalspec.is_evaluation(recipe):  # the model an evaluation scores
+        key = "recipes.run.model_name_or_path"
     value = get_path(data, key)
     if value is None and key == VERL_MODEL:  # verl's SFT/DPO configs name the model under model.path
         key = "recipes.training_config.model.path"

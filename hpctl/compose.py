@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from adapter import evalspec
 from adapter.keypath import get_path, join
 from hpctl import compat, custom_script, hyperpod_args, instances, interpolate, overrides, scale, standin
 from hpctl.backends import MODULES as BACKENDS
@@ -74,7 +75,7 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
         cluster_file, cluster_layer = custom.cluster_file, custom.cluster_base
         recipe_file, recipe_layer = Found(custom.file.path, custom.file.display, recipe_name), custom.recipe
     else:
-        cluster_name = cluster or cluster_arg or _default_cluster(general)
+        cluster_name = cluster or cluster_arg or _cluster_of_type(override_args, ws) or _default_cluster(general)
         cluster_file = ws.cluster(cluster_name)
         recipe_file = ws.recipe(recipe_name)
         cluster_layer = load_file(cluster_file.path, cluster_file.display)
@@ -124,6 +125,14 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
                 secret_paths=frozenset(resolver.secret_paths), notes=tuple(notes))
 
 
+def _cluster_of_type(args: Sequence[str], ws: Workspace) -> str | None:
+    """HyperPod's form with `cluster_type=T` and no `cluster=`: the workspace's cluster file named T.
+    HyperPod's evaluation scripts pass only cluster_type (k8s); its launcher then reads a few keys
+    of whatever cluster file the defaults name (slurm), where hpctl needs the cluster it launches on."""
+    wanted = next((a.partition("=")[2] for a in args if a.startswith("cluster_type=")), None)
+    return wanted if wanted and wanted in ws.clusters() else None
+
+
 def _default_cluster(general: Layer) -> str:
     """HyperPod's config.yaml names its cluster in the defaults list (`- cluster: slurm`)."""
     for item in general.data.get("defaults") or []:
@@ -159,6 +168,9 @@ def _apply_defaults(data: dict, origins: dict[str, Origin], root: Path) -> None:
         data["base_results_dir"] = str((root / data["base_results_dir"]).resolve()) \
             if not os.path.isabs(data["base_results_dir"]) else data["base_results_dir"]
     run = get_path(data, "recipes.run")
+    if isinstance(run, dict) and evalspec.is_evaluation(data.get("recipes")) and run.get("results_dir") in (None, ""):
+        run["results_dir"] = "${base_results_dir}/${.name}"  # HyperPod's evaluation recipes do not name one
+        origins["recipes.run.results_dir"] = Origin()
     if isinstance(run, dict) and isinstance(run.get("results_dir"), str) and "${" not in run["results_dir"] \
             and not os.path.isabs(run["results_dir"]):
         run["results_dir"] = str((root / run["results_dir"]).resolve())

@@ -34,12 +34,14 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from adapter import evalspec
 from adapter.secret import secret_env_name
 from hpctl import standin
 from hpctl.errors import HpctlError, Origin, Problem
 from hpctl.spec import Spec
 
 DEFAULT_PROGRAM = ("-m", "adapter.train")
+EVALUATION_PROGRAM = ("-m", evalspec.JOB_MODULE)  # an evaluation recipe's job: lm-eval on its model
 CODE_DIR = "code"  # the clone, under the results dir
 TOKEN_KEY = "git.token"
 MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
@@ -186,6 +188,8 @@ def _script(script: str, clone_dir: str | None, spec: Spec, problems: list[Probl
 def entry_point(spec: Spec, results_dir: str | None) -> EntryPoint:
     """The program the job runs and the clone it needs; HpctlError listing every bad `git` value."""
     git = spec.get("git")
+    if evalspec.is_evaluation(spec.recipe):  # lm-eval (adapter.evaluate); git.* names trainer programs
+        return EntryPoint(EVALUATION_PROGRAM)
     if not isinstance(git, dict) or standin.stands_in(spec.data):
         return EntryPoint(DEFAULT_PROGRAM)
     problems: list[Problem] = []

@@ -22,7 +22,7 @@ from hpctl.backends import get_backend
 from hpctl.backends.base import Artifact
 from hpctl.backends.common import check_no_secrets, job_tag, network_summary
 from hpctl.diff import CREATE, DESTROY, NOOP, REPLACE, UPDATE, Change, diff
-from hpctl.engines import engine_of
+from hpctl.engines import engine_of, evaluation
 from hpctl.errors import HpctlError, Origin
 from hpctl.interpolate import env_reference
 from hpctl.records import JobRecord, record_digest
@@ -183,6 +183,7 @@ def verify(spec: Spec) -> tuple[list[preflight.Check], Artifact]:
 def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | None = None,
           workspace: str = "") -> Plan:
     """Verify, render and diff against the job's record in state."""
+    model_from = evaluation.resolve_model(spec, state)  # job:NAME -> that job's export, before anything reads it
     results, artifact = verify(spec)
     backend = get_backend(spec.cluster_type)
     public = spec.public_data()
@@ -192,9 +193,11 @@ def build(spec: Spec, state: State, destroy: bool = False, args: list[str] | Non
     summary = summarize(spec, estimate, backend.platform_network)
     # where the backend says the results land (a SageMaker job's are in S3, not at run.results_dir)
     summary["results_dir"] = artifact.results_dir or summary["results_dir"]
-    if engine_of(spec.data):  # an engine states its own model, layout and memory (hpctl.engines)
-        from hpctl.engines import verl
-        summary.update(verl.summary(spec, preflight.device_memory_gb(spec, None)[0]))
+    engine = engine_of(spec.data)
+    if engine:  # an engine states its own model, layout and memory (hpctl.engines)
+        summary.update(engine.summary(spec, artifact, preflight.device_memory_gb(spec, None)[0]))
+    if model_from:  # run.model_name_or_path: job:NAME, resolved above
+        summary["evaluation"]["model_from"] = model_from
     # The tag apply gives the job; a workspace's first apply fixes the lineage it is made of.
     summary["tag"] = job_tag(state.lineage, spec.job_name, public).comment if state.lineage else None
     return Plan(spec.job_name, spec.cluster_name, backend.name, spec.recipe_name, public,

@@ -42,6 +42,11 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
     if s.get("memory_fraction") is not None:
         mem += f" ({s['memory_fraction']:.0%} of device memory)"
     tracking = [("tracking", "; ".join(s["tracking"]))] if s.get("tracking") else []
+    if s.get("evaluation"):  # an evaluation job: lm-eval's settings instead of the trainer's
+        from hpctl.engines.evaluation import summary_rows as evaluation_rows
+        return [("job", plan.job), ("recipe", plan.recipe), ("cluster", f"{plan.cluster} ({plan.backend})"),
+                *evaluation_rows(s["evaluation"]), ("results", str(s["results_dir"])), ("program", s["entry"]),
+                *([("after", s["after"])] if s.get("after") else []), ("tag", s.get("tag") or "made at the workspace's first apply")]
     return [
         ("job", plan.job), ("recipe", plan.recipe), ("cluster", f"{plan.cluster} ({plan.backend})"),
         ("model", f"{s['model']} ({_human(s.get('parameters'))} parameters"
@@ -55,6 +60,7 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
       + ([("program", s["entry"])] if s.get("entry") else []) \
       + ([("network", s["network"])] if s.get("network") else []) \
       + ([("fault tolerance", s["fault_tolerance"])] if s.get("fault_tolerance") else []) \
+      + ([("after", s["after"])] if s.get("after") else []) \
       + [("tag", s.get("tag") or "made at the workspace's first apply")]  # plans saved before tags had none
 
 

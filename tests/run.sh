@@ -2,7 +2,7 @@
 # The test command (README): sets up a clean machine, starts a single-host Slurm, runs every test.
 #   bash tests/run.sh [pytest args...]
 # Installs: Debian's slurm-wlm and munge (tests/slurm/cluster.sh), a virtualenv in .venv with
-# torch 2.13.0 (the CPU wheel) and hpctl with its adapter, kubernetes and test extras.
+# torch 2.13.0 (the CPU wheel) and hpctl with its adapter, kubernetes, sagemaker, evaluation and test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0            # the CPU wheel on disk; never a CUDA build
-.venv/bin/python -m pip install -q -e '.[adapter,kubernetes,sagemaker,test,fault-tolerance]'
+.venv/bin/python -m pip install -q -e '.[adapter,kubernetes,sagemaker,evaluation,test,fault-tolerance]'
 
 # verl's contract test (tests/test_verl_contract.py): each verl version HyperPod's recipes target in its
 # own venv (verl pins transformers below the project's), built once and reused.

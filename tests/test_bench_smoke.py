@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("plan_latency", "throughput", "memory_accuracy", "checkpoint_stall", "many_jobs", "scaling",
-            "fault_tolerance", "gpu")
+            "fault_tolerance", "evaluation", "gpu")
 
 
 def test_live_tensor_bytes_counts_allocations_frees_and_resizes():

@@ -16,7 +16,9 @@ from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
-NAMES = [p.relative_to(ROOT / "recipes").with_suffix("").as_posix() for p in RECIPES]
+ALL_NAMES = [p.relative_to(ROOT / "recipes").with_suffix("").as_posix() for p in RECIPES]
+NAMES = [n for n in ALL_NAMES if not n.startswith("evaluation/")]  # training recipes
+EVALUATION = [n for n in ALL_NAMES if n.startswith("evaluation/")]
 TINY = [n for n in NAMES if n.startswith("tiny/")]
 FULL = [n for n in NAMES if not n.startswith("tiny/")]
 CLUSTERS = ("local", "slurm", "k8s")
@@ -72,6 +74,12 @@ def test_the_catalog_holds_the_promised_recipes():
         "mistral/mistral_7b_pretrain", "mixtral/mixtral_8x7b_pretrain",
         "qwen/qwen2_5_7b_pretrain", "qwen/qwen2_5_7b_lora",
     }
+
+
+@pytest.mark.parametrize("name", EVALUATION)
+def test_evaluation_recipe_passes_the_evaluation_schema(name):
+    assert raw_errors("evaluation.schema.json", recipe(name)) == []
+    assert recipe(name)["run"]["name"] == Path(name).name.replace("_", "-")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -84,10 +84,8 @@ def with_value(recipe: dict, path: str, value) -> dict:
     (spec(with_value(HF, "run.model_type", "mtrl")), "mtrl", "recipes.run.model_type", "multi-turn RL"),
     (spec(with_value(HF, "run.model_type", "hyperpod_checkpointless_nemo")), "checkpointless",
      "recipes.run.model_type", "checkpointless-training extensions"),
-    (spec({"run": {"name": "e"}, "evaluation": {"task": "mmlu"}}), "evaluation", "recipes.evaluation",
-     "evaluation containers"),
-    (spec({"run": {"name": "e"}, "llm_as_judge": {"metrics": ""}}), "evaluation", "recipes.llm_as_judge",
-     "LLM-as-judge"),
+    (spec({"run": {"name": "e"}, "llm_as_judge": {"metrics": ""}}), "llm-judge", "recipes.llm_as_judge",
+     "LLM-as-judge evaluation needs a judge model endpoint"),
     (spec(with_value(HF, "run.model_type", "neuron-hf")), "trainium", "recipes.run.model_type", "neuronx-distributed"),
     (spec(HF, instance_type="trn1.32xlarge"), "trainium", "instance_type", "Neuron devices"),
     (spec(with_value(HF, "neuron_rt_exec_timeout", 100)), "trainium", "recipes.neuron_rt_exec_timeout", "Neuron"),
@@ -116,6 +114,7 @@ def test_each_refusal_names_its_kind_key_and_reason(data, kind, key, words):
     spec(with_value(HF, "model.multi_modal", True)),  # a format hpctl runs; the trainer's config decides the rest
     spec(with_value(LLMFT, "elastic_policy.is_elastic", False)),
     spec({"run": {"name": "no-model-type"}, "model": {"model_type": "llama_v3"}}),  # left to the schema
+    spec({"run": {"name": "e"}, "evaluation": {"task": "mmlu"}}),  # lm-eval runs it (adapter.evalspec)
 ])
 def test_recipes_hpctl_runs_are_not_refused(data):
     assert compat.refusal(data) is None

@@ -80,7 +80,8 @@ def test_a_recipe_of_a_refused_family_is_refused_before_overrides_meant_for_it()
         compose(["recipes=evaluation/open-source/open_source_llmaj_eval", "base_results_dir=/r",
                  "recipes.run.data_s3_path=s3://b/d"], workspace=V2)
     [p] = e.value.problems
-    assert p.message.startswith("unsupported recipe: evaluation recipes") and str(p.origin).startswith("recipes/")
+    assert p.message.startswith("unsupported recipe: LLM-as-judge evaluation needs a judge model endpoint")
+    assert str(p.origin).startswith("recipes/")
 
 
 def test_hpctls_trainer_stands_in_for_hyperpods_llmft_module_unless_kept() -> None:

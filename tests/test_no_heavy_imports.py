@@ -93,6 +93,23 @@ def test_builtin_tiny_recipe_commands_import_nothing_heavy(tmp_path):
 
 
 @pytest.mark.slow
+def test_an_evaluation_plan_reads_lm_evals_task_index_without_torch(tmp_path, monkeypatch):
+    """With the cache off, plan builds lm-eval's task index itself: still no torch or transformers."""
+    pytest.importorskip("lm_eval", reason="evaluation recipes need lm-eval (the evaluation extra)")
+    monkeypatch.setenv("HPCTL_CACHE", "off")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    tasks = REPO / "tests" / "evaluation" / "tasks"
+    _assert_light(_run([
+        ["plan", "-w", str(tmp_path), "--json", "evaluation/lm_eval_task", f"run.model_name_or_path={model}",
+         "trainer.accelerator=cpu", f"evaluation.task={tasks}"],
+        ["plan", "-w", str(tmp_path), "--json", "evaluation/mmlu_zs_cot", f"run.model_name_or_path={model}",
+         "+trainer.accelerator=cpu"],
+    ], cwd=tmp_path))
+
+
+@pytest.mark.slow
 def test_the_probe_can_see_a_heavy_import(tmp_path):
     """The check above must be able to fail: the same probe run after importing torch sees it."""
     if importlib.util.find_spec("torch") is None:

@@ -29,8 +29,9 @@ SM_JOBS = ("sm_jobs:+cluster.role_arn=arn:aws:iam::123456789012:role/hpctl",
 SMALL_SM_JOBS = (*SM_JOBS, "sm_jobs:instance_type=ml.g5.12xlarge")  # the small checkout's config names none
 PLANNED = {"slurm": True, "k8s": True, "sm_jobs": True}
 NOT_PLANNED = {"slurm": False, "k8s": False, "sm_jobs": False}
-COLLECTIONS = {"hyperpod-v1": 85, "hyperpod": 238}  # supported recipes: v1's 85 hf; v2's 86 LLMFT + 1 hf + 151 verl
-REFUSAL_KINDS = {"nova", "mtrl", "checkpointless", "evaluation", "trainium", "megatron", "elastic"}
+# supported recipes: v1's 85 hf; v2's 86 LLMFT + 1 hf + 151 verl + 1 evaluation (lm-eval)
+COLLECTIONS = {"hyperpod-v1": 85, "hyperpod": 239}
+REFUSAL_KINDS = {"nova", "mtrl", "checkpointless", "llm-judge", "trainium", "megatron", "elastic"}
 
 
 def run_main(*argv: str) -> tuple[int, str]:
@@ -92,7 +93,7 @@ def test_the_v2_collection_holds_86_llmft_recipes_and_they_plan():
     assert len(llmft) == 86
     assert all(r["planned"] == PLANNED for r in llmft)
     assert {r["kind"] for r in doc["recipes"] if not r["supported"]} == {
-        "nova", "mtrl", "checkpointless", "evaluation"}
+        "nova", "mtrl", "checkpointless", "llm-judge"}
 
 
 def test_trainability_is_reported_for_planned_recipes(report):

@@ -476,7 +476,7 @@ class KubernetesBackend(Backend):
         return k8s_checks(cluster)
 
     def render(self, spec: Spec) -> Artifact:
-        if engine_of(spec.data):  # verl runs on a Ray cluster: a RayJob (hpctl.backends.kubernetes_ray)
+        if getattr(engine_of(spec.data), "ray", False):  # verl runs on a Ray cluster: a RayJob (kubernetes_ray)
             from hpctl.backends import kubernetes_ray
             return kubernetes_ray.render(spec)
         ctx = context(spec)

@@ -44,7 +44,7 @@ class LocalBackend(Backend):
         return local_checks(cluster)
 
     def render(self, spec: Spec) -> Artifact:
-        if engine_of(spec.data):  # verl: a single-node Ray for the job (hpctl.backends.local_ray)
+        if getattr(engine_of(spec.data), "ray", False):  # verl: a single-node Ray for the job (hpctl.backends.local_ray)
             from hpctl.backends import local_ray
             return local_ray.render_job(spec)
         results = spec.get("recipes.run.results_dir")

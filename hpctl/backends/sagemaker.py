@@ -456,14 +456,14 @@ class SageMakerBackend(Backend):
         return doctor_checks(cluster, general)
 
     def preflight(self, spec: Spec) -> list[Any]:
-        from hpctl.backends.sagemaker_checks import data_channel_checks
-        return data_channel_checks(spec)
+        from hpctl.backends.sagemaker_checks import data_channel_checks, evaluation_checks
+        return data_channel_checks(spec) + evaluation_checks(spec)
 
     def render(self, spec: Spec) -> Artifact:
         request, sources, spec_uri = request_for(spec)
         spec_json = json.dumps(spec.public_data(), indent=2, sort_keys=True, ensure_ascii=True, default=str) + "\n"
         files = {spec_uri: spec_json}
-        if engine_of(spec.data):  # verl: the request the SDK's recipe support sends (hpctl.backends.sagemaker_verl)
+        if getattr(engine_of(spec.data), "ray", False):  # verl: the request the SDK's recipe support sends (hpctl.backends.sagemaker_verl)
             from hpctl.backends import sagemaker_verl
             request, files = sagemaker_verl.request(spec, request)
         problems = []

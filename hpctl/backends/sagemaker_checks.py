@@ -10,10 +10,12 @@ import importlib.util
 import re
 from typing import Any
 
+from adapter import evalspec
 from adapter.config import data_paths
+from adapter.reader import ConfigError
 from adapter.sagemaker import CHANNELS, container_path
 from hpctl.backends.sagemaker import data_channels, field_problems, training_image
-from hpctl.checks import WARNING, Check
+from hpctl.checks import ERROR, WARNING, Check
 from hpctl.doctor import TIMEOUT_S
 from hpctl.doctor import Check as DoctorCheck
 from hpctl.entry import runs_adapter
@@ -41,6 +43,40 @@ def data_channel_checks(spec: Spec) -> list[Check]:
                            f"the job's input channels are ({', '.join(sorted(channels))}): the trainer reads its data "
                            "there, not from the channels"
                            + (f"; did you mean {meant}?" if meant else ""), [path]))
+    return found
+
+
+def evaluation_checks(spec: Spec) -> list[Check]:
+    """A SageMaker job reads its model from an input channel and writes its results into the job's
+    output (lm-eval's files under eval/ of output.tar.gz at the output path) and TensorBoard to
+    the request's TensorBoardOutputConfig, as adapter.sagemaker_launch places them."""
+    if not evalspec.is_evaluation(spec.recipe):
+        return []
+    try:
+        cfg = evalspec.from_recipe(spec.recipe)
+    except ConfigError:
+        return []  # hpctl.engines.evaluation reports the recipe's own refusals
+    found = []
+    output = spec.get("cluster.sm_jobs_config.output_path") or ""
+    given = spec.get("recipes.output.eval_results_dir")
+    if given and not (output and str(given).rstrip("/").startswith(str(output).rstrip("/"))):
+        found.append(Check("evaluation", ERROR, f"on SageMaker lm-eval's results go into the job's output (eval/ in "
+                           f"output.tar.gz under {output or 'cluster.sm_jobs_config.output_path'}), not {given}",
+                           ["recipes.output.eval_results_dir"], "leave it empty, or name a prefix of that output path"))
+    tensorboard = spec.get("cluster.sm_jobs_config.tensorboard_config.output_path")
+    if cfg.tensorboard_dir and cfg.tensorboard_dir != tensorboard:
+        found.append(Check("evaluation", ERROR, "on SageMaker TensorBoard files go to the job's TensorBoardOutputConfig "
+                           f"({tensorboard or 'none configured'}), not {cfg.tensorboard_dir}",
+                           ["recipes.output.eval_tensorboard_results_dir"],
+                           "set cluster.sm_jobs_config.tensorboard_config (output_path, container_logs_path) and give "
+                           "the same output_path here"))
+    channels = data_channels(spec)
+    if not any(cfg.model == where or cfg.model.startswith(where + "/") for where, _ in channels.values()):
+        found.append(Check("evaluation", ERROR, f"a SageMaker job reads its model from an input channel; {cfg.model} "
+                           "is in none (" + (", ".join(w for w, _ in channels.values()) or "the job has none") + ")",
+                           ["recipes.run.model_name_or_path"], "add the model's S3 URI as a channel "
+                           "(cluster.sm_jobs_config.inputs.s3.<name>) and give its container path, "
+                           "/opt/ml/input/data/<name>"))
     return found
 
 

@@ -490,7 +490,7 @@ class SlurmBackend(Backend):
         return check(spec)
 
     def render(self, spec: Spec) -> Artifact:
-        if engine_of(spec.data):  # verl: a Ray cluster across the allocation (hpctl.backends.slurm_ray)
+        if getattr(engine_of(spec.data), "ray", False):  # verl: a Ray cluster across the allocation (hpctl.backends.slurm_ray)
             from hpctl.backends import slurm_ray
             return slurm_ray.render_job(spec)
         results_dir = _results_dir(spec)

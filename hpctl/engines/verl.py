@@ -51,10 +51,18 @@ class Engine:
     kind: str  # "ppo" (actor_rollout_ref: RL) | "sft" (engine/model/optim: SFT and DPO)
     name: str = MODEL_TYPE
 
+    ray = True  # the backends start a Ray cluster for it (hpctl.engines: the engines' shared interface)
+
     @property
     def program(self) -> str:
         """The plan summary's entry line."""
         return f"verl {self.version} ({self.kind.upper()} trainer config) on Ray: python -m {MODULE}"
+
+    def checks(self, spec: Spec, host: Any) -> list[Any]:
+        return checks(spec, host)
+
+    def summary(self, spec: Spec, artifact: Any, device_gb: float | None) -> dict[str, Any]:
+        return summary(spec, device_gb)
 
 
 def version_of(config: Any) -> str:

@@ -1,0 +1,54 @@
+"""The evaluation recipe as lm-eval settings (adapter.evalspec): what plan shows and the job runs."""
+from __future__ import annotations
+
+import pytest
+
+from adapter import evalspec
+from adapter.reader import ConfigError
+
+
+def recipe(**evaluation) -> dict:
+    return {"run": {"name": "e", "results_dir": "/r/e", "model_name_or_path": "/m"},
+            "evaluation": {"task": "mmlu", "strategy": "zs", "metric": "accuracy", **evaluation},
+            "inference": {"max_new_tokens": 64, "temperature": 0.7, "top_k": 20, "top_p": 0.9}}
+
+
+@pytest.mark.parametrize(("strategy", "subtask", "tasks", "shots"), [
+    ("zs", "", ("mmlu",), 0),
+    ("zs_cot", "anatomy", ("mmlu_flan_cot_zeroshot_anatomy",), 0),
+    ("fs", "anatomy,virology", ("mmlu_anatomy", "mmlu_virology"), 5),
+])
+def test_hyperpods_task_maps_per_strategy(strategy: str, subtask: str, tasks: tuple, shots: int) -> None:
+    cfg = evalspec.from_recipe(recipe(strategy=strategy, subtask=subtask))
+    assert (cfg.tasks, cfg.num_fewshot, cfg.mapped_from) == (tasks, shots, "mmlu")
+    assert cfg.results_dir == "/r/e/eval"
+
+
+def test_zs_cot_takes_the_inference_settings_and_the_others_the_tasks_own() -> None:
+    assert evalspec.from_recipe(recipe(strategy="zs_cot")).generation.kwargs() == {
+        "do_sample": True, "temperature": 0.7, "max_gen_toks": 64, "top_p": 0.9, "top_k": 20}
+    assert evalspec.from_recipe(recipe(strategy="zs")).generation is None
+
+
+def test_fs_takes_num_fewshot_and_accuracy_names_the_metric_by_task_kind() -> None:
+    cfg = evalspec.from_recipe(recipe(strategy="fs", num_fewshot=3))
+    assert cfg.num_fewshot == 3
+    assert (cfg.metric_names("multiple_choice"), cfg.metric_names("generate_until")) == (("acc",), ("exact_match",))
+
+
+@pytest.mark.parametrize(("change", "key", "words"), [
+    ({"strategy": "cot"}, "evaluation.strategy", "'cot' is not a strategy"),
+    ({"num_fewshot": 2}, "evaluation.num_fewshot", "strategy zs is zero-shot"),
+    ({"task": "ifeval", "strategy": "fs"}, "evaluation.strategy", "ifeval does not support strategy fs"),
+    ({"task": ""}, "evaluation.task", "names no task"),
+])
+def test_every_refusal_is_at_its_key(change: dict, key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        evalspec.from_recipe(recipe(**change))
+    assert any(e.key == key and words in e.message for e in exc.value.errors), exc.value
+
+
+def test_the_llm_as_judge_section_is_refused_with_what_it_needs() -> None:
+    with pytest.raises(ConfigError) as exc:
+        evalspec.from_recipe({"run": {"name": "j"}, "llm_as_judge": {"metrics": ""}})
+    assert exc.value.key == "llm_as_judge" and "judge model endpoint" in exc.value.message
