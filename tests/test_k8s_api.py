@@ -303,7 +303,7 @@ def test_logs_before_pods_exist_and_for_a_bad_rank(contract, tmp_path):
     recorded, port = contract
     recorded.on("GET", f"{CORE}/pods", "pods_empty.json")
     record = record_of(make_spec(kubeconfig(tmp_path, port)))
-    with pytest.raises(HpctlError, match="no pod for node 1") as err:
+    with pytest.raises(HpctlError, match="no node 1 pod of") as err:
         list(BACKEND.logs(record, rank=15))
     assert "no pods" in err.value.render()
     with pytest.raises(HpctlError, match="no such rank"):

@@ -586,56 +586,41 @@ class KubernetesBackend(Backend):
         return out
 
     def logs(self, record: JobRecord, follow: bool = False, rank: int | None = None) -> Iterator[str]:
-        client = _kubernetes("client")
-
+        """A PyTorchJob's pod log (node of `rank`, lines of that rank only), or a RayJob's: the
+        submitter's (verl's output) without a rank, else node `rank`'s."""
         namespace, name, (_, _, plural) = _target(record)
-        if plural == "rayjobs":
-            yield from self._ray_logs(record, namespace, name, follow, rank)
-            return
+        ray = plural == "rayjobs"
         node = 0
-        if rank is not None:
+        if rank is not None and not ray:
             devices = int(get_path(record.spec, "recipes.trainer.devices") or 1)
             nodes = int(get_path(record.spec, "recipes.trainer.num_nodes") or 1)
             if not 0 <= rank < nodes * devices:
                 raise HpctlError("no such rank", found=str(rank), expected=f"0..{nodes * devices - 1}")
             node = rank // devices
+        core = _kubernetes("client").CoreV1Api
         with api_client(record.spec.get("cluster") or {}) as api:
-            core = client.CoreV1Api(api)
             with api_errors(f"list the pods of {namespace}/{name}", "pods"):
-                pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_LABEL}={name}",
-                                                _preload_content=False)
+                pods = core(api).list_namespaced_pod(namespace, label_selector=f"{JOB_LABEL}={name}",
+                                                     _preload_content=False)
                 items = json.loads(pods.data).get("items") or []
-            pod = next((p["metadata"]["name"] for p in sorted(items, key=lambda p: p["metadata"]["name"])
-                        if node_of(p) == node), None)
+            if ray:
+                from hpctl.backends import kubernetes_ray
+                pod, container = kubernetes_ray.pod_for(items, rank)
+                missing = "submitter" if rank is None else f"node {rank}"
+                waiting = "the Ray cluster may still be starting"
+            else:
+                pod = next((p["metadata"]["name"] for p in sorted(items, key=lambda p: p["metadata"]["name"])
+                            if node_of(p) == node), None)
+                container, missing, waiting = CONTAINER, f"node {node}", "the job may still be pending"
             if pod is None:
-                raise HpctlError(f"no pod for node {node} of {namespace}/{name} yet",
+                raise HpctlError(f"no {missing} pod of {namespace}/{name} yet",
                                  found=", ".join(p["metadata"]["name"] for p in items) or "no pods",
-                                 hint="the job may still be pending; try `hpctl status`")
+                                 hint=f"{waiting}; try `hpctl status`")
             with api_errors(f"read the log of pod {namespace}/{pod}", "pods/log"):
-                response = core.read_namespaced_pod_log(pod, namespace, container=CONTAINER, follow=follow,
-                                                        _preload_content=False)
-                yield from rank_lines(_lines(response), rank)
-
-    def _ray_logs(self, record: JobRecord, namespace: str, name: str, follow: bool, rank: int | None) -> Iterator[str]:
-        """A RayJob's pod log: the submitter's (verl's output) without a rank, else node `rank`."""
-        client = _kubernetes("client")
-        from hpctl.backends import kubernetes_ray
-
-        with api_client(record.spec.get("cluster") or {}) as api:
-            core = client.CoreV1Api(api)
-            with api_errors(f"list the pods of {namespace}/{name}", "pods"):
-                pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_LABEL}={name}",
-                                                _preload_content=False)
-                items = json.loads(pods.data).get("items") or []
-            pod, container = kubernetes_ray.pod_for(items, rank)
-            if pod is None:
-                raise HpctlError(f"no {'submitter' if rank is None else f'node {rank}'} pod of {namespace}/{name} yet",
-                                 found=", ".join(p["metadata"]["name"] for p in items) or "no pods",
-                                 hint="the Ray cluster may still be starting; try `hpctl status`")
-            with api_errors(f"read the log of pod {namespace}/{pod}", "pods/log"):
-                response = core.read_namespaced_pod_log(pod, namespace, container=container, follow=follow,
-                                                        _preload_content=False)
-                yield from _lines(response)
+                response = core(api).read_namespaced_pod_log(pod, namespace, container=container, follow=follow,
+                                                             _preload_content=False)
+                lines = _lines(response)
+                yield from lines if ray else rank_lines(lines, rank)
 
     def cancel(self, record: JobRecord) -> None:
         """Delete the job (its pods go with it), then its ConfigMap and Secret. Volumes are untouched."""
