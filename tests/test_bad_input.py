@@ -113,8 +113,9 @@ CORPUS = [
     Case("override-through-a-scalar", ["mini", "+trainer.max_steps.x=1"],
          ["override 1", "recipes.trainer.max_steps.x", "not a section"]),
     Case("override-delete-missing", ["mini", "~trainer.nope"], ["override 1", "recipes.trainer.nope", "does not exist"]),
-    Case("override-hyperpod-form-recipe-relative", ["recipes=tiny/mini", "trainer.max_steps=5"],
-         ["override 1", "trainer.max_steps", "does not exist"]),
+    # HyperPod's form reads a root key the root lacks as the recipe's (test_compose); one in neither is refused
+    Case("override-hyperpod-form-in-neither", ["recipes=tiny/mini", "trainer.max_stpes=5"],
+         ["override 1", "trainer.max_stpes", "does not exist"]),
     # --- names ----------------------------------------------------------------------------------
     Case("unknown-recipe", ["tiny/mimi"], ["recipe", "unknown recipe 'tiny/mimi'"]),
     Case("unknown-cluster", ["mini", "--cluster", "locl"], ["cluster", "unknown cluster 'locl'"]),

@@ -72,4 +72,5 @@ def test_sigkill_of_one_group_heals_from_the_other(tmp_path: Path) -> None:
     assert last["step"] == steps and last["live_groups"] == 2 and last["recoveries"] >= 1
     assert last["steps_with_fewer_groups"] == len(got["degraded_steps"])
     table = hpctl(ws, "status", "tiny-llama").stdout
-    assert "2/2" in table and "groups live" in table and "recover" in table, table  # the cell may wrap
+    words = set(table.replace(",", " ").split())  # the state cell wraps at word breaks where the table is narrow
+    assert {"2/2", "groups", "live"} <= words and "recover" in table, table
