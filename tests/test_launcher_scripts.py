@@ -70,7 +70,9 @@ def test_every_launcher_script_plans_or_is_refused_by_family(checkout: tuple[str
         assert planned["v1"] == 85 and dict(refused) == {"nova": 38, "trainium": 3}
     else:
         assert planned["v2"] + len(trainer_refused) + sum(refused.values()) == 299
-        assert planned["v2"] + len(trainer_refused) >= 87 and refused["nova"] == 55
+        # 86 LLMFT, 151 verl (on Ray) and the deterministic evaluation (lm-eval); the LLM-judge
+        # evaluation needs a judge endpoint hpctl cannot provide
+        assert planned["v2"] == 238 and dict(refused) == {"nova": 55, "checkpointless": 4, "llm-judge": 1}
         # LoRA on gpt-oss's fused expert parameters (target_parameters) is not implemented by the trainer.
         assert trainer_refused == ["launcher_scripts/gpt_oss/run_llmft_gpt_oss_20b_seq4k_gpu_sft_lora.sh"]
 
