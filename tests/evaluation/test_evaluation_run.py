@@ -4,12 +4,14 @@ tests/evaluation/tasks (one log-likelihood task, one generation task) with their
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.evaluation.helpers import TASKS, hpctl, lm_eval_directly, wait, word_tokenizer
+from tests.evaluation.helpers import TASKS, env, hpctl, lm_eval_directly, wait, word_tokenizer
 
 pytest.importorskip("lm_eval", reason="evaluation jobs need lm-eval (the evaluation extra)")
 pytestmark = pytest.mark.slow
@@ -70,3 +72,35 @@ def test_the_scores_equal_lm_eval_run_directly_on_the_export(chain, tmp_path: Pa
     for task, metric in METRICS.items():
         stderr = metric.replace(",", "_stderr,")
         assert (ours[task][metric], ours[task][stderr]) == (direct[task][metric], direct[task][stderr])
+
+
+def test_hyperpods_deterministic_launcher_script_runs_unchanged_on_the_export(chain, tmp_path: Path) -> None:
+    """run_open_source_deterministic_eval.sh as HyperPod ships it, through `hpctl init`'s main.py, with
+    its documented variables pointing at a local model (the export above) and a local task directory:
+    the job runs lm-eval and writes the results where EVAL_RESULTS_DIR says."""
+    from hpctl import dropin
+    from tests.helpers.launcher_scripts import LAUNCHERS, copy_checkout
+    if not LAUNCHERS["v2"].is_dir():
+        pytest.skip(f"{LAUNCHERS['v2']} is absent")
+    ws, _ = chain
+    export = ws / "results" / "tiny-llama" / "checkpoints" / "full" / "step_00000004"
+    root = copy_checkout("v2", tmp_path / "hyperpod")
+    dropin.init(root)
+    script = LAUNCHERS["v2"] / "launcher_scripts" / "evaluation" / "run_open_source_deterministic_eval.sh"
+    variables = {"MODEL_NAME_OR_PATH": str(export), "TASK": str(TASKS), "SUBTASK": "tiny_choice", "STRATEGY": "zs",
+                 "METRIC": "accuracy", "CLUSTER_TYPE": "local", "EXP_DIR": str(tmp_path / "exp"),
+                 "EVAL_RESULTS_DIR": str(tmp_path / "eval"), "EVAL_TENSORBOARD_RESULTS_DIR": str(tmp_path / "tb")}
+    proc = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**env(), **variables, "SAGEMAKER_TRAINING_LAUNCHER_DIR": str(root),
+                               dropin.AUTO_APPROVE: "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Apply complete" in proc.stdout + proc.stderr
+    status = ("status", "--json", "--state", root / dropin.STATE)  # the drop-in keeps state beside main.py
+    deadline = time.monotonic() + 600
+    while (found := json.loads(hpctl(root / "recipes_collection", *status).stdout)["jobs"][0])["state"] not in \
+            ("SUCCEEDED", "FAILED", "CANCELLED"):
+        assert time.monotonic() < deadline, found
+        time.sleep(2)
+    assert found["name"] == "deterministic-eval-job" and found["state"] == "SUCCEEDED", found
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
+    assert set(results) == {"tiny_choice"} and isinstance(results["tiny_choice"]["acc,none"], float)
