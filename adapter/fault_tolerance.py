@@ -48,6 +48,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.tensor import DTensor
 from torch.utils.data import default_collate
 
+from adapter import faults
 from adapter.ft_config import GROUP_ENV
 from adapter.trainconfig import FaultTolerance, TrainConfig
 
@@ -312,6 +313,7 @@ def run(cfg: TrainConfig, layout: Any, accum: int, device: torch.device, model: 
             if digest:
                 line["params"] = _digest(model)
             commits.write(line)
+            faults.crash_if("step", step)  # the reliability tests' SIGKILL, right after a commit, as in train.py
             if first_commit and rank == 0 and ckpt is not None:
                 first_commit = False
                 log = metrics.MetricsLog(cfg.results_dir, 0, cfg.tensorboard_dir, step - 1,

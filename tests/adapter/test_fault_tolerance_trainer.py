@@ -53,18 +53,18 @@ def test_a_killed_group_heals_its_fsdp_shards_from_the_live_one(tmp_path: Path) 
     lighthouse = subprocess.Popen([sys.executable, "-m", "adapter.lighthouse", f"--port={port}"], cwd=REPO,
                                   env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def group(g: int, attempt: int) -> subprocess.Popen:
+    def group(g: int, attempt: int, **extra: str) -> subprocess.Popen:
         log = (tmp_path / f"group{g}.{attempt}.log").open("w")
         return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                                  "-m", "adapter.train", "--config", str(spec)], cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT, env=env(HPCTL_REPLICA_GROUP=str(g),
                                                                   TORCHFT_LIGHTHOUSE=f"http://127.0.0.1:{port}",
-                                                                  HPCTL_FT_PARAM_DIGEST="1"))
+                                                                  HPCTL_FT_PARAM_DIGEST="1", **extra))
     try:
-        survivor, killed = group(0, 0), group(1, 0)
-        ft_checks.wait_for_step(results, 1, 10)
-        assert len(ft_checks.sigkill_group(1)) == 2
-        assert killed.wait(timeout=120) != 0
+        # group 1's ranks SIGKILL themselves right after committing step 10 (adapter.faults): between
+        # the checkpoints of steps 8 and 12, so the restarted group must heal from group 0, not from disk
+        survivor, killed = group(0, 0), group(1, 0, HPCTL_CRASH_AT="step@10")
+        assert killed.wait(timeout=240) != 0
         again = group(1, 1)
         codes = (survivor.wait(timeout=600), again.wait(timeout=600))
     finally:
