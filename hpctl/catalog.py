@@ -185,7 +185,7 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
         origin = layer.origins.get(found.key.removeprefix("recipes."))
         row.kind, row.reason, row.location = found.kind, found.reason, str(origin or display)
         return row
-    validated, trainer_refusal = 0, None
+    validated, trainer_refusal, program = 0, None, "hpctl's trainer"
     for cluster in CHECK_CLUSTERS:
         stage = "invalid"
         try:
@@ -197,7 +197,10 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
             stage = "pre-flight"
             results = run_checks(spec)
             trainer = errors_as_problems(spec, [c for c in results if c.id in TRAINER_CHECKS])
-            trainer_refusal = trainer_refusal or (HpctlError(trainer) if trainer else None)
+            if trainer and trainer_refusal is None:
+                trainer_refusal = HpctlError(trainer)
+                program = "its engine" if any(c.id == "engine" and c.severity == "error" for c in results) \
+                    else "hpctl's trainer"
             problems = errors_as_problems(spec, [c for c in results if c.id not in TRAINER_CHECKS])
             if problems:
                 raise HpctlError(problems)
@@ -214,7 +217,7 @@ def _check_one(ws: Workspace, name: str, path: Path, overrides: Sequence[str]) -
     row.trainable = row.valid and trainer_refusal is None
     if row.planned_everywhere and trainer_refusal is not None:
         _failed(row, "trainer", trainer_refusal)
-        row.reason = f"not trainable by hpctl's trainer: {row.reason}"
+        row.reason = f"not runnable by {program}: {row.reason}"
     return row
 
 
@@ -270,4 +273,4 @@ def summary_line(s: dict[str, Any]) -> str:
         refused, kinds = s["refused_nowhere_planned"], s["refused_nowhere_planned_by_kind"]
     listed = ", ".join(f"{kind} {n}" for kind, n in kinds.items())
     return (f"{s['recipes']} recipes: {s['supported']} supported, {planned}, {refused} refused"
-            + (f" ({listed})" if listed else "") + f"; {s['trainable']} trainable by hpctl's trainer")
+            + (f" ({listed})" if listed else "") + f"; {s['trainable']} runnable by their program (hpctl's trainer or their engine)")

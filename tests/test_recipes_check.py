@@ -101,7 +101,7 @@ def test_trainability_is_reported_for_planned_recipes(report):
     _, _, doc = report
     for r in doc["recipes"]:
         if r["supported"] and not r["trainable"]:
-            assert r["kind"] == "trainer" and r["reason"].startswith("not trainable by hpctl's trainer: recipes."), r
+            assert r["kind"] == "trainer" and r["reason"].startswith("not runnable by hpctl's trainer: recipes."), r
             assert r["location"].startswith(f"recipes/{r['name']}.yaml:"), r
         if r["trainable"]:
             assert r["family"] and r["reason"] is None, r
@@ -149,7 +149,7 @@ def test_a_checkout_that_plans_exits_0_with_the_summary_line(tmp_path):
     rc, out = run_main("recipes", "check", str(root), IMAGE, *SMALL_SM_JOBS, "--no-color")
     assert rc == 0
     assert out.splitlines()[-1] == ("3 recipes: 2 supported, 2 planned for slurm, k8s and sm_jobs, 1 refused (nova 1); "
-                                    "2 trainable by hpctl's trainer")
+                                    "2 runnable by their program (hpctl's trainer or their engine)")
     _, doc = run_main("recipes", "check", str(root), IMAGE, *SMALL_SM_JOBS, "--json")
     summary = json.loads(doc)["summary"]
     assert summary["planned_by_cluster"] == {"slurm": 2, "k8s": 2, "sm_jobs": 2} and summary["not_planned_by_cluster"] == {}
@@ -206,7 +206,7 @@ def test_the_summary_gives_each_clusters_count_and_what_a_cluster_lacks(tmp_path
     rc, out = run_main("recipes", "check", str(root), IMAGE, "--no-color")
     assert rc == 1 and out.splitlines()[-1] == (
         "3 recipes: 2 supported, planned: slurm 2, k8s 2, sm_jobs 0 (0 on every cluster; not planned on "
-        f"sm_jobs: {role} (2 recipes)), 1 refused (nova 1); 2 trainable by hpctl's trainer")
+        f"sm_jobs: {role} (2 recipes)), 1 refused (nova 1); 2 runnable by their program (hpctl's trainer or their engine)")
     assert (summary["refused_nowhere_planned"], summary["refused_nowhere_planned_by_kind"]) == (1, {"nova": 1})
     rc, out = run_main("recipes", "check", str(root), "--json")  # no image either: k8s and sm_jobs lack one
     summary = json.loads(out)["summary"]
