@@ -45,13 +45,19 @@ def read(r: "Reader", parallel: "ParallelConfig", world: int | None) -> FaultTol
         lighthouse_port=r.int(f"{KEY}.lighthouse_port", DEFAULT_LIGHTHOUSE_PORT, minimum=1) or DEFAULT_LIGHTHOUSE_PORT,
         quorum_timeout_s=_or(r.float(f"{KEY}.quorum_timeout_s", 60.0), 60.0),
         timeout_s=_or(r.float(f"{KEY}.timeout_s", 30.0), 30.0),
+        heartbeat_timeout_s=_or(r.float(f"{KEY}.heartbeat_timeout_s", 5.0), 5.0),
         max_restarts=_or(r.int(f"{KEY}.max_restarts", 3, minimum=0), 3),
     )
     if ft.lighthouse_port > 65535:
         r.refuse(f"{KEY}.lighthouse_port", f"{ft.lighthouse_port} is not a TCP port", "use 1..65535")
-    for key in ("quorum_timeout_s", "timeout_s"):
+    for key in ("quorum_timeout_s", "timeout_s", "heartbeat_timeout_s"):
         if getattr(ft, key) <= 0:
             r.refuse(f"{KEY}.{key}", f"{getattr(ft, key)} must be positive", "seconds, e.g. 30")
+    if 0 < ft.quorum_timeout_s <= ft.heartbeat_timeout_s:
+        r.refuse(f"{KEY}.heartbeat_timeout_s",
+                 f"{ft.heartbeat_timeout_s:g} s is not less than quorum_timeout_s ({ft.quorum_timeout_s:g} s)",
+                 "the live groups' quorum would time out before the lighthouse drops a lost group, "
+                 "so one loss would stop them all: keep it well under quorum_timeout_s (default 5)")
     if world is not None:
         _layout(r, ft, parallel, world)
     return ft
@@ -86,7 +92,7 @@ def summary(ft: FaultTolerance, world: int, lighthouse: str, restarts_by: str) -
     """One line for the plan: the groups, where the lighthouse is, and what a failure does."""
     group = ft.group_world(world)
     return (f"{ft.replica_groups} replica groups x {group} process{'es' if group != 1 else ''} (torchft); "
-            f"lighthouse at {lighthouse}; a failed group is restarted alone by {restarts_by} "
+            f"lighthouse at {lighthouse}, which drops a silent group after {ft.heartbeat_timeout_s:g} s; a failed group is restarted alone by {restarts_by} "
             f"(up to {ft.max_restarts} times) and heals from a live peer while the others keep stepping; "
             f"steps commit with >= {ft.min_replicas} live group{'s' if ft.min_replicas != 1 else ''}; "
             "checkpoints stay the backstop for losing every group")

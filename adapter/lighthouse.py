@@ -1,4 +1,4 @@
-"""`python -m adapter.lighthouse --port P --min-replicas M`: torchft's lighthouse for one job.
+"""`python -m adapter.lighthouse --port P --min-replicas M --heartbeat-timeout-ms T`: torchft's lighthouse for one job.
 
 The lighthouse tracks which replica groups are alive and forms each step's quorum
 (trainer.fault_tolerance, ft_config.py). hpctl's launchers start it beside the groups (a
@@ -23,10 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adapter.lighthouse", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--min-replicas", type=int, default=1)
+    parser.add_argument("--heartbeat-timeout-ms", type=int, default=5000,
+                        help="a group silent this long is no longer counted live (trainer.fault_tolerance.heartbeat_timeout_s)")
     args = parser.parse_args(argv)
     os.environ.setdefault("RUST_LOG", "warn")  # its INFO log has a line for every quorum tick
     from torchft._torchft import LighthouseServer
-    server = LighthouseServer(bind=f"[::]:{args.port}", min_replicas=args.min_replicas, join_timeout_ms=JOIN_TIMEOUT_MS)
+    server = LighthouseServer(bind=f"[::]:{args.port}", min_replicas=args.min_replicas, join_timeout_ms=JOIN_TIMEOUT_MS,
+                              heartbeat_timeout_ms=args.heartbeat_timeout_ms)
     print(f"adapter: [fault tolerance] lighthouse listening at {server.address()}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

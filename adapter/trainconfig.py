@@ -131,6 +131,10 @@ class FaultTolerance:
     # peer-state transfer, before it gives the step up (seconds).
     quorum_timeout_s: float = 60.0
     timeout_s: float = 30.0
+    # How long the lighthouse still counts a silent group as live (torchft's default, 5 s). The
+    # survivors cannot form a quorum without a group it still counts (torchft's split-brain rule
+    # wants more than half of the live groups), so this bounds their stall after a loss.
+    heartbeat_timeout_s: float = 5.0
     # A group restarted more often than this makes the job end FAILED (the others train on to the end).
     max_restarts: int = 3
 

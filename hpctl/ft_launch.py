@@ -104,6 +104,11 @@ def _group_loop(ft: FaultTolerance, launch: str, stop_file: str | None) -> list[
     ]
 
 
+def _lighthouse(ft: FaultTolerance, python: str) -> list[str]:
+    return [python, "-m", "adapter.lighthouse", f"--port={ft.lighthouse_port}", f"--min-replicas={ft.min_replicas}",
+            f"--heartbeat-timeout-ms={round(ft.heartbeat_timeout_s * 1000)}"]
+
+
 def _wait_groups(ft: FaultTolerance, lighthouse_stop: str) -> list[str]:
     starts = [f"hpctl_group {g} & hpctl_groups+=($!)" for g in range(ft.replica_groups)]
     return [
@@ -121,8 +126,7 @@ def _wait_groups(ft: FaultTolerance, lighthouse_stop: str) -> list[str]:
 def local_command(ft: FaultTolerance, python: str, group_argv: list[str], exit_dir: str) -> str:
     """The local launch script's command: the lighthouse, then one restart loop per group running
     `group_argv` (torchrun with one group's processes); its status is the job's exit code."""
-    lighthouse = shlex.join([python, "-m", "adapter.lighthouse", f"--port={ft.lighthouse_port}",
-                             f"--min-replicas={ft.min_replicas}"])
+    lighthouse = shlex.join(_lighthouse(ft, python))
     env = f"{GROUP_ENV}=\"$1\" {LIGHTHOUSE_ENV}={lighthouse_address(ft, 'local')}"
     stop = shlex.quote(exit_dir) + "/cancelled.$$"  # hpctl cancel's marker: no restart after a cancel
     lines = [
@@ -149,8 +153,7 @@ def slurm_block(ft: FaultTolerance, nodes: int, devices: int, python: str, step_
     else:  # whole groups per node
         group_nodes, per_node, first = 1, devices * nodes // n, f"$(( $1 / {n // nodes} ))"
     step = ["srun", "--overlap", "--kill-on-bad-exit=0", *step_args]
-    lighthouse = [*step, "--nodes=1", "--ntasks=1", "--relative=0", python, "-m", "adapter.lighthouse",
-                  f"--port={ft.lighthouse_port}", f"--min-replicas={ft.min_replicas}"]
+    lighthouse = [*step, "--nodes=1", "--ntasks=1", "--relative=0", *_lighthouse(ft, python)]
     group = (f"{GROUP_ENV}=\"$1\" {LIGHTHOUSE_ENV}=\"http://{SLURM_HEAD}:{ft.lighthouse_port}\" "
              f"{shlex.join(step)} --nodes={group_nodes} --ntasks={group_nodes} --ntasks-per-node=1 "
              f"--relative=\"{first}\" "

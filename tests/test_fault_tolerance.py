@@ -31,6 +31,11 @@ def ft_args(port: int, *extra: str) -> list[str]:
             f"+{FT}.lighthouse_port={port}", *extra]
 
 
+# The lighthouse drops the killed group this long after its last heartbeat: well under its restart
+# (torchrun, imports, model build: 4 s or more here), so the survivor trains alone for a while.
+HEARTBEAT = f"+{FT}.heartbeat_timeout_s=2"
+
+
 @pytest.mark.slow
 def test_plan_shows_the_groups_and_refuses_what_cannot_split(tmp_path: Path) -> None:
     out = hpctl(tmp_path, "plan", *ft_args(24601)).stdout
@@ -38,6 +43,7 @@ def test_plan_shows_the_groups_and_refuses_what_cannot_split(tmp_path: Path) -> 
     assert "restarted alone" in out and "heals from a live peer" in out
     assert "--nproc-per-node=1" in out and "python -m adapter.lighthouse --port=24601" in out.replace(
         sys.executable, "python")
+    assert "drops a silent group after 5 s" in out and "--heartbeat-timeout-ms=5000" in out
     bad = hpctl(tmp_path, "plan", *ft_args(24601, "trainer.devices=3"), check=False)
     assert bad.returncode == 1
     assert f"recipes.{FT}.replica_groups" in bad.stderr and "2 does not divide the world size 3" in bad.stderr
@@ -51,7 +57,7 @@ def test_plan_shows_the_groups_and_refuses_what_cannot_split(tmp_path: Path) -> 
 def test_sigkill_of_one_group_heals_from_the_other(tmp_path: Path) -> None:
     ws, steps = tmp_path, 800  # long enough for the killed group to come back (about 10 s) before the end
     results = ws / "results" / "tiny-llama"
-    hpctl(ws, "apply", *ft_args(24602, f"trainer.max_steps={steps}", "+cluster.env.HPCTL_FT_PARAM_DIGEST=1"),
+    hpctl(ws, "apply", *ft_args(24602, f"trainer.max_steps={steps}", HEARTBEAT, "+cluster.env.HPCTL_FT_PARAM_DIGEST=1"),
           "--auto-approve")
     ft_checks.wait_for_step(results, 1, 10)
     killed = ft_checks.sigkill_group(1)

@@ -29,15 +29,17 @@ def test_off_by_default_and_when_disabled(tmp_path: Path) -> None:
 
 def test_reads_the_section_and_splits_the_batch_over_the_groups(tmp_path: Path) -> None:
     cfg = from_recipe(ft_recipe(tmp_path, replica_groups=2, min_replicas=2, lighthouse_port=24510, timeout_s=5,
-                                quorum_timeout_s=20, max_restarts=1, model={"global_batch_size": 8}), 4)
+                                quorum_timeout_s=20, heartbeat_timeout_s=2.5, max_restarts=1,
+                                model={"global_batch_size": 8}), 4)
     ft = cfg.fault_tolerance
     assert (ft.replica_groups, ft.min_replicas, ft.lighthouse_port, ft.timeout_s, ft.quorum_timeout_s,
-            ft.max_restarts) == (2, 2, 24510, 5, 20, 1)
+            ft.heartbeat_timeout_s, ft.max_restarts) == (2, 2, 24510, 5, 20, 2.5, 1)
     assert ft.group_world(4) == 2
     # 8 sequences per step = micro 2 x 2 ranks per group x 2 groups x accumulation 1
     assert grad_accumulation(cfg, 2) == 1
     defaults = from_recipe(ft_recipe(tmp_path, replica_groups=2), 4).fault_tolerance
-    assert (defaults.min_replicas, defaults.lighthouse_port, defaults.max_restarts) == (1, 29510, 3)
+    assert (defaults.min_replicas, defaults.lighthouse_port, defaults.heartbeat_timeout_s,
+            defaults.max_restarts) == (1, 29510, 5, 3)
 
 
 def test_replica_groups_are_required_and_at_least_two(tmp_path: Path) -> None:
@@ -46,6 +48,16 @@ def test_replica_groups_are_required_and_at_least_two(tmp_path: Path) -> None:
     got = refusals(ft_recipe(tmp_path, replica_groups=2, min_replicas=3, timeout_s=0), 4)
     assert "more than replica_groups (2)" in got[f"{FT}.min_replicas"]
     assert "must be positive" in got[f"{FT}.timeout_s"]
+
+
+def test_a_lost_group_must_be_dropped_before_the_survivors_quorum_times_out(tmp_path: Path) -> None:
+    # torchft forms no quorum while the lost group still counts (two groups: one is not a majority),
+    # so a heartbeat timeout at or over the quorum timeout would end the survivors too.
+    got = refusals(ft_recipe(tmp_path, replica_groups=2, quorum_timeout_s=10, heartbeat_timeout_s=10), 4)
+    assert got[f"{FT}.heartbeat_timeout_s"].startswith("10 s is not less than quorum_timeout_s (10 s)")
+    assert "must be positive" in refusals(ft_recipe(tmp_path, replica_groups=2, heartbeat_timeout_s=0), 4)[
+        f"{FT}.heartbeat_timeout_s"]
+    assert not refusals(ft_recipe(tmp_path, replica_groups=2, quorum_timeout_s=10, heartbeat_timeout_s=9), 4)
 
 
 def test_world_not_divisible_by_the_groups(tmp_path: Path) -> None:

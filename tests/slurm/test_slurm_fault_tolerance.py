@@ -26,7 +26,10 @@ def test_sigkill_of_one_group_on_slurm(tmp_path: Path, slurm_cluster: None) -> N
                     f"cluster.python={sys.executable}", "cluster.exclusive=false", "cluster.mem=null",
                     f"cluster.workdir={REPO}", f"trainer.max_steps={STEPS}",
                     "+trainer.fault_tolerance.enabled=true", "+trainer.fault_tolerance.replica_groups=2",
-                    "+trainer.fault_tolerance.lighthouse_port=24701", "+cluster.env.HPCTL_FT_PARAM_DIGEST=1"])
+                    "+trainer.fault_tolerance.lighthouse_port=24701", "+cluster.env.HPCTL_FT_PARAM_DIGEST=1",
+                    # dropped by the lighthouse well before its restart (srun, torchrun, imports) is back,
+                    # so the survivor trains alone for a while
+                    "+trainer.fault_tolerance.heartbeat_timeout_s=2"])
     results = ws.results("ft")
     ft_checks.wait_for_step(results, 1, 10)
     ft_checks.sigkill_group(1)
