@@ -65,7 +65,7 @@ def check(spec: Spec) -> list["Check"]:
         key = "cluster.job_kind" if spec.cluster.get("job_kind") else "cluster.use_hyperpod_pytorch_job"
         return [Check("fault-tolerance", ERROR, "fault tolerance runs one PyTorchJob per replica group; a "
                       "HyperPodPyTorchJob is one job whose operator restarts and re-rendezvouses all its pods "
-                      "together, which would restart every group at once", [f"{ft_launch.KEY}.enabled", key],
+                      "together, which would restart every group at once", [key, f"{ft_launch.KEY}.enabled"],
                       "use job_kind: PyTorchJob (the Kubeflow training operator), or turn fault tolerance off "
                       "(HyperPod's auto-resume remains)")]
     return []
