@@ -5,7 +5,8 @@ the spec as JSON (secrets redacted), mounted at /config, and a Kubeflow `PyTorch
 HyperPod's `HyperPodPyTorchJob` when `cluster.job_kind` says so) whose pods run torchrun on
 `python -m adapter.train --config /config/job_spec.json`. Secrets reach the pods only through a
 Secret named `<job>-secrets` that `submit` creates from the submitting process's values; the
-manifest names the keys, never the values.
+manifest names the keys, never the values. Under trainer.fault_tolerance the manifest is
+hpctl.backends.kubernetes_ft's: a PyTorchJob per replica group, and the lighthouse's Deployment and Service.
 
 The `kubernetes` client library is imported only when the API server is called (submit,
 describe, logs, cancel, and find_tagged for a job an apply died submitting), so `hpctl plan`

@@ -91,10 +91,14 @@ def service_name(name: str) -> str:
     return f"{name}-{LIGHTHOUSE}"
 
 
-def lighthouse_url(spec: Spec, ft: FaultTolerance) -> str:
+def _url(name: str, namespace: str, ft: FaultTolerance) -> str:
     """Where every group reaches the lighthouse: its Service's DNS name in the job's namespace."""
+    return f"http://{service_name(name)}.{namespace}.svc:{ft.lighthouse_port}"
+
+
+def lighthouse_url(spec: Spec, ft: FaultTolerance) -> str:
     ctx = k8s.context(spec)
-    return f"http://{service_name(ctx['name'])}.{ctx['namespace']}.svc:{ft.lighthouse_port}"
+    return _url(ctx["name"], ctx["namespace"], ft)
 
 
 def _share(spec: Spec, ft: FaultTolerance) -> tuple[int, int]:
@@ -133,7 +137,7 @@ def render(spec: Spec, ft: FaultTolerance) -> Artifact:
     """The manifest: the ConfigMap, the lighthouse Deployment and Service, one PyTorchJob per group."""
     ctx = k8s.context(spec)
     name, namespace = job_name(spec, ft), ctx["namespace"]
-    url = f"http://{service_name(name)}.{namespace}.svc:{ft.lighthouse_port}"
+    url = _url(name, namespace, ft)
     jobs = [render_template(k8s.TEMPLATE, **_group_context(spec, ft, name, g, url)) for g in range(ft.replica_groups)]
     python = scalar_text(spec.cluster.get("python") or "python3")  # as on Slurm: the image's interpreter
     lighthouse_labels = dict(sorted({**ctx["labels"], ROLE_LABEL: LIGHTHOUSE}.items()))
