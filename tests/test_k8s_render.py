@@ -462,9 +462,10 @@ def test_plan_never_imports_the_kubernetes_client():
             "spec = Spec(data=json.loads(sys.argv[1]), cluster_name='k8s');"
             "get_backend('k8s').render(spec);"
             "print(sorted(m for m in sys.modules if m == 'kubernetes' or m.startswith('kubernetes.')))")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(make_spec().data)], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    for spec in (make_spec(), ft_spec()):  # and under fault tolerance (kubernetes_ft)
+        out = subprocess.run([sys.executable, "-c", code, json.dumps(spec.data)], cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "[]"
 
 
 # ---- fault tolerance (trainer.fault_tolerance): a PyTorchJob per replica group and a lighthouse ----
