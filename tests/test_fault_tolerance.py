@@ -51,7 +51,7 @@ def test_plan_shows_the_groups_and_refuses_what_cannot_split(tmp_path: Path) -> 
     k8s = hpctl(tmp_path, "plan", *k8s_args).stdout  # a PyTorchJob per group, the lighthouse's Deployment and Service
     assert 'name: "tiny-llama-g0"' in k8s and 'name: "tiny-llama-g1"' in k8s and 'kind: "Deployment"' in k8s
     url = "http://tiny-llama-lighthouse.default.svc:24601"
-    assert f'value: "{url}"' in k8s and "restartPolicy: \"OnFailure\"" in k8s and "backoffLimit: 3" in k8s
+    assert f'value: "{url}"' in k8s and "restartPolicy: \"OnFailure\"" in k8s and "backoffLimit: 4" in k8s
     assert (f"lighthouse at {url}, which drops a silent group after 5 s; a failed group is restarted alone by "
             "the kubelet under its own PyTorchJob's restartPolicy OnFailure") in " ".join(k8s.split())
     hyperpod = hpctl(tmp_path, "plan", *k8s_args, "cluster.job_kind=HyperPodPyTorchJob", check=False)

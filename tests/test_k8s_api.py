@@ -426,7 +426,7 @@ def test_ft_submit_creates_the_lighthouse_then_one_tagged_job_per_group(contract
         assert (job["apiVersion"], job["kind"], job["metadata"]["namespace"]) == ("kubeflow.org/v1", "PyTorchJob", NS)
         assert job["metadata"]["labels"] == {"app": NAME, "hpctl/replica-group": str(group),
                                              "hpctl/tag": tag.value, "hpctl/spec": tag.spec}
-        assert job["spec"]["runPolicy"] == {"backoffLimit": 3}
+        assert job["spec"]["runPolicy"] == {"backoffLimit": 7}  # max_restarts 3 x 2 pods a group, + 1
         for replica in job["spec"]["pytorchReplicaSpecs"].values():
             assert replica["restartPolicy"] == "OnFailure"
             env = {e["name"]: e.get("value") for e in replica["template"]["spec"]["containers"][0]["env"]}

@@ -7,7 +7,7 @@ one manifest holds:
   - the ConfigMap with the resolved spec, as for every Kubernetes job (templates/k8s.yaml.j2);
   - one Kubeflow `PyTorchJob` per replica group, `<job>-g<G>`: its own torchrun world over the
     group's share of the nodes (ft_launch.split), its pods with HPCTL_REPLICA_GROUP=G and
-    TORCHFT_LIGHTHOUSE set, restartPolicy OnFailure and runPolicy.backoffLimit = max_restarts, so
+    TORCHFT_LIGHTHOUSE set, restartPolicy OnFailure and a runPolicy.backoffLimit from max_restarts, so
     a failed group is restarted alone (by the kubelet and the training operator) while the other
     groups' jobs keep running; a group whose restarts are spent ends Failed;
   - the lighthouse: a `Deployment` of one pod running `python -m adapter.lighthouse` in the job's
@@ -130,7 +130,15 @@ def _group_context(spec: Spec, ft: FaultTolerance, name: str, group: int, url: s
     return {**ctx, "part": "job", "name": own, "command": command, "labels": labels,
             "job_labels": dict(sorted({**ctx["job_labels"], GROUP_LABEL: str(group)}.items())),
             "env": sorted(env, key=lambda e: e["name"]),
-            "restart_policy": "OnFailure", "backoff_limit": ft.max_restarts}
+            "restart_policy": "OnFailure", "backoff_limit": backoff_limit(ft, nodes)}
+
+
+def backoff_limit(ft: FaultTolerance, nodes: int) -> int:
+    """The group job's runPolicy.backoffLimit: the training operator fails the job once the restarts
+    of its pods' containers add up to it (not past it), and one failure of a group restarts each of
+    its `nodes` pods once (torchrun on every node exits when a peer is lost); so the group is
+    restarted `max_restarts` times at least, as on local and Slurm, and a failure beyond ends it."""
+    return ft.max_restarts * nodes + 1
 
 
 def render(spec: Spec, ft: FaultTolerance) -> Artifact:
