@@ -31,12 +31,12 @@ from typing import Any
 from adapter.keypath import get_path, join
 from adapter.rank_prefix import TEE_ALL, rank_prefix_env
 from adapter.secret import is_sensitive
+from hpctl import ft_launch
 from hpctl.backends.base import (
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.backends.common import (
     USER_ENV_PREFIXES, JobTag, job_env, positive_int, rank_lines, scalar_text,
     secret_vars)
-from hpctl import ft_launch
 from hpctl.devices import uses_gpus
 from hpctl.engines import engine_of
 from hpctl.entry import entry_point
