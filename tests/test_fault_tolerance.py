@@ -1,7 +1,8 @@
 """Replica-group fault tolerance (trainer.fault_tolerance, torchft) through hpctl on the local
 backend: the plan (and Kubernetes' manifest of groups, and its refusals), and the acceptance run:
-SIGKILL one group's trainer mid-run; the other group goes on in the same process, the killed one is restarted alone, heals from its peer and from then
-on holds bitwise the same parameters after every commit; the job ends SUCCEEDED."""
+SIGKILL one group's trainer mid-run; the other group goes on in the same process, the killed one
+is restarted alone, heals from its peer and from then on holds bitwise the same parameters after
+every commit; the job ends SUCCEEDED."""
 from __future__ import annotations
 
 import json
