@@ -9,11 +9,14 @@ into groups; this module owns how each backend starts them:
     leaves the others running: a group that exits non-zero is started again alone, up to
     `max_restarts` times; the job exits non-zero when a group gave up (0 when every group finished);
   - the plan's line saying all this (`plan_summary`), and the refusals where a backend cannot
-    (`check`: Kubernetes and SageMaker; a Slurm layout whose nodes do not split into the groups).
+    (`check`: SageMaker; a Slurm or Kubernetes layout whose nodes do not split into the groups, by
+    `split`; a backend's own in its Backend.preflight).
 
 Local: the lighthouse and the group loops are background processes of the launch script.
 Slurm: the lighthouse is its own `srun` step on the first node, each group an `srun` step (with
 --kill-on-bad-exit=0, so a lost rank ends only its group's step) over its share of the nodes.
+Kubernetes (hpctl.backends.kubernetes_ft): a Deployment and Service for the lighthouse, one
+PyTorchJob per group whose failed pods the operator restarts (restartPolicy OnFailure, backoffLimit).
 Torch-free: plan calls it.
 """
 from __future__ import annotations
@@ -46,12 +49,25 @@ def lighthouse_address(ft: FaultTolerance, backend: str) -> str:
     return f"http://{host}:{ft.lighthouse_port}"
 
 
+def split(ft: FaultTolerance, nodes: int, devices: int) -> tuple[int, int] | None:
+    """(nodes per group, processes per node of a group): whole nodes per group when there are at
+    least as many nodes as groups, else whole groups per node; None when neither divides."""
+    n = ft.replica_groups
+    if nodes >= n:
+        return (nodes // n, devices) if nodes % n == 0 else None
+    return (1, devices * nodes // n) if n % nodes == 0 else None
+
+
 def plan_summary(spec: Spec, backend: str, world: int) -> str | None:
     ft = settings(spec)
     if ft is None:
         return None
-    by = {"local": "hpctl's local launch script", "slurm": "its own srun restart loop"}.get(backend, backend)
-    return ft_config.summary(ft, world, lighthouse_address(ft, backend), by)
+    from hpctl.backends import MODULES, get_backend
+    launch = get_backend(backend).fault_tolerance(spec, ft) if backend in MODULES else None
+    if launch is None:  # the launch scripts of this module (local, Slurm)
+        launch = (lighthouse_address(ft, backend),
+                  {"local": "hpctl's local launch script", "slurm": "its own srun restart loop"}.get(backend, backend))
+    return ft_config.summary(ft, world, *launch)
 
 
 def check(spec: Spec, host: "HostInfo | None") -> list["Check"]:
@@ -65,16 +81,15 @@ def check(spec: Spec, host: "HostInfo | None") -> list["Check"]:
         return [Check("fault-tolerance", ERROR, "fault tolerance is hpctl's trainer's (adapter.train): a custom "
                       "entry point runs another program, which would not join the replica groups", [enabled],
                       f"turn {enabled} off, or run the default program")]
-    if spec.cluster_type not in ("local", "slurm"):
+    if spec.cluster_type not in ("local", "slurm", "k8s"):
         return [Check("fault-tolerance", ERROR, f"the {spec.cluster_type} backend does not launch replica groups: "
-                      "it has no per-group restart (a SageMaker training job restarts all hosts together; "
-                      "the Kubernetes launch of one replicated job per group and a lighthouse Service is not built)",
-                      [enabled], "use the local or slurm cluster, or turn fault tolerance off "
+                      "it has no per-group restart (a SageMaker training job restarts all hosts together)",
+                      [enabled], "use the local, slurm or k8s cluster, or turn fault tolerance off "
                       "(checkpoint-restart remains)")]
-    if spec.cluster_type == "slurm":
+    if spec.cluster_type in ("slurm", "k8s"):
         nodes = int(spec.get("recipes.trainer.num_nodes") or 1)
         n = ft.replica_groups
-        if nodes % n and n % nodes:
+        if split(ft, nodes, 1) is None:
             return [Check("fault-tolerance", ERROR, f"{n} replica groups do not split {nodes} nodes: each group "
                           "needs whole nodes, or each node whole groups", [f"{KEY}.replica_groups",
                                                                            "recipes.trainer.num_nodes"],
@@ -104,7 +119,9 @@ def _group_loop(ft: FaultTolerance, launch: str, stop_file: str | None) -> list[
     ]
 
 
-def _lighthouse(ft: FaultTolerance, python: str) -> list[str]:
+def lighthouse_argv(ft: FaultTolerance, python: str) -> list[str]:
+    """`python -m adapter.lighthouse` with the section's port, quorum and heartbeat timeout: every
+    backend starts the lighthouse with exactly this."""
     return [python, "-m", "adapter.lighthouse", f"--port={ft.lighthouse_port}", f"--min-replicas={ft.min_replicas}",
             f"--heartbeat-timeout-ms={round(ft.heartbeat_timeout_s * 1000)}"]
 
@@ -126,7 +143,7 @@ def _wait_groups(ft: FaultTolerance, lighthouse_stop: str) -> list[str]:
 def local_command(ft: FaultTolerance, python: str, group_argv: list[str], exit_dir: str) -> str:
     """The local launch script's command: the lighthouse, then one restart loop per group running
     `group_argv` (torchrun with one group's processes); its status is the job's exit code."""
-    lighthouse = shlex.join(_lighthouse(ft, python))
+    lighthouse = shlex.join(lighthouse_argv(ft, python))
     env = f"{GROUP_ENV}=\"$1\" {LIGHTHOUSE_ENV}={lighthouse_address(ft, 'local')}"
     stop = shlex.quote(exit_dir) + "/cancelled.$$"  # hpctl cancel's marker: no restart after a cancel
     lines = [
@@ -148,12 +165,12 @@ def slurm_block(ft: FaultTolerance, nodes: int, devices: int, python: str, step_
     restart loop. `step_args` are the srun options every step takes (container, cluster
     srun_args); `torchrun_tail` is torchrun's tee option, program and --config."""
     n = ft.replica_groups
-    if nodes >= n:  # whole nodes per group
-        group_nodes, per_node, first = nodes // n, devices, f"$(( $1 * {nodes // n} ))"
-    else:  # whole groups per node
-        group_nodes, per_node, first = 1, devices * nodes // n, f"$(( $1 / {n // nodes} ))"
+    shares = split(ft, nodes, devices)
+    assert shares is not None, "check() refuses a layout that does not split"
+    group_nodes, per_node = shares
+    first = f"$(( $1 * {group_nodes} ))" if nodes >= n else f"$(( $1 / {n // nodes} ))"
     step = ["srun", "--overlap", "--kill-on-bad-exit=0", *step_args]
-    lighthouse = [*step, "--nodes=1", "--ntasks=1", "--relative=0", *_lighthouse(ft, python)]
+    lighthouse = [*step, "--nodes=1", "--ntasks=1", "--relative=0", *lighthouse_argv(ft, python)]
     group = (f"{GROUP_ENV}=\"$1\" {LIGHTHOUSE_ENV}=\"http://{SLURM_HEAD}:{ft.lighthouse_port}\" "
              f"{shlex.join(step)} --nodes={group_nodes} --ntasks={group_nodes} --ntasks-per-node=1 "
              f"--relative=\"{first}\" "

@@ -1,7 +1,8 @@
 """Replica-group fault tolerance (trainer.fault_tolerance, torchft) through hpctl on the local
-backend: the plan, and the acceptance run: SIGKILL one group's trainer mid-run; the other group
-goes on in the same process, the killed one is restarted alone, heals from its peer and from then
-on holds bitwise the same parameters after every commit; the job ends SUCCEEDED."""
+backend: the plan (and Kubernetes' manifest of groups, and its refusals), and the acceptance run:
+SIGKILL one group's trainer mid-run; the other group goes on in the same process, the killed one
+is restarted alone, heals from its peer and from then on holds bitwise the same parameters after
+every commit; the job ends SUCCEEDED."""
 from __future__ import annotations
 
 import json
@@ -47,8 +48,19 @@ def test_plan_shows_the_groups_and_refuses_what_cannot_split(tmp_path: Path) -> 
     bad = hpctl(tmp_path, "plan", *ft_args(24601, "trainer.devices=3"), check=False)
     assert bad.returncode == 1
     assert f"recipes.{FT}.replica_groups" in bad.stderr and "2 does not divide the world size 3" in bad.stderr
-    k8s = hpctl(tmp_path, "plan", *ft_args(24601)[:1], "--cluster", "k8s", *ft_args(24601)[3:], check=False)
-    assert k8s.returncode == 1 and "does not launch replica groups" in k8s.stderr
+    k8s_args = [*ft_args(24601)[:1], "--cluster", "k8s", *ft_args(24601)[3:], "cluster.image=registry.example/hpctl:1"]
+    k8s = hpctl(tmp_path, "plan", *k8s_args).stdout  # a PyTorchJob per group, the lighthouse's Deployment and Service
+    assert 'name: "tiny-llama-g0"' in k8s and 'name: "tiny-llama-g1"' in k8s and 'kind: "Deployment"' in k8s
+    url = "http://tiny-llama-lighthouse.default.svc:24601"
+    assert f'value: "{url}"' in k8s and "restartPolicy: \"OnFailure\"" in k8s and "backoffLimit: 4" in k8s
+    assert (f"lighthouse at {url}, which drops a silent group after 5 s; a failed group is restarted alone by "
+            "the kubelet under its own PyTorchJob's restartPolicy OnFailure") in " ".join(k8s.split())
+    hyperpod = hpctl(tmp_path, "plan", *k8s_args, "cluster.job_kind=HyperPodPyTorchJob", check=False)
+    assert hyperpod.returncode == 1
+    assert "(cluster.job_kind=HyperPodPyTorchJob): cluster.job_kind: [fault-tolerance]" in hyperpod.stderr
+    assert "restart every group at once" in hyperpod.stderr
+    uneven = hpctl(tmp_path, "plan", *k8s_args, "trainer.num_nodes=3", check=False)
+    assert uneven.returncode == 1 and "2 replica groups do not split 3 nodes" in uneven.stderr
     plain = hpctl(tmp_path, "plan", "tiny_llama", "--cluster", "local").stdout
     assert "fault tolerance" not in plain and "lighthouse" not in plain
 

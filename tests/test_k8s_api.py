@@ -15,6 +15,7 @@ makes of the answers. What this cannot show: admission, the operator's reconcili
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -378,3 +379,171 @@ def test_condition_and_pod_mapping():
                                       "training.kubeflow.org/replica-index": "2"})) == 3
     assert node_of(pod("j-pod-5")) == 5  # HyperPod: one replica group, index from the name
     assert node_of(pod("j-pod")) is None
+
+
+# ---- fault tolerance (trainer.fault_tolerance): one PyTorchJob per replica group and a lighthouse ----
+
+SERVICES = f"{CORE}/services"
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+LIGHTHOUSE = f"{NAME}-lighthouse"
+GROUP_JOBS = (f"{NAME}-g0", f"{NAME}-g1")
+
+
+def ft_spec(config: Path | str, **cluster: Any) -> Spec:
+    """4 nodes x 8 GPUs in 2 replica groups: each group a PyTorchJob of 2 nodes (Master + 1 Worker)."""
+    spec = make_spec(config, **cluster)
+    spec.data["recipes"]["trainer"].update(num_nodes=4, fault_tolerance={
+        "enabled": True, "replica_groups": 2, "lighthouse_port": 29510, "max_restarts": 3})
+    return spec
+
+
+def test_ft_submit_creates_the_lighthouse_then_one_tagged_job_per_group(contract, tmp_path):
+    recorded, port = contract
+    recorded.on("POST", f"{CORE}/secrets", "secret_created.json")
+    recorded.on("POST", f"{CORE}/configmaps", "configmap_created.json")
+    recorded.on("POST", SERVICES, "service_created.json")
+    recorded.on("POST", DEPLOYMENTS, "deployment_created.json")
+    recorded.on("POST", JOBS, "ft_pytorchjob_g0_created.json", "ft_pytorchjob_g1_created.json")
+    artifact = BACKEND.render(ft_spec(kubeconfig(tmp_path, port)))
+    tag = JobTag("hpctl-0123456789abcdef01234567", "89abcdef0123")
+
+    assert BACKEND.submit(artifact, {SECRET_VAR: "hf_SECRET_VALUE"}, tag) == f"{NS}/{NAME}"  # the id recorded
+
+    assert recorded.calls() == [("POST", f"{CORE}/secrets"), ("POST", f"{CORE}/configmaps"), ("POST", SERVICES),
+                                ("POST", DEPLOYMENTS), ("POST", JOBS), ("POST", JOBS)]
+    secret, config_map, service, deployment, *jobs = (r["body"] for r in recorded.requests)
+    assert secret["stringData"] == {SECRET_VAR: "hf_SECRET_VALUE"} and config_map["metadata"]["name"] == f"{NAME}-spec"
+    assert (service["apiVersion"], service["kind"], service["metadata"]["name"]) == ("v1", "Service", LIGHTHOUSE)
+    assert service["spec"]["ports"] == [{"name": "lighthouse", "port": 29510, "targetPort": 29510, "protocol": "TCP"}]
+    assert (deployment["apiVersion"], deployment["kind"], deployment["metadata"]["name"]) == (
+        "apps/v1", "Deployment", LIGHTHOUSE)
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert pod["spec"]["containers"][0]["command"][1:3] == ["-m", "adapter.lighthouse"]
+    assert [j["metadata"]["name"] for j in jobs] == list(GROUP_JOBS)
+    for group, job in enumerate(jobs):
+        assert (job["apiVersion"], job["kind"], job["metadata"]["namespace"]) == ("kubeflow.org/v1", "PyTorchJob", NS)
+        assert job["metadata"]["labels"] == {"app": NAME, "hpctl/replica-group": str(group),
+                                             "hpctl/tag": tag.value, "hpctl/spec": tag.spec}
+        assert job["spec"]["runPolicy"] == {"backoffLimit": 7}  # max_restarts 3 x 2 pods a group, + 1
+        for replica in job["spec"]["pytorchReplicaSpecs"].values():
+            assert replica["restartPolicy"] == "OnFailure"
+            env = {e["name"]: e.get("value") for e in replica["template"]["spec"]["containers"][0]["env"]}
+            assert env["HPCTL_REPLICA_GROUP"] == str(group)
+            assert env["TORCHFT_LIGHTHOUSE"] == f"http://{LIGHTHOUSE}.{NS}.svc:29510"
+            assert env["HPCTL_JOB_ID"] == f"{NS}/{NAME}"
+
+
+def test_ft_a_leftover_lighthouse_service_is_patched_not_replaced(contract, tmp_path):
+    """A Service left by an earlier apply of the same job: patched (a replace would have to repeat
+    the clusterIP the API server allocated); the Deployment is created as usual."""
+    recorded, port = contract
+    recorded.on("POST", f"{CORE}/configmaps", "configmap_created.json")
+    recorded.on("POST", SERVICES, "service_conflict.json")
+    recorded.on("PATCH", f"{SERVICES}/{LIGHTHOUSE}", "service_patched.json")
+    recorded.on("POST", DEPLOYMENTS, "deployment_created.json")
+    recorded.on("POST", JOBS, "ft_pytorchjob_g0_created.json", "ft_pytorchjob_g1_created.json")
+    spec = ft_spec(kubeconfig(tmp_path, port))
+    del spec.data["env_vars"]["HF_TOKEN"]
+
+    BACKEND.submit(BACKEND.render(spec), {})
+
+    assert recorded.calls() == [("POST", f"{CORE}/configmaps"), ("POST", SERVICES), ("PATCH", f"{SERVICES}/{LIGHTHOUSE}"),
+                                ("POST", DEPLOYMENTS), ("POST", JOBS), ("POST", JOBS)]
+    assert recorded.requests[2]["body"]["spec"]["ports"][0]["port"] == 29510
+
+
+def test_ft_submit_refuses_missing_secret_values_before_any_request(contract, tmp_path):
+    recorded, port = contract
+    with pytest.raises(HpctlError, match="secret values missing"):
+        BACKEND.submit(BACKEND.render(ft_spec(kubeconfig(tmp_path, port))), {})
+    assert recorded.requests == []
+
+
+def test_ft_find_tagged_answers_one_job_for_its_groups(contract, tmp_path):
+    """apply's recovery of a job an apply died submitting: the group jobs carry the tag; the answer
+    is the job hpctl records (<ns>/<name>), in the groups' state (group 0 running, group 1 created)."""
+    recorded, port = contract
+    recorded.on("GET", JOBS, "ft_pytorchjob_list_tagged.json")
+    tag = JobTag("hpctl-0123456789abcdef01234567", "89abcdef0123")
+
+    found = BACKEND.find_tagged(BACKEND.render(ft_spec(kubeconfig(tmp_path, port))), tag)
+
+    assert found == [TaggedJob(f"{NS}/{NAME}", RUNNING, tag.spec)]
+    assert recorded.requests[-1]["query"]["labelSelector"] == [f"hpctl/tag={tag.value}"]
+
+
+def test_ft_describe_aggregates_the_group_jobs(contract, tmp_path):
+    """One list call; a restarting group is running; a group past its backoffLimit fails the job
+    (as local and Slurm end FAILED when a group gave up); every group Succeeded: SUCCEEDED."""
+    recorded, port = contract
+    recorded.on("GET", JOBS, "ft_pytorchjob_list_restarting.json", "ft_pytorchjob_list_failed.json",
+                "ft_pytorchjob_list_succeeded.json", "ft_pytorchjob_list_one_gone.json")
+    record = record_of(ft_spec(kubeconfig(tmp_path, port)))
+
+    running, failed, succeeded, gone = (BACKEND.describe(record) for _ in range(4))
+
+    assert (running.state, running.backend_state, running.detail) == (RUNNING, "Running,Restarting",
+                                                                      "2/2 groups running")
+    assert (failed.state, failed.backend_state, failed.exit_code) == (FAILED, "Running,Failed", None)
+    assert failed.detail == ("replica group 1 failed after its restarts: Job llama-8b-g1 has failed because it "
+                             "has reached the specified backoff limit; 1/2 groups running")
+    assert (succeeded.state, succeeded.exit_code, succeeded.detail) == (SUCCEEDED, 0, "2/2 groups succeeded")
+    assert (gone.state, gone.backend_state) == (UNKNOWN, "NotFound,Running")
+    assert gone.detail == "the PyTorchJob of replica group 0 no longer exists; 1/2 groups running"
+    assert recorded.calls() == [("GET", JOBS)] * 4
+
+
+def test_ft_describe_many_lists_once_for_plain_and_fault_tolerant_jobs(contract, tmp_path):
+    recorded, port = contract
+    recorded.on("GET", JOBS, "ft_pytorchjob_list_restarting.json")
+    config = kubeconfig(tmp_path, port)
+    ft = record_of(ft_spec(config))
+    plain = dataclasses.replace(record_of(make_spec(config), f"{NS}/other-job"), name="other-job")
+
+    statuses = BACKEND.describe_many([ft, plain])
+
+    assert (statuses[NAME].state, statuses[NAME].detail) == (RUNNING, "2/2 groups running")
+    assert (statuses["other-job"].state, statuses["other-job"].backend_state) == (SUCCEEDED, "Succeeded")
+    assert recorded.calls() == [("GET", JOBS)]
+
+
+def test_ft_logs_find_the_group_and_node_of_a_rank(contract, tmp_path):
+    """Group 0's first node without --rank; global rank 24 is group 1 (16 ranks a group), its rank 8,
+    on its second node (Worker 0), whose torchrun prefixes the group's own rank."""
+    recorded, port = contract
+    recorded.on("GET", f"{CORE}/pods", "ft_pods_group0.json", "ft_pods_group1.json")
+    recorded.on("GET", f"{CORE}/pods/{NAME}-g0-master-0/log", "ft_log_g0_master0.json")
+    recorded.on("GET", f"{CORE}/pods/{NAME}-g1-worker-0/log", "ft_log_g1_worker0.json")
+    record = record_of(ft_spec(kubeconfig(tmp_path, port)))
+
+    master_log = json.loads((FIXTURES / "ft_log_g0_master0.json").read_text())["body"]
+    assert list(BACKEND.logs(record)) == master_log.splitlines()
+    assert list(BACKEND.logs(record, rank=24)) == [
+        "adapter: [fault tolerance] === recovery: replica group 1 rejoined at step 12, healed from a live peer in "
+        "1.84 s ===", "step 13 loss 8.1034"]
+
+    selectors = [r["query"]["labelSelector"] for r in recorded.requests if r["path"] == f"{CORE}/pods"]
+    assert selectors == [[f"app={NAME},hpctl/replica-group=0"], [f"app={NAME},hpctl/replica-group=1"]]
+    with pytest.raises(HpctlError, match="no such rank") as err:
+        list(BACKEND.logs(record, rank=32))
+    assert "0..31" in err.value.render()
+
+
+def test_ft_cancel_deletes_every_group_job_and_the_lighthouse(contract, tmp_path):
+    recorded, port = contract
+    for group, job in enumerate(GROUP_JOBS):
+        recorded.on("DELETE", f"{JOBS}/{job}", f"ft_pytorchjob_g{group}_deleted.json")
+    recorded.on("DELETE", f"{DEPLOYMENTS}/{LIGHTHOUSE}", "deployment_deleted.json")
+    recorded.on("DELETE", f"{SERVICES}/{LIGHTHOUSE}", "service_not_found.json")  # already gone: fine
+    recorded.on("DELETE", f"{CORE}/configmaps/llama-8b-spec", "configmap_deleted.json")
+    recorded.on("DELETE", f"{CORE}/secrets/llama-8b-secrets", "secret_not_found.json")
+
+    BACKEND.cancel(record_of(ft_spec(kubeconfig(tmp_path, port))))
+
+    assert recorded.calls() == [("DELETE", f"{JOBS}/{GROUP_JOBS[0]}"), ("DELETE", f"{JOBS}/{GROUP_JOBS[1]}"),
+                                ("DELETE", f"{DEPLOYMENTS}/{LIGHTHOUSE}"), ("DELETE", f"{SERVICES}/{LIGHTHOUSE}"),
+                                ("DELETE", f"{CORE}/configmaps/llama-8b-spec"),
+                                ("DELETE", f"{CORE}/secrets/llama-8b-secrets")]
+    assert all(r["query"] == {"propagationPolicy": ["Background"]} for r in recorded.requests[:3])

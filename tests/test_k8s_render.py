@@ -462,6 +462,132 @@ def test_plan_never_imports_the_kubernetes_client():
             "spec = Spec(data=json.loads(sys.argv[1]), cluster_name='k8s');"
             "get_backend('k8s').render(spec);"
             "print(sorted(m for m in sys.modules if m == 'kubernetes' or m.startswith('kubernetes.')))")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(make_spec().data)], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    for spec in (make_spec(), ft_spec()):  # and under fault tolerance (kubernetes_ft)
+        out = subprocess.run([sys.executable, "-c", code, json.dumps(spec.data)], cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "[]"
+
+
+# ---- fault tolerance (trainer.fault_tolerance): a PyTorchJob per replica group and a lighthouse ----
+
+def ft_spec(cluster: dict[str, Any] | None = None, nodes: int = 4, devices: int = 8, groups: int = 2,
+            **ft: Any) -> Spec:
+    spec = make_spec(cluster, nodes=nodes, devices=devices, accelerator="gpu")
+    spec.data["recipes"]["trainer"]["fault_tolerance"] = {
+        "enabled": True, "replica_groups": groups, "lighthouse_port": 29510, **ft}
+    return spec
+
+
+def by_kind(text: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for doc in parse(text):
+        out.setdefault(doc["kind"], []).append(doc)
+    return out
+
+
+def test_fault_tolerance_renders_one_job_per_group_and_the_lighthouse():
+    """4 nodes x 8 GPUs in 2 groups: two PyTorchJobs of 2 nodes each (the CRD's schema, pod
+    templates and the Deployment and Service by kubernetes-validate's Kubernetes 1.30 schemas,
+    strictly), each group's pods told their group and the lighthouse's Service DNS name."""
+    from hpctl import ft_launch
+    spec = ft_spec(max_restarts=5, min_replicas=1, heartbeat_timeout_s=2)
+    artifact = BACKEND.render(spec)
+    docs = by_kind(artifact.text)
+    assert [d["kind"] for d in parse(artifact.text)] == ["ConfigMap", "PyTorchJob", "PyTorchJob", "Deployment", "Service"]
+    (config_map,), jobs, (deployment,), (service,) = docs["ConfigMap"], docs["PyTorchJob"], docs["Deployment"], docs["Service"]
+    for job in jobs:
+        validate_all(config_map, job)
+    validate_core(deployment)
+    validate_core(service)
+    assert json.loads(config_map["data"]["job_spec.json"]) == spec.public_data()
+
+    url = "http://llama-8b-lighthouse.ml.svc:29510"
+    assert [j["metadata"]["name"] for j in jobs] == ["llama-8b-g0", "llama-8b-g1"]
+    for group, job in enumerate(jobs):
+        assert job["metadata"]["labels"] == {"app": "llama-8b", "hpctl/replica-group": str(group)}
+        # 5 restarts of the group (each restarts both its pods) survive; the operator fails it at 11 container restarts
+        assert job["spec"]["runPolicy"] == {"backoffLimit": 11}
+        replicas = job["spec"]["pytorchReplicaSpecs"]
+        assert {k: (v["replicas"], v["restartPolicy"]) for k, v in replicas.items()} == {
+            "Master": (1, "OnFailure"), "Worker": (1, "OnFailure")}  # the cluster file's Never gives way
+        for replica in replicas.values():
+            assert replica["template"]["metadata"]["labels"] == job["metadata"]["labels"]
+            c = replica["template"]["spec"]["containers"][0]
+            assert c["command"][:12] == [
+                "torchrun", "--nnodes", "2", "--nproc-per-node", "8", "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id", f"llama-8b-g{group}", "--tee=3"]
+            env = {e["name"]: e["value"] for e in c["env"]}
+            assert (env["HPCTL_REPLICA_GROUP"], env["TORCHFT_LIGHTHOUSE"]) == (str(group), url)
+            assert (env["HPCTL_JOB_ID"], env["CUDA_VISIBLE_DEVICES"]) == ("ml/llama-8b", "0,1,2,3,4,5,6,7")
+            assert c["resources"]["limits"] == {"nvidia.com/gpu": "8"}
+
+    lighthouse = {"app": "llama-8b", "hpctl/role": "lighthouse"}
+    assert deployment["metadata"] == service["metadata"] == {"name": "llama-8b-lighthouse", "namespace": "ml",
+                                                             "labels": lighthouse}
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"] == lighthouse
+    assert deployment["spec"]["template"]["metadata"]["labels"] == lighthouse
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    ft = ft_launch.settings(spec)
+    assert c["command"] == ft_launch.lighthouse_argv(ft, "python3") == [
+        "python3", "-m", "adapter.lighthouse", "--port=29510", "--min-replicas=1", "--heartbeat-timeout-ms=2000"]
+    assert c["image"] == "registry.example/hpctl:1" and "resources" not in c  # no GPU for the lighthouse
+    assert c["ports"] == [{"name": "lighthouse", "containerPort": 29510, "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [{"name": "lighthouse", "port": 29510, "targetPort": 29510, "protocol": "TCP"}]
+
+    assert artifact.meta == {"name": "llama-8b", "namespace": "ml", "kind": "PyTorchJob", "replica_groups": "2",
+                             "group_nodes": "2", "group_devices": "8"}
+    assert artifact.logs["group0"] == "kubectl logs -n ml llama-8b-g0-master-0 -c pytorch"
+
+
+def test_fault_tolerance_whole_groups_per_node():
+    """More groups than nodes: each group is one pod with its share of the node's GPUs (the split
+    rule of ft_launch.split, as on Slurm); the cluster's own python runs torchrun and the lighthouse."""
+    artifact = BACKEND.render(ft_spec({"python": "/opt/py/bin/python3"}, nodes=2, devices=4, groups=4))
+    docs = by_kind(artifact.text)
+    assert [j["metadata"]["name"] for j in docs["PyTorchJob"]] == [f"llama-8b-g{g}" for g in range(4)]
+    for job in docs["PyTorchJob"]:
+        assert crd_errors(job) == []
+        assert list(job["spec"]["pytorchReplicaSpecs"]) == ["Master"] and job["spec"]["nprocPerNode"] == "2"
+        c = container(job)
+        assert c["command"][3:7] == ["--nnodes", "1", "--nproc-per-node", "2"]
+        assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+        assert {e["name"]: e["value"] for e in c["env"]}["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert docs["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["command"][0] == "/opt/py/bin/python3"
+
+
+def test_fault_tolerance_keeps_the_clusters_scheduling_and_secrets_by_reference():
+    spec = ft_spec({"service_account_name": "trainer", "node_selector": {"pool": "gpu"}, "queue": "team-a",
+                    "pullPolicy": "Always"})
+    spec.data["env_vars"]["HF_TOKEN"] = "hf_SECRET_VALUE"
+    artifact = BACKEND.render(spec)
+    assert "hf_SECRET_VALUE" not in artifact.text
+    docs = by_kind(artifact.text)
+    for job in docs["PyTorchJob"]:
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"  # each group admitted as a job
+        env = {e["name"]: e for e in container(job)["env"]}
+        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "llama-8b-secrets",
+                                                                "key": "HPCTL_SECRET_ENV_VARS_HF_TOKEN"}
+    pod = docs["Deployment"][0]["spec"]["template"]["spec"]
+    assert (pod["serviceAccountName"], pod["nodeSelector"]) == ("trainer", {"pool": "gpu"})
+    assert pod["containers"][0]["imagePullPolicy"] == "Always"
+    validate_core(docs["Deployment"][0])
+
+
+def test_fault_tolerance_job_name_leaves_room_for_the_group_suffix():
+    spec = ft_spec(groups=2)
+    spec.data["recipes"]["run"]["name"] = "x" * 47  # + "-g1" = 50, kubernetes.MAX_NAME
+    assert by_kind(BACKEND.render(spec).text)["PyTorchJob"][1]["metadata"]["name"] == "x" * 47 + "-g1"
+    for name, groups in (("x" * 48, 2), ("x" * 47, 16)):  # 16 groups: "-g15"
+        spec = ft_spec(nodes=16, groups=groups)
+        spec.data["recipes"]["run"]["name"] = name
+        with pytest.raises(HpctlError, match="too long for its replica groups") as err:
+            BACKEND.render(spec)
+        assert err.value.problems[0].key == "recipes.run.name"
+        assert f"at most {50 - len(f'-g{groups - 1}')} characters" in err.value.render()
+
+
+def test_fault_tolerance_off_renders_the_plain_job():
+    spec = ft_spec()
+    spec.data["recipes"]["trainer"]["fault_tolerance"]["enabled"] = False
+    assert [d["kind"] for d in parse(BACKEND.render(spec).text)] == ["ConfigMap", "PyTorchJob"]

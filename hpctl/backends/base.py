@@ -131,6 +131,12 @@ class Backend(abc.ABC):
         """Plan-time checks only this scheduler needs, run with hpctl's own (hpctl.checks); none by default."""
         return []
 
+    def fault_tolerance(self, spec: Spec, ft: Any) -> tuple[str, str] | None:
+        """(where the replica groups reach the lighthouse, who restarts a failed group) for the
+        plan's line, when this backend launches trainer.fault_tolerance itself (ft: its settings);
+        None: hpctl.ft_launch's launch scripts do (local, Slurm)."""
+        return None
+
     def test_only(self, artifact: Artifact) -> str:
         """Ask the scheduler whether it would accept the submission, submitting nothing (`plan
         --check`); the answer in one line. Backends whose scheduler cannot say refuse clearly."""

@@ -5,7 +5,8 @@ the spec as JSON (secrets redacted), mounted at /config, and a Kubeflow `PyTorch
 HyperPod's `HyperPodPyTorchJob` when `cluster.job_kind` says so) whose pods run torchrun on
 `python -m adapter.train --config /config/job_spec.json`. Secrets reach the pods only through a
 Secret named `<job>-secrets` that `submit` creates from the submitting process's values; the
-manifest names the keys, never the values.
+manifest names the keys, never the values. Under trainer.fault_tolerance the manifest is
+hpctl.backends.kubernetes_ft's: a PyTorchJob per replica group, and the lighthouse's Deployment and Service.
 
 The `kubernetes` client library is imported only when the API server is called (submit,
 describe, logs, cancel, and find_tagged for a job an apply died submitting), so `hpctl plan`
@@ -30,6 +31,7 @@ from typing import Any
 from adapter.keypath import get_path, join
 from adapter.rank_prefix import TEE_ALL, rank_prefix_env
 from adapter.secret import is_sensitive
+from hpctl import ft_launch
 from hpctl.backends.base import (
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, Artifact, Backend, JobRecord, JobStatus, TaggedJob)
 from hpctl.backends.common import (
@@ -53,6 +55,7 @@ MAX_RETRY = "sagemaker.amazonaws.com/job-max-retry-count"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_LABEL = "app"  # set by hpctl on the job and its pods; logs finds pods by it
 TAG_LABEL, SPEC_LABEL = "hpctl/tag", "hpctl/spec"  # apply's JobTag, on the job object (find_tagged)
+FT_GROUPS = "replica_groups"  # Artifact.meta: the replica groups of a fault-tolerant job (kubernetes_ft)
 
 # job_kind -> (API group, version, plural)
 KINDS = {
@@ -92,6 +95,12 @@ def k8s_name(job_name: str) -> str:
             expected=f"at most {MAX_NAME} characters of a-z, 0-9 and '-', starting with a letter",
         )
     return name
+
+
+def job_kind(cluster: dict[str, Any]) -> str | None:
+    """The job's kind: cluster.job_kind, else HyperPod v2's use_hyperpod_pytorch_job, else PyTorchJob."""
+    default_kind = "HyperPodPyTorchJob" if cluster.get("use_hyperpod_pytorch_job") else "PyTorchJob"  # HyperPod v2
+    return _choice(cluster.get("job_kind") or default_kind, tuple(KINDS), "cluster.job_kind")
 
 
 def literal(value: str) -> str:
@@ -234,8 +243,7 @@ def context(spec: Spec) -> dict[str, Any]:
     namespace = scalar_text(cluster.get("namespace") or "default")
     if not DNS_LABEL.match(namespace) or len(namespace) > 63:
         raise HpctlError("not a valid Kubernetes namespace", key="cluster.namespace", found=repr(namespace))
-    default_kind = "HyperPodPyTorchJob" if cluster.get("use_hyperpod_pytorch_job") else "PyTorchJob"  # HyperPod v2
-    kind = _choice(cluster.get("job_kind") or default_kind, tuple(KINDS), "cluster.job_kind")
+    kind = job_kind(cluster)
     image = cluster.get("image") or spec.get("container")
     if not image:
         raise HpctlError("a Kubernetes job needs a container image", key="cluster.image",
@@ -343,11 +351,23 @@ def secret_manifest(namespace: str, name: str, values: dict[str, str]) -> dict[s
             "stringData": dict(sorted(values.items()))}
 
 
-def documents(manifest: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(ConfigMap, job) parsed back from a rendered manifest."""
+def all_documents(manifest: str) -> list[dict[str, Any]]:
+    """The documents of a rendered manifest, in order."""
     from ruamel.yaml import YAML
 
-    docs = [d for d in YAML(typ="safe").load_all(manifest) if d]
+    return [d for d in YAML(typ="safe").load_all(manifest) if d]
+
+
+def check_secrets(artifact: Artifact, secrets: dict[str, str]) -> None:
+    """Refuse a submit without a value for every secret the job's environment reads."""
+    missing = sorted(set(artifact.env) - set(secrets))
+    if missing:
+        raise HpctlError("secret values missing for the job's environment", found=", ".join(missing))
+
+
+def documents(manifest: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ConfigMap, job) parsed back from a rendered manifest."""
+    docs = all_documents(manifest)
     by_kind = {d.get("kind"): d for d in docs}
     job = next((by_kind[k] for k in KINDS if k in by_kind), None)
     if "ConfigMap" not in by_kind or job is None:
@@ -459,6 +479,11 @@ def api_errors(what: str, resource: str) -> Iterator[None]:
         raise HpctlError(f"cannot reach the Kubernetes API server to {what}: {e}") from e
 
 
+def _ft_groups(meta: dict[str, Any] | None) -> int:
+    """How many replica groups an artifact runs (0: not a fault-tolerant job; hpctl.backends.kubernetes_ft)."""
+    return int((meta or {}).get(FT_GROUPS) or 0)
+
+
 def _target(record: JobRecord) -> tuple[str, str, tuple[str, str, str]]:
     """(namespace, name, (group, version, plural)) of an applied job."""
     namespace, _, name = record.job_id.partition("/")
@@ -475,10 +500,24 @@ class KubernetesBackend(Backend):
         from hpctl.doctor import k8s_checks
         return k8s_checks(cluster)
 
+    def preflight(self, spec: Spec) -> list[Any]:
+        if ft_launch.settings(spec) is None:
+            return []
+        from hpctl.backends import kubernetes_ft
+        return kubernetes_ft.check(spec)  # what the replica groups' launch cannot run on
+
+    def fault_tolerance(self, spec: Spec, ft: Any) -> tuple[str, str]:
+        from hpctl.backends import kubernetes_ft
+        return kubernetes_ft.lighthouse_url(spec, ft), kubernetes_ft.RESTARTED_BY
+
     def render(self, spec: Spec) -> Artifact:
         if getattr(engine_of(spec.data), "ray", False):  # verl runs on a Ray cluster: a RayJob (kubernetes_ray)
             from hpctl.backends import kubernetes_ray
             return kubernetes_ray.render(spec)
+        ft = ft_launch.settings(spec)
+        if ft is not None:  # replica groups: a PyTorchJob per group and a lighthouse (kubernetes_ft)
+            from hpctl.backends import kubernetes_ft
+            return kubernetes_ft.render(spec, ft)
         ctx = context(spec)
         ns, name = shquote(ctx["namespace"]), shquote(ctx["name"])
         logs = {"pods": f"kubectl get pods -n {ns} -l {JOB_LABEL}={name}"}
@@ -491,6 +530,9 @@ class KubernetesBackend(Backend):
             meta={"name": ctx["name"], "namespace": ctx["namespace"], "kind": ctx["kind"]})
 
     def submit(self, artifact: Artifact, secrets: dict[str, str], tag: JobTag | None = None) -> str:
+        if _ft_groups(artifact.meta):
+            from hpctl.backends import kubernetes_ft
+            return kubernetes_ft.submit(artifact, secrets, tag)
         client = _kubernetes("client")
 
         config_map, job = documents(artifact.text)
@@ -499,9 +541,7 @@ class KubernetesBackend(Backend):
                                          TAG_LABEL: tag.value, SPEC_LABEL: tag.spec}
         cluster = json.loads(config_map["data"][SPEC_FILE]).get("cluster") or {}
         namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
-        missing = sorted(set(artifact.env) - set(secrets))
-        if missing:
-            raise HpctlError("secret values missing for the job's environment", found=", ".join(missing))
+        check_secrets(artifact, secrets)
         group, version, plural = KINDS[job["kind"]]
         with api_client(cluster) as api:
             core = client.CoreV1Api(api)
@@ -528,6 +568,10 @@ class KubernetesBackend(Backend):
                             f"{group}/{version} {plural}"):
                 found = client.CustomObjectsApi(api).list_namespaced_custom_object(
                     group, version, namespace, plural, label_selector=f"{TAG_LABEL}={tag.value}")
+        groups = _ft_groups(artifact.meta)
+        if groups:  # the group jobs carry the tag: one job per name, the groups' state
+            from hpctl.backends import kubernetes_ft
+            return kubernetes_ft.tagged(found.get("items") or [], namespace, groups)
         items = sorted(found.get("items") or [], key=lambda o: str(o["metadata"].get("creationTimestamp") or ""))
         return [TaggedJob(f"{namespace}/{o['metadata']['name']}", job_state(o).state,
                           str((o["metadata"].get("labels") or {}).get(SPEC_LABEL) or "")) for o in items]
@@ -551,6 +595,9 @@ class KubernetesBackend(Backend):
         from kubernetes.client.exceptions import ApiException
 
         namespace, name, (group, version, plural) = _target(record)
+        groups = _ft_groups(record.artifact.get("meta"))
+        if groups:  # one list call for the group jobs, aggregated
+            return self.describe_many([record])[record.name]
         with api_client(record.spec.get("cluster") or {}) as api:
             with api_errors(f"read {plural} {namespace}/{name}", f"{group}/{version} {plural}"):
                 try:
@@ -580,6 +627,11 @@ class KubernetesBackend(Backend):
                                                                                       plural)
             by_name = {item["metadata"]["name"]: item for item in found.get("items") or []}
             for record, name in members:
+                groups = _ft_groups(record.artifact.get("meta"))
+                if groups:  # replica groups: every group's job (kubernetes_ft)
+                    from hpctl.backends import kubernetes_ft
+                    out[record.name] = kubernetes_ft.status_of(by_name, namespace, name, groups)
+                    continue
                 obj = by_name.get(name)
                 out[record.name] = job_state(obj) if obj is not None else JobStatus(
                     state=UNKNOWN, backend_state="NotFound", detail=f"{plural} {namespace}/{name} no longer exists")
@@ -590,8 +642,11 @@ class KubernetesBackend(Backend):
         submitter's (verl's output) without a rank, else node `rank`'s."""
         namespace, name, (_, _, plural) = _target(record)
         ray = plural == "rayjobs"
-        node = 0
-        if rank is not None and not ray:
+        node, selector, shown = 0, f"{JOB_LABEL}={name}", rank
+        if _ft_groups(record.artifact.get("meta")):  # the group of the rank, and its rank there
+            from hpctl.backends import kubernetes_ft
+            selector, node, shown = kubernetes_ft.log_target(record.artifact["meta"], name, rank)
+        elif rank is not None and not ray:
             devices = int(get_path(record.spec, "recipes.trainer.devices") or 1)
             nodes = int(get_path(record.spec, "recipes.trainer.num_nodes") or 1)
             if not 0 <= rank < nodes * devices:
@@ -600,7 +655,7 @@ class KubernetesBackend(Backend):
         core = _kubernetes("client").CoreV1Api
         with api_client(record.spec.get("cluster") or {}) as api:
             with api_errors(f"list the pods of {namespace}/{name}", "pods"):
-                pods = core(api).list_namespaced_pod(namespace, label_selector=f"{JOB_LABEL}={name}",
+                pods = core(api).list_namespaced_pod(namespace, label_selector=selector,
                                                      _preload_content=False)
                 items = json.loads(pods.data).get("items") or []
             if ray:
@@ -620,7 +675,7 @@ class KubernetesBackend(Backend):
                 response = core(api).read_namespaced_pod_log(pod, namespace, container=container, follow=follow,
                                                              _preload_content=False)
                 lines = _lines(response)
-                yield from lines if ray else rank_lines(lines, rank)
+                yield from lines if ray else rank_lines(lines, shown)
 
     def cancel(self, record: JobRecord) -> None:
         """Delete the job (its pods go with it), then its ConfigMap and Secret. Volumes are untouched."""
@@ -638,6 +693,10 @@ class KubernetesBackend(Backend):
                 (f"delete Secret {namespace}/{name}-secrets",
                  lambda: core.delete_namespaced_secret(f"{name}-secrets", namespace)),
             ]
+            groups = _ft_groups(record.artifact.get("meta"))
+            if groups:  # every group's job, and the lighthouse (kubernetes_ft), instead of one job
+                from hpctl.backends import kubernetes_ft
+                deletes = kubernetes_ft.deletes(api, namespace, name, groups) + deletes[1:]
             for what, delete in deletes:
                 with api_errors(what, f"{group}/{version} {plural}"):
                     try:
