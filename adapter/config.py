@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from adapter import llmft
+from adapter import ft_config, llmft
 from adapter.digest import digest
 from adapter.mesh import MeshShape, mesh_shape
 from adapter.reader import ConfigError, Reader
@@ -126,14 +126,16 @@ def lora_of(recipe: Mapping[str, Any]) -> LoraConfig | None:
 
 
 def planned_mesh(recipe: Mapping[str, Any], world: int) -> MeshShape | None:
-    """The mesh the trainer builds for a v1 recipe's parallel keys at `world` processes, None when
-    it would refuse them (the plan then says why): hpctl's memory estimate asks this rather than
-    redo the arithmetic of shard groups."""
+    """The mesh each trainer builds for a v1 recipe's parallel keys when the job runs `world`
+    processes (under fault tolerance, one replica group's mesh), None when it would refuse them
+    (the plan then says why): hpctl's memory estimate asks this rather than redo the arithmetic of
+    shard groups."""
     r = Reader(recipe)
     p = parallel_config(r, "fp32", "gpu")  # the mesh depends on neither
+    ft = ft_config.read(r, p, None)
     if r.errors:
         return None
     try:
-        return mesh_shape(p, world)
+        return mesh_shape(p, ft_config.mesh_world(ft, world))
     except ConfigError:
         return None

@@ -63,6 +63,12 @@ def read(r: "Reader", parallel: "ParallelConfig", world: int | None) -> FaultTol
     return ft
 
 
+def mesh_world(ft: FaultTolerance | None, world: int) -> int:
+    """The processes one trainer's device mesh spans: its replica group's (each group is its own
+    torchrun world) under fault tolerance, else all `world`."""
+    return ft.group_world(world) if ft else world
+
+
 def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 

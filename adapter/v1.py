@@ -67,7 +67,7 @@ def from_v1(r: Reader, recipe: Mapping[str, Any], world_size: int | None) -> Tra
                  f"use at most {max_positions}, or raise max_position_embeddings")
     ft = ft_config.read(r, parallel, world_size)  # replica groups: each group's mesh is world / groups
     if world_size is not None:
-        shape = r.guard(None, mesh_shape, parallel, ft.group_world(world_size) if ft else world_size)
+        shape = r.guard(None, mesh_shape, parallel, ft_config.mesh_world(ft, world_size))
         if shape is not None and global_batch is not None:
             r.guard(1, accumulation, global_batch, micro, shape.dp * (ft.replica_groups if ft else 1),
                     r.name("model.train_batch_size"))

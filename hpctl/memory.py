@@ -16,7 +16,8 @@ Layout. world = trainer.num_nodes x devices (local clusters: cluster.nproc_per_n
   no_shard / ddp: 1; full_shard and hybrid_shard: model.shard_degree when set, else dp x cp, at most
   dp x cp (context-parallel ranks hold the same weights, so FSDP shards across them too); hybrid
   replicates across groups, which costs no memory. shard_grad_op (ZeRO-2) shards like full_shard but
-  keeps every layer's gathered weights from forward to backward.
+  keeps every layer's gathered weights from forward to backward. Under trainer.fault_tolerance each
+  replica group is its own world, so S is counted within one group (world / replica_groups).
 Weights. Tensor parallelism splits every decoder-layer weight by tp; embeddings and the output
   projection stay whole across tp (the plan shards only the attention and MLP projections) and are
   sharded by FSDP alone. Routed experts are split by ep x tp and FSDP-sharded over S / ep.
@@ -139,8 +140,8 @@ def layout(spec_data: Mapping[str, Any]) -> Layout:
     tp = _int(model.get("tensor_model_parallel_degree"), 1)
     ep = _int(model.get("expert_model_parallel_degree"), 1)
     cp = _int(model.get("context_parallel_degree"), 1)
-    mesh = planned_mesh(recipe, world)
-    dp = mesh.dp if mesh else max(world // (tp * cp), 1)
+    mesh = planned_mesh(recipe, world)  # under fault tolerance, one replica group's: FSDP shards within it
+    dp = max(world // (tp * cp), 1)  # every data-parallel rank (of all replica groups: they split the batch)
     shard = mesh.fsdp_shards if mesh else dp * cp
     return Layout(world, tp, ep, cp, dp, shard, str(model.get("sharding_strategy") or "full_shard").lower(),
                   assumed=mesh is None)

@@ -180,6 +180,17 @@ def test_shard_group_defaults_to_the_data_parallel_ranks_and_never_exceeds_them(
     assert layout(spec(sharding_strategy="hybrid_shard", shard_degree=16)).shard == 16
 
 
+def test_fault_tolerance_shards_within_one_replica_group():
+    """Each replica group is its own torchrun world (adapter.v1 builds its mesh over world / groups),
+    so 4 groups of 16 x 8 ranks hold the sharded state of a 32-rank job, not of a 128-rank one."""
+    ft = spec()
+    ft["recipes"]["trainer"]["fault_tolerance"] = {"enabled": True, "replica_groups": 4}
+    assert layout(ft).shard == 32 and layout(ft).dp == 128  # the groups split the global batch
+    alone = estimate(spec(nodes=4), 80.0)
+    grouped = estimate(ft, 80.0)
+    assert grouped.total_gb == pytest.approx(alone.total_gb) and grouped.total_gb > estimate(spec(), 80.0).total_gb
+
+
 def test_tensor_parallel_splits_layers_and_their_activations():
     one, two = estimate(spec(), None), estimate(spec(tensor_model_parallel_degree=2), None)
     assert two.activations_gb < one.activations_gb
