@@ -50,7 +50,11 @@ def test_a_killed_group_heals_its_fsdp_shards_from_the_live_one(tmp_path: Path) 
                          model={"global_batch_size": None},
                          exp_manager={"checkpoint_callback_params": {"every_n_train_steps": 4}})
     spec = write_spec(recipe, tmp_path / "spec.json")
-    lighthouse = subprocess.Popen([sys.executable, "-m", "adapter.lighthouse", f"--port={port}"], cwd=REPO,
+    # The lighthouse drops the killed group 2 s after its last heartbeat, well before it is back
+    # (torchrun, imports, model build, checkpoint load), so group 0 gets a one-group quorum and
+    # refuses to commit in it (min_replicas 2): the "not committed" asserted below.
+    lighthouse = subprocess.Popen([sys.executable, "-m", "adapter.lighthouse", f"--port={port}",
+                                   "--heartbeat-timeout-ms=2000"], cwd=REPO,
                                   env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def group(g: int, attempt: int, **extra: str) -> subprocess.Popen:
