@@ -44,9 +44,15 @@ def settings(spec: Spec) -> FaultTolerance | None:
     return ft_config.read(Reader(spec.recipe), None, None)  # type: ignore[arg-type]  # no layout rules here
 
 
-def lighthouse_address(ft: FaultTolerance, backend: str) -> str:
-    host = LOCAL_HOST if backend == "local" else "<first node of the allocation>"
+def lighthouse_address(ft: FaultTolerance, host: str = LOCAL_HOST) -> str:
     return f"http://{host}:{ft.lighthouse_port}"
+
+
+def backend_launch(spec: Spec, ft: FaultTolerance) -> tuple[str, str] | None:
+    """(lighthouse address, who restarts a group) as the spec's backend launches the groups; None
+    where it cannot (Backend.fault_tolerance, each backend's own answer)."""
+    from hpctl.backends import MODULES, get_backend
+    return get_backend(spec.cluster_type).fault_tolerance(spec, ft) if spec.cluster_type in MODULES else None
 
 
 def split(ft: FaultTolerance, nodes: int, devices: int) -> tuple[int, int] | None:
@@ -58,16 +64,10 @@ def split(ft: FaultTolerance, nodes: int, devices: int) -> tuple[int, int] | Non
     return (1, devices * nodes // n) if n % nodes == 0 else None
 
 
-def plan_summary(spec: Spec, backend: str, world: int) -> str | None:
+def plan_summary(spec: Spec, world: int) -> str | None:
     ft = settings(spec)
-    if ft is None:
-        return None
-    from hpctl.backends import MODULES, get_backend
-    launch = get_backend(backend).fault_tolerance(spec, ft) if backend in MODULES else None
-    if launch is None:  # the launch scripts of this module (local, Slurm)
-        launch = (lighthouse_address(ft, backend),
-                  {"local": "hpctl's local launch script", "slurm": "its own srun restart loop"}.get(backend, backend))
-    return ft_config.summary(ft, world, *launch)
+    where = backend_launch(spec, ft) if ft is not None else None
+    return ft_config.summary(ft, world, *where) if ft is not None and where is not None else None
 
 
 def check(spec: Spec, host: "HostInfo | None") -> list["Check"]:
@@ -81,19 +81,18 @@ def check(spec: Spec, host: "HostInfo | None") -> list["Check"]:
         return [Check("fault-tolerance", ERROR, "fault tolerance is hpctl's trainer's (adapter.train): a custom "
                       "entry point runs another program, which would not join the replica groups", [enabled],
                       f"turn {enabled} off, or run the default program")]
-    if spec.cluster_type not in ("local", "slurm", "k8s"):
+    if backend_launch(spec, ft) is None:
         return [Check("fault-tolerance", ERROR, f"the {spec.cluster_type} backend does not launch replica groups: "
                       "it has no per-group restart (a SageMaker training job restarts all hosts together)",
                       [enabled], "use the local, slurm or k8s cluster, or turn fault tolerance off "
                       "(checkpoint-restart remains)")]
-    if spec.cluster_type in ("slurm", "k8s"):
-        nodes = int(spec.get("recipes.trainer.num_nodes") or 1)
-        n = ft.replica_groups
-        if split(ft, nodes, 1) is None:
-            return [Check("fault-tolerance", ERROR, f"{n} replica groups do not split {nodes} nodes: each group "
-                          "needs whole nodes, or each node whole groups", [f"{KEY}.replica_groups",
-                                                                           "recipes.trainer.num_nodes"],
-                          "choose replica_groups dividing num_nodes, or a multiple of it")]
+    nodes = int(spec.get("recipes.trainer.num_nodes") or 1)
+    n = ft.replica_groups
+    if split(ft, nodes, 1) is None:
+        return [Check("fault-tolerance", ERROR, f"{n} replica groups do not split {nodes} nodes: each group "
+                      "needs whole nodes, or each node whole groups", [f"{KEY}.replica_groups",
+                                                                       "recipes.trainer.num_nodes"],
+                      "choose replica_groups dividing num_nodes, or a multiple of it")]
     return []
 
 
@@ -144,7 +143,7 @@ def local_command(ft: FaultTolerance, python: str, group_argv: list[str], exit_d
     """The local launch script's command: the lighthouse, then one restart loop per group running
     `group_argv` (torchrun with one group's processes); its status is the job's exit code."""
     lighthouse = shlex.join(lighthouse_argv(ft, python))
-    env = f"{GROUP_ENV}=\"$1\" {LIGHTHOUSE_ENV}={lighthouse_address(ft, 'local')}"
+    env = f"{GROUP_ENV}=\"$1\" {LIGHTHOUSE_ENV}={lighthouse_address(ft)}"
     stop = shlex.quote(exit_dir) + "/cancelled.$$"  # hpctl cancel's marker: no restart after a cancel
     lines = [
         f"# Fault tolerance: {ft.replica_groups} replica groups (torchft) and their lighthouse; each group",

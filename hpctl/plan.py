@@ -143,7 +143,7 @@ def summarize(spec: Spec, estimate: memory.MemoryEstimate | None, platform_netwo
         "network": network_summary(spec, platform_network),
         "tracking": tracking_destinations(spec),
         "notes": [*spec.notes, *filter(None, [model_arch.note(spec.data)])],
-        "fault_tolerance": ft_launch.plan_summary(spec, spec.cluster_type, preflight.world_size(spec)),
+        "fault_tolerance": ft_launch.plan_summary(spec, preflight.world_size(spec)),
     }
 
 

@@ -133,8 +133,8 @@ class Backend(abc.ABC):
 
     def fault_tolerance(self, spec: Spec, ft: Any) -> tuple[str, str] | None:
         """(where the replica groups reach the lighthouse, who restarts a failed group) for the
-        plan's line, when this backend launches trainer.fault_tolerance itself (ft: its settings);
-        None: hpctl.ft_launch's launch scripts do (local, Slurm)."""
+        plan's line, when this backend launches trainer.fault_tolerance (ft: its settings); None:
+        it cannot restart one group alone, and hpctl.ft_launch.check refuses the job at plan."""
         return None
 
     def test_only(self, artifact: Artifact) -> str:

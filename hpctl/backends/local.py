@@ -39,6 +39,9 @@ TAG_ENV = "HPCTL_JOB_TAG"
 class LocalBackend(Backend):
     name = "local"
 
+    def fault_tolerance(self, spec: Spec, ft: Any) -> tuple[str, str]:
+        return ft_launch.lighthouse_address(ft), "hpctl's local launch script"
+
     def doctor(self, cluster: dict[str, Any], general: dict[str, Any]) -> list[Any]:
         from hpctl.doctor import local_checks
         return local_checks(cluster)

@@ -485,6 +485,9 @@ class SlurmBackend(Backend):
         from hpctl.doctor import slurm_checks
         return slurm_checks(cluster)
 
+    def fault_tolerance(self, spec: Spec, ft: Any) -> tuple[str, str]:
+        return ft_launch.lighthouse_address(ft, "<first node of the allocation>"), "its own srun restart loop"
+
     def preflight(self, spec: Spec) -> list[Any]:
         from hpctl.slurm_docker import check  # HyperPod's slurm_docker_cfg: refused where pyxis ignores it
         return check(spec)
