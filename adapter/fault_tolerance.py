@@ -26,9 +26,10 @@ heals from a live peer if the peers are further on.
 Records, for `hpctl status` / `logs` and the tests:
   metrics.jsonl        replica group 0's rank 0, the plain path's fields plus live_groups,
                        recoveries (groups that rejoined) and steps_with_fewer_groups;
-  ft/group_G.rank_R.jsonl   every rank: one line per commit (step, live groups, group-batch,
-                       pid, and the sha256 of this rank's parameters when HPCTL_FT_PARAM_DIGEST=1)
-                       and one per recovery (its time, the step it rejoined at);
+  ft/group_G.rank_R.jsonl   each group's rank 0 (every rank when HPCTL_FT_PARAM_DIGEST=1): one
+                       line per commit (step, live groups, group-batch, pid, and with the
+                       variable the sha256 of this rank's parameters) and one per recovery
+                       (its time, the step it rejoined at);
   stdout               `adapter: [fault tolerance] ...` lines at each recovery and group change.
 """
 from __future__ import annotations
@@ -228,19 +229,25 @@ def _digest(model: Any) -> str:
 
 
 class CommitLog:
-    """ft/group_G.rank_R.jsonl: one JSON line per commit or recovery, flushed as written."""
+    """ft/group_G.rank_R.jsonl: one JSON line per commit or recovery, flushed as written (a SIGKILL
+    loses nothing). Written by each group's rank 0, and by every rank with parameter digests: a
+    line per step from every rank of a large job on a shared filesystem is not worth it otherwise."""
 
-    def __init__(self, results_dir: Path, group: int, rank: int) -> None:
-        path = results_dir / "ft" / f"group_{group}.rank_{rank}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("a")
+    def __init__(self, results_dir: Path, group: int, rank: int, every_rank: bool) -> None:
+        self.file = None
+        if rank == 0 or every_rank:
+            path = results_dir / "ft" / f"group_{group}.rank_{rank}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def run(cfg: TrainConfig, layout: Any, accum: int, device: torch.device, model: Any, optimizer: Any,
@@ -276,7 +283,7 @@ def run(cfg: TrainConfig, layout: Any, accum: int, device: torch.device, model: 
 
     preemption = checkpoint.Preemption()
     tokens_per_group = cfg.micro_batch * layout.shape.dp * accum * cfg.data.seq_len
-    commits = CommitLog(cfg.results_dir, group, rank)
+    commits = CommitLog(cfg.results_dir, group, rank, every_rank=digest)
     log = None
     window = metrics.Window()
     live_before = None

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adapter import data
-from adapter.fault_tolerance import GroupBatches
+from adapter.fault_tolerance import CommitLog, GroupBatches
 from tests.helpers import ft as ft_checks
 from tests.helpers.trainer import REPO, env, tiny_recipe, write_spec
 
@@ -34,6 +34,15 @@ def test_group_batches_cover_the_plain_steps_samples() -> None:
                     got |= {tuple(row.tolist()) for row in batch["input_ids"]}
         assert len(want) == 16
         assert got == want
+
+
+def test_commit_log_is_rank_zeros_unless_every_rank_records_digests(tmp_path: Path) -> None:
+    for rank, every_rank in ((0, False), (1, False), (1, True)):
+        log = CommitLog(tmp_path, 1, rank, every_rank)
+        log.write({"step": 1})
+        log.close()
+    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["group_1.rank_0.jsonl", "group_1.rank_1.jsonl"]
+    assert ft_checks.commits(tmp_path, 1, 1) == [{"step": 1}]  # written once: by the digest run only
 
 
 @pytest.mark.slow
