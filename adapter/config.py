@@ -38,6 +38,16 @@ from adapter.v1 import from_v1, lora_config, parallel_config, precision_raw
 
 def load(path: str | Path) -> TrainConfig:
     """Read a spec file (JSON, or YAML by extension) and build the TrainConfig."""
+    doc, recipe = read_spec(path)
+    cfg = from_recipe(recipe)
+    if cfg.tracking is not None:  # tag runs with the digest hpctl records in state for this spec
+        cfg = replace(cfg, tracking=replace(cfg.tracking, spec_digest=digest(doc)))
+    return cfg
+
+
+def read_spec(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the spec, its recipe) from a spec file (JSON, or YAML by extension), or ConfigError saying
+    what is wrong with the file: what every job program (trainer, evaluation) reads first."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -56,10 +66,7 @@ def load(path: str | Path) -> TrainConfig:
     recipe = doc.get("recipes", doc)
     if not isinstance(recipe, dict):
         raise ConfigError("recipes", "must be a mapping")
-    cfg = from_recipe(recipe)
-    if cfg.tracking is not None:  # tag runs with the digest hpctl records in state for this spec
-        cfg = replace(cfg, tracking=replace(cfg.tracking, spec_digest=digest(doc)))
-    return cfg
+    return doc, recipe
 
 
 def from_recipe(recipe: Mapping[str, Any], world_size: int | None = None, files: bool = True) -> TrainConfig:

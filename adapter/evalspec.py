@@ -27,12 +27,14 @@ index (no torch), so hpctl can call everything here at plan time.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.devices import accelerator_of
 from adapter.reader import ConfigError, InvalidConfig
+from adapter.tracking_keys import tracking_uri
 
 EVALUATION = "evaluation"
 JUDGE = "llm_as_judge"
@@ -144,12 +146,13 @@ def _int(section: dict[str, Any], key: str, prefix: str, minimum: int) -> int | 
     return value
 
 
-def _float(section: dict[str, Any], key: str, prefix: str) -> float | None:
+def _float(section: dict[str, Any], key: str, prefix: str, maximum: float | None = None) -> float | None:
     value = section.get(key)
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{prefix}.{key}", f"expected a number >= 0, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= (maximum or math.inf):
+        bound = "" if maximum is None else f" and <= {maximum:g}"
+        raise ConfigError(f"{prefix}.{key}", f"expected a number >= 0{bound}, found {value!r}")
     return float(value)
 
 
@@ -195,8 +198,8 @@ def from_recipe(recipe: dict[str, Any]) -> EvalConfig:
     batch = guard(_int, ev, "batch_size", EVALUATION, 1) or 1
     max_new = guard(_int, inference, "max_new_tokens", "inference", 1)
     temperature = guard(_float, inference, "temperature", "inference") or 0.0
-    top_p = guard(_float, inference, "top_p", "inference")
-    top_k = inference.get("top_k") if isinstance(inference.get("top_k"), int) else None
+    top_p = guard(_float, inference, "top_p", "inference", 1.0)
+    top_k = guard(_int, inference, "top_k", "inference", -1)  # -1: off (HyperPod's spelling)
 
     tasks, include, mapped = (), None, None
     if task is not None and strategy in STRATEGIES:
@@ -208,6 +211,9 @@ def from_recipe(recipe: dict[str, Any]) -> EvalConfig:
     tensorboard = guard(_str, output, "eval_tensorboard_results_dir", "output")
     mlflow = {k: v for k in ("tracking_uri", "experiment_name", "run_id", "run_name")
               if (v := guard(_str, output, f"mlflow_{k}", "output"))}
+    if "tracking_uri" in mlflow:  # the trainer's rule: a URI MLflow knows, and never a password in it
+        if guard(tracking_uri, "output.mlflow_tracking_uri", mlflow["tracking_uri"]) is None:
+            del mlflow["tracking_uri"]
     if errors:
         raise InvalidConfig(errors)
     generation = Generation(max_new, temperature, top_p, top_k) if strategy == "zs_cot" else None

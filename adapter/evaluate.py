@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter import evalspec
+from adapter.config import read_spec
 from adapter.devices import wants_accelerators
 from adapter.reader import ConfigError
 
@@ -136,11 +137,15 @@ def upload(src: Path, uri: str) -> None:
 
 def local(cfg: evalspec.EvalConfig) -> evalspec.EvalConfig:
     """The settings with S3 paths replaced by local ones under the staging dir: an S3 model is
-    copied down first; S3 results and TensorBoard files are written there and uploaded after."""
-    staging = Path(cfg.staging)
+    copied down first; S3 results and TensorBoard files are written there and uploaded after.
+    Local paths become absolute: run() enters the task directory."""
+    staging = Path(cfg.staging).absolute()
     model = str(download(cfg.model, staging / "model")) if evalspec.is_s3(cfg.model) else cfg.model
-    results = str(staging / "results") if evalspec.is_s3(cfg.results_dir) else cfg.results_dir
-    tensorboard = str(staging / "tensorboard") if evalspec.is_s3(cfg.tensorboard_dir) else cfg.tensorboard_dir
+    if os.path.exists(model):  # a local directory, not a hub id: absolute, since run() enters the task directory
+        model = os.path.abspath(model)
+    results = str(staging / "results") if evalspec.is_s3(cfg.results_dir) else os.path.abspath(cfg.results_dir)
+    tensorboard = str(staging / "tensorboard") if evalspec.is_s3(cfg.tensorboard_dir) else (
+        cfg.tensorboard_dir and os.path.abspath(cfg.tensorboard_dir))
     return replace(cfg, model=model, results_dir=results, tensorboard_dir=tensorboard)
 
 
@@ -149,11 +154,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, type=Path, help="the job spec hpctl wrote (job_spec.json)")
     args = parser.parse_args(argv)
     try:
-        spec = json.loads(args.config.read_text())
-        cfg = evalspec.from_recipe(spec["recipes"])
+        cfg = evalspec.from_recipe(read_spec(args.config)[1])
+        return evaluate(cfg)
     except ConfigError as exc:
-        print(f"adapter: {exc}", file=sys.stderr)
+        for error in exc.errors:
+            print(f"adapter: error: {error}", file=sys.stderr, flush=True)
         return 1
+    except Exception as exc:  # noqa: BLE001 - as adapter.train: a failure is one line and an exit code
+        if os.environ.get("ADAPTER_DEBUG") == "1":
+            raise
+        message = " ".join(str(exc).split()) or "(no message)"
+        print(f"adapter: error: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+        return 1
+
+
+def evaluate(cfg: evalspec.EvalConfig) -> int:
+    """Score the model, write and print the results, send them where the recipe says."""
     asked, cfg = cfg, local(cfg)
     results = run(cfg)
     out = write(cfg, results)

@@ -63,7 +63,7 @@ def _mlflow(r: Reader, name: str, exp_dir: str) -> MlflowConfig | None:
     if not isinstance(tags, Mapping) or any(isinstance(v, (Mapping, list)) for v in tags.values()):
         raise ConfigError(kw + "tags", f"expected a mapping of tag names to values, found {tags!r}")
     return MlflowConfig(
-        key=key, tracking_uri=_tracking_uri(uri_key, uri) if uri else None, local_store=f"{exp_dir}/mlruns",
+        key=key, tracking_uri=tracking_uri(uri_key, uri) if uri else None, local_store=f"{exp_dir}/mlruns",
         experiment=r.str(kw + "experiment_name") or r.str("run.mlflow_experiment_name") or name,
         run_name=r.str(kw + "run_name") or r.str("run.mlflow_run_name") or name,
         run_id=r.str(kw + "run_id") or r.str(LLMFT_MLFLOW + "run_id"),
@@ -72,7 +72,7 @@ def _mlflow(r: Reader, name: str, exp_dir: str) -> MlflowConfig | None:
     )
 
 
-def _tracking_uri(key: str, uri: str) -> str:
+def tracking_uri(key: str, uri: str) -> str:
     """A tracking URI MLflow can use, else ConfigError. Credentials never go in it: the URI is
     shown in plans and logs, so a password there is refused (MLFLOW_TRACKING_USERNAME/PASSWORD or
     MLFLOW_TRACKING_TOKEN in env_vars travel as secrets)."""

@@ -52,3 +52,43 @@ def test_the_llm_as_judge_section_is_refused_with_what_it_needs() -> None:
     with pytest.raises(ConfigError) as exc:
         evalspec.from_recipe({"run": {"name": "j"}, "llm_as_judge": {"metrics": ""}})
     assert exc.value.key == "llm_as_judge" and "judge model endpoint" in exc.value.message
+
+
+@pytest.mark.parametrize(("section", "change", "key", "words"), [
+    ("inference", {"top_p": 5}, "inference.top_p", "<= 1"),
+    ("inference", {"top_k": "40"}, "inference.top_k", "expected an integer >= -1"),
+    ("output", {"mlflow_tracking_uri": "https://bob:hunter2@mlflow.example"}, "output.mlflow_tracking_uri",
+     "carries a password"),
+    ("output", {"mlflow_tracking_uri": "htps://mlflow.example"}, "output.mlflow_tracking_uri",
+     "is not a tracking URI MLflow knows"),
+])
+def test_generation_and_tracking_values_are_the_trainers_rules(section: str, change: dict, key: str,
+                                                                words: str) -> None:
+    """top_p is a probability (the schema's bound, so the job refuses what plan refuses); the MLflow
+    URI passes the trainer's rule (adapter.tracking_keys), which never lets a password into a plan or log."""
+    r = recipe()
+    r[section] = {**r.get(section, {}), **change}
+    with pytest.raises(ConfigError) as exc:
+        evalspec.from_recipe(r)
+    assert any(e.key == key and words in e.message for e in exc.value.errors), exc.value
+    assert "hunter2" not in str(exc.value)
+
+
+@pytest.mark.slow
+def test_the_job_says_what_is_wrong_in_one_line_without_a_traceback(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"recipes": recipe(strategy="cot")}))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    for path, words in ((tmp_path / "missing.json", "--config: cannot read"),
+                        (broken, "is not valid JSON"),
+                        (bad, "evaluation.strategy: 'cot' is not a strategy")):
+        proc = subprocess.run([sys.executable, "-m", "adapter.evaluate", "--config", str(path)], cwd=repo,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert words in proc.stderr and proc.stderr.startswith("adapter: error: "), proc.stderr
