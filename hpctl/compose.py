@@ -56,8 +56,10 @@ def compose(args: Sequence[str], cluster: str | None = None, workspace: Workspac
     """Build the resolved, not yet validated, spec for a command line."""
     ws = workspace or Workspace()
     config_path, config_name, args = custom_script.split_flags(args)
-    custom = custom_script.load(config_path or str(ws.root), config_name, ws, Path.cwd()) \
-        if config_path or config_name else None
+    custom = None
+    if config_path or config_name:
+        cluster_type, args = custom_script.cluster_type_arg(args)
+        custom = custom_script.load(config_path or str(ws.root), config_name, ws, Path.cwd(), cluster_type)
     recipe_name, cluster_arg, override_args, hyperpod = split_args(args)
     general_file = custom.file if custom else ws.general_config()
     general = custom.general if custom else load_file(general_file.path, general_file.display)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapter.keypath import get_path
 from hpctl.errors import HpctlError, Origin
 from hpctl.loader import Layer, load_file
 from hpctl.workspace import Found, Workspace
@@ -37,7 +38,7 @@ READ_AS = {"training_cfg.entry_script": "git.entry_script", "training_cfg.entry_
            "training_cfg.run.results_dir": "recipes.run.results_dir",
            "training_cfg.run.nodes": "recipes.trainer.num_nodes",
            "training_cfg.run.ntasks_per_node": "recipes.trainer.devices",
-           "cluster.instance_type": "instance_type", "cluster.cluster_type": "cluster_type",
+           "cluster.instance_type": "instance_type",
            "container_mounts": "cluster.container_mounts", "slurm_docker_cfg": "cluster.slurm_docker_cfg"}
 
 
@@ -105,8 +106,34 @@ def _script_args(value: Any, origin: Origin | None) -> list[str] | None:
     return out
 
 
-def load(config_path: str, config_name: str | None, ws: Workspace, base: Path) -> Custom:
-    """Read DIR/NAME.yaml (DIR relative to `base`, as Hydra takes it relative to main.py)."""
+def cluster_type_arg(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(the command line's `cluster.cluster_type=T`, the other arguments): it picks the cluster
+    file, as the config file's own cluster_type does, so load() takes it rather than an override."""
+    found, rest = None, []
+    for a in args:
+        key, eq, value = a.lstrip("+").partition("=")
+        if eq and key == "cluster.cluster_type":
+            found = value
+        else:
+            rest.append(a)
+    return found, rest
+
+
+def _mapping(data: dict[str, Any], key: str, origins: dict[str, Origin], display: str) -> dict[str, Any]:
+    """The mapping at `key` of the config file ({} when absent or null), else a refusal at its line."""
+    value = get_path(data, key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HpctlError(f"{key} must be a mapping", origin=origins.get(key) or Origin(display), key=key,
+                         found=type(value).__name__, expected="a mapping, as in HyperPod's custom-script configs")
+    return value
+
+
+def load(config_path: str, config_name: str | None, ws: Workspace, base: Path,
+         cluster_type: str | None = None) -> Custom:
+    """Read DIR/NAME.yaml (DIR relative to `base`, as Hydra takes it relative to main.py); the
+    cluster type is `cluster_type` (the command line's) when given, else the file's."""
     if not config_name:
         raise HpctlError("--config-path needs --config-name: the config file in it", key="--config-name",
                          expected="--config-path DIR --config-name NAME for DIR/NAME.yaml")
@@ -124,17 +151,17 @@ def load(config_path: str, config_name: str | None, ws: Workspace, base: Path) -
         raise HpctlError(f"{file.display} has no training_cfg block", origin=Origin(file.display), key="training_cfg",
                          hint="HyperPod's custom-script configs name the program under training_cfg "
                               "(launcher_scripts/custom_script/config_slurm.yaml)")
-    cluster = data.get("cluster") if isinstance(data.get("cluster"), dict) else {}
-    cluster_type = cluster.get("cluster_type")
+    cluster = _mapping(data, "cluster", origins, file.display)
+    cluster_type = cluster_type or cluster.get("cluster_type")
     if not isinstance(cluster_type, str):
         raise HpctlError("cluster.cluster_type is required", origin=origins.get("cluster") or Origin(file.display),
                          key="cluster.cluster_type", expected="slurm or k8s")
     cluster_type = {"bcm": "slurm"}.get(cluster_type, cluster_type)  # HyperPod's name for Slurm
-    run = training.get("run") if isinstance(training.get("run"), dict) else {}
+    run = _mapping(data, "training_cfg.run", origins, file.display)
 
     general = {k: v for k, v in data.items() if k not in GENERAL_SKIPPED}
     general_origins = {p: o for p, o in origins.items() if p.split(".")[0] not in GENERAL_SKIPPED}
-    git = dict(general.get("git") or {})
+    git = dict(_mapping(data, "git", origins, file.display))
     for key in ("entry_script", "entry_module"):
         if key in training:  # a null one too: HyperPod's configs leave it for the command line
             git[key] = training[key]
@@ -148,7 +175,7 @@ def load(config_path: str, config_name: str | None, ws: Workspace, base: Path) -
         general["instance_type"] = cluster["instance_type"]
         general_origins.update(_sub(origins, "cluster.instance_type", "instance_type"))
 
-    overlay = dict(cluster.get("cluster_config") or {})
+    overlay = dict(_mapping(data, "cluster.cluster_config", origins, file.display))
     overlay_origins = _sub(origins, "cluster.cluster_config", "")
     for key in ("container_mounts", "slurm_docker_cfg"):
         for where in (key, f"cluster.{key}"):  # v1 keeps them at the root, v2 under cluster

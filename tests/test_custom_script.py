@@ -114,3 +114,24 @@ def test_hyperpods_custom_k8s_config_plans_with_its_script_args(tmp_path: Path) 
     _, artifact = verify(spec)
     assert '"/fsx/a.py", "--some_args", "debug", "--some_other_args", "1"]' in artifact.text
     assert "container_mounts" not in spec.cluster
+
+
+def test_the_command_lines_cluster_type_picks_the_cluster_file_bcm_being_slurm(tmp_path: Path) -> None:
+    """`cluster.cluster_type=k8s` plans on the k8s cluster file (not the Slurm file the config
+    names, relabelled), and HyperPod's `bcm` is Slurm on the command line as in the file."""
+    base = [f"--config-path={V1}/launcher_scripts/custom_script", "--config-name=config_slurm",
+            f"base_results_dir={tmp_path}", *ARGS[:2]]
+    k8s = compose([*base, "cluster.cluster_type=k8s", "container=repo/img:1"], workspace=_workspace())
+    assert k8s.cluster_type == "k8s" and "namespace" in k8s.cluster  # the k8s cluster file's keys
+    bcm = compose([*base, "cluster.cluster_type=bcm"], workspace=_workspace())
+    assert bcm.cluster_type == "slurm"
+
+
+def test_a_block_that_is_not_a_mapping_is_refused_at_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("training_cfg:\n  entry_script: /x.py\n  run: {name: x, nodes: 1, ntasks_per_node: 1}\n"
+                      "cluster:\n  cluster_type: slurm\n  cluster_config: [a, b]\n")
+    with pytest.raises(HpctlError) as exc:
+        compose([f"--config-path={tmp_path}", "--config-name=bad"], workspace=_workspace())
+    (problem,) = exc.value.problems
+    assert problem.key == "cluster.cluster_config" and problem.origin.line == 6 and "must be a mapping" in str(exc.value)
