@@ -38,7 +38,7 @@ from hpctl.backends.common import (
     USER_ENV_PREFIXES, JobTag, job_env, positive_int, rank_lines, scalar_text,
     secret_vars)
 from hpctl.devices import uses_gpus
-from hpctl.engines import engine_of
+from hpctl.engines import uses_ray
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError, optional_import
 from hpctl.spec import Spec
@@ -511,7 +511,7 @@ class KubernetesBackend(Backend):
         return kubernetes_ft.lighthouse_url(spec, ft), kubernetes_ft.RESTARTED_BY
 
     def render(self, spec: Spec) -> Artifact:
-        if getattr(engine_of(spec.data), "ray", False):  # verl runs on a Ray cluster: a RayJob (kubernetes_ray)
+        if uses_ray(spec.data):  # verl runs on a Ray cluster: a RayJob (kubernetes_ray)
             from hpctl.backends import kubernetes_ray
             return kubernetes_ray.render(spec)
         ft = ft_launch.settings(spec)

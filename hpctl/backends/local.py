@@ -27,7 +27,7 @@ from hpctl.backends.base import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL
                                  JobRecord, JobStatus, TaggedJob)
 from hpctl.backends.common import JobTag, job_env, last_metrics, log_lines, secret_vars
 from hpctl.devices import devices_per_node
-from hpctl.engines import engine_of
+from hpctl.engines import uses_ray
 from hpctl.entry import entry_point
 from hpctl.spec import Spec
 from hpctl.templating import render
@@ -47,7 +47,7 @@ class LocalBackend(Backend):
         return local_checks(cluster)
 
     def render(self, spec: Spec) -> Artifact:
-        if getattr(engine_of(spec.data), "ray", False):  # verl: a single-node Ray for the job (hpctl.backends.local_ray)
+        if uses_ray(spec.data):  # verl: a single-node Ray for the job (hpctl.backends.local_ray)
             from hpctl.backends import local_ray
             return local_ray.render_job(spec)
         results = spec.get("recipes.run.results_dir")

@@ -44,7 +44,7 @@ from adapter.reader import Reader
 from adapter.secret import REDACTED
 from hpctl.backends.base import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, UNKNOWN, Artifact,
                                  Backend, JobRecord, JobStatus, TaggedJob)
-from hpctl.engines import engine_of
+from hpctl.engines import uses_ray
 from hpctl.errors import HpctlError, Problem, optional_import
 from hpctl.instances import sagemaker_name
 from hpctl.backends.common import JobTag, job_env, rank_lines, scalar_text
@@ -463,7 +463,7 @@ class SageMakerBackend(Backend):
         request, sources, spec_uri = request_for(spec)
         spec_json = json.dumps(spec.public_data(), indent=2, sort_keys=True, ensure_ascii=True, default=str) + "\n"
         files = {spec_uri: spec_json}
-        if getattr(engine_of(spec.data), "ray", False):  # verl: the request the SDK's recipe support sends (hpctl.backends.sagemaker_verl)
+        if uses_ray(spec.data):  # verl: the request the SDK's recipe support sends (hpctl.backends.sagemaker_verl)
             from hpctl.backends import sagemaker_verl
             request, files = sagemaker_verl.request(spec, request)
         problems = []

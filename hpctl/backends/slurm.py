@@ -31,7 +31,7 @@ from hpctl.backends.base import (
 from hpctl.backends.common import (
     JobTag, job_env, last_metrics, log_lines, positive_int, secret_vars)
 from hpctl.devices import uses_gpus
-from hpctl.engines import engine_of
+from hpctl.engines import uses_ray
 from hpctl.entry import entry_point
 from hpctl.errors import HpctlError
 from hpctl.resources import builtin_root
@@ -493,7 +493,7 @@ class SlurmBackend(Backend):
         return check(spec)
 
     def render(self, spec: Spec) -> Artifact:
-        if getattr(engine_of(spec.data), "ray", False):  # verl: a Ray cluster across the allocation (hpctl.backends.slurm_ray)
+        if uses_ray(spec.data):  # verl: a Ray cluster across the allocation (hpctl.backends.slurm_ray)
             from hpctl.backends import slurm_ray
             return slurm_ray.render_job(spec)
         results_dir = _results_dir(spec)

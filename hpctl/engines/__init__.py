@@ -16,3 +16,10 @@ def engine_of(spec_data: Any) -> Any:
     spec or bare recipe, or None."""
     from hpctl.engines import evaluation, verl
     return verl.engine_of(spec_data) or evaluation.engine_of(spec_data)
+
+
+def uses_ray(spec_data: Any) -> bool:
+    """Whether the spec's engine runs on a Ray cluster the backend starts (verl): each backend
+    then renders its Ray launch instead of its usual torchrun one."""
+    engine = engine_of(spec_data)
+    return engine is not None and engine.ray
