@@ -61,6 +61,16 @@ def _assert_clean(text: str, where: str) -> None:
         assert value not in text, f"{value} leaked into {where}"
 
 
+def _job_env(results: Path) -> dict[str, str]:
+    """The environment the fake job wrote, read once the job has exited: the file exists from the
+    moment the shell opens it, so reading it before the exit marker can see it half written."""
+    deadline = time.monotonic() + 30
+    while not list((results / "hpctl").glob("exit.*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = (results / "job_env.txt").read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
 CLUSTER_ENV = "+cluster.env.DB_PASSWORD=${oc.env:DB_PASSWORD}"  # the built-in clusters' env is empty
 
 
@@ -95,11 +105,7 @@ def test_the_local_job_receives_its_secrets_and_state_keeps_none(workspace, run_
     rc, out, err = run_cli("apply", "tiny/mini", "--cluster", "local", "-w", workspace, "--auto-approve")
     assert rc == 0, err
     _assert_clean(out + err, "apply's output")
-    results = workspace / "results" / "mini"
-    deadline = time.monotonic() + 30
-    while not list((results / "hpctl").glob("exit.*")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    received = dict(line.split("=", 1) for line in (results / "job_env.txt").read_text().splitlines() if "=" in line)
+    received = _job_env(workspace / "results" / "mini")
     assert received["HF_TOKEN"] == SECRETS["HF_TOKEN"] and received["WANDB_KEY"] == SECRETS["WANDB_API_KEY"]
     assert received["DB_PASSWORD"] == SECRETS["DB_PASSWORD"] and received["HPCTL_SECRET_GIT_TOKEN"] == GIT_TOKEN
     state_dir = workspace / ".hpctl"
@@ -154,11 +160,7 @@ def test_a_saved_plan_keeps_an_environment_reference_given_on_the_command_line(w
     rc, out, err = run_cli("apply", saved, "-w", workspace)
     assert rc == 0, err
     _assert_clean(out + err, "apply's output")
-    results = workspace / "results" / "mini"
-    deadline = time.monotonic() + 30
-    while not (results / "job_env.txt").is_file() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    received = dict(line.split("=", 1) for line in (results / "job_env.txt").read_text().splitlines() if "=" in line)
+    received = _job_env(workspace / "results" / "mini")
     assert received["X_TOKEN"] == SECRETS["HF_TOKEN"]
 
     literal = tmp_path / "literal.plan"
