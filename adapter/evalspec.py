@@ -27,13 +27,14 @@ index (no torch), so hpctl can call everything here at plan time.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapter.devices import accelerator_of
-from adapter.reader import ConfigError, InvalidConfig
+from adapter.devices import read_accelerator
+from adapter.reader import ConfigError, Reader
 from adapter.tracking_keys import tracking_uri
 
 EVALUATION = "evaluation"
@@ -128,105 +129,73 @@ def is_evaluation(recipe: Any) -> bool:
     return isinstance(recipe, dict) and (EVALUATION in recipe or JUDGE in recipe)
 
 
-def _str(section: dict[str, Any], key: str, prefix: str) -> str | None:
-    value = section.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{prefix}.{key}", f"expected a string, found {value!r}")
-    return value
-
-
-def _int(section: dict[str, Any], key: str, prefix: str, minimum: int) -> int | None:
-    value = section.get(key)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{prefix}.{key}", f"expected an integer >= {minimum}, found {value!r}")
-    return value
-
-
-def _float(section: dict[str, Any], key: str, prefix: str, maximum: float | None = None) -> float | None:
-    value = section.get(key)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= (maximum or math.inf):
+def _bounded(r: Reader, key: str, maximum: float | None = None) -> float | None:
+    """A number >= 0 (and <= maximum), read as the trainer reads numbers; None when unset."""
+    value = r.float(key)
+    if value is not None and not 0 <= value <= (maximum if maximum is not None else math.inf):
         bound = "" if maximum is None else f" and <= {maximum:g}"
-        raise ConfigError(f"{prefix}.{key}", f"expected a number >= 0{bound}, found {value!r}")
-    return float(value)
+        r.refuse(key, f"expected a number >= 0{bound}, found {value:g}")
+        return None
+    return value
 
 
 def from_recipe(recipe: dict[str, Any]) -> EvalConfig:
     """The lm-eval settings of an evaluation recipe; InvalidConfig with every refusal, each at
-    its key (relative to the recipe)."""
+    its key (relative to the recipe). Values are read through the trainer's `Reader`, so a value
+    is typed, bounded and refused (an unresolved `${...}` included) exactly as a training recipe's."""
     if JUDGE in recipe:
         raise ConfigError(JUDGE, JUDGE_REASON, JUDGE_HINT)
-    errors: list[ConfigError] = []
-
-    def guard(fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except ConfigError as exc:
-            errors.extend(exc.errors)
-            return None
-
-    ev = recipe.get(EVALUATION) if isinstance(recipe.get(EVALUATION), dict) else {}
-    run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
-    inference = recipe.get("inference") if isinstance(recipe.get("inference"), dict) else {}
-    output = recipe.get("output") if isinstance(recipe.get("output"), dict) else {}
-
-    model = guard(_str, run, "model_name_or_path", "run")
-    if model is None and not errors:
-        errors.append(ConfigError("run.model_name_or_path", "names no model to evaluate",
-                                  "give a Hugging Face model directory, or job:NAME for the model a training "
-                                  "job in this workspace exported"))
-    task = guard(_str, ev, "task", EVALUATION)
-    if task is None and not any(e.key == "evaluation.task" for e in errors):
-        errors.append(ConfigError("evaluation.task", "names no task", "an lm-eval task or group, a directory of "
-                                  "task YAMLs, or one of HyperPod's: " + ", ".join(sorted(HYPERPOD_TASKS))))
-    strategy = guard(_str, ev, "strategy", EVALUATION) or "zs"
+    r = Reader(recipe)
+    model = r.str("run.model_name_or_path")
+    if model is None:
+        r.refuse("run.model_name_or_path", "names no model to evaluate",
+                 "give a Hugging Face model directory, or job:NAME for the model a training job in this "
+                 "workspace exported")
+    task = r.str("evaluation.task")
+    if task is None:
+        r.refuse("evaluation.task", "names no task", "an lm-eval task or group, a directory of task YAMLs, or "
+                 "one of HyperPod's: " + ", ".join(sorted(HYPERPOD_TASKS)))
+    strategy = r.str("evaluation.strategy") or "zs"
     if strategy not in STRATEGIES:
-        errors.append(ConfigError("evaluation.strategy", f"{strategy!r} is not a strategy",
-                                  "one of " + ", ".join(STRATEGIES)))
-    subtask = guard(_str, ev, "subtask", EVALUATION)
-    metric = guard(_str, ev, "metric", EVALUATION) or "all"
-    fewshot = guard(_int, ev, "num_fewshot", EVALUATION, 0)
+        close = difflib.get_close_matches(strategy, STRATEGIES, n=1)
+        r.refuse("evaluation.strategy", f"{strategy!r} is not a strategy",
+                 (f"did you mean {close[0]!r}? " if close else "") + "one of " + ", ".join(STRATEGIES))
+    subtask = r.str("evaluation.subtask")
+    metric = r.str("evaluation.metric") or "all"
+    fewshot = r.int("evaluation.num_fewshot", minimum=0)
     if strategy in ("zs", "zs_cot") and fewshot:
-        errors.append(ConfigError("evaluation.num_fewshot", f"strategy {strategy} is zero-shot, found num_fewshot "
-                                  f"{fewshot}", "use strategy: fs for few-shot"))
-    limit = guard(_int, ev, "limit", EVALUATION, 1)
-    batch = guard(_int, ev, "batch_size", EVALUATION, 1) or 1
-    max_new = guard(_int, inference, "max_new_tokens", "inference", 1)
-    temperature = guard(_float, inference, "temperature", "inference") or 0.0
-    top_p = guard(_float, inference, "top_p", "inference", 1.0)
-    top_k = guard(_int, inference, "top_k", "inference", -1)  # -1: off (HyperPod's spelling)
-
+        r.refuse("evaluation.num_fewshot", f"strategy {strategy} is zero-shot, found num_fewshot {fewshot}",
+                 "use strategy: fs for few-shot")
+    limit = r.int("evaluation.limit", minimum=1)
+    batch = r.int("evaluation.batch_size", 1, minimum=1) or 1
+    max_new = r.int("inference.max_new_tokens", minimum=1)
+    temperature = _bounded(r, "inference.temperature") or 0.0
+    top_p = _bounded(r, "inference.top_p", 1.0)
+    top_k = r.int("inference.top_k", minimum=-1)  # -1: off (HyperPod's spelling)
     tasks, include, mapped = (), None, None
     if task is not None and strategy in STRATEGIES:
-        try:
-            tasks, include, mapped = _tasks(task, strategy, subtask)
-        except ConfigError as exc:
-            errors.append(exc)
-    results = guard(_str, output, "eval_results_dir", "output") or _default_results(run)
-    tensorboard = guard(_str, output, "eval_tensorboard_results_dir", "output")
+        tasks, include, mapped = r.guard(((), None, None), _tasks, task, strategy, subtask)
+    staging = _default_results(r.str("run.results_dir"))
+    results = r.str("output.eval_results_dir") or staging
+    tensorboard = r.str("output.eval_tensorboard_results_dir")
     mlflow = {k: v for k in ("tracking_uri", "experiment_name", "run_id", "run_name")
-              if (v := guard(_str, output, f"mlflow_{k}", "output"))}
+              if (v := r.str(f"output.mlflow_{k}"))}
     if "tracking_uri" in mlflow:  # the trainer's rule: a URI MLflow knows, and never a password in it
-        if guard(tracking_uri, "output.mlflow_tracking_uri", mlflow["tracking_uri"]) is None:
+        if r.guard(None, tracking_uri, "output.mlflow_tracking_uri", mlflow["tracking_uri"]) is None:
             del mlflow["tracking_uri"]
-    if errors:
-        raise InvalidConfig(errors)
+    accelerator = read_accelerator(r)
+    r.check()
+    assert model is not None  # refused above otherwise
     generation = Generation(max_new, temperature, top_p, top_k) if strategy == "zs_cot" else None
     return EvalConfig(model=model, subtask=subtask, tasks=tasks, include_path=include, strategy=strategy,
                       num_fewshot=(fewshot if fewshot is not None else DEFAULT_FEWSHOT) if strategy == "fs" else 0,
-                      metric=metric, generation=generation, limit=limit, accelerator=accelerator_of(recipe),
-                      batch_size=batch, results_dir=results, staging=_default_results(run),
+                      metric=metric, generation=generation, limit=limit, accelerator=accelerator,
+                      batch_size=batch, results_dir=results, staging=staging,
                       tensorboard_dir=tensorboard, mlflow=mlflow, mapped_from=mapped)
 
 
-def _default_results(run: dict[str, Any]) -> str:
-    results = run.get("results_dir")
-    return f"{results.rstrip('/')}/{EVAL_DIR}" if isinstance(results, str) and results else EVAL_DIR
+def _default_results(results_dir: str | None) -> str:
+    return f"{results_dir.rstrip('/')}/{EVAL_DIR}" if results_dir else EVAL_DIR
 
 
 def _tasks(task: str, strategy: str, subtask: str | None) -> tuple[tuple[str, ...], str | None, str | None]:

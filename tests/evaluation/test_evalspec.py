@@ -38,6 +38,8 @@ def test_fs_takes_num_fewshot_and_accuracy_names_the_metric_by_task_kind() -> No
 
 @pytest.mark.parametrize(("change", "key", "words"), [
     ({"strategy": "cot"}, "evaluation.strategy", "'cot' is not a strategy"),
+    ({"limit": "${oc.env:EVAL_LIMIT}"}, "evaluation.limit", "unresolved interpolation"),
+    ({"batch_size": 0}, "evaluation.batch_size", "must be >= 1"),
     ({"num_fewshot": 2}, "evaluation.num_fewshot", "strategy zs is zero-shot"),
     ({"task": "ifeval", "strategy": "fs"}, "evaluation.strategy", "ifeval does not support strategy fs"),
     ({"task": ""}, "evaluation.task", "names no task"),
@@ -48,6 +50,27 @@ def test_every_refusal_is_at_its_key(change: dict, key: str, words: str) -> None
     assert any(e.key == key and words in e.message for e in exc.value.errors), exc.value
 
 
+def test_every_refusal_is_reported_at_once_with_a_did_you_mean() -> None:
+    """Read through the trainer's Reader: a recipe with several problems names them all."""
+    with pytest.raises(ConfigError) as exc:
+        evalspec.from_recipe(recipe(strategy="zs_cto", limit=0, batch_size="two"))
+    found = {e.key: e for e in exc.value.errors}
+    assert set(found) == {"evaluation.strategy", "evaluation.limit", "evaluation.batch_size"}
+    assert "did you mean 'zs_cot'?" in found["evaluation.strategy"].hint
+
+
+def test_the_schema_names_the_strategies_and_accelerators_evalspec_accepts() -> None:
+    """The schema refuses at plan (with its did-you-mean) what evalspec refuses in the job: one list."""
+    import json
+
+    from adapter.devices import ACCELERATORS
+    from hpctl.resources import builtin
+    schema = json.loads((builtin("schemas") / "evaluation.schema.json").read_text())
+    props = schema["properties"]
+    assert set(props["evaluation"]["properties"]["strategy"]["enum"]) - {"", None} == set(evalspec.STRATEGIES)
+    assert set(props["trainer"]["properties"]["accelerator"]["enum"]) == set(ACCELERATORS)
+
+
 def test_the_llm_as_judge_section_is_refused_with_what_it_needs() -> None:
     with pytest.raises(ConfigError) as exc:
         evalspec.from_recipe({"run": {"name": "j"}, "llm_as_judge": {"metrics": ""}})
@@ -56,7 +79,10 @@ def test_the_llm_as_judge_section_is_refused_with_what_it_needs() -> None:
 
 @pytest.mark.parametrize(("section", "change", "key", "words"), [
     ("inference", {"top_p": 5}, "inference.top_p", "<= 1"),
-    ("inference", {"top_k": "40"}, "inference.top_k", "expected an integer >= -1"),
+    ("inference", {"top_k": "forty"}, "inference.top_k", "expected an integer"),
+    ("inference", {"top_k": -2}, "inference.top_k", "must be >= -1"),
+    ("inference", {"temperature": -0.5}, "inference.temperature", "expected a number >= 0"),
+    ("trainer", {"accelerator": "gpux"}, "trainer.accelerator", "'gpux' is not supported"),
     ("output", {"mlflow_tracking_uri": "https://bob:hunter2@mlflow.example"}, "output.mlflow_tracking_uri",
      "carries a password"),
     ("output", {"mlflow_tracking_uri": "htps://mlflow.example"}, "output.mlflow_tracking_uri",
