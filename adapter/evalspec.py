@@ -111,12 +111,19 @@ class EvalConfig:
 
     def metric_names(self, output_type: str | None) -> tuple[str, ...] | None:
         """lm-eval metric names this recipe reports for a task of `output_type`; None: all."""
-        if self.metric == "all":
-            return None
-        if self.metric in ACCURACY:
-            ll, gen = ACCURACY[self.metric]
-            return (gen if output_type == GENERATE else ll,)
-        return (self.metric,)
+        return metric_names(self.metric, output_type)
+
+
+def metric_names(metric: str, output_type: str | None) -> tuple[str, ...] | None:
+    """The lm-eval metric names a recipe's `metric` selects for a task of `output_type` (None: all).
+    HyperPod's `accuracy` is `acc` for a log-likelihood task and `exact_match` for a generation
+    task; where the kind is not known (a group's aggregate row) it is whichever of the two is there."""
+    if metric == "all":
+        return None
+    if metric in ACCURACY:
+        ll, gen = ACCURACY[metric]
+        return {GENERATE: (gen,), None: (ll, gen)}.get(output_type, (ll,))
+    return (metric,)
 
 
 def is_s3(path: str | None) -> bool:
@@ -282,19 +289,15 @@ def default_tasks(registry: dict[str, dict[str, Any]]) -> list[str]:
                   if item["kind"] == "group" or (item["kind"] in ("task", "py_task") and name not in grouped))
 
 
-def reported_metrics(metric: str) -> set[str] | None:
-    """The lm-eval metric names a recipe's `metric` selects from the results; None: all."""
-    if metric == "all":
-        return None
-    return set(ACCURACY.get(metric, (metric,)))
-
-
-def score_rows(results: dict[str, Any], metric: str) -> list[dict[str, Any]]:
-    """Each task's scores in lm-eval's `results` section (`{task: {"acc,none": v, "acc_stderr,none":
-    e, "alias": ...}}`) that the recipe's `metric` selects: task, metric, filter, value, stderr."""
-    wanted = reported_metrics(metric)
+def score_rows(output: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    """Each task's scores that the recipe's `metric` selects, from lm-eval's output (its `results`
+    section, `{task: {"acc,none": v, "acc_stderr,none": e, "alias": ...}}`, and each task's
+    `configs` for its output type): task, metric, filter, value, stderr."""
+    configs = output.get("configs") or {}
     out = []
-    for task, values in sorted(results.items()):
+    for task, values in sorted((output.get("results") or {}).items()):
+        config = configs.get(task)
+        wanted = metric_names(metric, config.get("output_type") if isinstance(config, dict) else None)
         for name, value in sorted(values.items()):
             name_, comma, filt = name.partition(",")  # other keys (alias, sample_len) are not scores
             number = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -69,7 +69,7 @@ def write(cfg: evalspec.EvalConfig, results: dict[str, Any]) -> Path:
 def metrics(results: dict[str, Any], cfg: evalspec.EvalConfig) -> dict[str, float]:
     """`eval/<task>/<metric>` and `eval/<task>/<metric>_stderr` for the metrics the recipe asks for."""
     out = {}
-    for row in evalspec.score_rows(results.get("results", {}), cfg.metric):
+    for row in evalspec.score_rows(results, cfg.metric):
         out[f"eval/{row['task']}/{row['metric']}"] = float(row["value"])
         if row["stderr"] is not None:
             out[f"eval/{row['task']}/{row['metric']}_stderr"] = float(row["stderr"])

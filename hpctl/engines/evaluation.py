@@ -265,10 +265,10 @@ def scores(spec_data: dict[str, Any]) -> list[dict[str, Any]] | None:
     try:
         cfg = evalspec.from_recipe(spec_data["recipes"])
         here = Path(cfg.staging, "results") if evalspec.is_s3(cfg.results_dir) else Path(cfg.results_dir)
-        results = json.loads((here / evalspec.RESULTS_FILE).read_text())["results"]  # the job's own copy
-    except (ConfigError, OSError, ValueError, KeyError, TypeError):
+        output = json.loads((here / evalspec.RESULTS_FILE).read_text())  # the job's own copy
+        return evalspec.score_rows(output, cfg.metric) if isinstance(output.get("results"), dict) else None
+    except (ConfigError, OSError, ValueError, KeyError, TypeError, AttributeError):  # not (yet) lm-eval's output
         return None
-    return evalspec.score_rows(results, cfg.metric)
 
 
 def scores_table(job: str, found: list[dict[str, Any]]) -> Any:

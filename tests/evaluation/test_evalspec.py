@@ -118,3 +118,23 @@ def test_the_job_says_what_is_wrong_in_one_line_without_a_traceback(tmp_path) ->
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert words in proc.stderr and proc.stderr.startswith("adapter: error: "), proc.stderr
+
+
+def test_accuracy_scores_are_picked_by_each_tasks_kind_as_the_plan_named_them() -> None:
+    """The rule the plan shows (metric_names) is the one the scores are read with: a generation
+    task's accuracy is exact_match even where it also reports acc; a group's row, whose kind lm-eval
+    does not record, shows whichever of the two it has."""
+    output = {
+        "results": {
+            "gen": {"acc,none": 0.1, "exact_match,strict": 0.5, "exact_match_stderr,strict": 0.05, "alias": "gen"},
+            "ll": {"acc,none": 0.7, "acc_stderr,none": 0.02, "exact_match,none": 0.3},
+            "grp": {"acc,none": 0.6, "exact_match,none": 0.4},
+        },
+        "configs": {"gen": {"output_type": "generate_until"}, "ll": {"output_type": "multiple_choice"}},
+    }
+    rows = {(r["task"], r["metric"], r["filter"]): (r["value"], r["stderr"])
+            for r in evalspec.score_rows(output, "accuracy")}
+    assert rows == {("gen", "exact_match", "strict"): (0.5, 0.05), ("ll", "acc", "none"): (0.7, 0.02),
+                    ("grp", "acc", "none"): (0.6, None), ("grp", "exact_match", "none"): (0.4, None)}
+    assert len(evalspec.score_rows(output, "all")) == 6
+    assert [r["task"] for r in evalspec.score_rows(output, "exact_match")] == ["gen", "grp", "ll"]
