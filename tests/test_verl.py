@@ -8,6 +8,7 @@ start-up rules are refused at the recipe's file:line; the RayJob validates again
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -182,6 +183,20 @@ def test_the_slurm_plan_starts_ray_head_and_workers_with_their_ports():
     assert ('-w "$HPCTL_HEAD_NODE" python3 -u -m verl.trainer.main_ppo --config-path "$HPCTL_VERL_DIR" '
             "--config-name verl_config") in text
     assert "--num-gpus=8" in text and "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES" not in text  # verl 0.5
+
+
+def test_every_ray_step_runs_in_the_container_as_the_training_step_does():
+    """The Ray steps take the pyxis options the training step takes (slurm.container_args): image,
+    mounts and workdir, so verl starts in the same directory inside the container as outside it."""
+    from hpctl.backends.slurm import BACKEND as SLURM, container_args
+    spec = plan_spec(RLAIF, "+cluster.workdir=/fsx/code", cluster="slurm")
+    text = SLURM.render(spec).text
+    step = next(line for line in text.splitlines() if line.startswith("hpctl_step=("))
+    words = shlex.split(step.removeprefix("hpctl_step=(").removesuffix(")"))
+    options = container_args(spec, "/fsx/results/verl-x", "/fsx/code")
+    assert options == [f"--container-image={IMAGE}", "--container-mounts=/fsx/results/verl-x:/fsx/results/verl-x,"
+                       "/fsx/code:/fsx/code", "--container-workdir=/fsx/code"]
+    assert words[-3:] == options
 
 
 def test_a_ray_port_range_that_does_not_fit_is_refused():

@@ -86,15 +86,18 @@ def _covered(path: str, mounts: list[str]) -> bool:
     return False
 
 
-def _container(spec: Spec, results_dir: str, workdir: str | None) -> tuple[str | None, str]:
-    """The pyxis image and its comma-joined mounts (results dir and workdir added when needed).
+def container_args(spec: Spec, results_dir: str, workdir: str | None) -> list[str]:
+    """srun's pyxis options that run a step in the job's container: its image, its comma-joined
+    mounts (results dir and workdir added when needed) and the workdir; none without a container.
+    Every step of the job takes exactly these: the training step, the fault-tolerance lighthouse
+    and groups, and verl's Ray steps.
 
     `container.mounts` are pyxis's "src:dst[:flags]"; HyperPod's `container_mounts` may be bare
     paths, mounted at the same path.
     """
     image = spec.get("cluster.container.image") or spec.get("container")
     if not image:
-        return None, ""
+        return []
     mounts = [str(m) for m in spec.get("cluster.container.mounts") or [] if m not in (None, "")]
     mounts += [str(m) if ":" in str(m) else f"{m}:{m}"
                for m in spec.get("cluster.container_mounts") or [] if m not in (None, "")]
@@ -104,7 +107,10 @@ def _container(spec: Spec, results_dir: str, workdir: str | None) -> tuple[str |
     for mount in mounts:
         if "," in mount:
             raise HpctlError("a container mount cannot contain ','", key="cluster.container.mounts", found=repr(mount))
-    return str(image), ",".join(mounts)
+    args = [f"--container-image={image}"]
+    args += [f"--container-mounts={','.join(mounts)}"] if mounts else []
+    args += [f"--container-workdir={workdir}"] if workdir else []
+    return args
 
 
 def _workdir(spec: Spec) -> str | None:
@@ -167,17 +173,9 @@ def _directives(spec: Spec, results_dir: str, workdir: str | None, auto_resume: 
     return lines
 
 
-def _ft_block(ft: Any, spec: Spec, image: str | None, mounts: str | None, workdir: str | None,
-              srun_args: list[Any], program: tuple[str, ...]) -> str:
+def _ft_block(ft: Any, spec: Spec, container: list[str], srun_args: list[str], program: tuple[str, ...]) -> str:
     """The launch under trainer.fault_tolerance (hpctl.ft_launch), with this script's srun options."""
-    step_args = []
-    if image:
-        step_args.append(f"--container-image={image}")
-        if mounts:
-            step_args.append(f"--container-mounts={mounts}")
-        if workdir:
-            step_args.append(f"--container-workdir={workdir}")
-    step_args += [str(a) for a in srun_args if a is not None]
+    step_args = [*container, *srun_args]
     tail = [TEE_ALL, *[shquote(a) for a in program], "--config", '"$HPCTL_SPEC"']
     return ft_launch.slurm_block(ft, positive_int(spec, "recipes.trainer.num_nodes", 1),
                                  positive_int(spec, "recipes.trainer.devices", 1),
@@ -501,10 +499,10 @@ class SlurmBackend(Backend):
         workdir = _workdir(spec)
         auto_resume = _auto_resume(spec)
         env = secret_vars(spec)
-        image, mounts = _container(spec, results_dir, workdir)
+        container = container_args(spec, results_dir, workdir)
         entry = entry_point(spec, results_dir)
         setup = cluster.get("setup") or []
-        srun_args = cluster.get("srun_args") or []
+        srun_args = [str(a) for a in cluster.get("srun_args") or [] if a is not None]
         ft = ft_launch.settings(spec)  # replica groups: a lighthouse step and one restarting step per group
         text = render(
             TEMPLATE,
@@ -516,9 +514,8 @@ class SlurmBackend(Backend):
             spec_json=tojson(spec.public_data(), indent=2),
             workdir=workdir,
             setup=[str(c) for c in setup if c not in (None, "")],
-            container_image=image,
-            container_mounts=mounts,
-            srun_args=[str(a) for a in srun_args if a is not None],
+            container_args=container,
+            srun_args=srun_args,
             python=cluster.get("python") or "python3",
             nproc_per_node=positive_int(spec, "recipes.trainer.devices", 1),
             auto_resume=auto_resume["enabled"],
@@ -529,7 +526,7 @@ class SlurmBackend(Backend):
             program=[shquote(a) for a in entry.program],
             # the program's own arguments (git.script_args), else the spec, as the other backends pass them
             program_args=[shquote(a) for a in entry.args] if entry.args is not None else ['--config "$HPCTL_SPEC"'],
-            fault_tolerance=_ft_block(ft, spec, image, mounts, workdir, srun_args, entry.program) if ft else None,
+            fault_tolerance=_ft_block(ft, spec, container, srun_args, entry.program) if ft else None,
         )
         logs_dir = f"{results_dir}/logs"
         logs = {"stdout": f"{logs_dir}/%j.out", "torchrun": f"{logs_dir}/torchrun"}

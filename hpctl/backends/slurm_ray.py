@@ -29,7 +29,6 @@ def render_job(spec: Spec) -> Artifact:
     nodes, per_node = verl.world(spec)
     planned = positive_int(spec, "recipes.trainer.num_nodes", 1)
     layout = ports(spec, max(nodes, planned))
-    image, mounts = slurm._container(spec, results_dir, workdir)
     env = secret_vars(spec)
     python = cluster.get("python") or "python3"
     text = render(
@@ -42,7 +41,7 @@ def render_job(spec: Spec) -> Artifact:
         verl_config=verl.config_text(spec), config_file=verl.CONFIG_FILE, verl_07=engine.version == "0.7",
         setup=[str(c) for c in cluster.get("setup") or [] if c not in (None, "")],
         pythonpath=entry_point(spec, results_dir).pythonpath,
-        container_image=image, container_mounts=mounts,
+        container_args=slurm.container_args(spec, results_dir, workdir),
         srun_args=[str(a) for a in cluster.get("srun_args") or [] if a is not None],
         python=python, gpus=per_node if uses_gpus(spec.data) else 0,
         nodes=planned, gcs_port=layout.base, head_ports=layout.node(0),
