@@ -105,7 +105,8 @@ def test_the_local_job_receives_its_secrets_and_state_keeps_none(workspace, run_
     rc, out, err = run_cli("apply", "tiny/mini", "--cluster", "local", "-w", workspace, "--auto-approve")
     assert rc == 0, err
     _assert_clean(out + err, "apply's output")
-    received = _job_env(workspace / "results" / "mini")
+    results = workspace / "results" / "mini"
+    received = _job_env(results)
     assert received["HF_TOKEN"] == SECRETS["HF_TOKEN"] and received["WANDB_KEY"] == SECRETS["WANDB_API_KEY"]
     assert received["DB_PASSWORD"] == SECRETS["DB_PASSWORD"] and received["HPCTL_SECRET_GIT_TOKEN"] == GIT_TOKEN
     state_dir = workspace / ".hpctl"

@@ -50,7 +50,7 @@ def render_job(spec: Spec) -> Artifact:
     )
     text = text.replace(shquote('"$HPCTL_VERL_DIR"'), '"$HPCTL_VERL_DIR"')  # the directory is the script's variable
     logs_dir = f"{results_dir}/logs"
-    logs = {"stdout": f"{logs_dir}/%j.out", "ray": f"/tmp/hpctl-ray-%j/session_latest/logs (on each node)"}
+    logs = {"stdout": f"{logs_dir}/%j.out", "ray": "/tmp/hpctl-ray-%j/session_latest/logs (on each node)"}
     if cluster.get("stderr_to_stdout") is False:
         logs["stderr"] = f"{logs_dir}/%j.err"
     return Artifact(kind="sbatch", text=text, language="bash",
