@@ -130,15 +130,15 @@ def _run(cfg: TrainConfig, layout: Any, accum: int, device: Any) -> int:
     import torch
     import torch.distributed as dist
 
-    from adapter import (checkpoint, data, dpo, faults, lora, metrics, models, multimodal, optim, parallel,
-                         qlora, tracking)
+    from adapter import (checkpoint, data, dpo, faults, ft_config, lora, metrics, models, multimodal, optim,
+                         parallel, qlora, tracking)
     from adapter.modelsize import flops_per_token
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    groups = cfg.fault_tolerance.replica_groups if cfg.fault_tolerance else 1  # each group is its own world
-    if rank == 0 and world * groups != cfg.expected_world_size:
-        print(f"adapter: note: running {world} processes; trainer.devices x num_nodes says {cfg.expected_world_size}",
-              flush=True)
+    expected = ft_config.mesh_world(cfg.fault_tolerance, cfg.expected_world_size)  # one replica group's under FT
+    if rank == 0 and world != expected:
+        per = " per replica group" if cfg.fault_tolerance else ""
+        print(f"adapter: note: running {world} processes; trainer.devices x num_nodes gives {expected}{per}", flush=True)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     if device.type == "cpu":
