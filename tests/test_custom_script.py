@@ -76,8 +76,10 @@ def test_a_custom_script_runs_on_the_local_backend(tmp_path: Path) -> None:
     """Plan and apply a custom-script config on the local cluster: torchrun starts the script on
     ntasks_per_node processes with its script_args."""
     script = tmp_path / "hello.py"
-    script.write_text("import os, sys\nrank = os.environ['RANK']\n"
-                      "open(os.path.join(sys.argv[2], f'rank{rank}.txt'), 'w').write(' '.join(sys.argv[1:]))\n")
+    script.write_text("import os, sys\nrank = os.environ['RANK']\n"  # written whole, then renamed: never seen half written
+                      "path = os.path.join(sys.argv[2], f'rank{rank}.txt')\n"
+                      "with open(path + '.tmp', 'w') as f:\n    f.write(' '.join(sys.argv[1:]))\n"
+                      "os.replace(path + '.tmp', path)\n")
     out = tmp_path / "out"
     out.mkdir()
     (tmp_path / "config_local.yaml").write_text(
