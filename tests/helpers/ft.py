@@ -13,8 +13,11 @@ GROUP_ENV = b"HPCTL_REPLICA_GROUP="
 
 
 def commit_log(results: Path, group: int, rank: int = 0) -> list[dict]:
+    """The complete lines of a commit log (read while the trainer appends: a last line without its
+    newline is still being written and is left for the next read)."""
     path = results / "ft" / f"group_{group}.rank_{rank}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
 
 
 def commits(results: Path, group: int, rank: int = 0) -> list[dict]:
